@@ -1,0 +1,42 @@
+//! The source abstraction every input implements: file replay, the in-process generator, and
+//! (next) Kafka.
+
+use inferwatch_schemas::RawBatch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open {path}: {source} (check the path after `file:`)")]
+    Open {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {path} at line {line}: {source}")]
+    Read {
+        path: String,
+        line: i64,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A stream of raw payloads. Sources are nouns and do no decoding: they hand bytes and their
+/// positions to the processor.
+pub trait Source: Send {
+    /// Stable name, recorded in `events.source` and in file names: replaying the same input
+    /// under the same name replaces earlier files.
+    fn name(&self) -> &str;
+
+    /// Up to `max` payloads from one partition. `Ok(None)`: a finite source is exhausted.
+    /// An empty batch: nothing right now, ask again.
+    fn next_batch(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError>;
+
+    /// True for sources that end (files, a generator with a count).
+    fn is_bounded(&self) -> bool;
+
+    /// (done, total) in the source's own unit (bytes for files, events for the generator),
+    /// when the source knows its size.
+    fn progress(&self) -> Option<(u64, u64)> {
+        None
+    }
+}

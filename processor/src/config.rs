@@ -1,0 +1,169 @@
+//! Processor configuration: the `[window]`, `[prices]` and `[[custom_metrics]]` sections of
+//! the inferwatch TOML file. Every key has a default that works.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{config_err, ProcessorError};
+
+/// Parses `"30s"`, `"1m"`, `"1h 30m"` into a [`Duration`].
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like \"30s\", \"5m\" or \"1h\": {e}"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// `[window]`: event-time windows and watermarks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    /// Window length. Windows are aligned to the Unix epoch.
+    #[serde(deserialize_with = "duration")]
+    pub size: Duration,
+    /// Hop between window starts; absent or equal to `size` means tumbling windows. Must
+    /// divide `size`.
+    #[serde(deserialize_with = "opt_duration")]
+    pub slide: Option<Duration>,
+    /// How far behind the newest event an event may arrive and still be on time: the
+    /// watermark is the newest event time minus this.
+    #[serde(deserialize_with = "duration")]
+    pub max_out_of_orderness: Duration,
+    /// Extra time a window stays open after the watermark passes its end.
+    #[serde(deserialize_with = "duration")]
+    pub allowed_lateness: Duration,
+    /// A source partition with no events for this long (processing time) stops holding back
+    /// the watermark.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            size: Duration::from_secs(60),
+            slide: None,
+            max_out_of_orderness: Duration::from_secs(5),
+            allowed_lateness: Duration::ZERO,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One model's list prices, in US dollars per million tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+    /// Price of input tokens served from the prompt cache; defaults to the input price.
+    pub cached_input_per_million: Option<f64>,
+}
+
+/// `[[custom_metrics]]`: an SQL aggregate over the `events` columns that becomes a column of
+/// `metrics`, e.g. `avg(CASE WHEN status = 'ok' THEN 1.0 ELSE 0.0 END)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomMetric {
+    /// Column name in `metrics`: lower-case letters, digits and `_`.
+    pub name: String,
+    /// One SQL aggregate expression (DataFusion dialect).
+    pub sql: String,
+}
+
+/// Everything the processor needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessorConfig {
+    pub window: WindowConfig,
+    /// Model name → price. Events that carry `cost_usd` keep their own cost. A `[prices]`
+    /// table in the config replaces the built-in one (`processor/prices.toml`).
+    pub prices: BTreeMap<String, Price>,
+    pub custom_metrics: Vec<CustomMetric>,
+}
+
+impl Default for ProcessorConfig {
+    fn default() -> Self {
+        Self {
+            window: WindowConfig::default(),
+            prices: builtin_prices(),
+            custom_metrics: Vec::new(),
+        }
+    }
+}
+
+/// The price table shipped in `processor/prices.toml`.
+pub fn builtin_prices() -> BTreeMap<String, Price> {
+    toml::from_str(include_str!("../prices.toml")).expect("processor/prices.toml is valid")
+}
+
+impl ProcessorConfig {
+    /// Checks what serde cannot: window arithmetic, prices, metric names.
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        let w = &self.window;
+        let size = w.size.as_millis();
+        let slide = w.slide.unwrap_or(w.size).as_millis();
+        if size == 0 || slide == 0 {
+            return Err(config_err!("window.size and window.slide must be at least 1ms"));
+        }
+        if slide > size || size % slide != 0 {
+            return Err(config_err!(
+                "window.slide ({}) must divide window.size ({}), e.g. size = \"1m\", slide = \"30s\"",
+                humantime::format_duration(w.slide.unwrap_or(w.size)),
+                humantime::format_duration(w.size)
+            ));
+        }
+        if size / slide > 1440 {
+            return Err(config_err!(
+                "window.size / window.slide is {}; keep it at most 1440 (each event is counted in that many windows)",
+                size / slide
+            ));
+        }
+        for (model, p) in &self.prices {
+            let all = [
+                Some(p.input_per_million),
+                Some(p.output_per_million),
+                p.cached_input_per_million,
+            ];
+            if all.iter().flatten().any(|x| !x.is_finite() || *x < 0.0) {
+                return Err(config_err!(
+                    "prices.\"{model}\": prices must be finite and non-negative"
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &self.custom_metrics {
+            let ok = !m.name.is_empty()
+                && m.name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                && m
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                return Err(config_err!(
+                    "custom_metrics: name {:?} must start with a lower-case letter and hold only a-z, 0-9 and _",
+                    m.name
+                ));
+            }
+            if crate::metrics::BUILTIN_COLUMNS.contains(&m.name.as_str()) || !seen.insert(&m.name)
+            {
+                return Err(config_err!(
+                    "custom_metrics: the name {:?} is already a column of `metrics`",
+                    m.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,27 @@
+//! One error type for the processor.
+
+use datafusion::error::DataFusionError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    /// The configuration cannot work; the message says which key and how to fix it.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A custom metric's SQL failed to plan or to run.
+    #[error("custom metric `{name}`: {source}")]
+    CustomMetric {
+        name: String,
+        #[source]
+        source: Box<DataFusionError>,
+    },
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// Builds a [`ProcessorError::Config`] from a format string.
+macro_rules! config_err {
+    ($($arg:tt)*) => { $crate::error::ProcessorError::Config(format!($($arg)*)) };
+}
+pub(crate) use config_err;
+
+pub type Result<T, E = ProcessorError> = std::result::Result<T, E>;

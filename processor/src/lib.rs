@@ -1,0 +1,15 @@
+//! The inferwatch processor: event-time windows with per-partition watermarks, mergeable
+//! metric state per (window, key), custom SQL metrics on DataFusion accumulators.
+
+pub mod config;
+pub mod custom;
+pub mod error;
+pub mod metrics;
+pub mod operator;
+pub mod price;
+pub mod window;
+
+pub use config::ProcessorConfig;
+pub use error::{ProcessorError, Result};
+pub use operator::{Output, OperatorStats, WindowOperator};
+pub use window::SourceId;

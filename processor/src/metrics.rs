@@ -1,0 +1,293 @@
+//! The built-in window metrics: a mergeable partial state per (pane, key) and the columns of
+//! the `metrics` table it evaluates to.
+//!
+//! Every field merges exactly (counts, integer sums, HDR histograms, max), so a window's
+//! value is the same whether its events came in one micro-batch or many, and memory grows
+//! with keys × open panes, never with events.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Builder, Int64Builder};
+use arrow::datatypes::{DataType, Field};
+use hdrhistogram::Histogram;
+
+/// Names of the built-in metric columns, in table order (after the key columns).
+pub const BUILTIN_COLUMNS: &[&str] = &[
+    "window_start",
+    "window_end",
+    "service",
+    "model",
+    "model_version",
+    "route",
+    "requests",
+    "errors",
+    "error_rate",
+    "timeouts",
+    "refusals",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "cost_per_request_p50",
+    "cost_per_request_p95",
+    "cost_per_request_p99",
+    "cost_unpriced",
+    "quality_score_mean",
+    "flagged_rate",
+    "approval_rate",
+    "rejection_rate",
+    "late_events",
+];
+
+/// Significant digits of every HDR histogram.
+const HDR_SIGFIG: u8 = 3;
+
+fn histogram() -> Histogram<u32> {
+    // Auto-resizing: memory follows the largest value seen, not a preset range.
+    Histogram::new(HDR_SIGFIG).expect("3 significant digits is a valid HDR precision")
+}
+
+/// One event's contribution, read out of the Arrow columns by the operator.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Observation {
+    pub status: StatusClass,
+    pub latency_ms: Option<f64>,
+    pub tokens_in: Option<i64>,
+    pub tokens_out: Option<i64>,
+    /// Cost in nano-dollars, `None` when neither the event nor the price table gave one.
+    pub cost_nanos: Option<i64>,
+    pub quality_score: Option<f64>,
+    pub flagged: bool,
+    pub approval: Approval,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatusClass {
+    #[default]
+    Ok,
+    Error,
+    Timeout,
+    Refusal,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Approval {
+    #[default]
+    None,
+    Approved,
+    Rejected,
+    Pending,
+}
+
+/// Partial aggregate of the built-in metrics for one (pane, key).
+#[derive(Debug, Clone, Default)]
+pub struct CoreState {
+    pub requests: u64,
+    /// Failed calls: status `error` or `timeout`.
+    pub errors: u64,
+    pub timeouts: u64,
+    /// Status `refused` or `filtered`.
+    pub refusals: u64,
+    /// Latency in microseconds, so sub-millisecond values keep three significant digits.
+    latency_us: Option<Box<Histogram<u32>>>,
+    latency_max_ms: f64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_nanos: i64,
+    cost_hist: Option<Box<Histogram<u32>>>,
+    pub cost_unpriced: u64,
+    quality_sum: f64,
+    quality_n: u64,
+    pub flagged: u64,
+    pub approved: u64,
+    pub rejected: u64,
+    pub late_events: u64,
+}
+
+impl CoreState {
+    pub fn observe(&mut self, o: &Observation) {
+        self.requests += 1;
+        match o.status {
+            StatusClass::Ok => {}
+            StatusClass::Error => self.errors += 1,
+            StatusClass::Timeout => {
+                self.errors += 1;
+                self.timeouts += 1;
+            }
+            StatusClass::Refusal => self.refusals += 1,
+        }
+        if let Some(ms) = o.latency_ms {
+            let us = (ms * 1000.0).round() as u64;
+            self.latency_us
+                .get_or_insert_with(|| Box::new(histogram()))
+                .saturating_record(us);
+            if ms > self.latency_max_ms {
+                self.latency_max_ms = ms;
+            }
+        }
+        self.tokens_in += o.tokens_in.unwrap_or(0);
+        self.tokens_out += o.tokens_out.unwrap_or(0);
+        match o.cost_nanos {
+            Some(n) => {
+                self.cost_nanos += n;
+                self.cost_hist
+                    .get_or_insert_with(|| Box::new(histogram()))
+                    .saturating_record(n.max(0) as u64);
+            }
+            None => self.cost_unpriced += 1,
+        }
+        if let Some(q) = o.quality_score {
+            self.quality_sum += q;
+            self.quality_n += 1;
+        }
+        self.flagged += o.flagged as u64;
+        match o.approval {
+            Approval::Approved => self.approved += 1,
+            Approval::Rejected => self.rejected += 1,
+            Approval::None | Approval::Pending => {}
+        }
+    }
+
+    /// Folds another partial state into this one.
+    pub fn merge(&mut self, o: &CoreState) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.timeouts += o.timeouts;
+        self.refusals += o.refusals;
+        merge_hist(&mut self.latency_us, &o.latency_us);
+        self.latency_max_ms = self.latency_max_ms.max(o.latency_max_ms);
+        self.tokens_in += o.tokens_in;
+        self.tokens_out += o.tokens_out;
+        self.cost_nanos += o.cost_nanos;
+        merge_hist(&mut self.cost_hist, &o.cost_hist);
+        self.cost_unpriced += o.cost_unpriced;
+        self.quality_sum += o.quality_sum;
+        self.quality_n += o.quality_n;
+        self.flagged += o.flagged;
+        self.approved += o.approved;
+        self.rejected += o.rejected;
+        self.late_events += o.late_events;
+    }
+
+    /// Approximate heap bytes held, for memory accounting.
+    pub fn heap_bytes(&self) -> usize {
+        let h = |x: &Option<Box<Histogram<u32>>>| x.as_ref().map_or(0, |h| h.distinct_values() * 4);
+        h(&self.latency_us) + h(&self.cost_hist)
+    }
+}
+
+fn merge_hist(into: &mut Option<Box<Histogram<u32>>>, from: &Option<Box<Histogram<u32>>>) {
+    if let Some(f) = from {
+        match into {
+            Some(h) => h.add(f.as_ref()).expect("auto-resizing histograms always merge"),
+            None => *into = Some(f.clone()),
+        }
+    }
+}
+
+fn ratio(n: u64, d: u64) -> Option<f64> {
+    (d > 0).then(|| n as f64 / d as f64)
+}
+
+/// Column builders for the built-in metrics of many windows × keys.
+pub struct CoreColumns {
+    ints: Vec<Int64Builder>,
+    floats: Vec<Float64Builder>,
+}
+
+const INT_COLS: &[&str] = &[
+    "requests",
+    "errors",
+    "timeouts",
+    "refusals",
+    "tokens_in",
+    "tokens_out",
+    "cost_unpriced",
+    "late_events",
+];
+
+impl Default for CoreColumns {
+    fn default() -> Self {
+        Self {
+            ints: (0..INT_COLS.len()).map(|_| Int64Builder::new()).collect(),
+            floats: (0..BUILTIN_COLUMNS.len() - 6 - INT_COLS.len())
+                .map(|_| Float64Builder::new())
+                .collect(),
+        }
+    }
+}
+
+impl CoreColumns {
+    /// Fields of the built-in metric columns, in [`BUILTIN_COLUMNS`] order.
+    pub fn fields() -> Vec<Field> {
+        BUILTIN_COLUMNS[6..]
+            .iter()
+            .map(|name| {
+                if INT_COLS.contains(name) {
+                    Field::new(*name, DataType::Int64, false)
+                } else {
+                    Field::new(*name, DataType::Float64, true)
+                }
+            })
+            .collect()
+    }
+
+    pub fn append(&mut self, s: &CoreState) {
+        let q = |h: &Option<Box<Histogram<u32>>>, q: f64, scale: f64| {
+            h.as_ref()
+                .filter(|h| h.len() > 0)
+                .map(|h| h.value_at_quantile(q) as f64 / scale)
+        };
+        let ints = [
+            s.requests as i64,
+            s.errors as i64,
+            s.timeouts as i64,
+            s.refusals as i64,
+            s.tokens_in,
+            s.tokens_out,
+            s.cost_unpriced as i64,
+            s.late_events as i64,
+        ];
+        for (b, v) in self.ints.iter_mut().zip(ints) {
+            b.append_value(v);
+        }
+        let has_latency = s.latency_us.as_ref().is_some_and(|h| h.len() > 0);
+        let floats = [
+            ratio(s.errors, s.requests),
+            q(&s.latency_us, 0.50, 1000.0),
+            q(&s.latency_us, 0.95, 1000.0),
+            q(&s.latency_us, 0.99, 1000.0),
+            has_latency.then_some(s.latency_max_ms),
+            Some(s.cost_nanos as f64 / 1e9),
+            q(&s.cost_hist, 0.50, 1e9),
+            q(&s.cost_hist, 0.95, 1e9),
+            q(&s.cost_hist, 0.99, 1e9),
+            (s.quality_n > 0).then(|| s.quality_sum / s.quality_n as f64),
+            ratio(s.flagged, s.requests),
+            ratio(s.approved, s.approved + s.rejected),
+            ratio(s.rejected, s.approved + s.rejected),
+        ];
+        for (b, v) in self.floats.iter_mut().zip(floats) {
+            b.append_option(v);
+        }
+    }
+
+    /// Finished arrays in [`BUILTIN_COLUMNS`] order (after the keys).
+    pub fn finish(&mut self) -> Vec<ArrayRef> {
+        let mut ints = self.ints.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
+        let mut floats = self.floats.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
+        BUILTIN_COLUMNS[6..]
+            .iter()
+            .map(|name| {
+                if INT_COLS.contains(name) {
+                    ints.next().unwrap()
+                } else {
+                    floats.next().unwrap()
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,455 @@
+//! The window operator: `process_batch`, `handle_tick` (watermark from the clock) and
+//! `finish` (end of a finite source) are its whole vocabulary.
+//!
+//! Watermarks advance event by event inside a micro-batch, and windows close the moment the
+//! watermark passes them, so a window's contents and every event's `late` flag depend only on
+//! the order of events — never on where micro-batch boundaries fell.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    ArrayBuilder,
+    Array, ArrayRef, AsArray, BooleanBuilder, Float64Array, RecordBatch, StringArray, StringBuilder,
+    TimestampMillisecondBuilder, UInt32Array,
+};
+use arrow::datatypes::{Float64Type, Int64Type, Schema, SchemaRef, TimestampMillisecondType};
+use inferwatch_schemas::tables::{events as col, metrics_key_fields};
+use inferwatch_schemas::validate::COST_SOURCE_TABLE;
+
+use crate::config::ProcessorConfig;
+use crate::custom::{BatchArgs, CustomMetrics, CustomState};
+use crate::error::Result;
+use crate::metrics::{Approval, CoreColumns, CoreState, Observation, StatusClass};
+use crate::price::{usd_to_nanos, PriceTable};
+use crate::window::{SourceId, Watermarks, WindowSpec};
+
+/// (service, model, model_version, route): what a `metrics` row is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub service: String,
+    pub model: String,
+    pub model_version: Option<String>,
+    pub route: Option<String>,
+}
+
+#[derive(Default)]
+struct Keys {
+    index: HashMap<String, u32>,
+    values: Vec<Key>,
+    buf: String,
+}
+
+impl Keys {
+    fn intern(&mut self, service: &str, model: &str, version: Option<&str>, route: Option<&str>) -> u32 {
+        // A null and an empty string are different keys: \u{1} marks a present value.
+        let b = &mut self.buf;
+        b.clear();
+        for part in [Some(service), Some(model), version, route] {
+            if let Some(p) = part {
+                b.push('\u{1}');
+                b.push_str(p);
+            }
+            b.push('\u{1f}');
+        }
+        if let Some(&id) = self.index.get(b.as_str()) {
+            return id;
+        }
+        let id = self.values.len() as u32;
+        self.index.insert(b.clone(), id);
+        self.values.push(Key {
+            service: service.into(),
+            model: model.into(),
+            model_version: version.map(Into::into),
+            route: route.map(Into::into),
+        });
+        id
+    }
+}
+
+#[derive(Default)]
+struct Pane {
+    core: HashMap<u32, CoreState>,
+    custom: HashMap<u32, CustomState>,
+}
+
+/// Counters for progress displays and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OperatorStats {
+    pub events: u64,
+    pub late_events: u64,
+    pub windows_closed: u64,
+    pub metric_rows: u64,
+}
+
+/// What one call hands to the sinks.
+#[derive(Debug)]
+pub struct Output {
+    /// The input events with `cost_usd`/`cost_source` priced and `late` set.
+    pub events: Option<RecordBatch>,
+    /// Rows for every window that closed during the call.
+    pub metrics: Option<RecordBatch>,
+}
+
+pub struct WindowOperator {
+    spec: WindowSpec,
+    prices: PriceTable,
+    watermarks: Watermarks,
+    keys: Keys,
+    panes: BTreeMap<i64, Pane>,
+    /// Start of the latest window already emitted: later events for it are late.
+    emitted_through: Option<i64>,
+    custom: Option<CustomMetrics>,
+    schema: SchemaRef,
+    stats: OperatorStats,
+}
+
+/// Rows for closed windows, built up during one call.
+struct MetricRows {
+    start: TimestampMillisecondBuilder,
+    end: TimestampMillisecondBuilder,
+    service: StringBuilder,
+    model: StringBuilder,
+    version: StringBuilder,
+    route: StringBuilder,
+    core: CoreColumns,
+    custom: Vec<CustomState>,
+}
+
+impl MetricRows {
+    fn new() -> Self {
+        Self {
+            start: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            end: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            service: StringBuilder::new(),
+            model: StringBuilder::new(),
+            version: StringBuilder::new(),
+            route: StringBuilder::new(),
+            core: CoreColumns::default(),
+            custom: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.service.len()
+    }
+}
+
+impl WindowOperator {
+    pub fn new(config: &ProcessorConfig) -> Result<Self> {
+        config.validate()?;
+        let spec = WindowSpec::new(&config.window);
+        let custom =
+            CustomMetrics::plan(&config.custom_metrics, inferwatch_schemas::tables::events_schema())?;
+        let mut fields = metrics_key_fields();
+        fields.extend(CoreColumns::fields());
+        if let Some(c) = &custom {
+            fields.extend(c.fields());
+        }
+        Ok(Self {
+            spec,
+            prices: PriceTable::new(&config.prices),
+            watermarks: Watermarks::new(spec.out_of_orderness, config.window.idle_timeout),
+            keys: Keys::default(),
+            panes: BTreeMap::new(),
+            emitted_through: None,
+            custom,
+            schema: Arc::new(Schema::new(fields)),
+            stats: OperatorStats::default(),
+        })
+    }
+
+    /// Schema of the `metrics` rows this operator emits.
+    pub fn metrics_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub fn stats(&self) -> OperatorStats {
+        self.stats
+    }
+
+    /// The processor's watermark, if any event was seen.
+    pub fn watermark(&self, now: Instant) -> Option<i64> {
+        self.watermarks.current(now)
+    }
+
+    /// Newest event time seen from a source partition (files dead letters deterministically).
+    pub fn max_event_time(&self, source: &SourceId) -> Option<i64> {
+        self.watermarks.max_event_time(source)
+    }
+
+    /// Number of (pane, key) states held: what memory grows with.
+    pub fn open_states(&self) -> usize {
+        self.panes.values().map(|p| p.core.len()).sum()
+    }
+
+    /// Aggregates one micro-batch of decoded events from `source` into its panes, closing
+    /// windows as the watermark passes them.
+    pub fn process_batch(&mut self, source: &SourceId, events: RecordBatch, now: Instant) -> Result<Output> {
+        let n = events.num_rows();
+        if n == 0 {
+            return Ok(Output {
+                events: None,
+                metrics: None,
+            });
+        }
+        let (events, costs) = self.price(events)?;
+        let ts = events.column(col::TIMESTAMP).as_primitive::<TimestampMillisecondType>();
+        let service = events.column(col::SERVICE).as_string::<i32>();
+        let model = events.column(col::MODEL).as_string::<i32>();
+        let version = events.column(col::MODEL_VERSION).as_string::<i32>();
+        let route = events.column(col::ROUTE).as_string::<i32>();
+        let status = events.column(col::STATUS).as_string::<i32>();
+        let latency = events.column(col::LATENCY_MS).as_primitive::<Float64Type>();
+        let tokens_in = events.column(col::TOKENS_IN).as_primitive::<Int64Type>();
+        let tokens_out = events.column(col::TOKENS_OUT).as_primitive::<Int64Type>();
+        let quality = events.column(col::QUALITY_SCORE).as_primitive::<Float64Type>();
+        let flags = events.column(col::FLAGS).as_list::<i32>();
+        let approval = events.column(col::APPROVAL).as_string::<i32>();
+
+        let args = match &self.custom {
+            Some(c) => Some(c.arguments(&events)?),
+            None => None,
+        };
+        let mut groups: HashMap<(i64, u32), Vec<u32>> = HashMap::new();
+        let mut out = MetricRows::new();
+        let mut late = BooleanBuilder::with_capacity(n);
+        let others = self.watermarks.others(source, now);
+        let ooo = self.spec.out_of_orderness;
+        let mut max_ts = self.watermarks.max_event_time(source).unwrap_or(i64::MIN / 2);
+
+        for i in 0..n {
+            let t = ts.value(i);
+            if t > max_ts {
+                max_ts = t;
+                let wm = others.map_or(t - ooo, |o| o.min(t - ooo));
+                let through = self.spec.closable_through(wm);
+                if self.emitted_through.is_none_or(|e| through > e) {
+                    self.flush_custom(&mut groups, args.as_ref())?;
+                    self.close_through(through, &mut out)?;
+                }
+            }
+            let key = self.keys.intern(
+                service.value(i),
+                model.value(i),
+                opt(version, i),
+                opt(route, i),
+            );
+            let pane = self.spec.pane(t);
+            let fully_late = self.emitted_through.is_some_and(|e| pane <= e);
+            let is_late = self
+                .emitted_through
+                .is_some_and(|e| self.spec.first_window_of(pane) <= e);
+            late.append_value(is_late);
+            if is_late {
+                self.stats.late_events += 1;
+                let wm = others.map_or(max_ts - ooo, |o| o.min(max_ts - ooo));
+                let now_pane = self.spec.pane(wm);
+                let p = self.panes.entry(now_pane).or_default();
+                p.core.entry(key).or_default().late_events += 1;
+            }
+            if fully_late {
+                continue;
+            }
+            let obs = Observation {
+                status: match status.value(i) {
+                    "error" => StatusClass::Error,
+                    "timeout" => StatusClass::Timeout,
+                    "refused" | "filtered" => StatusClass::Refusal,
+                    _ => StatusClass::Ok,
+                },
+                latency_ms: latency.is_valid(i).then(|| latency.value(i)),
+                tokens_in: tokens_in.is_valid(i).then(|| tokens_in.value(i)),
+                tokens_out: tokens_out.is_valid(i).then(|| tokens_out.value(i)),
+                cost_nanos: costs[i],
+                quality_score: quality.is_valid(i).then(|| quality.value(i)),
+                flagged: flags.is_valid(i) && flags.value_length(i) > 0,
+                approval: match opt(approval, i) {
+                    Some("approved") => Approval::Approved,
+                    Some("rejected") => Approval::Rejected,
+                    Some("pending") => Approval::Pending,
+                    _ => Approval::None,
+                },
+            };
+            self.panes
+                .entry(pane)
+                .or_default()
+                .core
+                .entry(key)
+                .or_default()
+                .observe(&obs);
+            if self.custom.is_some() {
+                groups.entry((pane, key)).or_default().push(i as u32);
+            }
+        }
+        self.flush_custom(&mut groups, args.as_ref())?;
+        self.watermarks.advance(source, max_ts, now);
+        self.stats.events += n as u64;
+
+        let mut columns = events.columns().to_vec();
+        columns[col::LATE] = Arc::new(late.finish());
+        let events = RecordBatch::try_new(events.schema(), columns)?;
+        Ok(Output {
+            events: Some(events),
+            metrics: self.finish_rows(out)?,
+        })
+    }
+
+    /// Closes what the clock allows: partitions idle for `idle_timeout` stop holding the
+    /// watermark back.
+    pub fn handle_tick(&mut self, now: Instant) -> Result<Option<RecordBatch>> {
+        let Some(wm) = self.watermarks.current(now) else {
+            return Ok(None);
+        };
+        let through = self.spec.closable_through(wm);
+        let mut out = MetricRows::new();
+        if self.emitted_through.is_none_or(|e| through > e) {
+            self.close_through(through, &mut out)?;
+        }
+        self.finish_rows(out)
+    }
+
+    /// End of a finite source: closes and emits every open window.
+    pub fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        let mut out = MetricRows::new();
+        if let Some((&last, _)) = self.panes.iter().next_back() {
+            self.close_through(last, &mut out)?;
+        }
+        self.finish_rows(out)
+    }
+
+    /// Prices events without `cost_usd` from the price table; returns each row's cost in
+    /// nano-dollars (`None`: unpriced).
+    fn price(&self, events: RecordBatch) -> Result<(RecordBatch, Vec<Option<i64>>)> {
+        let n = events.num_rows();
+        let cost = events.column(col::COST_USD).as_primitive::<Float64Type>();
+        let mut nanos: Vec<Option<i64>> = (0..n)
+            .map(|i| cost.is_valid(i).then(|| usd_to_nanos(cost.value(i))))
+            .collect();
+        if self.prices.is_empty() || cost.null_count() == 0 {
+            return Ok((events, nanos));
+        }
+        let model = events.column(col::MODEL).as_string::<i32>();
+        let tin = events.column(col::TOKENS_IN).as_primitive::<Int64Type>();
+        let tout = events.column(col::TOKENS_OUT).as_primitive::<Int64Type>();
+        let tcached = events.column(col::TOKENS_CACHED).as_primitive::<Int64Type>();
+        let source = events.column(col::COST_SOURCE).as_string::<i32>();
+        let get = |a: &arrow::array::Int64Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0 };
+        let mut usd = Vec::with_capacity(n);
+        let mut src = StringBuilder::with_capacity(n, n * 5);
+        for i in 0..n {
+            if nanos[i].is_none() {
+                nanos[i] = self
+                    .prices
+                    .cost_nanos(model.value(i), get(tin, i), get(tout, i), get(tcached, i));
+                src.append_option(nanos[i].map(|_| COST_SOURCE_TABLE));
+                usd.push(nanos[i].map(|c| c as f64 / 1e9));
+            } else {
+                src.append_option(opt(source, i));
+                usd.push(Some(cost.value(i)));
+            }
+        }
+        let mut columns = events.columns().to_vec();
+        columns[col::COST_USD] = Arc::new(Float64Array::from(usd)) as ArrayRef;
+        columns[col::COST_SOURCE] = Arc::new(src.finish());
+        Ok((RecordBatch::try_new(events.schema(), columns)?, nanos))
+    }
+
+    fn flush_custom(&mut self, groups: &mut HashMap<(i64, u32), Vec<u32>>, args: Option<&BatchArgs>) -> Result<()> {
+        let (Some(custom), Some(args)) = (&self.custom, args) else {
+            return Ok(());
+        };
+        for ((pane, key), rows) in groups.drain() {
+            let p = self.panes.entry(pane).or_default();
+            let state = match p.custom.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(custom.new_state()?),
+            };
+            custom.update(state, args, &UInt32Array::from(rows))?;
+        }
+        Ok(())
+    }
+
+    /// Emits every window starting at or before `through` that holds data, then drops the
+    /// panes no open window needs.
+    fn close_through(&mut self, through: i64, out: &mut MetricRows) -> Result<()> {
+        let (size, slide) = (self.spec.size, self.spec.slide);
+        let first = self.emitted_through.map(|e| e + slide);
+        let mut starts = BTreeSet::new();
+        for &p in self.panes.range(..=through.saturating_add(size - slide)).map(|(p, _)| p) {
+            let lo = first.map_or(self.spec.first_window_of(p), |f| f.max(self.spec.first_window_of(p)));
+            let mut s = lo;
+            while s <= p.min(through) {
+                starts.insert(s);
+                s += slide;
+            }
+        }
+        for s in starts {
+            self.emit_window(s, out)?;
+        }
+        self.panes = self.panes.split_off(&(through + 1));
+        self.emitted_through = Some(self.emitted_through.map_or(through, |e| e.max(through)));
+        Ok(())
+    }
+
+    fn emit_window(&mut self, start: i64, out: &mut MetricRows) -> Result<()> {
+        let end = start + self.spec.size;
+        let mut core: BTreeMap<u32, CoreState> = BTreeMap::new();
+        for pane in self.panes.range(start..end).map(|(_, p)| p) {
+            for (k, s) in &pane.core {
+                core.entry(*k).or_default().merge(s);
+            }
+        }
+        if core.is_empty() {
+            return Ok(());
+        }
+        let mut keys: Vec<u32> = core.keys().copied().collect();
+        keys.sort_by(|a, b| self.keys.values[*a as usize].cmp(&self.keys.values[*b as usize]));
+        for k in keys {
+            let key = &self.keys.values[k as usize];
+            out.start.append_value(start);
+            out.end.append_value(end);
+            out.service.append_value(&key.service);
+            out.model.append_value(&key.model);
+            out.version.append_option(key.model_version.as_deref());
+            out.route.append_option(key.route.as_deref());
+            out.core.append(&core[&k]);
+            if let Some(custom) = &self.custom {
+                let mut parts: Vec<&mut CustomState> = self
+                    .panes
+                    .range_mut(start..end)
+                    .filter_map(|(_, p)| p.custom.get_mut(&k))
+                    .collect();
+                out.custom.push(custom.merge(&mut parts)?);
+            }
+        }
+        self.stats.windows_closed += 1;
+        Ok(())
+    }
+
+    fn finish_rows(&mut self, mut out: MetricRows) -> Result<Option<RecordBatch>> {
+        let rows = out.len();
+        if rows == 0 {
+            return Ok(None);
+        }
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(out.start.finish()),
+            Arc::new(out.end.finish()),
+            Arc::new(out.service.finish()),
+            Arc::new(out.model.finish()),
+            Arc::new(out.version.finish()),
+            Arc::new(out.route.finish()),
+        ];
+        columns.extend(out.core.finish());
+        if let Some(custom) = &self.custom {
+            columns.extend(custom.evaluate(&mut out.custom)?);
+        }
+        self.stats.metric_rows += rows as u64;
+        Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
+    }
+}
+
+fn opt(a: &StringArray, i: usize) -> Option<&str> {
+    a.is_valid(i).then(|| a.value(i))
+}

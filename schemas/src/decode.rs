@@ -1,0 +1,614 @@
+//! JSON payloads straight into Arrow: the hot path of every source.
+//!
+//! Good payloads take the fast path: serde into a borrowed struct (no `serde_json::Value`, no
+//! per-field allocation unless a string has escapes), validation, then Arrow builders. Bad
+//! payloads take a slow path that re-reads them to say which field is wrong; they become
+//! rejects for the `dead_letter` table and never stop the batch.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayBuilder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
+    ListBuilder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::raw::RawBatch;
+use crate::tables::{dead_letter_schema, events_schema};
+use crate::time::{parse_rfc3339, EpochMs, MAX_EVENT_MS, MIN_EVENT_MS};
+use crate::validate::{Limits, Status, SUPPORTED_SCHEMA_VERSION};
+
+/// A string that borrows from the payload unless JSON escapes forced a copy.
+#[derive(Debug)]
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `timestamp` is RFC 3339 text or epoch milliseconds.
+#[derive(Debug)]
+enum WireTime<'a> {
+    Text(Text<'a>),
+    Millis(f64),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for WireTime<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireTime<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an RFC 3339 string or epoch milliseconds")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(WireTime::Text(Text(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(WireTime::Text(Text(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(WireTime::Millis(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(WireTime::Millis(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(WireTime::Millis(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `flags`: a list of strings, borrowed.
+#[derive(Debug, Default)]
+struct Flags<'a>(Vec<Text<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Flags<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Flags<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some(t) = seq.next_element::<Text<'de>>()? {
+                    v.push(t);
+                }
+                Ok(Flags(v))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// `attributes`: an object of string to string, borrowed, in payload order.
+#[derive(Debug, Default)]
+struct Attributes<'a>(Vec<(Text<'a>, Text<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Attributes<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Attributes<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of string values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some(kv) = map.next_entry::<Text<'de>, Text<'de>>()? {
+                    v.push(kv);
+                }
+                Ok(Attributes(v))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// One inference event as it is on the wire. Unknown fields are ignored so that newer
+/// producers do not break older processors.
+#[derive(Debug, Deserialize)]
+struct WireEvent<'a> {
+    #[serde(borrow)]
+    event_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    timestamp: Option<WireTime<'a>>,
+    #[serde(borrow)]
+    service: Option<Text<'a>>,
+    #[serde(borrow)]
+    model: Option<Text<'a>>,
+    #[serde(borrow)]
+    model_version: Option<Text<'a>>,
+    #[serde(borrow)]
+    route: Option<Text<'a>>,
+    #[serde(borrow)]
+    tenant: Option<Text<'a>>,
+    #[serde(borrow)]
+    session_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    status: Option<Text<'a>>,
+    latency_ms: Option<f64>,
+    tokens_in: Option<i64>,
+    tokens_out: Option<i64>,
+    tokens_cached: Option<i64>,
+    cost_usd: Option<f64>,
+    #[serde(borrow)]
+    prediction: Option<Text<'a>>,
+    confidence: Option<f64>,
+    correct: Option<bool>,
+    quality_score: Option<f64>,
+    #[serde(borrow)]
+    flags: Option<Flags<'a>>,
+    #[serde(borrow)]
+    approval: Option<Text<'a>>,
+    step: Option<i64>,
+    #[serde(borrow)]
+    tool: Option<Text<'a>>,
+    #[serde(borrow)]
+    input_hash: Option<Text<'a>>,
+    output_chars: Option<i64>,
+    #[serde(borrow)]
+    attributes: Option<Attributes<'a>>,
+    schema_version: Option<i64>,
+}
+
+/// A payload that did not become an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reject {
+    /// Index of the payload in its [`RawBatch`].
+    pub index: usize,
+    /// Readable reason, naming the field at fault.
+    pub reason: String,
+}
+
+/// The result of decoding one [`RawBatch`].
+#[derive(Debug)]
+pub struct Decoded {
+    /// Valid events, in the `events` table schema (`late` false, `cost_source` "event" where
+    /// the payload had `cost_usd`).
+    pub events: RecordBatch,
+    /// Index in the raw batch of each row of `events`.
+    pub rows: Vec<u32>,
+    pub rejects: Vec<Reject>,
+}
+
+/// Decodes raw JSON payloads into `events` record batches; reuses its builders across batches.
+pub struct EventDecoder {
+    limits: Limits,
+    b: Builders,
+}
+
+struct Builders {
+    event_id: StringBuilder,
+    timestamp: TimestampMillisecondBuilder,
+    service: StringBuilder,
+    model: StringBuilder,
+    model_version: StringBuilder,
+    route: StringBuilder,
+    tenant: StringBuilder,
+    session_id: StringBuilder,
+    status: StringBuilder,
+    latency_ms: Float64Builder,
+    tokens_in: Int64Builder,
+    tokens_out: Int64Builder,
+    tokens_cached: Int64Builder,
+    cost_usd: Float64Builder,
+    cost_source: StringBuilder,
+    prediction: StringBuilder,
+    confidence: Float64Builder,
+    correct: BooleanBuilder,
+    quality_score: Float64Builder,
+    flags: ListBuilder<StringBuilder>,
+    approval: StringBuilder,
+    step: Int64Builder,
+    tool: StringBuilder,
+    input_hash: StringBuilder,
+    output_chars: Int64Builder,
+    attributes: MapBuilder<StringBuilder, StringBuilder>,
+    schema_version: Int32Builder,
+    source: StringBuilder,
+    source_partition: Int32Builder,
+    source_offset: Int64Builder,
+    late: BooleanBuilder,
+}
+
+impl Builders {
+    fn new() -> Self {
+        let names = MapFieldNames {
+            entry: "entries".into(),
+            key: "keys".into(),
+            value: "values".into(),
+        };
+        Self {
+            event_id: StringBuilder::new(),
+            timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            service: StringBuilder::new(),
+            model: StringBuilder::new(),
+            model_version: StringBuilder::new(),
+            route: StringBuilder::new(),
+            tenant: StringBuilder::new(),
+            session_id: StringBuilder::new(),
+            status: StringBuilder::new(),
+            latency_ms: Float64Builder::new(),
+            tokens_in: Int64Builder::new(),
+            tokens_out: Int64Builder::new(),
+            tokens_cached: Int64Builder::new(),
+            cost_usd: Float64Builder::new(),
+            cost_source: StringBuilder::new(),
+            prediction: StringBuilder::new(),
+            confidence: Float64Builder::new(),
+            correct: BooleanBuilder::new(),
+            quality_score: Float64Builder::new(),
+            flags: ListBuilder::new(StringBuilder::new()),
+            approval: StringBuilder::new(),
+            step: Int64Builder::new(),
+            tool: StringBuilder::new(),
+            input_hash: StringBuilder::new(),
+            output_chars: Int64Builder::new(),
+            attributes: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
+                .with_values_field(arrow::datatypes::Field::new(
+                    "values",
+                    arrow::datatypes::DataType::Utf8,
+                    true,
+                )),
+            schema_version: Int32Builder::new(),
+            source: StringBuilder::new(),
+            source_partition: Int32Builder::new(),
+            source_offset: Int64Builder::new(),
+            late: BooleanBuilder::new(),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.model.finish()),
+            Arc::new(self.model_version.finish()),
+            Arc::new(self.route.finish()),
+            Arc::new(self.tenant.finish()),
+            Arc::new(self.session_id.finish()),
+            Arc::new(self.status.finish()),
+            Arc::new(self.latency_ms.finish()),
+            Arc::new(self.tokens_in.finish()),
+            Arc::new(self.tokens_out.finish()),
+            Arc::new(self.tokens_cached.finish()),
+            Arc::new(self.cost_usd.finish()),
+            Arc::new(self.cost_source.finish()),
+            Arc::new(self.prediction.finish()),
+            Arc::new(self.confidence.finish()),
+            Arc::new(self.correct.finish()),
+            Arc::new(self.quality_score.finish()),
+            Arc::new(self.flags.finish()),
+            Arc::new(self.approval.finish()),
+            Arc::new(self.step.finish()),
+            Arc::new(self.tool.finish()),
+            Arc::new(self.input_hash.finish()),
+            Arc::new(self.output_chars.finish()),
+            Arc::new(self.attributes.finish()),
+            Arc::new(self.schema_version.finish()),
+            Arc::new(self.source.finish()),
+            Arc::new(self.source_partition.finish()),
+            Arc::new(self.source_offset.finish()),
+            Arc::new(self.late.finish()),
+        ]
+    }
+}
+
+fn text<'a>(t: &'a Option<Text<'_>>) -> Option<&'a str> {
+    t.as_ref().map(|t| t.0.as_ref())
+}
+
+impl Default for EventDecoder {
+    fn default() -> Self {
+        Self::new(Limits::default())
+    }
+}
+
+impl EventDecoder {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            b: Builders::new(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Decodes every payload of `raw`: each becomes either a row of `events` or a [`Reject`].
+    pub fn decode(&mut self, raw: &RawBatch) -> Decoded {
+        let mut rows = Vec::with_capacity(raw.len());
+        let mut rejects = Vec::new();
+        for i in 0..raw.len() {
+            let payload = raw.payload(i);
+            match self.decode_one(payload) {
+                Ok(ev) => {
+                    self.append(&ev.0, ev.1, raw, i);
+                    rows.push(i as u32);
+                }
+                Err(reason) => rejects.push(Reject { index: i, reason }),
+            }
+        }
+        let columns = self.b.finish();
+        let events = RecordBatch::try_new(events_schema(), columns)
+            .expect("decoder builders match the events schema");
+        Decoded {
+            events,
+            rows,
+            rejects,
+        }
+    }
+
+    fn decode_one<'p>(&self, payload: &'p [u8]) -> Result<(WireEvent<'p>, EpochMs), String> {
+        if payload.is_empty() || payload.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err("empty payload".into());
+        }
+        if payload.len() > self.limits.max_payload_bytes {
+            return Err(format!(
+                "payload is {} bytes, at most {} allowed",
+                payload.len(),
+                self.limits.max_payload_bytes
+            ));
+        }
+        let ev: WireEvent = match serde_json::from_slice(payload) {
+            Ok(ev) => ev,
+            Err(e) => return Err(crate::validate::diagnose(payload, &e)),
+        };
+        let ts = self.validate(&ev)?;
+        Ok((ev, ts))
+    }
+
+    /// Checks every field against the event schema; returns the event time.
+    fn validate(&self, ev: &WireEvent) -> Result<EpochMs, String> {
+        let l = &self.limits;
+        if let Some(v) = ev.schema_version {
+            if v != SUPPORTED_SCHEMA_VERSION {
+                return Err(format!(
+                    "unknown schema_version {v} (this build reads {SUPPORTED_SCHEMA_VERSION})"
+                ));
+            }
+        }
+        l.required_id("event_id", text(&ev.event_id), l.max_event_id_bytes)?;
+        let ts = match &ev.timestamp {
+            None => return Err("missing required field `timestamp`".into()),
+            Some(WireTime::Text(t)) => parse_rfc3339(&t.0).ok_or_else(|| {
+                format!(
+                    "field `timestamp`: cannot parse {:?} as RFC 3339 or epoch milliseconds",
+                    crate::validate::clip(&t.0, 64)
+                )
+            })?,
+            Some(WireTime::Millis(ms)) => {
+                if ms.fract() != 0.0 || !ms.is_finite() {
+                    return Err(format!(
+                        "field `timestamp`: {ms} is not a whole number of epoch milliseconds"
+                    ));
+                }
+                *ms as i64
+            }
+        };
+        if !(MIN_EVENT_MS..=MAX_EVENT_MS).contains(&ts) {
+            return Err(format!(
+                "field `timestamp`: {ts} ms is outside 1970-01-01 .. 9999-12-31"
+            ));
+        }
+        l.required_id("service", text(&ev.service), l.max_name_bytes)?;
+        l.required_id("model", text(&ev.model), l.max_name_bytes)?;
+        for (name, v) in [
+            ("model_version", &ev.model_version),
+            ("route", &ev.route),
+            ("tenant", &ev.tenant),
+            ("session_id", &ev.session_id),
+            ("prediction", &ev.prediction),
+            ("tool", &ev.tool),
+            ("input_hash", &ev.input_hash),
+        ] {
+            l.optional_text(name, text(v), l.max_name_bytes)?;
+        }
+        if let Some(s) = text(&ev.status) {
+            Status::parse(s)?;
+        }
+        if let Some(a) = text(&ev.approval) {
+            if !matches!(a, "approved" | "rejected" | "pending") {
+                return Err(format!(
+                    "field `approval`: {:?} is not one of approved, rejected, pending",
+                    crate::validate::clip(a, 64)
+                ));
+            }
+        }
+        crate::validate::non_negative_f64("latency_ms", ev.latency_ms)?;
+        crate::validate::non_negative_f64("cost_usd", ev.cost_usd)?;
+        crate::validate::unit_interval("confidence", ev.confidence)?;
+        crate::validate::unit_interval("quality_score", ev.quality_score)?;
+        for (name, v) in [
+            ("tokens_in", ev.tokens_in),
+            ("tokens_out", ev.tokens_out),
+            ("tokens_cached", ev.tokens_cached),
+            ("step", ev.step),
+            ("output_chars", ev.output_chars),
+        ] {
+            if let Some(v) = v {
+                if v < 0 {
+                    return Err(format!("field `{name}`: {v} is negative"));
+                }
+            }
+        }
+        if let (Some(c), Some(i)) = (ev.tokens_cached, ev.tokens_in) {
+            if c > i {
+                return Err(format!(
+                    "field `tokens_cached`: {c} exceeds tokens_in {i} (cached tokens are part of the input)"
+                ));
+            }
+        }
+        if let Some(f) = &ev.flags {
+            if f.0.len() > l.max_flags {
+                return Err(format!(
+                    "field `flags`: {} entries, at most {} allowed",
+                    f.0.len(),
+                    l.max_flags
+                ));
+            }
+            for t in &f.0 {
+                l.optional_text("flags", Some(&t.0), l.max_name_bytes)?;
+            }
+        }
+        if let Some(a) = &ev.attributes {
+            if a.0.len() > l.max_attributes {
+                return Err(format!(
+                    "field `attributes`: {} entries, at most {} allowed",
+                    a.0.len(),
+                    l.max_attributes
+                ));
+            }
+            for (k, v) in &a.0 {
+                l.optional_text("attributes key", Some(&k.0), l.max_name_bytes)?;
+                l.optional_text("attributes value", Some(&v.0), l.max_attribute_value_bytes)?;
+            }
+        }
+        Ok(ts)
+    }
+
+    fn append(&mut self, ev: &WireEvent, ts: EpochMs, raw: &RawBatch, i: usize) {
+        let b = &mut self.b;
+        b.event_id.append_value(text(&ev.event_id).unwrap_or_default());
+        b.timestamp.append_value(ts);
+        b.service.append_value(text(&ev.service).unwrap_or_default());
+        b.model.append_value(text(&ev.model).unwrap_or_default());
+        b.model_version.append_option(text(&ev.model_version));
+        b.route.append_option(text(&ev.route));
+        b.tenant.append_option(text(&ev.tenant));
+        b.session_id.append_option(text(&ev.session_id));
+        b.status.append_value(text(&ev.status).unwrap_or("ok"));
+        b.latency_ms.append_option(ev.latency_ms);
+        b.tokens_in.append_option(ev.tokens_in);
+        b.tokens_out.append_option(ev.tokens_out);
+        b.tokens_cached.append_option(ev.tokens_cached);
+        b.cost_usd.append_option(ev.cost_usd);
+        b.cost_source
+            .append_option(ev.cost_usd.map(|_| crate::validate::COST_SOURCE_EVENT));
+        b.prediction.append_option(text(&ev.prediction));
+        b.confidence.append_option(ev.confidence);
+        b.correct.append_option(ev.correct);
+        b.quality_score.append_option(ev.quality_score);
+        match &ev.flags {
+            Some(f) => {
+                for t in &f.0 {
+                    b.flags.values().append_value(&t.0);
+                }
+                b.flags.append(true);
+            }
+            None => b.flags.append(false),
+        }
+        b.approval.append_option(text(&ev.approval));
+        b.step.append_option(ev.step);
+        b.tool.append_option(text(&ev.tool));
+        b.input_hash.append_option(text(&ev.input_hash));
+        b.output_chars.append_option(ev.output_chars);
+        match &ev.attributes {
+            Some(a) => {
+                for (k, v) in &a.0 {
+                    b.attributes.keys().append_value(&k.0);
+                    b.attributes.values().append_value(&v.0);
+                }
+                b.attributes.append(true).expect("keys and values appended in pairs");
+            }
+            None => b.attributes.append(false).expect("map builder accepts nulls"),
+        }
+        b.schema_version
+            .append_value(ev.schema_version.unwrap_or(SUPPORTED_SCHEMA_VERSION) as i32);
+        b.source.append_value(&raw.source);
+        b.source_partition.append_value(raw.partition);
+        b.source_offset.append_value(raw.offset(i));
+        b.late.append_value(false);
+    }
+}
+
+/// Builds `dead_letter` record batches.
+pub struct DeadLetterBuilder {
+    source: StringBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+    stream_time: TimestampMillisecondBuilder,
+    reason: StringBuilder,
+    raw_len: Int64Builder,
+    raw: BinaryBuilder,
+}
+
+impl Default for DeadLetterBuilder {
+    fn default() -> Self {
+        Self {
+            source: StringBuilder::new(),
+            partition: Int32Builder::new(),
+            offset: Int64Builder::new(),
+            stream_time: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            reason: StringBuilder::new(),
+            raw_len: Int64Builder::new(),
+            raw: BinaryBuilder::new(),
+        }
+    }
+}
+
+impl DeadLetterBuilder {
+    /// Adds every reject of a decoded batch, filed at `stream_time`.
+    pub fn append_rejects(&mut self, raw: &RawBatch, rejects: &[Reject], stream_time: EpochMs) {
+        for r in rejects {
+            let payload = raw.payload(r.index);
+            self.source.append_value(&raw.source);
+            self.partition.append_value(raw.partition);
+            self.offset.append_value(raw.offset(r.index));
+            self.stream_time.append_value(stream_time);
+            self.reason.append_value(&r.reason);
+            self.raw_len.append_value(payload.len() as i64);
+            self.raw.append_value(payload);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.source.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn finish(&mut self) -> RecordBatch {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.source.finish()),
+            Arc::new(self.partition.finish()),
+            Arc::new(self.offset.finish()),
+            Arc::new(self.stream_time.finish()),
+            Arc::new(self.reason.finish()),
+            Arc::new(self.raw_len.finish()),
+            Arc::new(self.raw.finish()),
+        ];
+        RecordBatch::try_new(dead_letter_schema(), cols).expect("dead letter schema")
+    }
+}

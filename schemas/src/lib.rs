@@ -1,0 +1,14 @@
+//! The one crate every inferwatch crate shares: event types, the Arrow schema of every table,
+//! validation, and decoding of raw JSON payloads straight into Arrow.
+
+pub mod decode;
+pub mod event;
+pub mod raw;
+pub mod tables;
+pub mod time;
+pub mod validate;
+
+pub use decode::{DeadLetterBuilder, Decoded, EventDecoder, Reject};
+pub use event::InferenceEvent;
+pub use raw::RawBatch;
+pub use validate::Limits;

@@ -1,0 +1,144 @@
+//! Arrow schemas of every table inferwatch writes. Column order is part of the contract:
+//! analysts' queries and the Parquet files rely on it.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+
+/// Event time and window bounds: epoch milliseconds, UTC.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+/// The `attributes` column: a map of string to string.
+pub fn attributes_type() -> DataType {
+    DataType::Map(
+        Arc::new(Field::new(
+            "entries",
+            DataType::Struct(Fields::from(vec![
+                Field::new("keys", DataType::Utf8, false),
+                Field::new("values", DataType::Utf8, true),
+            ])),
+            false,
+        )),
+        false,
+    )
+}
+
+/// The `flags` column: a list of guardrail flag names.
+pub fn flags_type() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+/// Column indexes of the `events` table, so hot loops need no name lookups.
+pub mod events {
+    pub const EVENT_ID: usize = 0;
+    pub const TIMESTAMP: usize = 1;
+    pub const SERVICE: usize = 2;
+    pub const MODEL: usize = 3;
+    pub const MODEL_VERSION: usize = 4;
+    pub const ROUTE: usize = 5;
+    pub const TENANT: usize = 6;
+    pub const SESSION_ID: usize = 7;
+    pub const STATUS: usize = 8;
+    pub const LATENCY_MS: usize = 9;
+    pub const TOKENS_IN: usize = 10;
+    pub const TOKENS_OUT: usize = 11;
+    pub const TOKENS_CACHED: usize = 12;
+    pub const COST_USD: usize = 13;
+    pub const COST_SOURCE: usize = 14;
+    pub const PREDICTION: usize = 15;
+    pub const CONFIDENCE: usize = 16;
+    pub const CORRECT: usize = 17;
+    pub const QUALITY_SCORE: usize = 18;
+    pub const FLAGS: usize = 19;
+    pub const APPROVAL: usize = 20;
+    pub const STEP: usize = 21;
+    pub const TOOL: usize = 22;
+    pub const INPUT_HASH: usize = 23;
+    pub const OUTPUT_CHARS: usize = 24;
+    pub const ATTRIBUTES: usize = 25;
+    pub const SCHEMA_VERSION: usize = 26;
+    pub const SOURCE: usize = 27;
+    pub const SOURCE_PARTITION: usize = 28;
+    pub const SOURCE_OFFSET: usize = 29;
+    pub const LATE: usize = 30;
+}
+
+static EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use DataType::*;
+    Arc::new(Schema::new(vec![
+        Field::new("event_id", Utf8, false),
+        Field::new("timestamp", timestamp_type(), false),
+        Field::new("service", Utf8, false),
+        Field::new("model", Utf8, false),
+        Field::new("model_version", Utf8, true),
+        Field::new("route", Utf8, true),
+        Field::new("tenant", Utf8, true),
+        Field::new("session_id", Utf8, true),
+        Field::new("status", Utf8, false),
+        Field::new("latency_ms", Float64, true),
+        Field::new("tokens_in", Int64, true),
+        Field::new("tokens_out", Int64, true),
+        Field::new("tokens_cached", Int64, true),
+        // As sent by the service, or priced from the price table by the processor.
+        Field::new("cost_usd", Float64, true),
+        // "event", "table", or null when the model has no price.
+        Field::new("cost_source", Utf8, true),
+        Field::new("prediction", Utf8, true),
+        Field::new("confidence", Float64, true),
+        Field::new("correct", Boolean, true),
+        Field::new("quality_score", Float64, true),
+        Field::new("flags", flags_type(), true),
+        Field::new("approval", Utf8, true),
+        Field::new("step", Int64, true),
+        Field::new("tool", Utf8, true),
+        Field::new("input_hash", Utf8, true),
+        Field::new("output_chars", Int64, true),
+        Field::new("attributes", attributes_type(), true),
+        Field::new("schema_version", Int32, false),
+        // Where the event came from: the source name, its partition and the offset in it.
+        Field::new("source", Utf8, false),
+        Field::new("source_partition", Int32, false),
+        Field::new("source_offset", Int64, false),
+        // True when every window the event belongs to had closed before it arrived.
+        Field::new("late", Boolean, false),
+    ]))
+});
+
+/// The `events` table: one row per valid inference event.
+pub fn events_schema() -> SchemaRef {
+    EVENTS.clone()
+}
+
+static DEAD_LETTER: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use DataType::*;
+    Arc::new(Schema::new(vec![
+        Field::new("source", Utf8, false),
+        Field::new("source_partition", Int32, false),
+        Field::new("source_offset", Int64, false),
+        // The newest event time the source had shown before this payload; it files the row
+        // under a date/hour partition deterministically, so a replay overwrites it.
+        Field::new("stream_time", timestamp_type(), false),
+        Field::new("reason", Utf8, false),
+        Field::new("raw_len", Int64, false),
+        Field::new("raw", Binary, false),
+    ]))
+});
+
+/// The `dead_letter` table: every payload that could not become an event, with why.
+pub fn dead_letter_schema() -> SchemaRef {
+    DEAD_LETTER.clone()
+}
+
+/// Key columns of the `metrics` table; metric columns follow them.
+pub fn metrics_key_fields() -> Vec<Field> {
+    vec![
+        Field::new("window_start", timestamp_type(), false),
+        Field::new("window_end", timestamp_type(), false),
+        Field::new("service", DataType::Utf8, false),
+        Field::new("model", DataType::Utf8, false),
+        Field::new("model_version", DataType::Utf8, true),
+        Field::new("route", DataType::Utf8, true),
+    ]
+}

@@ -1,0 +1,63 @@
+//! Writing one Parquet file so that readers never see half of it: temporary name, fsync,
+//! rename, fsync of the directory.
+
+use std::fs::{self, File};
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{io_err, Result};
+
+/// Parquet settings shared by every table.
+#[derive(Debug, Clone)]
+pub struct ParquetOptions {
+    /// zstd level, 1 (fast) to 22 (small).
+    pub zstd_level: i32,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        Self {
+            zstd_level: 3,
+            row_group_rows: 1 << 20,
+        }
+    }
+}
+
+impl ParquetOptions {
+    pub fn writer_properties(&self) -> Result<WriterProperties> {
+        Ok(WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.zstd_level)?))
+            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
+            .build())
+    }
+}
+
+/// Writes `batches` as the Parquet file `path`, atomically: readers see the old file or the
+/// whole new one. An existing file of that name is replaced.
+pub fn write_atomic(path: &Path, schema: SchemaRef, batches: &[RecordBatch], props: WriterProperties) -> Result<()> {
+    let dir = path.parent().expect("table files live in a directory");
+    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    let name = path.file_name().expect("file name").to_string_lossy();
+    // A leading dot and a non-.parquet suffix hide it from DataFusion, DuckDB and pyarrow.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+    let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
+    for b in batches {
+        writer.write(b)?;
+    }
+    let file = writer.into_inner()?;
+    file.sync_all().map_err(io_err("syncing", &tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_err("renaming into place", path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing directory", dir))?;
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! Parquet tables under `data_dir/<table>/date=…/hour=…/`, with deterministic file names so
+//! that processing the same input again replaces files instead of adding duplicates.
+//!
+//! - [`PositionedTable`] (`events`, `dead_letter`): files are named after the source, the
+//!   partition and the range of offsets they cover, and rolled by row count.
+//! - [`WindowTable`] (`metrics`): one file per window, named after the window and the source.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{io_err, Result};
+use crate::file::{write_atomic, ParquetOptions};
+use crate::partition::{sanitize_component, split_by_hour, HivePartition};
+
+/// Every Parquet file of `table`, recursively, sorted.
+pub fn table_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = match fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_err("listing", &d)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err("listing", &d))?;
+            let path = entry.path();
+            let ft = entry.file_type().map_err(io_err("reading", &path))?;
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A table whose files hold a contiguous range of one source partition's offsets.
+pub struct PositionedTable {
+    dir: PathBuf,
+    schema: SchemaRef,
+    ts_col: usize,
+    props: WriterProperties,
+    max_rows: usize,
+    prefix: String,
+    buffers: BTreeMap<HivePartition, Vec<RecordBatch>>,
+    rows: usize,
+    range: Option<(i64, i64)>,
+    files_written: u64,
+}
+
+impl PositionedTable {
+    /// `ts_col` is the timestamp column that picks each row's `date=/hour=` partition.
+    pub fn new(
+        data_dir: &Path,
+        table: &str,
+        schema: SchemaRef,
+        ts_col: usize,
+        source: &str,
+        partition: i32,
+        max_rows: usize,
+        parquet: &ParquetOptions,
+    ) -> Result<Self> {
+        Ok(Self {
+            dir: data_dir.join(table),
+            schema,
+            ts_col,
+            props: parquet.writer_properties()?,
+            max_rows: max_rows.max(1),
+            prefix: format!("{}-p{partition:05}", sanitize_component(source)),
+            buffers: BTreeMap::new(),
+            rows: 0,
+            range: None,
+            files_written: 0,
+        })
+    }
+
+    /// Buffers `batch`, which covers source offsets `first..=last` (it may be empty: the range
+    /// still counts). Writes files when the buffer reaches `max_rows`.
+    pub fn append(&mut self, batch: &RecordBatch, first: i64, last: i64) -> Result<Vec<PathBuf>> {
+        self.range = Some(match self.range {
+            Some((f, l)) => (f.min(first), l.max(last)),
+            None => (first, last),
+        });
+        if batch.num_rows() > 0 {
+            for (part, rows) in split_by_hour(batch, self.ts_col)? {
+                self.buffers.entry(part).or_default().push(rows);
+            }
+            self.rows += batch.num_rows();
+        }
+        if self.rows >= self.max_rows {
+            return self.flush();
+        }
+        Ok(Vec::new())
+    }
+
+    /// Rows buffered and not yet durable.
+    pub fn buffered_rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Offsets covered by buffered (not yet written) data.
+    pub fn pending_range(&self) -> Option<(i64, i64)> {
+        self.range
+    }
+
+    pub fn files_written(&self) -> u64 {
+        self.files_written
+    }
+
+    /// Writes every buffered partition to its own file and forgets the range.
+    pub fn flush(&mut self) -> Result<Vec<PathBuf>> {
+        let Some((first, last)) = self.range.take() else {
+            return Ok(Vec::new());
+        };
+        let name = format!("{}-{first:020}-{last:020}.parquet", self.prefix);
+        let mut written = Vec::new();
+        for (part, batches) in std::mem::take(&mut self.buffers) {
+            let path = self.dir.join(part.path()).join(&name);
+            write_atomic(&path, self.schema.clone(), &batches, self.props.clone())?;
+            written.push(path);
+        }
+        self.rows = 0;
+        self.files_written += written.len() as u64;
+        Ok(written)
+    }
+
+    /// Deletes this source partition's files whose first offset is at or after `from`, and
+    /// any temporary files a crash left: processing restarts at `from` and rewrites them,
+    /// perhaps with other boundaries. Returns how many files were removed.
+    pub fn remove_from(&self, from: i64) -> Result<usize> {
+        let mut removed = 0;
+        for path in table_files(&self.dir)? {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let stale_tmp = name.starts_with(&format!(".{}-", self.prefix)) && name.ends_with(".tmp");
+            let covered = name
+                .strip_prefix(&format!("{}-", self.prefix))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|first| first.parse::<i64>().ok())
+                .is_some_and(|first| first >= from);
+            if stale_tmp || covered {
+                fs::remove_file(&path).map_err(io_err("removing", &path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// The `metrics` table: one file per window and source, partitioned by window start.
+pub struct WindowTable {
+    dir: PathBuf,
+    schema: SchemaRef,
+    props: WriterProperties,
+    suffix: String,
+    files_written: u64,
+}
+
+impl WindowTable {
+    pub fn new(data_dir: &Path, table: &str, schema: SchemaRef, source: &str, parquet: &ParquetOptions) -> Result<Self> {
+        Ok(Self {
+            dir: data_dir.join(table),
+            schema,
+            props: parquet.writer_properties()?,
+            suffix: sanitize_component(source),
+            files_written: 0,
+        })
+    }
+
+    pub fn files_written(&self) -> u64 {
+        self.files_written
+    }
+
+    /// Writes rows (columns 0 and 1 are `window_start`, `window_end`), one file per window.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<Vec<PathBuf>> {
+        let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
+        let ends = batch.column(1).as_primitive::<TimestampMillisecondType>();
+        let mut windows: BTreeMap<(i64, i64), ()> = BTreeMap::new();
+        for i in 0..batch.num_rows() {
+            windows.insert((starts.value(i), ends.value(i)), ());
+        }
+        let mut written = Vec::new();
+        for (start, end) in windows.into_keys() {
+            let mask = arrow::array::BooleanArray::from_iter(
+                (0..batch.num_rows()).map(|i| Some(starts.value(i) == start && ends.value(i) == end)),
+            );
+            let rows = filter_record_batch(batch, &mask)?;
+            let name = format!("w{start:013}-{end:013}-{}.parquet", self.suffix);
+            let path = self.dir.join(HivePartition::of(start).path()).join(name);
+            write_atomic(&path, self.schema.clone(), &[rows], self.props.clone())?;
+            written.push(path);
+        }
+        self.files_written += written.len() as u64;
+        Ok(written)
+    }
+
+    /// Deletes every window file of this source (a replay from the start rewrites them).
+    pub fn remove_all(&self) -> Result<usize> {
+        let tail = format!("-{}.parquet", self.suffix);
+        let mut removed = 0;
+        for path in table_files(&self.dir)? {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.starts_with('w') && name.ends_with(&tail) {
+                fs::remove_file(&path).map_err(io_err("removing", &path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}

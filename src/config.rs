@@ -1,0 +1,161 @@
+//! The one inferwatch configuration file (TOML). Every key has a default that works; see
+//! `config.example.toml` for all of them. Command-line flags override the file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use inferwatch_processor::config::parse_duration;
+use inferwatch_processor::ProcessorConfig;
+use inferwatch_sink::ParquetOptions;
+use serde::{Deserialize, Deserializer};
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// `[source]`: how payloads are read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// Payloads per micro-batch.
+    pub batch_size: usize,
+    /// Largest accepted payload, in bytes; larger ones go to `dead_letter`.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 8192,
+            max_payload_bytes: 1 << 20,
+        }
+    }
+}
+
+/// `[sink]`: how Parquet files are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Roll `events` / `dead_letter` files after this many rows.
+    pub max_file_rows: usize,
+    /// ...or after this much wall-clock time, whichever comes first (live sources).
+    #[serde(deserialize_with = "duration")]
+    pub roll_interval: Duration,
+    /// zstd level, 1–22.
+    pub zstd_level: i32,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            max_file_rows: 1_000_000,
+            roll_interval: Duration::from_secs(60),
+            zstd_level: 3,
+            row_group_rows: 1 << 20,
+        }
+    }
+}
+
+impl SinkConfig {
+    pub fn parquet(&self) -> ParquetOptions {
+        ParquetOptions {
+            zstd_level: self.zstd_level,
+            row_group_rows: self.row_group_rows,
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the Parquet tables go.
+    pub data_dir: PathBuf,
+    pub source: SourceConfig,
+    pub sink: SinkConfig,
+    #[serde(flatten)]
+    pub processor: ProcessorConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./inferwatch-data"),
+            source: SourceConfig::default(),
+            sink: SinkConfig::default(),
+            processor: ProcessorConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, or the defaults when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.source.batch_size == 0 {
+            anyhow::bail!("source.batch_size must be at least 1");
+        }
+        if !(1..=22).contains(&self.sink.zstd_level) {
+            anyhow::bail!("sink.zstd_level must be between 1 and 22");
+        }
+        if self.sink.max_file_rows == 0 || self.sink.row_group_rows == 0 {
+            anyhow::bail!("sink.max_file_rows and sink.row_group_rows must be at least 1");
+        }
+        self.processor.validate()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_matches_the_defaults() {
+        let text = include_str!("../config.example.toml");
+        let c = Config::parse(text).expect("config.example.toml is valid");
+        let d = Config::default();
+        assert_eq!(c.data_dir, d.data_dir);
+        assert_eq!(c.source.batch_size, d.source.batch_size);
+        assert_eq!(c.sink.max_file_rows, d.sink.max_file_rows);
+        assert_eq!(c.processor.window.size, d.processor.window.size);
+        assert_eq!(
+            c.processor.window.max_out_of_orderness,
+            d.processor.window.max_out_of_orderness
+        );
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let cases = [
+            ("[window]\nsize = \"forever\"", "not a duration"),
+            ("[window]\nsize = \"1m\"\nslide = \"7s\"", "must divide"),
+            ("[windw]\nsize = \"1m\"", "unknown field"),
+            ("[sink]\nzstd_level = 40", "zstd_level"),
+            ("[[custom_metrics]]\nname = \"requests\"\nsql = \"count(*)\"", "already a column"),
+            ("[[custom_metrics]]\nname = \"Bad Name\"\nsql = \"count(*)\"", "lower-case"),
+        ];
+        for (text, want) in cases {
+            let err = format!("{:#}", Config::parse(text).unwrap_err());
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+}

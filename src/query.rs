@@ -1,0 +1,100 @@
+//! `inferwatch query`: SQL over the Parquet tables with DataFusion, `date` and `hour` as
+//! partition columns.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::prelude::SessionContext;
+
+/// Tables inferwatch writes, in the order `query` registers them.
+pub const TABLES: &[&str] = &["events", "metrics", "dead_letter"];
+
+/// A session with every table under `data_dir` that has at least one file.
+pub async fn session(data_dir: &Path) -> Result<(SessionContext, Vec<&'static str>)> {
+    let ctx = SessionContext::new();
+    let mut registered = Vec::new();
+    for table in TABLES {
+        let dir = data_dir.join(table);
+        let has_files = inferwatch_sink::table_files(&dir)?
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "parquet"));
+        if !has_files {
+            continue;
+        }
+        let dir = std::fs::canonicalize(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![
+                ("date".to_string(), DataType::Utf8),
+                ("hour".to_string(), DataType::Utf8),
+            ]);
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .infer_schema(&ctx.state())
+            .await
+            .with_context(|| format!("reading the schema of table {table}"))?;
+        ctx.register_table(*table, Arc::new(ListingTable::try_new(config)?))?;
+        registered.push(*table);
+    }
+    Ok((ctx, registered))
+}
+
+/// Runs `sql` and returns all rows.
+pub async fn run(data_dir: &Path, sql: &str) -> Result<Vec<RecordBatch>> {
+    let (ctx, registered) = session(data_dir).await?;
+    if registered.is_empty() {
+        anyhow::bail!(
+            "no tables under {}: run `inferwatch demo` or `inferwatch run --source file:PATH` first, or pass --data-dir",
+            data_dir.display()
+        );
+    }
+    let df = ctx.sql(sql).await.with_context(|| {
+        format!("in query (tables here: {})", registered.join(", "))
+    })?;
+    Ok(df.collect().await?)
+}
+
+/// Output format of `query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// Renders rows: an aligned table, CSV with a header, or one JSON array of row objects.
+pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
+    match format {
+        Format::Table => Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string()),
+        Format::Csv => {
+            let mut out = Vec::new();
+            {
+                let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+                for b in batches {
+                    w.write(b)?;
+                }
+            }
+            Ok(String::from_utf8(out)?)
+        }
+        Format::Json => {
+            let mut out = Vec::new();
+            {
+                let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
+                let refs: Vec<&RecordBatch> = batches.iter().collect();
+                w.write_batches(&refs)?;
+                w.finish()?;
+            }
+            let mut s = String::from_utf8(out)?;
+            if s.is_empty() {
+                s.push_str("[]");
+            }
+            Ok(s)
+        }
+    }
+}
