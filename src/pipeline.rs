@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use datafusion::arrow::array::{AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use datafusion::arrow::datatypes::TimestampMillisecondType;
 use inferwatch_ingest::Source;
 use inferwatch_processor::{SourceId, WindowOperator};
 use inferwatch_schemas::tables::{dead_letter_schema, events as ev, events_schema};
@@ -42,7 +42,6 @@ pub struct RunReport {
     pub progress: Progress,
     /// The metric rows of the most recent windows (for the demo's summary).
     pub recent_metrics: Vec<RecordBatch>,
-    pub metrics_schema: SchemaRef,
     pub files_written: u64,
     pub data_dir: PathBuf,
 }
@@ -146,7 +145,6 @@ pub fn run(
 ) -> Result<RunReport> {
     let started = Instant::now();
     let mut operator = WindowOperator::new(&config.processor)?;
-    let metrics_schema = operator.metrics_schema();
     let mut decoder = EventDecoder::new(Limits {
         max_payload_bytes: config.source.max_payload_bytes,
         ..Limits::default()
@@ -161,7 +159,7 @@ pub fn run(
         metrics: WindowTable::new(
             &config.data_dir,
             "metrics",
-            metrics_schema.clone(),
+            operator.metrics_schema(),
             source.name(),
             &config.sink.parquet(),
         )?,
@@ -184,7 +182,7 @@ pub fn run(
     let mut last_roll = Instant::now();
     let mut dead = DeadLetterBuilder::default();
     let source_name: Arc<str> = Arc::from(source.name());
-    let mut keep = |batch: RecordBatch, progress: &mut Progress, recent: &mut Vec<RecordBatch>| {
+    let mut keep = |batch: RecordBatch, recent: &mut Vec<RecordBatch>| {
         on_metrics(&batch);
         recent.push(batch);
         while recent.iter().map(|b| b.num_rows()).sum::<usize>() > RECENT_ROWS && recent.len() > 1 {
@@ -205,7 +203,7 @@ pub fn run(
                 if tx.send(ToSink::Metrics(m.clone())).is_err() {
                     return Err(sink_failed(sink));
                 }
-                keep(m, &mut progress, &mut recent);
+                keep(m, &mut recent);
             }
         } else {
             let id: SourceId = (source_name.clone(), raw.partition);
@@ -236,7 +234,7 @@ pub fn run(
                 if tx.send(ToSink::Metrics(m.clone())).is_err() {
                     return Err(sink_failed(sink));
                 }
-                keep(m, &mut progress, &mut recent);
+                keep(m, &mut recent);
             }
         }
         if !source.is_bounded() && last_roll.elapsed() >= config.sink.roll_interval {
@@ -256,7 +254,7 @@ pub fn run(
         if tx.send(ToSink::Metrics(m.clone())).is_err() {
             return Err(sink_failed(sink));
         }
-        keep(m, &mut progress, &mut recent);
+        keep(m, &mut recent);
     }
     drop(tx);
     let files_written = match sink.join() {
@@ -268,7 +266,6 @@ pub fn run(
     Ok(RunReport {
         progress,
         recent_metrics: recent,
-        metrics_schema,
         files_written,
         data_dir: config.data_dir.clone(),
     })

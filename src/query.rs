@@ -85,7 +85,10 @@ pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
         Format::Json => {
             let mut out = Vec::new();
             {
-                let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
+                // Explicit nulls: every row object has every column.
+                let mut w = datafusion::arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, datafusion::arrow::json::writer::JsonArray>(&mut out);
                 let refs: Vec<&RecordBatch> = batches.iter().collect();
                 w.write_batches(&refs)?;
                 w.finish()?;

@@ -121,9 +121,7 @@ impl CoreState {
         }
         if let Some(ms) = o.latency_ms {
             let us = (ms * 1000.0).round() as u64;
-            self.latency_us
-                .get_or_insert_with(|| Box::new(histogram()))
-                .saturating_record(us);
+            record(self.latency_us.get_or_insert_with(|| Box::new(histogram())), us);
             if ms > self.latency_max_ms {
                 self.latency_max_ms = ms;
             }
@@ -133,9 +131,7 @@ impl CoreState {
         match o.cost_nanos {
             Some(n) => {
                 self.cost_nanos += n;
-                self.cost_hist
-                    .get_or_insert_with(|| Box::new(histogram()))
-                    .saturating_record(n.max(0) as u64);
+                record(self.cost_hist.get_or_insert_with(|| Box::new(histogram())), n.max(0) as u64);
             }
             None => self.cost_unpriced += 1,
         }
@@ -176,6 +172,13 @@ impl CoreState {
     pub fn heap_bytes(&self) -> usize {
         let h = |x: &Option<Box<Histogram<u32>>>| x.as_ref().map_or(0, |h| h.distinct_values() * 4);
         h(&self.latency_us) + h(&self.cost_hist)
+    }
+}
+
+/// Records into an auto-resizing histogram; only values beyond HDR's range (> 2^62) clamp.
+fn record(h: &mut Histogram<u32>, v: u64) {
+    if h.record(v).is_err() {
+        h.saturating_record(v);
     }
 }
 

@@ -1,0 +1,374 @@
+//! End-to-end tests of the `inferwatch` binary: generate → run → Parquet → query, checked
+//! against independent computations (plain Python over the raw input, DuckDB and pyarrow
+//! over the tables).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_inferwatch");
+
+fn inferwatch(args: &[&str]) -> Output {
+    let out = Command::new(BIN).args(args).output().expect("inferwatch runs");
+    out
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = inferwatch(args);
+    assert!(
+        out.status.success(),
+        "inferwatch {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let mut all = vec!["generate", "--out", path.to_str().unwrap()];
+    all.extend_from_slice(args);
+    ok(&all);
+    path
+}
+
+fn run(input: &Path, data: &Path, extra: &[&str]) -> String {
+    let source = format!("file:{}", input.display());
+    let mut all = vec!["run", "--source", &source, "--data-dir", data.to_str().unwrap()];
+    all.extend_from_slice(extra);
+    ok(&all)
+}
+
+/// Rows of a query, as JSON objects.
+fn query(data: &Path, sql: &str) -> Vec<serde_json::Map<String, Value>> {
+    let out = ok(&["query", "--data-dir", data.to_str().unwrap(), "--format", "json", sql]);
+    let json = out.lines().next().unwrap_or("[]");
+    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    v.as_array()
+        .expect("one JSON array")
+        .iter()
+        .map(|r| r.as_object().expect("row objects").clone())
+        .collect()
+}
+
+fn count(data: &Path, sql: &str) -> i64 {
+    query(data, sql)[0].values().next().unwrap().as_i64().unwrap()
+}
+
+fn lines(path: &Path) -> i64 {
+    fs::read(path).unwrap().iter().filter(|&&b| b == b'\n').count() as i64
+}
+
+fn python_check(input: &Path, data: &Path, size_ms: i64, slide_ms: i64) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(root.join("tests/reference/check_metrics.py"))
+        .args([input.to_str().unwrap(), data.to_str().unwrap()])
+        .args([size_ms.to_string(), slide_ms.to_string()])
+        .arg(root.join("processor/prices.toml"))
+        .output()
+        .expect("python3 runs (./scripts/test.sh installs pyarrow, duckdb)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "reference check failed:\n{text}");
+    assert!(text.contains("checked"), "{text}");
+}
+
+#[test]
+fn tumbling_metrics_equal_an_independent_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2 s of jitter: out of order, within the 5 s bound.
+    let input = generate(dir.path(), "in.ndjson", &["--count", "60000", "--rate", "400", "--seed", "7"]);
+    let data = dir.path().join("data");
+    run(&input, &data, &["--window", "1m"]);
+    python_check(&input, &data, 60_000, 60_000);
+}
+
+#[test]
+fn hopping_metrics_equal_an_independent_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(
+        dir.path(),
+        "in.ndjson",
+        &["--count", "40000", "--rate", "300", "--seed", "11", "--scenario", "drift"],
+    );
+    let data = dir.path().join("data");
+    run(&input, &data, &["--window", "1m", "--slide", "20s"]);
+    python_check(&input, &data, 60_000, 20_000);
+}
+
+fn event(id: &str, ts: i64, service: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","timestamp":{ts},"service":"{service}","model":"m","latency_ms":12.5,"tokens_in":10,"tokens_out":5}}"#
+    )
+}
+
+#[test]
+fn late_events_are_counted_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0: i64 = 1_767_225_600_000;
+    let mut text = String::new();
+    for i in 0..600 {
+        text += &event(&format!("on-time-{i}"), t0 + i * 1000, "svc");
+        text.push('\n');
+    }
+    // Ten minutes behind the newest event: far past the 5 s bound, its window long closed.
+    for i in 0..7 {
+        text += &event(&format!("late-{i}"), t0 + i * 1000, "svc");
+        text.push('\n');
+    }
+    text += "not json\n\n{\"event_id\": 5}\n";
+    let input = dir.path().join("late.ndjson");
+    fs::write(&input, &text).unwrap();
+    let data = dir.path().join("data");
+    run(&input, &data, &["--window", "1m"]);
+
+    let d = &data;
+    assert_eq!(count(d, "SELECT count(*) FROM events"), 607);
+    assert_eq!(count(d, "SELECT count(*) FROM events WHERE late"), 7);
+    assert_eq!(count(d, "SELECT count(*) FROM events WHERE late AND event_id LIKE 'late-%'"), 7);
+    assert_eq!(count(d, "SELECT sum(late_events) FROM metrics"), 7);
+    // Late events are not added to their (closed) window: it still holds 60 on-time events.
+    assert_eq!(
+        count(d, "SELECT requests FROM metrics WHERE window_start = to_timestamp_millis(1767225600000)"),
+        60
+    );
+    let dead = count(d, "SELECT count(*) FROM dead_letter");
+    assert_eq!(dead, 3);
+    assert_eq!(count(d, "SELECT count(*) FROM events") + dead, lines(&input));
+}
+
+#[test]
+fn malformed_payloads_go_to_dead_letter_with_reasons_and_raw_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "bad.ndjson", &["--count", "30000", "--scenario", "malformed"]);
+    let data = dir.path().join("data");
+    let out = run(&input, &data, &[]);
+    assert!(out.contains("dead letters"), "{out}");
+
+    let raw = fs::read(&input).unwrap();
+    let input_lines: Vec<&[u8]> = raw.split(|&b| b == b'\n').filter(|_| true).collect();
+    let input_lines = &input_lines[..input_lines.len() - 1]; // after the final newline
+    let valid: Vec<usize> = input_lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| {
+            serde_json::from_slice::<Value>(l).is_ok_and(|v| {
+                v.get("event_id").and_then(Value::as_str).is_some_and(|id| id.len() <= 128)
+                    && v.get("confidence").and_then(Value::as_f64).is_none_or(|c| c <= 1.0)
+                    && v.get("schema_version").and_then(Value::as_i64).is_none_or(|s| s == 1)
+                    && v.get("tokens_in").and_then(Value::as_i64).is_none_or(|t| t >= 0)
+                    && v.get("latency_ms").is_none_or(Value::is_number)
+                    && v.get("timestamp").is_some_and(|t| t.is_number() || t.as_str().is_some_and(|s| s.ends_with('Z')))
+            })
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let bad = input_lines.len() - valid.len();
+    assert!(bad > 500, "the scenario breaks a share of payloads, got {bad}");
+
+    let events = query(&data, "SELECT source_offset FROM events ORDER BY source_offset");
+    let offsets: Vec<usize> = events.iter().map(|r| r["source_offset"].as_u64().unwrap() as usize).collect();
+    assert_eq!(offsets, valid, "every valid payload is an event, once");
+
+    let dead = query(
+        &data,
+        "SELECT source_offset, reason, raw_len, raw FROM dead_letter ORDER BY source_offset",
+    );
+    assert_eq!(dead.len(), bad);
+    for row in &dead {
+        let off = row["source_offset"].as_u64().unwrap() as usize;
+        let reason = row["reason"].as_str().unwrap();
+        assert!(!reason.is_empty() && !valid.contains(&off), "{row:?}");
+        assert_eq!(row["raw_len"].as_u64().unwrap() as usize, input_lines[off].len(), "{row:?}");
+        // Arrow's JSON writer prints binary as hex: the raw bytes are kept exactly.
+        let hex: String = input_lines[off].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(row["raw"].as_str().unwrap(), hex, "raw bytes of line {off}");
+    }
+    let reasons: std::collections::BTreeSet<String> = dead
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().split(['(', ':']).next().unwrap().to_string())
+        .collect();
+    assert!(reasons.len() >= 8, "distinct reasons for distinct faults: {reasons:?}");
+}
+
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn replaying_the_same_input_leaves_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.ndjson", &["--count", "20000", "--scenario", "malformed"]);
+    let data = dir.path().join("data");
+    // Small files, so the replay has many to get right.
+    let config = dir.path().join("c.toml");
+    fs::write(&config, "[source]\nbatch_size = 1000\n[sink]\nmax_file_rows = 3000\n").unwrap();
+    let c = config.to_str().unwrap();
+    run(&input, &data, &["--config", c]);
+    let first = snapshot(&data);
+    run(&input, &data, &["--config", c]);
+    let second = snapshot(&data);
+    assert!(first.len() > 8, "{:?}", first.keys());
+    assert_eq!(first.keys().collect::<Vec<_>>(), second.keys().collect::<Vec<_>>());
+    assert!(first == second, "file contents differ between replays");
+    assert_eq!(
+        count(&data, "SELECT count(*) FROM events") + count(&data, "SELECT count(*) FROM dead_letter"),
+        lines(&input)
+    );
+}
+
+#[test]
+fn hostile_names_write_nothing_outside_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    let t0: i64 = 1_767_225_600_000;
+    for (i, s) in ["../../x", "/etc/passwd", "..", "a/../../b", "C:\\x", "x\u{0}y"].iter().enumerate() {
+        let s = serde_json::to_string(s).unwrap();
+        text += &format!(
+            r#"{{"event_id":"e{i}","timestamp":{},"service":{s},"model":{s},"route":{s},"tenant":{s}}}"#,
+            t0 + i as i64
+        );
+        text.push('\n');
+    }
+    let input = dir.path().join("../hostile.ndjson");
+    let input = dir.path().join(input.file_name().unwrap());
+    fs::write(&input, text).unwrap();
+    let data = dir.path().join("data");
+    run(&input, &data, &[]);
+    let mut entries: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["data", "hostile.ndjson"]);
+    assert_eq!(count(&data, "SELECT count(*) FROM events"), 6);
+    for path in snapshot(&data).keys() {
+        assert!(!path.components().any(|c| c.as_os_str() == ".."), "{path:?}");
+    }
+}
+
+#[test]
+fn custom_metrics_are_columns_of_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.ndjson", &["--count", "20000", "--rate", "200"]);
+    let data = dir.path().join("data");
+    let config = dir.path().join("c.toml");
+    fs::write(
+        &config,
+        r#"
+[[custom_metrics]]
+name = "ok_share"
+sql = "avg(CASE WHEN status = 'ok' THEN 1.0 ELSE 0.0 END)"
+
+[[custom_metrics]]
+name = "tokens_out_per_call"
+sql = "sum(tokens_out) * 1.0 / count(*)"
+
+[[custom_metrics]]
+name = "slow_calls"
+sql = "count(*) FILTER (WHERE latency_ms > 1000)"
+"#,
+    )
+    .unwrap();
+    run(&input, &data, &["--config", config.to_str().unwrap(), "--window", "1m", "--slide", "30s"]);
+    let rows = query(
+        &data,
+        "SELECT requests, errors, refusals, tokens_out, ok_share, tokens_out_per_call, slow_calls FROM metrics",
+    );
+    assert!(rows.len() > 20);
+    for r in &rows {
+        let f = |k: &str| r[k].as_f64().unwrap();
+        let ok = (f("requests") - f("errors") - f("refusals")) / f("requests");
+        assert!((f("ok_share") - ok).abs() < 1e-12, "{r:?}");
+        match r["tokens_out_per_call"].as_f64() {
+            Some(v) => assert!((v - f("tokens_out") / f("requests")).abs() < 1e-9, "{r:?}"),
+            // SQL's sum over only nulls is null: embedding calls have no output tokens.
+            None => assert_eq!(f("tokens_out"), 0.0, "{r:?}"),
+        }
+        assert!(f("slow_calls") >= 0.0 && f("slow_calls") <= f("requests"));
+    }
+    // Cross-check one custom metric against SQL over the events table.
+    let slow_total: f64 = rows.iter().map(|r| r["slow_calls"].as_f64().unwrap()).sum();
+    let slow_events = count(&data, "SELECT count(*) FROM events WHERE latency_ms > 1000");
+    // Hopping 1m/30s: every event is in two windows.
+    assert_eq!(slow_total as i64, 2 * slow_events);
+}
+
+#[test]
+fn query_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.ndjson", &["--count", "3000"]);
+    let data = dir.path().join("data");
+    run(&input, &data, &[]);
+    let d = data.to_str().unwrap();
+    let sql = "SELECT service, count(*) AS n FROM events GROUP BY service ORDER BY service";
+    let json = query(&data, sql);
+    assert_eq!(json.len(), 4);
+    assert_eq!(json.iter().map(|r| r["n"].as_i64().unwrap()).sum::<i64>(), 3000);
+    let csv = ok(&["query", "--data-dir", d, "--format", "csv", sql]);
+    assert!(csv.starts_with("service,n\n"), "{csv}");
+    let table = ok(&["query", "--data-dir", d, sql]);
+    assert!(table.contains("| service"), "{table}");
+    // Partition columns are queryable.
+    assert!(count(&data, "SELECT count(DISTINCT date) FROM events") >= 1);
+    let bad = inferwatch(&["query", "--data-dir", d, "SELECT nope FROM events"]);
+    assert!(!bad.status.success());
+    let empty = inferwatch(&["query", "--data-dir", dir.path().join("none").to_str().unwrap(), "SELECT 1"]);
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no tables"));
+}
+
+#[test]
+fn generate_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = generate(dir.path(), "a.ndjson", &["--count", "5000", "--seed", "3", "--scenario", "runaway-loop"]);
+    let b = generate(dir.path(), "b.ndjson", &["--count", "5000", "--seed", "3", "--scenario", "runaway-loop"]);
+    let c = generate(dir.path(), "c.ndjson", &["--count", "5000", "--seed", "4", "--scenario", "runaway-loop"]);
+    assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    assert_ne!(fs::read(&a).unwrap(), fs::read(&c).unwrap());
+    assert_eq!(lines(&a), 5000);
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = inferwatch(&["run", "--source", "file:/no/such/file.ndjson"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("/no/such/file.ndjson"), "{err}");
+    let out = inferwatch(&["run", "--source", "kafka:x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("file:PATH"));
+    let config = dir.path().join("c.toml");
+    fs::write(&config, "[window]\nsize = \"1m\"\nslide = \"7s\"\n").unwrap();
+    let out = inferwatch(&["run", "--source", "file:x", "--config", config.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must divide") && err.contains("c.toml"), "{err}");
+    let out = inferwatch(&["generate", "--scenario", "nope", "--out", "x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("steady"));
+}
+
+#[test]
+fn demo_runs_the_whole_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let out = ok(&[
+        "demo", "--duration", "4s", "--rate", "500", "--window", "1s", "--data-dir", data.to_str().unwrap(),
+    ]);
+    assert!(out.contains("last window"), "{out}");
+    assert!(out.contains("inferwatch query --data-dir"), "{out}");
+    assert_eq!(count(&data, "SELECT count(*) FROM events"), 2000);
+    assert!(count(&data, "SELECT count(*) FROM metrics") > 4);
+}
