@@ -1,1 +1,218 @@
-fn main(){}
+//! Criterion benchmarks of the per-batch kernels of the pipeline, on one micro-batch of
+//! 8,192 generated events:
+//!
+//! * `decode/8192`, `decode/malformed_8192`: JSON payloads → `events` Arrow batch
+//!   ([`EventDecoder::decode`]);
+//! * `aggregate/8192`: [`WindowOperator::process_batch`] on an already decoded batch;
+//! * `decode_aggregate/8192`: both;
+//! * `parquet_events/8192`: the `events` table's Parquet encoding (zstd, in memory).
+//!
+//! `cargo bench --bench kernels`; every figure is per batch, throughput in events.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use inferwatch_ingest::generate::{Generator, GeneratorConfig, Scenario};
+use inferwatch_processor::config::WindowConfig;
+use inferwatch_processor::{ProcessorConfig, SourceId, WindowOperator};
+use inferwatch_schemas::{EventDecoder, RawBatch};
+use inferwatch_sink::ParquetOptions;
+
+/// Events per micro-batch.
+const N: usize = 8192;
+
+/// `n` payloads of `scenario`, skipping the first `skip` (offsets count from the start of the
+/// run), packed into one [`RawBatch`] the way the generator source does it.
+fn raw_batch(scenario: Scenario, total_events: u64, skip: usize, n: usize) -> RawBatch {
+    let cfg = GeneratorConfig {
+        scenario,
+        total_events,
+        ..GeneratorConfig::default()
+    };
+    let name = format!("generator:{}-{}", scenario.name(), cfg.seed);
+    let mut gen = Generator::new(cfg);
+    let mut scratch = Vec::new();
+    for _ in 0..skip {
+        scratch.clear();
+        assert!(gen.next_payload(&mut scratch), "generator ran dry");
+    }
+    let mut raw = RawBatch::with_capacity(Arc::from(name.as_str()), 0, n, n * 400);
+    for _ in 0..n {
+        let offset = gen.produced() as i64;
+        let buf = raw.buffer_mut();
+        let start = buf.len();
+        assert!(gen.next_payload(buf), "generator ran dry");
+        raw.commit_tail(start, offset);
+    }
+    raw
+}
+
+/// 8,192 steady payloads.
+fn steady() -> RawBatch {
+    raw_batch(Scenario::Steady, N as u64, 0, N)
+}
+
+/// 8,192 malformed-scenario payloads right after the onset (~5% broken).
+fn malformed() -> RawBatch {
+    raw_batch(Scenario::Malformed, 2 * N as u64, N, N)
+}
+
+/// An operator whose windows never close during the benchmark: the same batch is processed
+/// over and over, so its timestamps repeat, and with the default 1-minute windows the
+/// first pass would close the window before the start and later passes would take the late
+/// path. A 1-hour window and out-of-orderness keep every pass on the on-time path.
+fn operator() -> WindowOperator {
+    let config = ProcessorConfig {
+        window: WindowConfig {
+            size: Duration::from_secs(3600),
+            max_out_of_orderness: Duration::from_secs(3600),
+            ..WindowConfig::default()
+        },
+        ..ProcessorConfig::default()
+    };
+    WindowOperator::new(&config).expect("valid processor config")
+}
+
+fn source_id(raw: &RawBatch) -> SourceId {
+    (raw.source.clone(), raw.partition)
+}
+
+fn configure<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(N as u64));
+    g
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let mut g = configure(c, "decode");
+    for (id, raw) in [("8192", steady()), ("malformed_8192", malformed())] {
+        assert_eq!(raw.len(), N);
+        eprintln!(
+            "decode/{id}: {} payload bytes ({:.0} bytes/payload)",
+            raw.bytes(),
+            raw.bytes() as f64 / N as f64
+        );
+        let mut decoder = EventDecoder::default();
+        let d = decoder.decode(&raw);
+        assert_eq!(d.events.num_rows() + d.rejects.len(), N);
+        if id == "8192" {
+            assert!(d.rejects.is_empty(), "steady payloads all decode");
+        } else {
+            let share = d.rejects.len() as f64 / N as f64;
+            assert!((0.02..0.08).contains(&share), "malformed share {share}");
+        }
+        g.bench_function(id, |b| b.iter(|| decoder.decode(black_box(&raw))));
+    }
+    g.finish();
+}
+
+/// Feeds `batch` through `op` a few times and checks that nothing was late and no window
+/// closed: the benchmark then measures the normal on-time path.
+fn assert_on_time(op: &mut WindowOperator, source: &SourceId, batch: &RecordBatch) {
+    for _ in 0..3 {
+        let out = op
+            .process_batch(source, batch.clone(), Instant::now())
+            .expect("process_batch");
+        assert!(out.metrics.is_none(), "no window closes");
+    }
+    let stats = op.stats();
+    assert_eq!(stats.late_events, 0, "{stats:?}");
+    assert_eq!(stats.windows_closed, 0, "{stats:?}");
+}
+
+fn bench_aggregate(c: &mut Criterion) {
+    let raw = steady();
+    let source = source_id(&raw);
+    let events = EventDecoder::default().decode(&raw).events;
+    assert_eq!(events.num_rows(), N);
+    let mut op = operator();
+    assert_on_time(&mut op, &source, &events);
+
+    let mut g = configure(c, "aggregate");
+    g.bench_function("8192", |b| {
+        b.iter(|| {
+            op.process_batch(&source, black_box(events.clone()), Instant::now())
+                .expect("process_batch")
+        })
+    });
+    g.finish();
+    let stats = op.stats();
+    assert_eq!(stats.late_events, 0, "{stats:?}");
+}
+
+fn bench_decode_aggregate(c: &mut Criterion) {
+    let raw = steady();
+    let source = source_id(&raw);
+    let mut decoder = EventDecoder::default();
+    let mut op = operator();
+    let events = decoder.decode(&raw).events;
+    assert_on_time(&mut op, &source, &events);
+
+    let mut g = configure(c, "decode_aggregate");
+    g.bench_function("8192", |b| {
+        b.iter(|| {
+            let d = decoder.decode(black_box(&raw));
+            op.process_batch(&source, d.events, Instant::now())
+                .expect("process_batch")
+        })
+    });
+    g.finish();
+    let stats = op.stats();
+    assert_eq!(stats.late_events, 0, "{stats:?}");
+}
+
+fn bench_parquet(c: &mut Criterion) {
+    let raw = steady();
+    let source = source_id(&raw);
+    let decoded = EventDecoder::default().decode(&raw).events;
+    // What the sink writes: the operator's output, priced and with `late` set.
+    let events = operator()
+        .process_batch(&source, decoded, Instant::now())
+        .expect("process_batch")
+        .events
+        .expect("events");
+    let props = ParquetOptions::default()
+        .writer_properties()
+        .expect("default parquet options");
+    let schema = events.schema();
+    let encode = |events: &RecordBatch| -> Vec<u8> {
+        let mut w = ArrowWriter::try_new(
+            Vec::with_capacity(1 << 20),
+            schema.clone(),
+            Some(props.clone()),
+        )
+        .expect("ArrowWriter");
+        w.write(events).expect("write");
+        w.into_inner().expect("close")
+    };
+    let bytes = encode(&events).len();
+    assert!(bytes > 0);
+    eprintln!(
+        "parquet_events/8192: {bytes} bytes ({:.1} bytes/event, {} in-memory Arrow bytes)",
+        bytes as f64 / N as f64,
+        events.get_array_memory_size()
+    );
+
+    let mut g = configure(c, "parquet_events");
+    g.bench_function("8192", |b| b.iter(|| encode(black_box(&events))));
+    g.finish();
+}
+
+criterion_group!(
+    kernels,
+    bench_decode,
+    bench_aggregate,
+    bench_decode_aggregate,
+    bench_parquet
+);
+criterion_main!(kernels);

@@ -9,4 +9,12 @@ if ! python3 -c "import pyarrow, duckdb, numpy" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check pyarrow duckdb numpy
 fi
 
+# The Kafka-protocol broker the integration tests start on a free loopback port (not needed
+# when INFERWATCH_TEST_BROKERS points at another Kafka).
+export PATH="$HOME/.cargo/bin:$PATH"
+if [ -z "${INFERWATCH_TEST_BROKERS:-}" ] && ! command -v tansu >/dev/null 2>&1; then
+    echo "installing the Tansu broker for the Kafka tests (cargo install, about 8 minutes)..."
+    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --quiet
+fi
+
 cargo test --release --workspace --all-targets "$@"

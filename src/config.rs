@@ -47,6 +47,8 @@ pub struct SinkConfig {
     pub zstd_level: i32,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// Write the `events` table. Off: only metrics and dead letters are kept.
+    pub write_events: bool,
 }
 
 impl Default for SinkConfig {
@@ -55,7 +57,8 @@ impl Default for SinkConfig {
             max_file_rows: 1_000_000,
             roll_interval: Duration::from_secs(60),
             zstd_level: 3,
-            row_group_rows: 1 << 20,
+            row_group_rows: 128 * 1024,
+            write_events: true,
         }
     }
 }
@@ -69,6 +72,58 @@ impl SinkConfig {
     }
 }
 
+/// `[checkpoint]`: how often partition progress is made durable (Kafka sources).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Every this often, each partition's open files are completed and its offsets and
+    /// window state written. Shorter: less to replay after a crash, more small files.
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[kafka]`: the broker connection for `inferwatch run --brokers` and `generate --brokers`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`; empty means no Kafka (flag: --brokers).
+    pub brokers: String,
+    /// Consumer group; processors in one group split the partitions (flag: --group).
+    pub group: String,
+    /// Topic of inference events (flag: --topic).
+    pub topic: String,
+    /// Topic of feedback events (labels that arrive after the prediction).
+    pub feedback_topic: String,
+    /// Where dead letters are also published; "" turns it off.
+    pub dead_letter_topic: String,
+    /// Where closed-window metric rows are published as JSON; "" turns it off.
+    pub metrics_topic: String,
+    /// Extra librdkafka properties for every client, e.g. `"security.protocol" = "SASL_SSL"`.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            group: "inferwatch".into(),
+            topic: "inference-events".into(),
+            feedback_topic: "inference-feedback".into(),
+            dead_letter_topic: "inference-dead-letter".into(),
+            metrics_topic: "inference-metrics".into(),
+            properties: Default::default(),
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -77,6 +132,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub source: SourceConfig,
     pub sink: SinkConfig,
+    pub checkpoint: CheckpointConfig,
+    pub kafka: KafkaConfig,
     #[serde(flatten)]
     pub processor: ProcessorConfig,
 }
@@ -87,6 +144,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./inferwatch-data"),
             source: SourceConfig::default(),
             sink: SinkConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+            kafka: KafkaConfig::default(),
             processor: ProcessorConfig::default(),
         }
     }
@@ -118,6 +177,12 @@ impl Config {
         }
         if self.sink.max_file_rows == 0 || self.sink.row_group_rows == 0 {
             anyhow::bail!("sink.max_file_rows and sink.row_group_rows must be at least 1");
+        }
+        if self.checkpoint.interval.is_zero() {
+            anyhow::bail!("checkpoint.interval must be longer than 0s");
+        }
+        if self.kafka.topic.is_empty() || self.kafka.group.is_empty() {
+            anyhow::bail!("kafka.topic and kafka.group must not be empty");
         }
         self.processor.validate()?;
         Ok(())

@@ -18,6 +18,16 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU time (user + system) this process has used, from /proc (Linux; ticks are 1/100 s).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
@@ -67,6 +77,9 @@ impl ProgressLine {
             thousands(p.dead_letters),
             thousands(p.late_events),
         );
+        if p.checkpoints > 0 {
+            line.push_str(&format!("  partitions {}  checkpoints {}", p.partitions, thousands(p.checkpoints)));
+        }
         if let (Some((done, total)), false) = (p.source_done, self.live) {
             if total > 0 {
                 line.push_str(&format!("  {:>3}%", done * 100 / total));
@@ -93,18 +106,33 @@ impl ProgressLine {
 pub fn run_summary(r: &RunReport) {
     let p = &r.progress;
     eprintln!(
-        "processed {} payloads in {:.2}s ({}/s): {} events, {} dead letters, {} late, {} windows, {} metric rows, {} files; peak memory {} MB",
+        "processed {} payloads in {:.2}s: {}/s, {}/s per CPU-second, peak memory {} MB",
         thousands(p.payloads),
         p.elapsed.as_secs_f64(),
         thousands(rate(p.payloads, p.elapsed)),
+        cpu_seconds().map_or("?".into(), |c| thousands(rate(p.payloads, Duration::from_secs_f64(c.max(0.01))))),
+        peak_rss_bytes().map_or("?".into(), |b| (b / (1 << 20)).to_string()),
+    );
+    eprintln!(
+        "  {} events, {} dead letters, {} late, {} windows, {} metric rows, {} files",
         thousands(p.events),
         thousands(p.dead_letters),
         thousands(p.late_events),
         thousands(p.windows_closed),
         thousands(p.metric_rows),
         r.files_written,
-        peak_rss_bytes().map_or("?".into(), |b| (b / (1 << 20)).to_string()),
     );
+    if p.checkpoints > 0 {
+        let share = |d: Duration| 100.0 * d.as_secs_f64() / p.elapsed.as_secs_f64().max(1e-9);
+        eprintln!(
+            "  {} checkpoints: {:.2}s writing them ({:.1}% of the run), {:.2}s waited on ({:.1}%)",
+            thousands(p.checkpoints),
+            r.checkpoint_time.as_secs_f64(),
+            share(r.checkpoint_time),
+            r.checkpoint_wait.as_secs_f64(),
+            share(r.checkpoint_wait),
+        );
+    }
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {

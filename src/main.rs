@@ -14,7 +14,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use inferwatch_ingest::generate::{Generator, GeneratorConfig, Scenario};
-use inferwatch_ingest::{FileSource, GeneratorSource, Source};
+use inferwatch_ingest::{EventProducer, FileSource, GeneratorSource, KafkaSource, KafkaSourceConfig, Source};
+use inferwatch_sink::KafkaOutputConfig;
+
+use crate::pipeline::{Pipeline, RunOptions};
 use inferwatch_processor::config::parse_duration;
 
 use crate::config::Config;
@@ -81,11 +84,17 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Process a source to its end and exit.
+    /// Process a file to its end, or consume Kafka until stopped (Ctrl-C / SIGTERM).
     Run {
-        /// Input: file:PATH (NDJSON, one event per line).
+        /// Input file: file:PATH (NDJSON, one event per line). Leave out with --brokers.
         #[arg(long, value_name = "file:PATH")]
-        source: String,
+        source: Option<String>,
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Kafka: stop once no event arrived for this long, closing every window (backfills,
+        /// tests). Without it the processor runs until Ctrl-C or SIGTERM.
+        #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+        stop_when_idle: Option<Duration>,
         #[command(flatten)]
         common: Common,
     },
@@ -116,8 +125,49 @@ enum Command {
         start: Option<String>,
         /// Output file ("-" for standard output).
         #[arg(long, value_name = "FILE")]
-        out: PathBuf,
+        out: Option<PathBuf>,
+        /// Spread traffic over this many routes per service and model (many keys, for
+        /// memory benchmarks).
+        #[arg(long, default_value_t = 0)]
+        routes: u32,
+        /// Produce to Kafka instead of a file (keyed service/model).
+        #[command(flatten)]
+        kafka: KafkaArgs,
     },
+}
+
+/// Kafka connection flags; each overrides the `[kafka]` config.
+#[derive(clap::Args, Clone, Default)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers, host:port [config: kafka.brokers].
+    #[arg(long, value_name = "HOST:PORT")]
+    brokers: Option<String>,
+    /// Consumer group [config: kafka.group; default inferwatch].
+    #[arg(long)]
+    group: Option<String>,
+    /// Events topic [config: kafka.topic; default inference-events].
+    #[arg(long)]
+    topic: Option<String>,
+    /// Feedback topic [config: kafka.feedback_topic; default inference-feedback].
+    #[arg(long)]
+    feedback_topic: Option<String>,
+}
+
+impl KafkaArgs {
+    fn apply(&self, c: &mut Config) {
+        if let Some(b) = &self.brokers {
+            c.kafka.brokers = b.clone();
+        }
+        if let Some(g) = &self.group {
+            c.kafka.group = g.clone();
+        }
+        if let Some(t) = &self.topic {
+            c.kafka.topic = t.clone();
+        }
+        if let Some(t) = &self.feedback_topic {
+            c.kafka.feedback_topic = t.clone();
+        }
+    }
 }
 
 fn main() {
@@ -140,14 +190,31 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Sets the returned flag on Ctrl-C, so a run stops cleanly and still writes what it has.
-fn stop_on_ctrl_c(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
+/// Sets the returned flag on Ctrl-C or SIGTERM, so a run stops cleanly: it writes what it
+/// has and checkpoints before it exits.
+fn stop_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     rt.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, Ordering::Relaxed);
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    flag.store(true, Ordering::Relaxed);
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
         }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        flag.store(true, Ordering::Relaxed);
     });
     stop
 }
@@ -180,18 +247,28 @@ fn real_main(cli: Cli) -> Result<()> {
                 scenario = scenario.name(),
             );
             let source = Box::new(GeneratorSource::new(gen, true));
-            let report = process(source, &config, true)?;
+            let report = process(source, &config, RunOptions::default(), true)?;
             display::demo_summary(&report)?;
             Ok(())
         }
-        Command::Run { source, common } => {
-            let config = common.load()?;
-            let Some(path) = source.strip_prefix("file:") else {
-                bail!("--source {source:?}: expected file:PATH (Kafka sources come with --brokers)");
-            };
-            let source = Box::new(FileSource::open(Path::new(path))?);
-            let report = process(source, &config, false)?;
-            display::run_summary(&report);
+        Command::Run { source, kafka, stop_when_idle, common } => {
+            let mut config = common.load()?;
+            kafka.apply(&mut config);
+            match (source.as_deref(), config.kafka.brokers.is_empty()) {
+                (Some(source), _) => {
+                    let Some(path) = source.strip_prefix("file:") else {
+                        bail!("--source {source:?}: expected file:PATH (or --brokers HOST:PORT for Kafka)");
+                    };
+                    let source = Box::new(FileSource::open(Path::new(path))?);
+                    let report = process(source, &config, RunOptions::default(), false)?;
+                    display::run_summary(&report);
+                }
+                (None, false) => {
+                    let report = consume(&config, stop_when_idle)?;
+                    display::run_summary(&report);
+                }
+                (None, true) => bail!("nothing to read: give --source file:PATH or --brokers HOST:PORT"),
+            }
             Ok(())
         }
         Command::Query { data_dir, format, sql } => {
@@ -202,7 +279,7 @@ fn real_main(cli: Cli) -> Result<()> {
             writeln!(out, "{text}")?;
             Ok(())
         }
-        Command::Generate { count, rate, seed, scenario, start, out } => {
+        Command::Generate { count, rate, seed, scenario, start, out, routes, kafka } => {
             if !(rate > 0.0 && rate.is_finite()) {
                 bail!("--rate must be a positive number of events per second");
             }
@@ -211,13 +288,20 @@ fn real_main(cli: Cli) -> Result<()> {
                 rate,
                 total_events: count,
                 scenario,
+                route_spread: routes,
                 ..GeneratorConfig::default()
             };
             if let Some(s) = start {
                 cfg.start_ms = inferwatch_schemas::time::parse_rfc3339(&s)
                     .with_context(|| format!("--start {s:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))?;
             }
-            generate(cfg, &out)
+            match &kafka.brokers {
+                Some(brokers) => {
+                    let topic = kafka.topic.clone().unwrap_or_else(|| "inference-events".into());
+                    produce(cfg, brokers, &topic)
+                }
+                None => generate(cfg, &out.context("--out FILE is required (or --brokers HOST:PORT)")?),
+            }
         }
     }
 }
@@ -263,20 +347,89 @@ fn generate(cfg: GeneratorConfig, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn process(source: Box<dyn Source>, config: &Config, live: bool) -> Result<pipeline::RunReport> {
+fn process(source: Box<dyn Source>, config: &Config, options: RunOptions, live: bool) -> Result<pipeline::RunReport> {
+    let pipeline = Pipeline::new(config, source.name(), options)?;
+    run_pipeline(pipeline, source, live)
+}
+
+fn run_pipeline(pipeline: Pipeline, source: Box<dyn Source>, live: bool) -> Result<pipeline::RunReport> {
     let rt = runtime()?;
-    let stop = stop_on_ctrl_c(&rt);
+    let stop = stop_on_signal(&rt);
     let tty = std::io::stderr().is_terminal();
     let mut line = display::ProgressLine::new(tty, live);
-    let report = pipeline::run(
-        source,
-        config,
-        &stop,
-        |p| line.update(p),
-        |_| {},
-    );
+    let report = pipeline.run(source, &stop, |p| line.update(p), |_| {});
     line.done();
     report
+}
+
+/// `inferwatch run --brokers`: a consumer-group member with checkpoints.
+fn consume(config: &Config, stop_when_idle: Option<Duration>) -> Result<pipeline::RunReport> {
+    let k = &config.kafka;
+    let options = RunOptions {
+        checkpoints: true,
+        stop_when_idle,
+        kafka_output: Some(KafkaOutputConfig {
+            brokers: k.brokers.clone(),
+            dead_letter_topic: k.dead_letter_topic.clone(),
+            metrics_topic: k.metrics_topic.clone(),
+        }),
+    };
+    let pipeline = Pipeline::new(config, &k.topic, options)?;
+    let mut kc = KafkaSourceConfig::new(&k.brokers, &k.group, &k.topic);
+    kc.properties = k.properties.clone();
+    let source = KafkaSource::new(&kc, pipeline.owner())?;
+    eprintln!(
+        "inferwatch: consuming {} from {} as group {}, writing to {}",
+        k.topic,
+        k.brokers,
+        k.group,
+        config.data_dir.display()
+    );
+    run_pipeline(pipeline, Box::new(source), true)
+}
+
+/// `inferwatch generate --brokers`: the same traffic as the file, produced to Kafka.
+fn produce(cfg: GeneratorConfig, brokers: &str, topic: &str) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct KeyFields<'a> {
+        #[serde(borrow)]
+        service: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        model: std::borrow::Cow<'a, str>,
+    }
+    let producer = EventProducer::new(brokers, topic)?;
+    let total = cfg.total_events;
+    let mut gen = Generator::new(cfg);
+    let mut buf = Vec::with_capacity(4096);
+    let show = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    loop {
+        buf.clear();
+        if !gen.next_payload(&mut buf) {
+            break;
+        }
+        // Keyed service/model like any service would; broken payloads go unkeyed.
+        let key = serde_json::from_slice::<KeyFields>(&buf)
+            .ok()
+            .map(|k| format!("{}/{}", k.service, k.model));
+        producer.send_raw(key.as_deref().map(str::as_bytes), &buf)?;
+        if show && gen.produced() % 100_000 == 0 {
+            eprint!("\r  {} / {} events", gen.produced(), total);
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .context("waiting for the brokers to acknowledge")?;
+    if show {
+        eprint!("\r");
+    }
+    eprintln!(
+        "produced {} events ({} malformed) to {topic} at {brokers} in {:.1}s",
+        gen.produced(),
+        gen.malformed(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn now_ms() -> i64 {

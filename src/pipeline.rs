@@ -1,25 +1,39 @@
-//! Wires one source through decode → window operator → Parquet sinks.
+//! Wires one source through decode → window operators → Parquet sinks, with checkpoints.
 //!
 //! Two threads: this one reads, decodes and aggregates; a sink thread encodes and writes
-//! Parquet, fed through a small bounded channel so a slow disk slows the source down instead
-//! of filling memory.
+//! Parquet (and Kafka outputs), fed through a small bounded channel so a slow disk slows the
+//! source down instead of filling memory.
+//!
+//! Each source partition has its own window operator. Kafka keys events by `service/model`,
+//! so a key's windows live in one partition, and a partition's windows close on its own
+//! watermark: what a window holds depends only on the order of that partition's events,
+//! never on how polls interleaved partitions. That is what lets a checkpoint move a
+//! partition to another processor, or a crashed one replay it, and produce the same rows.
+//!
+//! Checkpoint protocol, per partition: the sink thread completes the partition's open files
+//! (fsync, rename), then writes the checkpoint (offsets + operator state) atomically, then
+//! the offset is committed to Kafka as a hint. On restore, files the partition wrote at or
+//! after the checkpoint's offset are removed and rewritten by the replay; file names come
+//! from offsets and windows, so nothing is duplicated.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Arc;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use datafusion::arrow::array::{AsArray, RecordBatch};
-use datafusion::arrow::datatypes::TimestampMillisecondType;
-use inferwatch_ingest::Source;
-use inferwatch_processor::{SourceId, WindowOperator};
+use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use inferwatch_ingest::{PartitionOwner, Source};
+use inferwatch_processor::{OperatorStats, SourceId, WindowOperator};
 use inferwatch_schemas::tables::{dead_letter_schema, events as ev, events_schema};
-use inferwatch_schemas::{DeadLetterBuilder, EventDecoder, Limits};
-use inferwatch_sink::{ParquetOptions, PositionedTable, WindowTable};
+use inferwatch_schemas::{DeadLetterBuilder, EventDecoder, Limits, RawBatch};
+use inferwatch_sink::{
+    Checkpoint, CheckpointStore, KafkaOutput, KafkaOutputConfig, ParquetOptions, PositionedTable, WindowTable,
+};
 
 use crate::config::Config;
 
@@ -33,6 +47,8 @@ pub struct Progress {
     pub late_events: u64,
     pub windows_closed: u64,
     pub metric_rows: u64,
+    pub checkpoints: u64,
+    pub partitions: usize,
     pub source_done: Option<(u64, u64)>,
 }
 
@@ -44,12 +60,36 @@ pub struct RunReport {
     pub recent_metrics: Vec<RecordBatch>,
     pub files_written: u64,
     pub data_dir: PathBuf,
+    /// Wall time the processing thread waited for checkpoints (rebalances, shutdown).
+    pub checkpoint_wait: Duration,
+    /// Time the sink thread spent completing files and writing checkpoints.
+    pub checkpoint_time: Duration,
+}
+
+/// How a run treats its source.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Checkpoint every `checkpoint.interval` and restore partitions from checkpoints (Kafka).
+    pub checkpoints: bool,
+    /// Stop after the source has been quiet this long, closing every window (backfills,
+    /// tests). Without it an unbounded source runs until Ctrl-C / SIGTERM.
+    pub stop_when_idle: Option<Duration>,
+    /// Also send dead letters and metrics to Kafka topics.
+    pub kafka_output: Option<KafkaOutputConfig>,
 }
 
 enum ToSink {
+    /// Processing of `partition` (re)starts at offset `from`: its files from `from` on go.
+    Start { partition: i32, from: i64 },
     Events { partition: i32, events: RecordBatch, dead: Option<RecordBatch>, first: i64, last: i64 },
-    Metrics(RecordBatch),
+    Metrics { partition: i32, batch: RecordBatch },
+    /// Complete every open file (time-based roll for sources without checkpoints).
     Flush,
+    /// Complete the partition's files, then write its checkpoint. `release`: the partition
+    /// leaves this processor. `done` gets the result when someone waits for it.
+    Checkpoint { partition: i32, ckpt: Checkpoint, release: bool, done: Option<SyncSender<Result<()>>> },
+    /// The partition was lost to another processor: drop its open files, write nothing.
+    Abort { partition: i32 },
 }
 
 struct SinkThread {
@@ -59,6 +99,12 @@ struct SinkThread {
     parquet: ParquetOptions,
     events: HashMap<i32, (PositionedTable, PositionedTable)>,
     metrics: WindowTable,
+    store: CheckpointStore,
+    kafka: Option<KafkaOutput>,
+    /// (partition, next offset) of each durable checkpoint, for the Kafka commit.
+    acks: Sender<(i32, i64)>,
+    /// Time spent completing files and writing checkpoints.
+    checkpoint_time: Duration,
 }
 
 impl SinkThread {
@@ -84,42 +130,99 @@ impl SinkThread {
                 self.max_rows,
                 &self.parquet,
             )?;
-            // Processing starts at the beginning: earlier files of this source go.
-            events.remove_from(0)?;
-            dead.remove_from(0)?;
             self.events.insert(partition, (events, dead));
         }
         Ok(self.events.get_mut(&partition).expect("inserted above"))
     }
 
-    fn run(mut self, rx: Receiver<ToSink>) -> Result<u64> {
-        self.metrics.remove_all()?;
-        while let Ok(msg) = rx.recv() {
-            match msg {
-                ToSink::Events { partition, events, dead, first, last } => {
-                    let (ev_table, dl_table) = self.tables(partition)?;
-                    let empty = RecordBatch::new_empty(dead_letter_schema());
-                    // Both tables roll together so they always cover the same offsets.
-                    let rolled = ev_table.append(&events, first, last)?;
-                    dl_table.append(dead.as_ref().unwrap_or(&empty), first, last)?;
-                    if !rolled.is_empty() {
-                        dl_table.flush()?;
-                    }
-                }
-                ToSink::Metrics(batch) => {
-                    self.metrics.write(&batch)?;
-                }
-                ToSink::Flush => {
-                    for (e, d) in self.events.values_mut() {
-                        e.flush()?;
-                        d.flush()?;
-                    }
+    fn flush(&mut self, partition: i32) -> Result<()> {
+        if let Some((e, d)) = self.events.get_mut(&partition) {
+            e.flush()?;
+            d.flush()?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, msg: ToSink) -> Result<()> {
+        match msg {
+            ToSink::Start { partition, from } => {
+                let (e, d) = self.tables(partition)?;
+                e.abort()?;
+                d.abort()?;
+                let removed = e.remove_from(from)? + d.remove_from(from)?;
+                if removed > 0 {
+                    tracing::info!("partition {partition}: removed {removed} files from offset {from} on, to be rewritten");
                 }
             }
+            ToSink::Events { partition, events, dead, first, last } => {
+                let (ev_table, dl_table) = self.tables(partition)?;
+                let empty = RecordBatch::new_empty(dead_letter_schema());
+                // Both tables roll together so they always cover the same offsets.
+                let rolled = ev_table.append(&events, first, last)?;
+                dl_table.append(dead.as_ref().unwrap_or(&empty), first, last)?;
+                if !rolled.is_empty() {
+                    dl_table.flush()?;
+                }
+                if let (Some(k), Some(d)) = (&self.kafka, &dead) {
+                    k.dead_letters(d)?;
+                }
+            }
+            ToSink::Metrics { partition, batch } => {
+                self.metrics.write(&batch, partition)?;
+                if let Some(k) = &self.kafka {
+                    k.metrics(&batch)?;
+                }
+            }
+            ToSink::Flush => {
+                for (e, d) in self.events.values_mut() {
+                    e.flush()?;
+                    d.flush()?;
+                }
+            }
+            ToSink::Checkpoint { partition, ckpt, release, done } => {
+                let r = self.checkpoint(partition, &ckpt, release);
+                let ok = r.is_ok();
+                match done {
+                    Some(done) => {
+                        let _ = done.send(r);
+                    }
+                    None => r?,
+                }
+                if ok {
+                    let _ = self.acks.send((partition, ckpt.next_offset));
+                }
+            }
+            ToSink::Abort { partition } => {
+                if let Some((mut e, mut d)) = self.events.remove(&partition) {
+                    e.abort()?;
+                    d.abort()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, partition: i32, ckpt: &Checkpoint, release: bool) -> Result<()> {
+        let started = Instant::now();
+        self.flush(partition)?;
+        self.store.save(partition, ckpt)?;
+        if release {
+            self.events.remove(&partition);
+        }
+        self.checkpoint_time += started.elapsed();
+        Ok(())
+    }
+
+    fn run(mut self, rx: Receiver<ToSink>) -> Result<(u64, Duration)> {
+        while let Ok(msg) = rx.recv() {
+            self.handle(msg)?;
         }
         for (e, d) in self.events.values_mut() {
             e.flush()?;
             d.flush()?;
+        }
+        if let Some(k) = &self.kafka {
+            k.flush(Duration::from_secs(30))?;
         }
         let files = self.metrics.files_written()
             + self
@@ -127,156 +230,574 @@ impl SinkThread {
                 .values()
                 .map(|(e, d)| e.files_written() + d.files_written())
                 .sum::<u64>();
-        Ok(files)
+        Ok((files, self.checkpoint_time))
     }
+}
+
+/// One source partition's processing state.
+struct Part {
+    op: WindowOperator,
+    /// The first offset not yet processed; `None` until the partition's first payload when
+    /// it had no checkpoint.
+    next_offset: Option<i64>,
+    /// Offset of the last checkpoint (nothing to do if unchanged).
+    checkpointed: Option<i64>,
+    last_active: Instant,
+}
+
+/// Everything the main loop and (for Kafka) the rebalance callbacks share.
+struct Shared {
+    config: Config,
+    source: Arc<str>,
+    options: RunOptions,
+    parts: BTreeMap<i32, Part>,
+    decoder: EventDecoder,
+    dead: DeadLetterBuilder,
+    tx: Option<SyncSender<ToSink>>,
+    store: CheckpointStore,
+    stats: OperatorStats,
+    payloads: u64,
+    dead_letters: u64,
+    checkpoints: u64,
+    checkpoint_wait: Duration,
+    /// Closed-window rows not yet shown to the caller.
+    new_metrics: Vec<RecordBatch>,
+    /// An error raised inside a rebalance callback, reported by the main loop.
+    fatal: Option<anyhow::Error>,
+}
+
+impl Shared {
+    fn send(&self, msg: ToSink) -> Result<()> {
+        self.tx
+            .as_ref()
+            .ok_or_else(|| anyhow!("the Parquet writer is gone"))?
+            .send(msg)
+            .map_err(|_| anyhow!("the Parquet writer stopped"))
+    }
+
+    fn new_operator(&self) -> Result<WindowOperator> {
+        Ok(WindowOperator::new(&self.config.processor)?)
+    }
+
+    fn id(&self, partition: i32) -> SourceId {
+        (self.source.clone(), partition)
+    }
+
+    /// Adds the operator's counter changes around `f` to the run's counters.
+    fn tracked<T>(stats: &mut OperatorStats, op: &mut WindowOperator, f: impl FnOnce(&mut WindowOperator) -> T) -> T {
+        let before = op.stats();
+        let r = f(op);
+        let after = op.stats();
+        stats.events += after.events - before.events;
+        stats.late_events += after.late_events - before.late_events;
+        stats.windows_closed += after.windows_closed - before.windows_closed;
+        stats.metric_rows += after.metric_rows - before.metric_rows;
+        r
+    }
+
+    fn emit_metrics(&mut self, partition: i32, batch: Option<RecordBatch>) -> Result<()> {
+        if let Some(m) = batch {
+            self.send(ToSink::Metrics { partition, batch: m.clone() })?;
+            self.new_metrics.push(m);
+        }
+        Ok(())
+    }
+
+    /// A partition arrives: restore its checkpoint, if any. Returns where to resume.
+    fn assign(&mut self, partition: i32, now: Instant) -> Result<Option<i64>> {
+        let mut op = self.new_operator()?;
+        let ckpt = if self.options.checkpoints {
+            self.store.load(partition)?
+        } else {
+            None
+        };
+        let next = match ckpt {
+            Some(c) => {
+                op.restore(&self.id(partition), &c.state, now)
+                    .with_context(|| format!("restoring partition {partition} of {}", self.source))?;
+                self.send(ToSink::Start { partition, from: c.next_offset })?;
+                tracing::info!("partition {partition}: resuming from checkpoint at offset {}", c.next_offset);
+                Some(c.next_offset)
+            }
+            None => None,
+        };
+        self.parts.insert(
+            partition,
+            Part {
+                op,
+                next_offset: next,
+                checkpointed: next,
+                last_active: now,
+            },
+        );
+        Ok(next)
+    }
+
+    fn process(&mut self, raw: RawBatch, now: Instant) -> Result<()> {
+        let partition = raw.partition;
+        if !self.parts.contains_key(&partition) {
+            self.assign(partition, now)?;
+        }
+        let part = self.parts.get_mut(&partition).expect("assigned above");
+        // Offsets the checkpoint already covers (the committed offset can lag it).
+        let raw = match part.next_offset {
+            Some(next) if raw.offset(0) < next => {
+                let mut kept = RawBatch::new(raw.source.clone(), partition);
+                for i in (0..raw.len()).filter(|&i| raw.offset(i) >= next) {
+                    kept.push(raw.payload(i), raw.offset(i));
+                }
+                if kept.is_empty() {
+                    return Ok(());
+                }
+                kept
+            }
+            Some(next) if raw.offset(0) > next && self.options.checkpoints => {
+                tracing::warn!(
+                    "partition {partition}: expected offset {next}, got {} (retention or compaction removed the rest?)",
+                    raw.offset(0)
+                );
+                raw
+            }
+            Some(_) => raw,
+            None => {
+                // No checkpoint: processing starts here, and earlier files from here on go.
+                let from = raw.offset(0);
+                self.tx
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("the Parquet writer is gone"))?
+                    .send(ToSink::Start { partition, from })
+                    .map_err(|_| anyhow!("the Parquet writer stopped"))?;
+                raw
+            }
+        };
+        let id: SourceId = (self.source.clone(), partition);
+        let decoded = self.decoder.decode(&raw);
+        let part = self.parts.get_mut(&partition).expect("assigned above");
+        part.last_active = now;
+        let dead_batch = if decoded.rejects.is_empty() {
+            None
+        } else {
+            // Filed under the newest event time seen so far, so a replay files it alike.
+            let ts = decoded.events.column(ev::TIMESTAMP).as_primitive::<TimestampMillisecondType>();
+            let stream_time = part
+                .op
+                .max_event_time(&id)
+                .or_else(|| ts.values().iter().copied().max())
+                .unwrap_or(0);
+            self.dead.append_rejects(&raw, &decoded.rejects, stream_time);
+            Some(self.dead.finish())
+        };
+        self.dead_letters += decoded.rejects.len() as u64;
+        self.payloads += raw.len() as u64;
+        let out = Self::tracked(&mut self.stats, &mut part.op, |op| op.process_batch(&id, decoded.events, now))?;
+        let first = raw.offset(0);
+        let last = raw.last_offset().unwrap_or(first);
+        part.next_offset = Some(last + 1);
+        let events = match out.events {
+            Some(e) if self.config.sink.write_events => e,
+            _ => RecordBatch::new_empty(events_schema()),
+        };
+        self.send(ToSink::Events { partition, events, dead: dead_batch, first, last })?;
+        self.emit_metrics(partition, out.metrics)
+    }
+
+    /// Nothing arrived: partitions idle for `idle_timeout` follow the active ones' watermark.
+    fn tick(&mut self, now: Instant) -> Result<()> {
+        let idle = self.config.processor.window.idle_timeout;
+        let ooo = self.config.processor.window.max_out_of_orderness.as_millis() as i64;
+        let source = self.source.clone();
+        let active_wm = self
+            .parts
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.last_active) < idle)
+            .filter_map(|(&k, p)| p.op.max_event_time(&(source.clone(), k)))
+            .min()
+            .map(|t| t - ooo);
+        let Some(wm) = active_wm else {
+            return Ok(());
+        };
+        let idle_parts: Vec<i32> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.last_active) >= idle)
+            .map(|(&k, _)| k)
+            .collect();
+        for k in idle_parts {
+            let part = self.parts.get_mut(&k).expect("listed above");
+            let rows = Self::tracked(&mut self.stats, &mut part.op, |op| op.advance_watermark(wm))?;
+            self.emit_metrics(k, rows)?;
+        }
+        Ok(())
+    }
+
+    /// Closes every open window of every partition (end of a finite source).
+    fn finish(&mut self) -> Result<()> {
+        let keys: Vec<i32> = self.parts.keys().copied().collect();
+        for k in keys {
+            let part = self.parts.get_mut(&k).expect("listed above");
+            let rows = Self::tracked(&mut self.stats, &mut part.op, |op| op.finish())?;
+            self.emit_metrics(k, rows)?;
+        }
+        Ok(())
+    }
+
+    /// Queues a checkpoint of `partition`; returns the receiver to wait on when `wait`.
+    fn checkpoint(&mut self, partition: i32, release: bool, wait: bool) -> Result<Option<Receiver<Result<()>>>> {
+        let id = self.id(partition);
+        let Some(part) = self.parts.get_mut(&partition) else {
+            return Ok(None);
+        };
+        let Some(next_offset) = part.next_offset else {
+            return Ok(None);
+        };
+        if part.checkpointed == Some(next_offset) && !release {
+            return Ok(None);
+        }
+        let state = part.op.snapshot(&id)?;
+        part.checkpointed = Some(next_offset);
+        let (done, rx) = if wait {
+            let (s, r) = sync_channel(1);
+            (Some(s), Some(r))
+        } else {
+            (None, None)
+        };
+        self.checkpoints += 1;
+        self.send(ToSink::Checkpoint {
+            partition,
+            ckpt: Checkpoint { next_offset, state },
+            release,
+            done,
+        })?;
+        Ok(rx)
+    }
+
+    /// Checkpoints `partitions`, waits until they are durable, and returns the offsets to
+    /// commit. `release` drops them from this processor afterwards.
+    fn checkpoint_and_wait(&mut self, partitions: &[i32], release: bool) -> Result<Vec<(i32, i64)>> {
+        let started = Instant::now();
+        let mut waits = Vec::new();
+        for &p in partitions {
+            if let Some(rx) = self.checkpoint(p, release, true)? {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            rx.recv().map_err(|_| anyhow!("the Parquet writer stopped"))??;
+        }
+        self.checkpoint_wait += started.elapsed();
+        let mut commits = Vec::new();
+        for &p in partitions {
+            if let Some(part) = self.parts.get(&p) {
+                if let Some(next) = part.next_offset {
+                    commits.push((p, next));
+                }
+            }
+            if release {
+                self.parts.remove(&p);
+            }
+        }
+        Ok(commits)
+    }
+}
+
+/// The rebalance side of [`Shared`], handed to the Kafka source.
+struct Owner(Arc<Mutex<Shared>>);
+
+impl PartitionOwner for Owner {
+    fn assigned(&self, _topic: &str, partitions: &[i32]) -> Vec<(i32, Option<i64>)> {
+        let mut s = self.0.lock().expect("not poisoned");
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for &p in partitions {
+            match s.assign(p, now) {
+                Ok(from) => out.push((p, from)),
+                Err(e) => {
+                    s.fatal.get_or_insert(e);
+                }
+            }
+        }
+        out
+    }
+
+    fn revoked(&self, _topic: &str, partitions: &[i32], lost: bool) -> Vec<(i32, i64)> {
+        let mut s = self.0.lock().expect("not poisoned");
+        if lost {
+            for &p in partitions {
+                s.parts.remove(&p);
+                if let Err(e) = s.send(ToSink::Abort { partition: p }) {
+                    s.fatal.get_or_insert(e);
+                }
+            }
+            return Vec::new();
+        }
+        let owned: Vec<i32> = partitions.iter().copied().filter(|p| s.parts.contains_key(p)).collect();
+        match s.checkpoint_and_wait(&owned, true) {
+            Ok(commits) => commits,
+            Err(e) => {
+                // Without a checkpoint the next owner replays from the previous one; this
+                // process must not write that partition again, so the run stops.
+                s.fatal.get_or_insert(e.context("checkpointing revoked partitions"));
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// A pipeline ready to run: the sink thread is up; Kafka sources take [`Pipeline::owner`].
+pub struct Pipeline {
+    shared: Arc<Mutex<Shared>>,
+    sink: Option<JoinHandle<Result<(u64, Duration)>>>,
+    acks: Receiver<(i32, i64)>,
+    metrics_schema: SchemaRef,
 }
 
 /// How many recent metric rows the report keeps.
 const RECENT_ROWS: usize = 64;
 
-/// Runs `source` to its end (or until `stop` is set), calling `on_progress` about twice a
-/// second and `on_metrics` for every batch of closed windows.
-pub fn run(
-    mut source: Box<dyn Source>,
-    config: &Config,
-    stop: &AtomicBool,
-    mut on_progress: impl FnMut(&Progress),
-    mut on_metrics: impl FnMut(&RecordBatch),
-) -> Result<RunReport> {
-    let started = Instant::now();
-    let mut operator = WindowOperator::new(&config.processor)?;
-    let mut decoder = EventDecoder::new(Limits {
-        max_payload_bytes: config.source.max_payload_bytes,
-        ..Limits::default()
-    });
-    let (tx, rx) = sync_channel::<ToSink>(4);
-    let sink = SinkThread {
-        data_dir: config.data_dir.clone(),
-        source: source.name().to_string(),
-        max_rows: config.sink.max_file_rows,
-        parquet: config.sink.parquet(),
-        events: HashMap::new(),
-        metrics: WindowTable::new(
+impl Pipeline {
+    pub fn new(config: &Config, source_name: &str, options: RunOptions) -> Result<Self> {
+        let operator = WindowOperator::new(&config.processor)?;
+        let metrics_schema = operator.metrics_schema();
+        let metrics = WindowTable::new(
             &config.data_dir,
             "metrics",
-            operator.metrics_schema(),
-            source.name(),
+            metrics_schema.clone(),
+            source_name,
             &config.sink.parquet(),
-        )?,
-    };
-    let sink: JoinHandle<Result<u64>> = std::thread::Builder::new()
-        .name("inferwatch-sink".into())
-        .spawn(move || sink.run(rx))?;
-    // If the sink thread fails, sends fail: its own error is the one worth showing.
-    let sink_failed = |sink: JoinHandle<Result<u64>>| -> anyhow::Error {
-        match sink.join() {
-            Ok(Err(e)) => e.context("writing Parquet failed"),
-            Ok(Ok(_)) => anyhow::anyhow!("the Parquet writer stopped early"),
-            Err(_) => anyhow::anyhow!("the Parquet writer panicked"),
+        )?;
+        if !options.checkpoints {
+            // A run from the start of a source replaces its earlier windows.
+            metrics.remove_all()?;
         }
-    };
-
-    let mut progress = Progress::default();
-    let mut recent: Vec<RecordBatch> = Vec::new();
-    let mut last_report = Instant::now();
-    let mut last_roll = Instant::now();
-    let mut dead = DeadLetterBuilder::default();
-    let source_name: Arc<str> = Arc::from(source.name());
-    let mut keep = |batch: RecordBatch, recent: &mut Vec<RecordBatch>| {
-        on_metrics(&batch);
-        recent.push(batch);
-        while recent.iter().map(|b| b.num_rows()).sum::<usize>() > RECENT_ROWS && recent.len() > 1 {
-            recent.remove(0);
-        }
-    };
-
-    while !stop.load(Ordering::Relaxed) {
-        let Some(raw) = source
-            .next_batch(config.source.batch_size)
-            .with_context(|| format!("reading from {}", source.name()))?
-        else {
-            break;
+        let kafka = options.kafka_output.clone().map(KafkaOutput::new).transpose()?;
+        let (tx, rx) = sync_channel::<ToSink>(4);
+        let (ack_tx, acks) = channel();
+        let store = CheckpointStore::new(&config.data_dir, source_name);
+        let sink = SinkThread {
+            data_dir: config.data_dir.clone(),
+            source: source_name.to_string(),
+            max_rows: config.sink.max_file_rows,
+            parquet: config.sink.parquet(),
+            events: HashMap::new(),
+            metrics,
+            store: store.clone(),
+            kafka,
+            acks: ack_tx,
+            checkpoint_time: Duration::ZERO,
         };
-        let now = Instant::now();
-        if raw.is_empty() {
-            if let Some(m) = operator.handle_tick(now)? {
-                if tx.send(ToSink::Metrics(m.clone())).is_err() {
-                    return Err(sink_failed(sink));
-                }
-                keep(m, &mut recent);
-            }
-        } else {
-            let id: SourceId = (source_name.clone(), raw.partition);
-            let decoded = decoder.decode(&raw);
-            let dead_batch = if decoded.rejects.is_empty() {
-                None
-            } else {
-                // Filed under the newest event time seen so far, so a replay files it alike.
-                let ts = decoded.events.column(ev::TIMESTAMP).as_primitive::<TimestampMillisecondType>();
-                let stream_time = operator
-                    .max_event_time(&id)
-                    .or_else(|| ts.values().iter().copied().max())
-                    .unwrap_or(0);
-                dead.append_rejects(&raw, &decoded.rejects, stream_time);
-                Some(dead.finish())
-            };
-            progress.dead_letters += decoded.rejects.len() as u64;
-            progress.payloads += raw.len() as u64;
-            let out = operator.process_batch(&id, decoded.events, now)?;
-            let first = raw.offset(0);
-            let last = raw.last_offset().unwrap_or(first);
-            let events = out.events.unwrap_or_else(|| RecordBatch::new_empty(events_schema()));
-            let msg = ToSink::Events { partition: raw.partition, events, dead: dead_batch, first, last };
-            if tx.send(msg).is_err() {
-                return Err(sink_failed(sink));
-            }
-            if let Some(m) = out.metrics {
-                if tx.send(ToSink::Metrics(m.clone())).is_err() {
-                    return Err(sink_failed(sink));
-                }
-                keep(m, &mut recent);
-            }
-        }
-        if !source.is_bounded() && last_roll.elapsed() >= config.sink.roll_interval {
-            last_roll = Instant::now();
-            if tx.send(ToSink::Flush).is_err() {
-                return Err(sink_failed(sink));
-            }
-        }
-        if last_report.elapsed() >= Duration::from_millis(500) {
-            last_report = Instant::now();
-            fill(&mut progress, &operator, source.as_ref(), started);
-            on_progress(&progress);
-        }
+        let sink = std::thread::Builder::new()
+            .name("inferwatch-sink".into())
+            .spawn(move || sink.run(rx))?;
+        let shared = Shared {
+            config: config.clone(),
+            source: Arc::from(source_name),
+            options,
+            parts: BTreeMap::new(),
+            decoder: EventDecoder::new(Limits {
+                max_payload_bytes: config.source.max_payload_bytes,
+                ..Limits::default()
+            }),
+            dead: DeadLetterBuilder::default(),
+            tx: Some(tx),
+            store,
+            stats: OperatorStats::default(),
+            payloads: 0,
+            dead_letters: 0,
+            checkpoints: 0,
+            checkpoint_wait: Duration::ZERO,
+            new_metrics: Vec::new(),
+            fatal: None,
+        };
+        Ok(Self {
+            shared: Arc::new(Mutex::new(shared)),
+            sink: Some(sink),
+            acks,
+            metrics_schema,
+        })
     }
-    // End of input (or a stop): every open window closes and is written.
-    if let Some(m) = operator.finish()? {
-        if tx.send(ToSink::Metrics(m.clone())).is_err() {
-            return Err(sink_failed(sink));
-        }
-        keep(m, &mut recent);
-    }
-    drop(tx);
-    let files_written = match sink.join() {
-        Ok(r) => r.context("writing Parquet failed")?,
-        Err(_) => anyhow::bail!("the Parquet writer panicked"),
-    };
-    fill(&mut progress, &operator, source.as_ref(), started);
-    on_progress(&progress);
-    Ok(RunReport {
-        progress,
-        recent_metrics: recent,
-        files_written,
-        data_dir: config.data_dir.clone(),
-    })
-}
 
-fn fill(p: &mut Progress, op: &WindowOperator, source: &dyn Source, started: Instant) {
-    let s = op.stats();
-    p.elapsed = started.elapsed();
-    p.events = s.events;
-    p.late_events = s.late_events;
-    p.windows_closed = s.windows_closed;
-    p.metric_rows = s.metric_rows;
-    p.source_done = source.progress();
+    /// What a Kafka source calls back during rebalances.
+    pub fn owner(&self) -> Arc<dyn PartitionOwner> {
+        Arc::new(Owner(self.shared.clone()))
+    }
+
+    #[allow(dead_code)]
+    pub fn metrics_schema(&self) -> SchemaRef {
+        self.metrics_schema.clone()
+    }
+
+    /// The sink thread's own error explains a failed send best.
+    fn sink_error(&mut self, e: anyhow::Error) -> anyhow::Error {
+        self.shared.lock().expect("not poisoned").tx = None;
+        match self.sink.take().map(|h| h.join()) {
+            Some(Ok(Err(sink_err))) => sink_err.context("writing Parquet failed"),
+            Some(Err(_)) => anyhow!("the Parquet writer panicked"),
+            _ => e,
+        }
+    }
+
+    /// Runs `source` to its end (or until `stop`, or until idle when asked), calling
+    /// `on_progress` about twice a second and `on_metrics` for every batch of closed windows.
+    pub fn run(
+        mut self,
+        mut source: Box<dyn Source>,
+        stop: &AtomicBool,
+        mut on_progress: impl FnMut(&Progress),
+        mut on_metrics: impl FnMut(&RecordBatch),
+    ) -> Result<RunReport> {
+        match self.run_loop(source.as_mut(), stop, &mut on_progress, &mut on_metrics) {
+            Ok(report) => Ok(report),
+            Err(e) => Err(self.sink_error(e)),
+        }
+    }
+
+    fn run_loop(
+        &mut self,
+        source: &mut dyn Source,
+        stop: &AtomicBool,
+        on_progress: &mut impl FnMut(&Progress),
+        on_metrics: &mut impl FnMut(&RecordBatch),
+    ) -> Result<RunReport> {
+        let started = Instant::now();
+        let mut recent: Vec<RecordBatch> = Vec::new();
+        let mut keep = |batches: Vec<RecordBatch>, recent: &mut Vec<RecordBatch>| {
+            for batch in batches {
+                on_metrics(&batch);
+                recent.push(batch);
+            }
+            while recent.iter().map(|b| b.num_rows()).sum::<usize>() > RECENT_ROWS && recent.len() > 1 {
+                recent.remove(0);
+            }
+        };
+        let (batch_size, roll_interval, checkpoint_interval, checkpoints, stop_when_idle) = {
+            let s = self.shared.lock().expect("not poisoned");
+            (
+                s.config.source.batch_size,
+                s.config.sink.roll_interval,
+                s.config.checkpoint.interval,
+                s.options.checkpoints,
+                s.options.stop_when_idle,
+            )
+        };
+        let mut last_report = Instant::now();
+        let mut last_roll = Instant::now();
+        let mut last_payload = Instant::now();
+        let mut finished = false;
+
+        while !stop.load(Ordering::Relaxed) {
+            let raw = source
+                .next_batch(batch_size)
+                .with_context(|| format!("reading from {}", source.name()))?;
+            let now = Instant::now();
+            let mut s = self.shared.lock().expect("not poisoned");
+            if let Some(e) = s.fatal.take() {
+                return Err(e);
+            }
+            match raw {
+                None => {
+                    finished = true;
+                    break;
+                }
+                Some(raw) if raw.is_empty() => {
+                    s.tick(now)?;
+                    if stop_when_idle.is_some_and(|d| now.duration_since(last_payload) >= d) {
+                        finished = true;
+                        break;
+                    }
+                }
+                Some(raw) => {
+                    last_payload = now;
+                    s.process(raw, now)?;
+                }
+            }
+            keep(std::mem::take(&mut s.new_metrics), &mut recent);
+            if checkpoints {
+                if last_roll.elapsed() >= checkpoint_interval {
+                    last_roll = Instant::now();
+                    let parts: Vec<i32> = s.parts.keys().copied().collect();
+                    for p in parts {
+                        s.checkpoint(p, false, false)?;
+                    }
+                }
+            } else if !source.is_bounded() && last_roll.elapsed() >= roll_interval {
+                last_roll = Instant::now();
+                s.send(ToSink::Flush)?;
+            }
+            drop(s);
+            let acked: Vec<(i32, i64)> = self.acks.try_iter().collect();
+            if !acked.is_empty() {
+                source.commit(&acked);
+            }
+            if last_report.elapsed() >= Duration::from_millis(500) {
+                last_report = Instant::now();
+                on_progress(&self.progress(source, started));
+            }
+        }
+        {
+            let mut s = self.shared.lock().expect("not poisoned");
+            if finished {
+                // End of input: every open window closes and is written.
+                s.finish()?;
+                keep(std::mem::take(&mut s.new_metrics), &mut recent);
+            }
+            if checkpoints {
+                let parts: Vec<i32> = s.parts.keys().copied().collect();
+                let commits = s.checkpoint_and_wait(&parts, false)?;
+                drop(s);
+                source.commit(&commits);
+            }
+        }
+        // Leaving the group checkpoints whatever is still assigned (nothing new by now).
+        source.close();
+        let (stats, payloads, dead_letters, checkpoints_n, checkpoint_wait) = {
+            let mut s = self.shared.lock().expect("not poisoned");
+            if let Some(e) = s.fatal.take() {
+                return Err(e);
+            }
+            s.tx = None;
+            (s.stats, s.payloads, s.dead_letters, s.checkpoints, s.checkpoint_wait)
+        };
+        let (files_written, checkpoint_time) = match self.sink.take().map(|h| h.join()) {
+            Some(Ok(r)) => r.context("writing Parquet failed")?,
+            Some(Err(_)) => anyhow::bail!("the Parquet writer panicked"),
+            None => (0, Duration::ZERO),
+        };
+        let progress = Progress {
+            elapsed: started.elapsed(),
+            payloads,
+            events: stats.events,
+            dead_letters,
+            late_events: stats.late_events,
+            windows_closed: stats.windows_closed,
+            metric_rows: stats.metric_rows,
+            checkpoints: checkpoints_n,
+            partitions: 0,
+            source_done: source.progress(),
+        };
+        on_progress(&progress);
+        Ok(RunReport {
+            progress,
+            recent_metrics: recent,
+            files_written,
+            data_dir: self.shared.lock().expect("not poisoned").config.data_dir.clone(),
+            checkpoint_wait,
+            checkpoint_time,
+        })
+    }
+
+    fn progress(&self, source: &dyn Source, started: Instant) -> Progress {
+        let s = self.shared.lock().expect("not poisoned");
+        Progress {
+            elapsed: started.elapsed(),
+            payloads: s.payloads,
+            events: s.stats.events,
+            dead_letters: s.dead_letters,
+            late_events: s.stats.late_events,
+            windows_closed: s.stats.windows_closed,
+            metric_rows: s.stats.metric_rows,
+            checkpoints: s.checkpoints,
+            partitions: s.parts.len(),
+            source_done: source.progress(),
+        }
+    }
 }

@@ -9,72 +9,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_inferwatch");
-
-fn inferwatch(args: &[&str]) -> Output {
-    let out = Command::new(BIN).args(args).output().expect("inferwatch runs");
-    out
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = inferwatch(args);
-    assert!(
-        out.status.success(),
-        "inferwatch {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap() + &String::from_utf8_lossy(&out.stderr)
-}
-
-fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let path = dir.join(name);
-    let mut all = vec!["generate", "--out", path.to_str().unwrap()];
-    all.extend_from_slice(args);
-    ok(&all);
-    path
-}
-
-fn run(input: &Path, data: &Path, extra: &[&str]) -> String {
-    let source = format!("file:{}", input.display());
-    let mut all = vec!["run", "--source", &source, "--data-dir", data.to_str().unwrap()];
-    all.extend_from_slice(extra);
-    ok(&all)
-}
-
-/// Rows of a query, as JSON objects.
-fn query(data: &Path, sql: &str) -> Vec<serde_json::Map<String, Value>> {
-    let out = ok(&["query", "--data-dir", data.to_str().unwrap(), "--format", "json", sql]);
-    let json = out.lines().next().unwrap_or("[]");
-    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
-    v.as_array()
-        .expect("one JSON array")
-        .iter()
-        .map(|r| r.as_object().expect("row objects").clone())
-        .collect()
-}
-
-fn count(data: &Path, sql: &str) -> i64 {
-    query(data, sql)[0].values().next().unwrap().as_i64().unwrap()
-}
-
-fn lines(path: &Path) -> i64 {
-    fs::read(path).unwrap().iter().filter(|&&b| b == b'\n').count() as i64
-}
-
-fn python_check(input: &Path, data: &Path, size_ms: i64, slide_ms: i64) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .arg(root.join("tests/reference/check_metrics.py"))
-        .args([input.to_str().unwrap(), data.to_str().unwrap()])
-        .args([size_ms.to_string(), slide_ms.to_string()])
-        .arg(root.join("processor/prices.toml"))
-        .output()
-        .expect("python3 runs (./scripts/test.sh installs pyarrow, duckdb)");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "reference check failed:\n{text}");
-    assert!(text.contains("checked"), "{text}");
-}
+mod common;
+use common::cli::*;
 
 #[test]
 fn tumbling_metrics_equal_an_independent_computation() {

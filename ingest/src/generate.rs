@@ -115,6 +115,9 @@ pub struct GeneratorConfig {
     pub scenario: Scenario,
     /// Each timestamp is the base time minus a uniform jitter in `[0, max_jitter_ms]`.
     pub max_jitter_ms: i64,
+    /// When above 1, every event gets one of this many routes per (service, model): many keys,
+    /// for memory benchmarks. 0 keeps the normal routes.
+    pub route_spread: u32,
 }
 
 impl Default for GeneratorConfig {
@@ -126,6 +129,7 @@ impl Default for GeneratorConfig {
             total_events: 100_000,
             scenario: Scenario::Steady,
             max_jitter_ms: 2000,
+            route_spread: 0,
         }
     }
 }
@@ -1194,7 +1198,14 @@ impl Generator {
             out.extend_from_slice(b",\"model_version\":");
             put_str(out, model.version);
         }
-        if ev.route {
+        if self.cfg.route_spread > 1 {
+            // Many keys for memory benchmarks: every event gets one of `route_spread` routes.
+            out.extend_from_slice(b",\"route\":\"");
+            out.extend_from_slice(p.route.as_bytes());
+            out.push(b'/');
+            put_u64(out, index.wrapping_mul(0x9E37_79B9_7F4A_7C15) % self.cfg.route_spread as u64);
+            out.push(b'"');
+        } else if ev.route {
             out.extend_from_slice(b",\"route\":");
             put_str(out, p.route);
         }

@@ -1,5 +1,5 @@
 //! The source abstraction every input implements: file replay, the in-process generator, and
-//! (next) Kafka.
+//! Kafka.
 
 use inferwatch_schemas::RawBatch;
 
@@ -18,6 +18,8 @@ pub enum SourceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 /// A stream of raw payloads. Sources are nouns and do no decoding: they hand bytes and their
@@ -39,4 +41,12 @@ pub trait Source: Send {
     fn progress(&self) -> Option<(u64, u64)> {
         None
     }
+
+    /// Tells the source that everything before these (partition, next offset) pairs is
+    /// durable: Kafka commits them to the group as a hint for where to resume.
+    fn commit(&mut self, _offsets: &[(i32, i64)]) {}
+
+    /// Stops reading; a Kafka source leaves its consumer group (after its partitions'
+    /// owner checkpointed them).
+    fn close(&mut self) {}
 }

@@ -250,6 +250,88 @@ impl CustomMetrics {
     }
 }
 
+impl CustomMetrics {
+    /// Serialises many (pane, key) states for a checkpoint: one Arrow IPC stream per
+    /// accumulator, one row per state, the columns being the accumulator's own `state()`.
+    pub fn encode_states(&self, states: &mut [&mut CustomState]) -> Result<Vec<Vec<u8>>> {
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n_accs = states[0].accs.len();
+        let mut blobs = Vec::with_capacity(n_accs);
+        for i in 0..n_accs {
+            let mut rows: Vec<Vec<ScalarValue>> = Vec::with_capacity(states.len());
+            for part in states.iter_mut() {
+                let state = part.accs[i].state().map_err(df_err("checkpoint"))?;
+                // `state` may leave an accumulator drained; rebuild it from what it returned.
+                let arrays: Vec<ArrayRef> = state
+                    .iter()
+                    .map(|s| s.to_array())
+                    .collect::<Result<_, _>>()
+                    .map_err(df_err("checkpoint"))?;
+                let mut fresh = self.new_state()?.accs.swap_remove(i);
+                fresh.merge_batch(&arrays).map_err(df_err("checkpoint"))?;
+                part.accs[i] = fresh;
+                rows.push(state);
+            }
+            let width = rows[0].len();
+            let mut cols = Vec::with_capacity(width);
+            for j in 0..width {
+                let values = rows.iter().map(|r| r[j].clone());
+                cols.push(ScalarValue::iter_to_array(values).map_err(df_err("checkpoint"))?);
+            }
+            let fields: Vec<Field> = cols
+                .iter()
+                .enumerate()
+                .map(|(j, c)| Field::new(format!("s{j}"), c.data_type().clone(), true))
+                .collect();
+            let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols)?;
+            let mut buf = Vec::new();
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())?;
+            w.write(&batch)?;
+            w.finish()?;
+            drop(w);
+            blobs.push(buf);
+        }
+        Ok(blobs)
+    }
+
+    /// Rebuilds `n` states written by [`CustomMetrics::encode_states`].
+    pub fn decode_states(&self, blobs: &[Vec<u8>], n: usize) -> Result<Vec<CustomState>> {
+        let mut out: Vec<CustomState> = (0..n).map(|_| self.new_state()).collect::<Result<_>>()?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let n_accs = out[0].accs.len();
+        if blobs.len() != n_accs {
+            return Err(ProcessorError::Checkpoint(format!(
+                "the checkpoint holds {} custom-metric accumulators, the config has {n_accs}: \
+                 custom metrics changed since it was written",
+                blobs.len()
+            )));
+        }
+        for (i, blob) in blobs.iter().enumerate() {
+            let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(blob), None)?;
+            let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>()?;
+            let batch = arrow::compute::concat_batches(
+                &batches.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty())),
+                &batches,
+            )?;
+            if batch.num_rows() != n {
+                return Err(ProcessorError::Checkpoint(format!(
+                    "custom-metric state {i} has {} rows, expected {n}",
+                    batch.num_rows()
+                )));
+            }
+            for (r, state) in out.iter_mut().enumerate() {
+                let arrays: Vec<ArrayRef> = batch.columns().iter().map(|c| c.slice(r, 1)).collect();
+                state.accs[i].merge_batch(&arrays).map_err(df_err("restore"))?;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Arguments of every aggregate, evaluated over one micro-batch.
 pub struct BatchArgs {
     per_agg: Vec<(Vec<ArrayRef>, Option<BooleanArray>)>,

@@ -14,6 +14,9 @@ pub enum ProcessorError {
         #[source]
         source: Box<DataFusionError>,
     },
+    /// A checkpoint cannot be read or does not fit this processor.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Builder, Int64Builder};
 use arrow::datatypes::{DataType, Field};
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 /// Names of the built-in metric columns, in table order (after the key columns).
 pub const BUILTIN_COLUMNS: &[&str] = &[
@@ -82,8 +83,9 @@ pub enum Approval {
     Pending,
 }
 
-/// Partial aggregate of the built-in metrics for one (pane, key).
-#[derive(Debug, Clone, Default)]
+/// Partial aggregate of the built-in metrics for one (pane, key). Serialisable so that
+/// checkpoints carry open windows across a crash or a rebalance.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CoreState {
     pub requests: u64,
     /// Failed calls: status `error` or `timeout`.
@@ -92,11 +94,13 @@ pub struct CoreState {
     /// Status `refused` or `filtered`.
     pub refusals: u64,
     /// Latency in microseconds, so sub-millisecond values keep three significant digits.
+    #[serde(with = "hist_serde")]
     latency_us: Option<Box<Histogram<u32>>>,
     latency_max_ms: f64,
     pub tokens_in: i64,
     pub tokens_out: i64,
     pub cost_nanos: i64,
+    #[serde(with = "hist_serde")]
     cost_hist: Option<Box<Histogram<u32>>>,
     pub cost_unpriced: u64,
     quality_sum: f64,
@@ -188,6 +192,36 @@ fn merge_hist(into: &mut Option<Box<Histogram<u32>>>, from: &Option<Box<Histogra
             Some(h) => h.add(f.as_ref()).expect("auto-resizing histograms always merge"),
             None => *into = Some(f.clone()),
         }
+    }
+}
+
+/// Histograms in checkpoints: the (bucket value, count) pairs that were recorded. Recording
+/// each bucket's highest equivalent value again lands in the same bucket, so the restored
+/// histogram answers every quantile exactly as the original did.
+mod hist_serde {
+    use hdrhistogram::Histogram;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Option<Box<Histogram<u32>>>, s: S) -> Result<S::Ok, S::Error> {
+        let pairs: Option<Vec<(u64, u32)>> = h.as_ref().map(|h| {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect()
+        });
+        pairs.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Histogram<u32>>>, D::Error> {
+        let pairs = Option::<Vec<(u64, u32)>>::deserialize(d)?;
+        Ok(pairs.map(|pairs| {
+            let mut h = Box::new(super::histogram());
+            for (v, n) in pairs {
+                if h.record_n(v, n).is_err() {
+                    h.saturating_record_n(v, n);
+                }
+            }
+            h
+        }))
     }
 }
 

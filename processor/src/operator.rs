@@ -14,19 +14,20 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanBuilder, Float64Array, RecordBatch, StringArray, StringBuilder,
     TimestampMillisecondBuilder, UInt32Array,
 };
+use serde::{Deserialize, Serialize};
 use arrow::datatypes::{Float64Type, Int64Type, Schema, SchemaRef, TimestampMillisecondType};
 use inferwatch_schemas::tables::{events as col, metrics_key_fields};
 use inferwatch_schemas::validate::COST_SOURCE_TABLE;
 
 use crate::config::ProcessorConfig;
 use crate::custom::{BatchArgs, CustomMetrics, CustomState};
-use crate::error::Result;
+use crate::error::{ProcessorError, Result};
 use crate::metrics::{Approval, CoreColumns, CoreState, Observation, StatusClass};
 use crate::price::{usd_to_nanos, PriceTable};
 use crate::window::{SourceId, Watermarks, WindowSpec};
 
 /// (service, model, model_version, route): what a `metrics` row is about.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Key {
     pub service: String,
     pub model: String,
@@ -75,7 +76,7 @@ struct Pane {
 }
 
 /// Counters for progress displays and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorStats {
     pub events: u64,
     pub late_events: u64,
@@ -182,6 +183,131 @@ impl WindowOperator {
     /// Number of (pane, key) states held: what memory grows with.
     pub fn open_states(&self) -> usize {
         self.panes.values().map(|p| p.core.len()).sum()
+    }
+
+    /// Serialises everything this operator holds about `source` — open panes, keys, how far
+    /// windows were emitted, the partition's newest event time — for a checkpoint. Restoring
+    /// it with [`WindowOperator::restore`] continues exactly where this left off.
+    pub fn snapshot(&mut self, source: &SourceId) -> Result<Vec<u8>> {
+        let mut panes = Vec::with_capacity(self.panes.len());
+        let mut custom_states: Vec<&mut CustomState> = Vec::new();
+        let mut custom_index: Vec<(i64, u32)> = Vec::new();
+        for (&start, pane) in self.panes.iter_mut() {
+            let mut core: Vec<(u32, CoreState)> = pane.core.iter().map(|(k, s)| (*k, s.clone())).collect();
+            core.sort_by_key(|(k, _)| *k);
+            panes.push((start, core));
+            let mut keys: Vec<u32> = pane.custom.keys().copied().collect();
+            keys.sort_unstable();
+            custom_index.extend(keys.iter().map(|k| (start, *k)));
+        }
+        // Borrow the custom states in `custom_index` order.
+        let mut by_pane: BTreeMap<i64, Vec<(u32, &mut CustomState)>> = BTreeMap::new();
+        for (&start, pane) in self.panes.iter_mut() {
+            let mut v: Vec<(u32, &mut CustomState)> = pane.custom.iter_mut().map(|(k, s)| (*k, s)).collect();
+            v.sort_by_key(|(k, _)| *k);
+            by_pane.insert(start, v);
+        }
+        for (_, v) in by_pane.into_iter() {
+            custom_states.extend(v.into_iter().map(|(_, s)| s));
+        }
+        let custom = match &self.custom {
+            Some(c) => c.encode_states(&mut custom_states)?.iter().map(|b| hex(b)).collect(),
+            None => Vec::new(),
+        };
+        let snap = Snapshot {
+            version: SNAPSHOT_VERSION,
+            window: [self.spec.size, self.spec.slide, self.spec.lateness, self.spec.out_of_orderness],
+            custom_columns: self.custom_columns(),
+            keys: self.keys.values.clone(),
+            panes,
+            custom_index,
+            custom,
+            emitted_through: self.emitted_through,
+            max_event_time: self.watermarks.max_event_time(source),
+            stats: self.stats,
+        };
+        serde_json::to_vec(&snap).map_err(|e| ProcessorError::Checkpoint(e.to_string()))
+    }
+
+    /// Replaces this operator's state with a [`WindowOperator::snapshot`] of `source`.
+    /// Fails, naming what differs, when the window or custom metrics changed since.
+    pub fn restore(&mut self, source: &SourceId, bytes: &[u8], now: Instant) -> Result<()> {
+        let snap: Snapshot =
+            serde_json::from_slice(bytes).map_err(|e| ProcessorError::Checkpoint(format!("unreadable: {e}")))?;
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(ProcessorError::Checkpoint(format!(
+                "format version {} is not {SNAPSHOT_VERSION}",
+                snap.version
+            )));
+        }
+        let window = [self.spec.size, self.spec.slide, self.spec.lateness, self.spec.out_of_orderness];
+        if snap.window != window {
+            return Err(ProcessorError::Checkpoint(format!(
+                "it was written with window (size, slide, lateness, out-of-orderness) = {:?} ms, \
+                 the config now says {window:?} ms; restore the old [window] settings or start \
+                 over with a new data dir",
+                snap.window
+            )));
+        }
+        if snap.custom_columns != self.custom_columns() {
+            return Err(ProcessorError::Checkpoint(format!(
+                "it was written with custom metrics {:?}, the config now has {:?}",
+                snap.custom_columns,
+                self.custom_columns()
+            )));
+        }
+        self.keys = Keys::default();
+        for k in &snap.keys {
+            self.keys.intern(&k.service, &k.model, k.model_version.as_deref(), k.route.as_deref());
+        }
+        self.panes = snap
+            .panes
+            .into_iter()
+            .map(|(start, core)| {
+                (
+                    start,
+                    Pane {
+                        core: core.into_iter().collect(),
+                        custom: HashMap::new(),
+                    },
+                )
+            })
+            .collect();
+        if let Some(c) = &self.custom {
+            let blobs: Vec<Vec<u8>> = snap
+                .custom
+                .iter()
+                .map(|h| unhex(h).ok_or_else(|| ProcessorError::Checkpoint("custom state is not hex".into())))
+                .collect::<Result<_>>()?;
+            let states = c.decode_states(&blobs, snap.custom_index.len())?;
+            for ((pane, key), state) in snap.custom_index.into_iter().zip(states) {
+                self.panes.entry(pane).or_default().custom.insert(key, state);
+            }
+        }
+        self.emitted_through = snap.emitted_through;
+        if let Some(t) = snap.max_event_time {
+            self.watermarks.advance(source, t, now);
+        }
+        self.stats = snap.stats;
+        Ok(())
+    }
+
+    fn custom_columns(&self) -> Vec<String> {
+        self.custom
+            .as_ref()
+            .map(|c| c.fields().iter().map(|f| f.name().clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Closes every window the watermark `wm` allows, whatever the partition's own events
+    /// say: how an idle partition follows the others. Returns the rows of closed windows.
+    pub fn advance_watermark(&mut self, wm: i64) -> Result<Option<RecordBatch>> {
+        let through = self.spec.closable_through(wm);
+        let mut out = MetricRows::new();
+        if self.emitted_through.is_none_or(|e| through > e) && !self.panes.is_empty() {
+            self.close_through(through, &mut out)?;
+        }
+        self.finish_rows(out)
     }
 
     /// Aggregates one micro-batch of decoded events from `source` into its panes, closing
@@ -450,6 +576,129 @@ impl WindowOperator {
     }
 }
 
+const SNAPSHOT_VERSION: u32 = 1;
+
+/// The serialised form of a [`WindowOperator`]'s state for one source partition.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    version: u32,
+    /// size, slide, lateness, out-of-orderness (ms): a checkpoint only fits the same windows.
+    window: [i64; 4],
+    custom_columns: Vec<String>,
+    keys: Vec<Key>,
+    panes: Vec<(i64, Vec<(u32, CoreState)>)>,
+    /// (pane, key) of each custom-metric state, in the row order of `custom`.
+    custom_index: Vec<(i64, u32)>,
+    /// One hex-encoded Arrow IPC stream per custom accumulator.
+    custom: Vec<String>,
+    emitted_through: Option<i64>,
+    max_event_time: Option<i64>,
+    stats: OperatorStats,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| if p.len() == 2 { Some(d(p[0])? << 4 | d(p[1])?) } else { None })
+        .collect()
+}
+
 fn opt(a: &StringArray, i: usize) -> Option<&str> {
     a.is_valid(i).then(|| a.value(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CustomMetric;
+    use arrow::util::pretty::pretty_format_batches;
+    use inferwatch_schemas::{EventDecoder, Limits, RawBatch};
+
+    /// Events over ~3 minutes for three keys, out of order within 2 s, with latencies, costs
+    /// and qualities that exercise every state field.
+    fn events(range: std::ops::Range<i64>) -> RecordBatch {
+        let mut raw = RawBatch::new(Arc::from("t"), 0);
+        for i in range {
+            let ts = 1_767_225_600_000 + i * 150 - (i * 7919 % 2000);
+            let json = format!(
+                r#"{{"event_id":"e{i}","timestamp":{ts},"service":"s{}","model":"m","latency_ms":{},"tokens_in":{},"tokens_out":5,"quality_score":{},"status":"{}","cost_usd":{}}}"#,
+                i % 3,
+                (i * 37 % 1000) as f64 / 3.0,
+                i % 50,
+                (i % 10) as f64 / 10.0,
+                if i % 13 == 0 { "error" } else { "ok" },
+                (i % 7) as f64 * 0.0001,
+            );
+            raw.push(json.as_bytes(), i);
+        }
+        EventDecoder::new(Limits::default()).decode(&raw).events
+    }
+
+    fn config() -> ProcessorConfig {
+        let mut c = ProcessorConfig::default();
+        c.window.size = std::time::Duration::from_secs(60);
+        c.window.slide = Some(std::time::Duration::from_secs(20));
+        c.custom_metrics = vec![
+            CustomMetric {
+                name: "slow_share".into(),
+                sql: "avg(CASE WHEN latency_ms > 100 THEN 1.0 ELSE 0.0 END)".into(),
+            },
+            CustomMetric {
+                name: "distinct_tokens".into(),
+                sql: "count(DISTINCT tokens_in)".into(),
+            },
+        ];
+        c
+    }
+
+    fn rows(batches: &[RecordBatch]) -> String {
+        pretty_format_batches(batches).unwrap().to_string()
+    }
+
+    #[test]
+    fn a_restored_snapshot_continues_exactly_where_it_left_off() {
+        let id: SourceId = (Arc::from("t"), 0);
+        let now = Instant::now();
+        let mut whole = WindowOperator::new(&config()).unwrap();
+        let mut expected = Vec::new();
+        expected.extend(whole.process_batch(&id, events(0..1200), now).unwrap().metrics);
+        expected.extend(whole.finish().unwrap());
+
+        let mut first = WindowOperator::new(&config()).unwrap();
+        let mut got = Vec::new();
+        got.extend(first.process_batch(&id, events(0..700), now).unwrap().metrics);
+        let snap = first.snapshot(&id).unwrap();
+        // The snapshot leaves the operator usable.
+        assert_eq!(first.snapshot(&id).unwrap(), snap);
+        let mut second = WindowOperator::new(&config()).unwrap();
+        second.restore(&id, &snap, now).unwrap();
+        got.extend(second.process_batch(&id, events(700..1200), now).unwrap().metrics);
+        got.extend(second.finish().unwrap());
+        assert!(expected.iter().map(|b| b.num_rows()).sum::<usize>() > 20);
+        assert_eq!(rows(&got), rows(&expected));
+        assert_eq!(second.stats(), whole.stats());
+    }
+
+    #[test]
+    fn a_snapshot_does_not_fit_other_windows() {
+        let id: SourceId = (Arc::from("t"), 0);
+        let mut op = WindowOperator::new(&config()).unwrap();
+        op.process_batch(&id, events(0..100), Instant::now()).unwrap();
+        let snap = op.snapshot(&id).unwrap();
+        let mut other = config();
+        other.window.slide = None;
+        let err = WindowOperator::new(&other).unwrap().restore(&id, &snap, Instant::now()).unwrap_err();
+        assert!(err.to_string().contains("[window]"), "{err}");
+    }
 }

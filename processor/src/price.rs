@@ -81,8 +81,8 @@ mod tests {
     #[test]
     fn prices_fresh_cached_and_output_tokens() {
         // 1000 fresh × 150 pico + 1000 cached × 75 pico + 500 out × 600 pico
-        // = 150_000 + 75_000 + 300_000 pico = 525 nano.
-        assert_eq!(table().cost_nanos("gpt-4o-mini", 2000, 500, 1000), Some(525));
+        // (150_000, 75_000 and 600_000 pico per token) = 525_000 nano-dollars ($0.000525).
+        assert_eq!(table().cost_nanos("gpt-4o-mini", 2000, 500, 1000), Some(525_000));
         assert_eq!(table().cost_nanos("unknown", 2000, 500, 0), None);
     }
 

@@ -379,7 +379,14 @@ impl EventDecoder {
                 self.limits.max_payload_bytes
             ));
         }
-        let ev: WireEvent = match serde_json::from_slice(payload) {
+        // One UTF-8 check over the whole payload is cheaper than serde_json's check per string.
+        let text = std::str::from_utf8(payload).map_err(|e| {
+            format!(
+                "payload is not valid UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            )
+        })?;
+        let ev: WireEvent = match serde_json::from_str(text) {
             Ok(ev) => ev,
             Err(e) => return Err(crate::validate::diagnose(payload, &e)),
         };

@@ -11,6 +11,10 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    #[error("checkpoint {}: {reason} (move it away to start that partition over)", path.display())]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error("kafka output: {0}")]
+    Kafka(String),
     #[error(transparent)]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error(transparent)]

@@ -25,7 +25,7 @@ impl Default for ParquetOptions {
     fn default() -> Self {
         Self {
             zstd_level: 3,
-            row_group_rows: 1 << 20,
+            row_group_rows: 128 * 1024,
         }
     }
 }

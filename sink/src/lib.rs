@@ -1,12 +1,16 @@
 //! inferwatch sinks: Parquet tables with Hive-style partitions, written atomically under
 //! deterministic names.
 
+pub mod checkpoint;
 pub mod error;
 pub mod file;
+pub mod kafka;
 pub mod partition;
 pub mod table;
 
+pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use error::{Result, SinkError};
 pub use file::ParquetOptions;
+pub use kafka::{KafkaOutput, KafkaOutputConfig};
 pub use partition::{sanitize_component, HivePartition};
 pub use table::{table_files, PositionedTable, WindowTable};

@@ -6,12 +6,13 @@
 //! - [`WindowTable`] (`metrics`): one file per window, named after the window and the source.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{io_err, Result};
@@ -43,6 +44,13 @@ pub fn table_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A file being written: rows stream into a hidden temporary file, which is renamed to its
+/// final name (which carries the offset range) when the file rolls.
+struct OpenFile {
+    tmp: PathBuf,
+    writer: ArrowWriter<File>,
+}
+
 /// A table whose files hold a contiguous range of one source partition's offsets.
 pub struct PositionedTable {
     dir: PathBuf,
@@ -51,7 +59,7 @@ pub struct PositionedTable {
     props: WriterProperties,
     max_rows: usize,
     prefix: String,
-    buffers: BTreeMap<HivePartition, Vec<RecordBatch>>,
+    open: BTreeMap<HivePartition, OpenFile>,
     rows: usize,
     range: Option<(i64, i64)>,
     files_written: u64,
@@ -59,6 +67,7 @@ pub struct PositionedTable {
 
 impl PositionedTable {
     /// `ts_col` is the timestamp column that picks each row's `date=/hour=` partition.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         data_dir: &Path,
         table: &str,
@@ -76,23 +85,32 @@ impl PositionedTable {
             props: parquet.writer_properties()?,
             max_rows: max_rows.max(1),
             prefix: format!("{}-p{partition:05}", sanitize_component(source)),
-            buffers: BTreeMap::new(),
+            open: BTreeMap::new(),
             rows: 0,
             range: None,
             files_written: 0,
         })
     }
 
-    /// Buffers `batch`, which covers source offsets `first..=last` (it may be empty: the range
-    /// still counts). Writes files when the buffer reaches `max_rows`.
+    /// Writes `batch`, which covers source offsets `first..=last` (it may be empty: the range
+    /// still counts). Rolls the files when they reach `max_rows`; returns the files completed.
     pub fn append(&mut self, batch: &RecordBatch, first: i64, last: i64) -> Result<Vec<PathBuf>> {
-        self.range = Some(match self.range {
-            Some((f, l)) => (f.min(first), l.max(last)),
-            None => (first, last),
-        });
+        let start = self.range.map_or(first, |(f, _)| f.min(first));
+        self.range = Some((start, self.range.map_or(last, |(_, l)| l.max(last))));
         if batch.num_rows() > 0 {
             for (part, rows) in split_by_hour(batch, self.ts_col)? {
-                self.buffers.entry(part).or_default().push(rows);
+                let file = match self.open.entry(part) {
+                    std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let dir = self.dir.join(e.key().path());
+                        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+                        let tmp = dir.join(format!(".{}-{start:020}.parquet.tmp", self.prefix));
+                        let f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+                        let writer = ArrowWriter::try_new(f, self.schema.clone(), Some(self.props.clone()))?;
+                        e.insert(OpenFile { tmp, writer })
+                    }
+                };
+                file.writer.write(&rows)?;
             }
             self.rows += batch.num_rows();
         }
@@ -102,12 +120,12 @@ impl PositionedTable {
         Ok(Vec::new())
     }
 
-    /// Rows buffered and not yet durable.
+    /// Rows written to files that are not yet complete.
     pub fn buffered_rows(&self) -> usize {
         self.rows
     }
 
-    /// Offsets covered by buffered (not yet written) data.
+    /// Offsets covered by files not yet complete.
     pub fn pending_range(&self) -> Option<(i64, i64)> {
         self.range
     }
@@ -116,21 +134,45 @@ impl PositionedTable {
         self.files_written
     }
 
-    /// Writes every buffered partition to its own file and forgets the range.
+    /// Completes every open file: footer, fsync, rename to its final name, fsync of the
+    /// directory. Afterwards the rows are durable.
     pub fn flush(&mut self) -> Result<Vec<PathBuf>> {
         let Some((first, last)) = self.range.take() else {
             return Ok(Vec::new());
         };
         let name = format!("{}-{first:020}-{last:020}.parquet", self.prefix);
         let mut written = Vec::new();
-        for (part, batches) in std::mem::take(&mut self.buffers) {
-            let path = self.dir.join(part.path()).join(&name);
-            write_atomic(&path, self.schema.clone(), &batches, self.props.clone())?;
+        for (_, open) in std::mem::take(&mut self.open) {
+            let file = open.writer.into_inner()?;
+            file.sync_all().map_err(io_err("syncing", &open.tmp))?;
+            drop(file);
+            let dir = open.tmp.parent().expect("in a partition directory").to_path_buf();
+            let path = dir.join(&name);
+            fs::rename(&open.tmp, &path).map_err(io_err("renaming into place", &path))?;
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err("syncing directory", &dir))?;
             written.push(path);
         }
         self.rows = 0;
         self.files_written += written.len() as u64;
         Ok(written)
+    }
+
+    /// Drops the open files without completing them (the partition moved to another
+    /// processor, which rewrites those rows): their temporary files are removed.
+    pub fn abort(&mut self) -> Result<()> {
+        for (_, open) in std::mem::take(&mut self.open) {
+            drop(open.writer);
+            match fs::remove_file(&open.tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removing", &open.tmp)(e)),
+            }
+        }
+        self.range = None;
+        self.rows = 0;
+        Ok(())
     }
 
     /// Deletes this source partition's files whose first offset is at or after `from`, and
@@ -155,7 +197,7 @@ impl PositionedTable {
     }
 }
 
-/// The `metrics` table: one file per window and source, partitioned by window start.
+/// The `metrics` table: one file per window and source partition, partitioned by window start.
 pub struct WindowTable {
     dir: PathBuf,
     schema: SchemaRef,
@@ -179,8 +221,9 @@ impl WindowTable {
         self.files_written
     }
 
-    /// Writes rows (columns 0 and 1 are `window_start`, `window_end`), one file per window.
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<Vec<PathBuf>> {
+    /// Writes rows of one source partition (columns 0 and 1 are `window_start`,
+    /// `window_end`), one file per window: a replay of the partition overwrites them.
+    pub fn write(&mut self, batch: &RecordBatch, partition: i32) -> Result<Vec<PathBuf>> {
         let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
         let ends = batch.column(1).as_primitive::<TimestampMillisecondType>();
         let mut windows: BTreeMap<(i64, i64), ()> = BTreeMap::new();
@@ -193,7 +236,7 @@ impl WindowTable {
                 (0..batch.num_rows()).map(|i| Some(starts.value(i) == start && ends.value(i) == end)),
             );
             let rows = filter_record_batch(batch, &mask)?;
-            let name = format!("w{start:013}-{end:013}-{}.parquet", self.suffix);
+            let name = format!("w{start:013}-{end:013}-{}-p{partition:05}.parquet", self.suffix);
             let path = self.dir.join(HivePartition::of(start).path()).join(name);
             write_atomic(&path, self.schema.clone(), &[rows], self.props.clone())?;
             written.push(path);
@@ -204,11 +247,11 @@ impl WindowTable {
 
     /// Deletes every window file of this source (a replay from the start rewrites them).
     pub fn remove_all(&self) -> Result<usize> {
-        let tail = format!("-{}.parquet", self.suffix);
+        let infix = format!("-{}-p", self.suffix);
         let mut removed = 0;
         for path in table_files(&self.dir)? {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if name.starts_with('w') && name.ends_with(&tail) {
+            if name.starts_with('w') && name.contains(&infix) && name.ends_with(".parquet") {
                 fs::remove_file(&path).map_err(io_err("removing", &path))?;
                 removed += 1;
             }

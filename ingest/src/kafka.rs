@@ -1,0 +1,290 @@
+//! The Kafka source: a consumer-group member that hands raw payloads, one partition per
+//! batch, to the processor.
+//!
+//! Rebalances are where exactly-once is won or lost, so the source does not decide what to
+//! do with partition state itself: it asks a [`PartitionOwner`] (the processor) from inside
+//! the rebalance callback. Before a partition goes, its owner makes its progress durable and
+//! names the offset to commit; when a partition arrives, its owner names the offset its
+//! checkpoint resumes from and the consumer starts there. Both happen synchronously, before
+//! another group member can take the partition over.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use inferwatch_schemas::RawBatch;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+
+use crate::source::{Source, SourceError};
+
+/// `[kafka]`: where events come from.
+#[derive(Debug, Clone)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Consumer group: processors in one group split the partitions.
+    pub group: String,
+    pub topic: String,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...), applied last.
+    pub properties: BTreeMap<String, String>,
+    /// How long one `next_batch` waits for messages before returning what it has.
+    pub poll_wait: Duration,
+}
+
+impl KafkaSourceConfig {
+    pub fn new(brokers: &str, group: &str, topic: &str) -> Self {
+        Self {
+            brokers: brokers.into(),
+            group: group.into(),
+            topic: topic.into(),
+            properties: BTreeMap::new(),
+            poll_wait: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Whoever holds per-partition state. Called from inside the consumer's poll, during a
+/// rebalance, so the work is done before the group moves on.
+pub trait PartitionOwner: Send + Sync {
+    /// `partitions` of `topic` are now ours: for each, the offset to start from (its
+    /// checkpoint), or `None` for the group's committed offset.
+    fn assigned(&self, topic: &str, partitions: &[i32]) -> Vec<(i32, Option<i64>)>;
+
+    /// `partitions` are being taken away. Unless `lost` (another member may already own
+    /// them: drop their state, write nothing), make their progress durable and return the
+    /// next offset to commit for each.
+    fn revoked(&self, topic: &str, partitions: &[i32], lost: bool) -> Vec<(i32, i64)>;
+}
+
+struct Context {
+    topic: String,
+    owner: Arc<dyn PartitionOwner>,
+    /// Set by a rebalance so that `next_batch` stops polling and drops what it buffered for
+    /// partitions that left.
+    rebalanced: AtomicBool,
+    revoked: Mutex<Vec<i32>>,
+    /// The last broker-level error, logged once per change rather than per retry.
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", "{fac}: {msg}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {msg}"),
+            _ => tracing::debug!(target: "librdkafka", "{fac}: {msg}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let text = format!("{error}: {reason}");
+        let mut last = self.last_error.lock().expect("not poisoned");
+        if last.as_deref() != Some(text.as_str()) {
+            tracing::warn!("kafka: {text} (retrying; check that the brokers are reachable)");
+            *last = Some(text);
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let parts: Vec<i32> = tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
+        self.rebalanced.store(true, Ordering::SeqCst);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                tracing::info!("assigned partitions {parts:?} of {}", self.topic);
+                for (p, from) in self.owner.assigned(&self.topic, &parts) {
+                    if let Some(off) = from {
+                        if let Err(e) = tpl.set_partition_offset(&self.topic, p, Offset::Offset(off)) {
+                            tracing::error!("cannot start partition {p} at offset {off}: {e}");
+                        }
+                    }
+                }
+                let r = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = r {
+                    tracing::error!("assigning partitions {parts:?} failed: {e}");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost = consumer.assignment_lost();
+                tracing::info!(
+                    "{} partitions {parts:?} of {}",
+                    if lost { "lost" } else { "revoked" },
+                    self.topic
+                );
+                let commits = self.owner.revoked(&self.topic, &parts, lost);
+                self.revoked.lock().expect("not poisoned").extend(&parts);
+                if !lost && !commits.is_empty() {
+                    commit(consumer, &self.topic, &commits, CommitMode::Sync);
+                }
+                let r = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = r {
+                    tracing::error!("unassigning partitions {parts:?} failed: {e}");
+                }
+            }
+            other => {
+                tracing::error!("rebalance failed: {other:?}; leaving the assignment as it was");
+            }
+        }
+    }
+}
+
+fn commit(consumer: &BaseConsumer<Context>, topic: &str, offsets: &[(i32, i64)], mode: CommitMode) {
+    let mut tpl = TopicPartitionList::new();
+    for &(p, off) in offsets {
+        if tpl.add_partition_offset(topic, p, Offset::Offset(off)).is_err() {
+            return;
+        }
+    }
+    // Offsets are only a hint (checkpoints are the truth), so a failed commit is logged.
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        tracing::warn!("committing offsets {offsets:?} of {topic} failed: {e} (checkpoints still hold them)");
+    }
+}
+
+/// A consumer-group member reading one topic.
+pub struct KafkaSource {
+    consumer: BaseConsumer<Context>,
+    name: Arc<str>,
+    poll_wait: Duration,
+    ready: VecDeque<RawBatch>,
+}
+
+impl KafkaSource {
+    /// Joins the group and subscribes. Brokers need not be up yet: the consumer keeps
+    /// retrying, and says so in the log.
+    pub fn new(cfg: &KafkaSourceConfig, owner: Arc<dyn PartitionOwner>) -> Result<Self, SourceError> {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &cfg.brokers)
+            .set("group.id", &cfg.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // Bounded prefetch: at most this much per partition waits in librdkafka's queues.
+            .set("queued.max.messages.kbytes", "32768")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("max.poll.interval.ms", "300000")
+            // A topic created after the processor started is found within seconds.
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        for (k, v) in &cfg.properties {
+            cc.set(k, v);
+        }
+        let context = Context {
+            topic: cfg.topic.clone(),
+            owner,
+            rebalanced: AtomicBool::new(false),
+            revoked: Mutex::new(Vec::new()),
+            last_error: Mutex::new(None),
+        };
+        let consumer: BaseConsumer<Context> = cc.create_with_context(context).map_err(kafka_err(&cfg.brokers))?;
+        consumer.subscribe(&[&cfg.topic]).map_err(kafka_err(&cfg.brokers))?;
+        Ok(Self {
+            consumer,
+            name: Arc::from(cfg.topic.as_str()),
+            poll_wait: cfg.poll_wait,
+            ready: VecDeque::new(),
+        })
+    }
+
+}
+
+impl KafkaSource {
+    /// Leaves the group: the owner is asked to checkpoint every partition first.
+    fn leave(&mut self) {
+        self.ready.clear();
+        let assigned: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|t| t.elements_for_topic(&self.name).iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        if !assigned.is_empty() {
+            let ctx = self.consumer.context();
+            let commits = ctx.owner.revoked(&ctx.topic, &assigned, false);
+            commit(&self.consumer, &ctx.topic, &commits, CommitMode::Sync);
+        }
+        self.consumer.unsubscribe();
+    }
+}
+
+fn kafka_err(brokers: &str) -> impl Fn(KafkaError) -> SourceError + '_ {
+    move |e| SourceError::Kafka(format!("{e} (brokers {brokers})"))
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_batch(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError> {
+        if let Some(b) = self.ready.pop_front() {
+            return Ok(Some(b));
+        }
+        let deadline = Instant::now() + self.poll_wait;
+        let mut pending: BTreeMap<i32, RawBatch> = BTreeMap::new();
+        let mut n = 0;
+        let ctx = self.consumer.context();
+        while n < max {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.consumer.poll(wait) {
+                None => break,
+                Some(Err(e)) => {
+                    // Broker trouble is retried by librdkafka; the context logs it once.
+                    tracing::debug!("poll: {e}");
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                Some(Ok(msg)) => {
+                    let p = msg.partition();
+                    let batch = pending
+                        .entry(p)
+                        .or_insert_with(|| RawBatch::with_capacity(self.name.clone(), p, 1024, 1 << 18));
+                    batch.push(msg.payload().unwrap_or_default(), msg.offset());
+                    n += 1;
+                    if ctx.last_error.lock().expect("not poisoned").take().is_some() {
+                        tracing::info!("kafka: receiving again");
+                    }
+                }
+            }
+            if ctx.rebalanced.swap(false, Ordering::SeqCst) {
+                // Messages polled before a revocation belong to the partition's next owner.
+                for p in std::mem::take(&mut *ctx.revoked.lock().expect("not poisoned")) {
+                    pending.remove(&p);
+                }
+                break;
+            }
+        }
+        self.ready.extend(pending.into_values());
+        Ok(Some(
+            self.ready
+                .pop_front()
+                .unwrap_or_else(|| RawBatch::new(self.name.clone(), 0)),
+        ))
+    }
+
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
+    fn commit(&mut self, offsets: &[(i32, i64)]) {
+        let topic = self.name.clone();
+        commit(&self.consumer, &topic, offsets, CommitMode::Async);
+    }
+
+    fn close(&mut self) {
+        self.leave();
+    }
+}

@@ -1,0 +1,118 @@
+//! A real Kafka-protocol broker for integration tests: Tansu on a free loopback port, one per
+//! test binary, stopped when the test process exits. `INFERWATCH_TEST_BROKERS=host:port`
+//! points the tests at any other Kafka instead.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A Tansu broker process; killed on drop and when the test process dies.
+pub struct Tansu {
+    pub addr: String,
+    child: Child,
+}
+
+impl Tansu {
+    /// Starts Tansu on `port` with `storage` (`memory://tansu/` or `sqlite://FILE`).
+    pub fn start(port: u16, storage: &str) -> Tansu {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("inferwatch-tansu-{port}.log"));
+        let child = Command::new("tansu")
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", storage])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).map(Stdio::from).unwrap_or_else(|_| Stdio::null()))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start the Tansu broker ({e}); ./scripts/test.sh installs it with cargo install, or set INFERWATCH_TEST_BROKERS=host:port")
+            });
+        // A watchdog ends the broker when this test process ends, however it ends.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null",
+                std::process::id(),
+                child.id()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "Tansu did not listen on {addr} within 30 s; see {}", log.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Tansu { addr, child }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// True when the tests run against a broker they did not start.
+pub fn external() -> bool {
+    std::env::var("INFERWATCH_TEST_BROKERS").is_ok_and(|b| !b.is_empty())
+}
+
+/// The shared broker of this test binary.
+pub fn brokers() -> &'static str {
+    static BROKER: OnceLock<(String, Option<Tansu>)> = OnceLock::new();
+    &BROKER
+        .get_or_init(|| match std::env::var("INFERWATCH_TEST_BROKERS") {
+            Ok(b) if !b.is_empty() => (b, None),
+            _ => {
+                let t = Tansu::start(free_port(), "memory://tansu/");
+                (t.addr.clone(), Some(t))
+            }
+        })
+        .0
+}
+
+/// Creates `topic` with `partitions` partitions (replication 1).
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let res = futures::executor::block_on(admin.create_topics([&t], &opts)).expect("create_topics");
+    for r in res {
+        if let Err((name, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                panic!("creating topic {name}: {code}");
+            }
+        }
+    }
+}
+
+/// A unique name per test and run, so tests share one broker without meeting.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}

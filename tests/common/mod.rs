@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests (each test binary uses some of them).
+#![allow(dead_code)]
+
+pub mod broker;
+pub mod cli;

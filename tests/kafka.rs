@@ -1,0 +1,408 @@
+//! Kafka end to end, against a real Kafka-protocol broker (Tansu, started on a free loopback
+//! port; `INFERWATCH_TEST_BROKERS=host:port` for any other Kafka): exactly-once into Parquet
+//! across crashes and rebalances, garbage on the topic, a broker that comes and goes.
+//!
+//! The reference for every Kafka run is `inferwatch run --source file:` over the same
+//! generated events: same `event_id`s exactly once, same dead letters, same `metrics` rows.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use serde_json::Value;
+
+mod common;
+use common::broker::{brokers, create_topic, external, free_port, unique, Tansu};
+use common::cli::*;
+
+const PARTITIONS: i32 = 4;
+
+/// Produces the generator's traffic to `topic` with `inferwatch generate --brokers`.
+fn produce(brokers: &str, topic: &str, args: &[&str]) {
+    let mut all = vec!["generate", "--brokers", brokers, "--topic", topic];
+    all.extend_from_slice(args);
+    ok(&all);
+}
+
+/// `inferwatch run --brokers` as a child process.
+fn spawn_run(brokers: &str, topic: &str, group: &str, data: &Path, extra: &[&str]) -> Child {
+    let log = data.with_extension(format!("{}.log", unique("run")));
+    Command::new(BIN)
+        .args(["run", "--brokers", brokers, "--topic", topic, "--group", group])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(extra)
+        .env("INFERWATCH_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("inferwatch runs")
+}
+
+/// Waits for a child run to exit 0 within `limit`.
+fn wait_ok(child: &mut Child, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "inferwatch run exited with {status}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("inferwatch run did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs the Kafka processor until the topic has been quiet for a few seconds.
+fn consume_all(brokers: &str, topic: &str, group: &str, data: &Path, extra: &[&str]) {
+    let mut args = vec!["--stop-when-idle", "8s", "--window", "1m"];
+    args.extend_from_slice(extra);
+    let mut child = spawn_run(brokers, topic, group, data, &args);
+    wait_ok(&mut child, Duration::from_secs(240));
+}
+
+/// The metric rows of a data dir, as sorted JSON lines (every column).
+fn metric_rows(data: &Path) -> Vec<String> {
+    let rows = query(
+        data,
+        "SELECT * EXCLUDE (date, hour) FROM metrics ORDER BY window_start, service, model, model_version, route",
+    );
+    rows.into_iter().map(|r| Value::Object(r).to_string()).collect()
+}
+
+fn event_ids(data: &Path) -> (i64, i64) {
+    let r = &query(data, "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events")[0];
+    (r["n"].as_i64().unwrap(), r["d"].as_i64().unwrap())
+}
+
+/// The file run every Kafka run must match.
+struct Reference {
+    data: PathBuf,
+    valid: i64,
+    dead: i64,
+    metrics: Vec<String>,
+}
+
+fn reference(dir: &Path, args: &[&str]) -> Reference {
+    let input = generate(dir, "ref.ndjson", args);
+    let data = dir.join("ref-data");
+    run(&input, &data, &["--window", "1m"]);
+    let valid = count(&data, "SELECT count(*) FROM events");
+    let dead = count(&data, "SELECT count(*) FROM dead_letter");
+    assert_eq!(valid + dead, lines(&input));
+    Reference {
+        metrics: metric_rows(&data),
+        data,
+        valid,
+        dead,
+    }
+}
+
+fn assert_matches(reference: &Reference, data: &Path) {
+    let (n, distinct) = event_ids(data);
+    assert_eq!(distinct, reference.valid, "every valid event_id is in events");
+    assert_eq!(n, reference.valid, "and only once");
+    let ids = |d: &Path| -> BTreeSet<String> {
+        query(d, "SELECT DISTINCT event_id FROM events")
+            .into_iter()
+            .map(|r| r["event_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(ids(data) == ids(&reference.data), "the same event_ids as the file run");
+    assert_eq!(count(data, "SELECT count(*) FROM dead_letter"), reference.dead, "each bad payload once");
+    let got = metric_rows(data);
+    assert_eq!(got.len(), reference.metrics.len(), "as many metric rows as the file run");
+    for (g, r) in got.iter().zip(&reference.metrics) {
+        assert_eq!(g, r, "metric rows differ");
+    }
+}
+
+const TRAFFIC: &[&str] = &["--count", "200000", "--rate", "2000", "--seed", "31", "--scenario", "malformed"];
+
+#[test]
+fn kafka_run_writes_each_event_once_and_matches_the_file_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = brokers();
+    let topic = unique("events");
+    create_topic(b, &topic, PARTITIONS);
+    produce(b, &topic, TRAFFIC);
+    let reference = reference(dir.path(), TRAFFIC);
+    assert!(reference.dead > 1000, "the malformed scenario has bad payloads");
+    let data = dir.path().join("kafka-data");
+    consume_all(b, &topic, &unique("g"), &data, &[]);
+    assert_matches(&reference, &data);
+    // Every partition has a checkpoint, and the group's committed offsets follow them.
+    let ckpts = std::fs::read_dir(data.join("_checkpoints").join(&topic)).unwrap().count();
+    assert_eq!(ckpts, PARTITIONS as usize);
+}
+
+/// The newest modification time of any checkpoint under `data`.
+fn checkpoints_written(data: &Path) -> usize {
+    let Ok(dirs) = std::fs::read_dir(data.join("_checkpoints")) else {
+        return 0;
+    };
+    dirs.flatten()
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .flat_map(|d| d.flatten())
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".ckpt"))
+        .count()
+}
+
+#[test]
+fn sigkill_at_three_points_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = brokers();
+    let topic = unique("crash");
+    create_topic(b, &topic, PARTITIONS);
+    produce(b, &topic, TRAFFIC);
+    let reference = reference(dir.path(), TRAFFIC);
+    let data = dir.path().join("kafka-data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Small batches and frequent checkpoints: kills land between, during and after them.
+    let config = dir.path().join("crash.toml");
+    std::fs::write(&config, "[source]\nbatch_size = 500\n[checkpoint]\ninterval = \"300ms\"\n").unwrap();
+    let group = unique("g");
+    let cfg = ["--config", config.to_str().unwrap(), "--window", "1m"];
+    for (round, delay_ms) in [(0, 150u64), (1, 700), (2, 1300)] {
+        let mut child = spawn_run(b, &topic, &group, &data, &cfg);
+        // Wait until this round has made progress of its own, then kill without warning.
+        let before = events_files(&data);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while events_files(&data) <= before && Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(checkpoints_written(&data) > 0, "round {round} checkpointed before the kill");
+    }
+    let mut args = vec!["--stop-when-idle", "8s"];
+    args.extend_from_slice(&cfg);
+    let mut last = spawn_run(b, &topic, &group, &data, &args);
+    wait_ok(&mut last, Duration::from_secs(240));
+    assert_matches(&reference, &data);
+}
+
+/// Completed `events` files (any partition).
+fn events_files(data: &Path) -> usize {
+    fn walk(p: &Path, n: &mut usize) {
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, n);
+                } else if path.extension().is_some_and(|x| x == "parquet") {
+                    *n += 1;
+                }
+            }
+        }
+    }
+    let mut n = 0;
+    walk(&data.join("events"), &mut n);
+    n
+}
+
+#[test]
+fn processors_in_one_group_split_partitions_and_a_joiner_rebalances_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = brokers();
+    let topic = unique("group");
+    create_topic(b, &topic, PARTITIONS);
+    produce(b, &topic, TRAFFIC);
+    let reference = reference(dir.path(), TRAFFIC);
+    let data = dir.path().join("kafka-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = dir.path().join("slow.toml");
+    std::fs::write(&config, "[source]\nbatch_size = 200\n[checkpoint]\ninterval = \"500ms\"\n").unwrap();
+    let group = unique("g");
+    let args = ["--config", config.to_str().unwrap(), "--window", "1m", "--stop-when-idle", "10s"];
+    let mut first = spawn_run(b, &topic, &group, &data, &args);
+    let mut second = spawn_run(b, &topic, &group, &data, &args);
+    // The third joins once the first two have written something: mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events_files(&data) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut third = spawn_run(b, &topic, &group, &data, &args);
+    for c in [&mut first, &mut second, &mut third] {
+        wait_ok(c, Duration::from_secs(240));
+    }
+    assert_matches(&reference, &data);
+    // More than one processor did work: the logs show assignments to several of them.
+    let logs: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    let assigned = logs.iter().filter(|l| l.contains("assigned partitions [")).count();
+    assert!(assigned >= 2, "at least two processors got partitions: {logs:#?}");
+}
+
+#[test]
+fn garbage_on_the_topic_never_stops_the_consumer_and_goes_to_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = brokers();
+    let topic = unique("garbage");
+    let dead_topic = format!("{topic}-dead");
+    create_topic(b, &topic, 1);
+    create_topic(b, &dead_topic, 1);
+    let producer = inferwatch_ingest::EventProducer::new(b, &topic).unwrap();
+    let t0 = 1_767_225_600_000i64;
+    let mut valid = 0;
+    let huge = vec![b'x'; 5 << 20];
+    let garbage: Vec<(&str, Vec<u8>)> = vec![
+        ("not json", b"hello, world".to_vec()),
+        ("empty", Vec::new()),
+        ("5 MB", huge),
+        ("invalid UTF-8", b"{\"event_id\":\"\xff\xfe\"}".to_vec()),
+        ("wrong types", br#"{"event_id":1,"timestamp":"x","service":[],"model":{}}"#.to_vec()),
+    ];
+    for i in 0..300i64 {
+        let mut ev = inferwatch_schemas::InferenceEvent::new(&format!("ok-{i}"), t0 + i * 100, "svc", "gpt-4o-mini");
+        ev.latency_ms = Some(100.0 + i as f64);
+        producer.send(&ev).unwrap();
+        valid += 1;
+        if i % 60 == 30 {
+            let (_, bytes) = &garbage[(i / 60) as usize];
+            producer.send_raw(None, bytes).unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("out.toml");
+    std::fs::write(&config, format!("[kafka]\ndead_letter_topic = \"{dead_topic}\"\nmetrics_topic = \"\"\n")).unwrap();
+    consume_all(b, &topic, &unique("g"), &data, &["--config", config.to_str().unwrap()]);
+    assert_eq!(event_ids(&data), (valid, valid));
+    let reasons: Vec<String> = query(&data, "SELECT reason FROM dead_letter ORDER BY source_offset")
+        .into_iter()
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons.len(), garbage.len(), "{reasons:?}");
+    for r in &reasons {
+        assert!(r.len() > 10, "a readable reason: {r}");
+    }
+    assert!(reasons.iter().any(|r| r.contains("UTF-8")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("bytes")), "{reasons:?}");
+    // The raw bytes are kept, the 5 MB one included.
+    let lens: Vec<i64> = query(&data, "SELECT raw_len FROM dead_letter ORDER BY source_offset")
+        .into_iter()
+        .map(|r| r["raw_len"].as_i64().unwrap())
+        .collect();
+    assert!(lens.contains(&(5 << 20)), "{lens:?}");
+
+    // The dead-letter topic has the same payloads, with the reason in a header.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .set("group.id", unique("check"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&dead_topic]).unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < garbage.len() && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let reason = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "reason").and_then(|h| h.value.map(|v| v.to_vec())))
+                .map(|v| String::from_utf8(v).unwrap());
+            seen.push((reason, m.payload().map_or(0, |p| p.len())));
+        }
+    }
+    assert_eq!(seen.len(), garbage.len(), "every dead letter is on the topic: {seen:?}");
+    assert!(seen.iter().all(|(r, _)| r.is_some()));
+}
+
+#[test]
+fn the_producer_library_keys_events_by_service_and_model() {
+    let b = brokers();
+    let topic = unique("keys");
+    create_topic(b, &topic, PARTITIONS);
+    let producer = inferwatch_ingest::EventProducer::new(b, &topic).unwrap();
+    for i in 0..40 {
+        let svc = format!("svc-{}", i % 4);
+        let ev = inferwatch_schemas::InferenceEvent::new(&format!("k-{i}"), 1_767_225_600_000 + i, &svc, "m");
+        producer.send(&ev).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", b)
+        .set("group.id", unique("check"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let mut by_key: std::collections::BTreeMap<String, BTreeSet<i32>> = Default::default();
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while n < 40 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            assert_eq!(key, format!("{}/m", v["service"].as_str().unwrap()));
+            by_key.entry(key).or_default().insert(m.partition());
+            n += 1;
+        }
+    }
+    assert_eq!(n, 40);
+    assert_eq!(by_key.len(), 4);
+    assert!(by_key.values().all(|p| p.len() == 1), "a key stays in one partition: {by_key:?}");
+}
+
+#[test]
+fn a_broker_that_is_down_at_start_and_mid_run_is_waited_for() {
+    if external() {
+        eprintln!("skipped: needs a broker of its own to stop and start (INFERWATCH_TEST_BROKERS is set)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let storage = format!("sqlite://{}", dir.path().join("broker.db").display());
+    let topic = "inference-events";
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[checkpoint]\ninterval = \"500ms\"\n").unwrap();
+    let group = unique("g");
+    // The processor starts first, with no broker there.
+    let mut child = spawn_run(
+        &addr,
+        topic,
+        &group,
+        &data,
+        &["--config", config.to_str().unwrap(), "--window", "1m", "--stop-when-idle", "25s"],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "it waits instead of exiting");
+    let mut broker = Tansu::start(port, &storage);
+    create_topic(&addr, topic, 2);
+    let half = ["--count", "20000", "--rate", "500", "--seed", "5"];
+    produce(&addr, topic, &half);
+    // Let it consume some, then take the broker away for a while.
+    std::thread::sleep(Duration::from_secs(4));
+    broker.kill();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(child.try_wait().unwrap().is_none(), "it keeps waiting while the broker is gone");
+    let _broker = Tansu::start(port, &storage);
+    let rest = ["--count", "20000", "--rate", "500", "--seed", "6", "--start", "2026-01-01T01:00:00Z"];
+    produce(&addr, topic, &rest);
+    wait_ok(&mut child, Duration::from_secs(240));
+    assert_eq!(event_ids(&data), (40_000, 40_000));
+    let log = std::fs::read_dir(&data.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    assert!(log.contains("retrying"), "a clear log line says it is retrying:\n{log}");
+}
