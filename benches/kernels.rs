@@ -208,8 +208,34 @@ fn bench_parquet(c: &mut Criterion) {
     g.finish();
 }
 
+/// The synthetic traffic generator (`inferwatch generate`, the demo source).
+fn bench_generate(c: &mut Criterion) {
+    let mut g = configure(c, "generate");
+    for (id, sc) in [("steady", Scenario::Steady), ("malformed", Scenario::Malformed)] {
+        let cfg = GeneratorConfig {
+            scenario: sc,
+            total_events: u64::MAX,
+            ..GeneratorConfig::default()
+        };
+        let mut gen = Generator::new(cfg);
+        let mut out = Vec::with_capacity(N * 400);
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                out.clear();
+                for _ in 0..N {
+                    gen.next_payload(&mut out);
+                    out.push(b'\n');
+                }
+                black_box(out.len())
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     kernels,
+    bench_generate,
     bench_decode,
     bench_aggregate,
     bench_decode_aggregate,

@@ -1902,32 +1902,4 @@ mod tests {
             "0.00012345 812.346 \"2026-01-01T00:00:01.250Z\" -1234\"a\\\"b\\\\\\u000a\""
         );
     }
-
-    /// `cargo test --release -p inferwatch-ingest generate -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn throughput() {
-        for sc in [Scenario::Steady, Scenario::Malformed] {
-            let n = 3_000_000;
-            let mut g = Generator::new(cfg(sc, n));
-            let mut out = Vec::with_capacity(1 << 20);
-            let t = std::time::Instant::now();
-            let mut bytes = 0;
-            while g.next_payload(&mut out) {
-                out.push(b'\n');
-                if out.len() > (1 << 20) - 4096 {
-                    bytes += out.len();
-                    out.clear();
-                }
-            }
-            bytes += out.len();
-            let secs = t.elapsed().as_secs_f64();
-            println!(
-                "{sc}: {:.2} M payloads/s, {:.0} MB/s, {:.0} bytes/payload",
-                n as f64 / secs / 1e6,
-                bytes as f64 / secs / 1e6,
-                bytes as f64 / n as f64
-            );
-        }
-    }
 }

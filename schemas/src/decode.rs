@@ -386,6 +386,14 @@ impl EventDecoder {
                 e.valid_up_to()
             )
         })?;
+        // serde's derived struct visitor also accepts a positional array: only objects are events.
+        if text.trim_start().as_bytes().first() != Some(&b'{') {
+            let e = serde_json::from_str::<serde::de::IgnoredAny>(text).err();
+            return Err(match e {
+                Some(e) => format!("invalid JSON: {e}"),
+                None => crate::validate::diagnose(payload, &serde_json::Error::io(std::io::Error::other("not an object"))),
+            });
+        }
         let ev: WireEvent = match serde_json::from_str(text) {
             Ok(ev) => ev,
             Err(e) => return Err(crate::validate::diagnose(payload, &e)),

@@ -194,7 +194,8 @@ pub fn diagnose(payload: &[u8], err: &serde_json::Error) -> String {
         let ok = match expect {
             Expect::Text => v.is_string(),
             Expect::Number => v.is_number(),
-            Expect::Integer => v.is_i64() || v.is_u64(),
+            // Integers are stored as Int64: a u64 above i64::MAX does not fit.
+            Expect::Integer => v.is_i64(),
             Expect::Bool => v.is_boolean(),
             Expect::Time => v.is_string() || v.is_number(),
             Expect::TextList => v
