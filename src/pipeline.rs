@@ -222,7 +222,7 @@ impl SinkThread {
             d.flush()?;
         }
         if let Some(k) = &self.kafka {
-            k.flush(Duration::from_secs(30))?;
+            k.flush(Duration::from_secs(10));
         }
         let files = self.metrics.files_written()
             + self
@@ -264,6 +264,8 @@ struct Shared {
     new_metrics: Vec<RecordBatch>,
     /// An error raised inside a rebalance callback, reported by the main loop.
     fatal: Option<anyhow::Error>,
+    /// When the assignment last changed: the idle clock of `stop_when_idle` restarts there.
+    rebalanced_at: Instant,
 }
 
 impl Shared {
@@ -507,6 +509,7 @@ impl PartitionOwner for Owner {
     fn assigned(&self, _topic: &str, partitions: &[i32]) -> Vec<(i32, Option<i64>)> {
         let mut s = self.0.lock().expect("not poisoned");
         let now = Instant::now();
+        s.rebalanced_at = now;
         let mut out = Vec::new();
         for &p in partitions {
             match s.assign(p, now) {
@@ -521,6 +524,7 @@ impl PartitionOwner for Owner {
 
     fn revoked(&self, _topic: &str, partitions: &[i32], lost: bool) -> Vec<(i32, i64)> {
         let mut s = self.0.lock().expect("not poisoned");
+        s.rebalanced_at = Instant::now();
         if lost {
             for &p in partitions {
                 s.parts.remove(&p);
@@ -607,6 +611,7 @@ impl Pipeline {
             checkpoint_wait: Duration::ZERO,
             new_metrics: Vec::new(),
             fatal: None,
+            rebalanced_at: Instant::now(),
         };
         Ok(Self {
             shared: Arc::new(Mutex::new(shared)),
@@ -700,9 +705,16 @@ impl Pipeline {
                 }
                 Some(raw) if raw.is_empty() => {
                     s.tick(now)?;
-                    if stop_when_idle.is_some_and(|d| now.duration_since(last_payload) >= d) {
-                        finished = true;
-                        break;
+                    if let Some(d) = stop_when_idle {
+                        // Quiet means: nothing arrived for `d` while holding partitions, and
+                        // not just after a rebalance. A member without partitions waits
+                        // longer, in case the group is still settling.
+                        let since = last_payload.max(s.rebalanced_at);
+                        let limit = if s.parts.is_empty() { d * 3 } else { d };
+                        if now.duration_since(since) >= limit {
+                            finished = true;
+                            break;
+                        }
                     }
                 }
                 Some(raw) => {

@@ -155,17 +155,28 @@ fn checkpoints_written(data: &Path) -> usize {
 
 #[test]
 fn sigkill_at_three_points_loses_and_duplicates_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    if std::env::var("INFERWATCH_TEST_KEEP").is_ok() {
+        eprintln!("keeping {}", root.display());
+        std::mem::forget(tmp);
+    }
+    let dir = root.as_path();
     let b = brokers();
     let topic = unique("crash");
     create_topic(b, &topic, PARTITIONS);
     produce(b, &topic, TRAFFIC);
-    let reference = reference(dir.path(), TRAFFIC);
-    let data = dir.path().join("kafka-data");
+    let reference = reference(dir, TRAFFIC);
+    let data = dir.join("kafka-data");
     std::fs::create_dir_all(&data).unwrap();
     // Small batches and frequent checkpoints: kills land between, during and after them.
-    let config = dir.path().join("crash.toml");
-    std::fs::write(&config, "[source]\nbatch_size = 500\n[checkpoint]\ninterval = \"300ms\"\n").unwrap();
+    let config = dir.join("crash.toml");
+    // A short session timeout: a killed member's partitions move on sooner.
+    std::fs::write(
+        &config,
+        "[source]\nbatch_size = 500\n[checkpoint]\ninterval = \"300ms\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n",
+    )
+    .unwrap();
     let group = unique("g");
     let cfg = ["--config", config.to_str().unwrap(), "--window", "1m"];
     for (round, delay_ms) in [(0, 150u64), (1, 700), (2, 1300)] {
@@ -367,7 +378,7 @@ fn a_broker_that_is_down_at_start_and_mid_run_is_waited_for() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let storage = format!("sqlite://{}", dir.path().join("broker.db").display());
+    let db = dir.path().join("broker.db");
     let topic = "inference-events";
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -384,7 +395,7 @@ fn a_broker_that_is_down_at_start_and_mid_run_is_waited_for() {
     );
     std::thread::sleep(Duration::from_secs(3));
     assert!(child.try_wait().unwrap().is_none(), "it waits instead of exiting");
-    let mut broker = Tansu::start(port, &storage);
+    let mut broker = Tansu::start(port, &db);
     create_topic(&addr, topic, 2);
     let half = ["--count", "20000", "--rate", "500", "--seed", "5"];
     produce(&addr, topic, &half);
@@ -393,7 +404,7 @@ fn a_broker_that_is_down_at_start_and_mid_run_is_waited_for() {
     broker.kill();
     std::thread::sleep(Duration::from_secs(4));
     assert!(child.try_wait().unwrap().is_none(), "it keeps waiting while the broker is gone");
-    let _broker = Tansu::start(port, &storage);
+    let _broker = Tansu::start(port, &db);
     let rest = ["--count", "20000", "--rate", "500", "--seed", "6", "--start", "2026-01-01T01:00:00Z"];
     produce(&addr, topic, &rest);
     wait_ok(&mut child, Duration::from_secs(240));

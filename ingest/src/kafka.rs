@@ -173,6 +173,9 @@ impl KafkaSource {
             .set("partition.assignment.strategy", "cooperative-sticky")
             // Bounded prefetch: at most this much per partition waits in librdkafka's queues.
             .set("queued.max.messages.kbytes", "32768")
+            // Fetch messages up to 16 MiB whole, so an oversized payload reaches dead_letter
+            // instead of stalling its partition (not every broker returns a partial batch).
+            .set("fetch.message.max.bytes", "16777216")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("max.poll.interval.ms", "300000")

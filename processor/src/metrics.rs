@@ -96,6 +96,7 @@ pub struct CoreState {
     /// Latency in microseconds, so sub-millisecond values keep three significant digits.
     #[serde(with = "hist_serde")]
     latency_us: Option<Box<Histogram<u32>>>,
+    #[serde(with = "f64_bits")]
     latency_max_ms: f64,
     pub tokens_in: i64,
     pub tokens_out: i64,
@@ -103,6 +104,7 @@ pub struct CoreState {
     #[serde(with = "hist_serde")]
     cost_hist: Option<Box<Histogram<u32>>>,
     pub cost_unpriced: u64,
+    #[serde(with = "f64_bits")]
     quality_sum: f64,
     quality_n: u64,
     pub flagged: u64,
@@ -192,6 +194,20 @@ fn merge_hist(into: &mut Option<Box<Histogram<u32>>>, from: &Option<Box<Histogra
             Some(h) => h.add(f.as_ref()).expect("auto-resizing histograms always merge"),
             None => *into = Some(f.clone()),
         }
+    }
+}
+
+/// Floats in checkpoints as their bit patterns: a decimal round trip may move the last bit,
+/// and a restored window must equal an uninterrupted one exactly.
+mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(v.to_bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(f64::from_bits(u64::deserialize(d)?))
     }
 }
 

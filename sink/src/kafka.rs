@@ -3,7 +3,9 @@
 //! `inference-metrics` (one JSON object per metrics row, keyed `service/model`).
 //!
 //! These topics are at-least-once: after a crash, rows produced after the last checkpoint
-//! are produced again. The Parquet tables are the exactly-once record.
+//! are produced again. The Parquet tables are the exactly-once record, so a Kafka output
+//! that fails (a missing topic, a broker away for long) is logged and counted, and never
+//! stops or slows the pipeline for long.
 
 use std::time::Duration;
 
@@ -12,7 +14,11 @@ use arrow::datatypes::{Int32Type, Int64Type};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use rdkafka::client::ClientContext;
+use rdkafka::producer::{BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer};
 
 use crate::error::{Result, SinkError};
 
@@ -24,10 +30,38 @@ pub struct KafkaOutputConfig {
     pub metrics_topic: String,
 }
 
+/// Logs failed deliveries once per distinct error, and counts them.
+#[derive(Default)]
+pub struct DeliveryLog {
+    failed: AtomicU64,
+    last: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryLog {}
+
+impl ProducerContext<NoCustomPartitioner> for DeliveryLog {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let text = format!("{e} (topic {})", rdkafka::message::Message::topic(m));
+            let mut last = self.last.lock().expect("not poisoned");
+            if last.as_deref() != Some(text.as_str()) {
+                tracing::warn!("kafka output: delivery failed: {text}; the Parquet tables are unaffected (does the topic exist?)");
+                *last = Some(text);
+            }
+        }
+    }
+}
+
 pub struct KafkaOutput {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<DeliveryLog>,
     cfg: KafkaOutputConfig,
 }
+
+/// How long a send waits for room in a full queue before dropping the message.
+const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 fn kafka(e: KafkaError) -> SinkError {
     SinkError::Kafka(e.to_string())
@@ -40,8 +74,10 @@ impl KafkaOutput {
             .set("enable.idempotence", "true")
             .set("linger.ms", "20")
             .set("message.max.bytes", "10485760")
+            // Give up on a message (and log it) after 30 s rather than librdkafka's 5 min.
+            .set("message.timeout.ms", "30000")
             .set_log_level(RDKafkaLogLevel::Warning)
-            .create()
+            .create_with_context(DeliveryLog::default())
             .map_err(kafka)?;
         Ok(Self { producer, cfg })
     }
@@ -51,16 +87,30 @@ impl KafkaOutput {
         if let Some(h) = headers {
             rec = rec.headers(h);
         }
+        // A full queue means the brokers are behind or away: wait a little, then drop.
+        let mut waited = Duration::ZERO;
         loop {
             match self.producer.send(rec) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) if waited < QUEUE_WAIT => {
                     rec = r;
                     std::thread::sleep(Duration::from_millis(5));
+                    waited += Duration::from_millis(5);
                 }
-                Err((e, _)) => return Err(kafka(e)),
+                Err((e, _)) => {
+                    let ctx = self.producer.context();
+                    if ctx.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!("kafka output to {topic}: {e}; dropping (the Parquet tables are unaffected)");
+                    }
+                    return Ok(());
+                }
             }
         }
+    }
+
+    /// Messages that could not be delivered so far.
+    pub fn failed(&self) -> u64 {
+        self.producer.context().failed.load(Ordering::Relaxed)
     }
 
     /// One message per `dead_letter` row.
@@ -108,8 +158,17 @@ impl KafkaOutput {
         Ok(())
     }
 
-    /// Waits for queued messages (at shutdown).
-    pub fn flush(&self, timeout: Duration) -> Result<()> {
-        self.producer.flush(timeout).map_err(kafka)
+    /// Waits up to `timeout` for queued messages (at shutdown); what is left is logged.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(
+                "kafka output: {} messages not delivered at shutdown ({e})",
+                self.producer.in_flight_count()
+            );
+        }
+        let failed = self.failed();
+        if failed > 0 {
+            tracing::warn!("kafka output: {failed} messages could not be delivered in this run");
+        }
     }
 }
