@@ -242,6 +242,8 @@ struct Part {
     next_offset: Option<i64>,
     /// Offset of the last checkpoint (nothing to do if unchanged).
     checkpointed: Option<i64>,
+    /// The offset this partition was last sent back to, so a real gap is seeked once only.
+    sought: Option<i64>,
     last_active: Instant,
 }
 
@@ -266,6 +268,8 @@ struct Shared {
     fatal: Option<anyhow::Error>,
     /// When the assignment last changed: the idle clock of `stop_when_idle` restarts there.
     rebalanced_at: Instant,
+    /// (partition, offset) the source should go back to.
+    seek_requests: Vec<(i32, i64)>,
 }
 
 impl Shared {
@@ -329,6 +333,7 @@ impl Shared {
                 op,
                 next_offset: next,
                 checkpointed: next,
+                sought: None,
                 last_active: now,
             },
         );
@@ -353,9 +358,20 @@ impl Shared {
                 }
                 kept
             }
+            Some(next) if raw.offset(0) > next && self.options.checkpoints && part.sought != Some(next) => {
+                // The consumer resumed past the checkpoint (seen after a broker restart):
+                // go back once; if the offsets really are gone, the next batch is taken.
+                tracing::warn!(
+                    "partition {partition}: expected offset {next}, got {}; seeking back",
+                    raw.offset(0)
+                );
+                part.sought = Some(next);
+                self.seek_requests.push((partition, next));
+                return Ok(());
+            }
             Some(next) if raw.offset(0) > next && self.options.checkpoints => {
                 tracing::warn!(
-                    "partition {partition}: expected offset {next}, got {} (retention or compaction removed the rest?)",
+                    "partition {partition}: offsets {next}..{} are not on the broker (retention or compaction?); going on",
                     raw.offset(0)
                 );
                 raw
@@ -612,6 +628,7 @@ impl Pipeline {
             new_metrics: Vec::new(),
             fatal: None,
             rebalanced_at: Instant::now(),
+            seek_requests: Vec::new(),
         };
         Ok(Self {
             shared: Arc::new(Mutex::new(shared)),
@@ -723,6 +740,12 @@ impl Pipeline {
                 }
             }
             keep(std::mem::take(&mut s.new_metrics), &mut recent);
+            for (p, off) in std::mem::take(&mut s.seek_requests) {
+                if !source.seek(p, off) {
+                    // The batch past the checkpoint was dropped; restarting replays it.
+                    anyhow::bail!("partition {p}: cannot seek back to offset {off}; restart the processor to resume from its checkpoint");
+                }
+            }
             if checkpoints {
                 if last_roll.elapsed() >= checkpoint_interval {
                     last_roll = Instant::now();

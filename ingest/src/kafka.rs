@@ -76,8 +76,9 @@ struct Context {
 
 impl ClientContext for Context {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        // Connection failures also arrive through `error`, once per kind: keep these quiet.
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
                 tracing::error!(target: "librdkafka", "{fac}: {msg}")
             }
             RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {msg}"),
@@ -86,11 +87,12 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let text = format!("{error}: {reason}");
+        // One line per kind of trouble until messages flow again, not one per retry.
+        let kind = format!("{:?}", error.rdkafka_error_code());
         let mut last = self.last_error.lock().expect("not poisoned");
-        if last.as_deref() != Some(text.as_str()) {
-            tracing::warn!("kafka: {text} (retrying; check that the brokers are reachable)");
-            *last = Some(text);
+        if last.as_deref() != Some(kind.as_str()) {
+            tracing::warn!("kafka: {error}: {reason} (retrying; check that the brokers are reachable)");
+            *last = Some(kind);
         }
     }
 }
@@ -289,5 +291,20 @@ impl Source for KafkaSource {
 
     fn close(&mut self) {
         self.leave();
+    }
+
+    fn seek(&mut self, partition: i32, offset: i64) -> bool {
+        // Batches already buffered for the partition come from the old position.
+        self.ready.retain(|b| b.partition != partition);
+        match self
+            .consumer
+            .seek(&self.name, partition, Offset::Offset(offset), Duration::from_secs(10))
+        {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("seeking partition {partition} of {} to {offset}: {e}", self.name);
+                false
+            }
+        }
     }
 }

@@ -45,7 +45,16 @@ pub struct DeliveryCounter {
     example: Mutex<Option<String>>,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        tracing::debug!(target: "librdkafka", "producer {level:?} {fac}: {msg}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Retried by librdkafka; a delivery that fails for good is reported by `flush`.
+        tracing::debug!("kafka producer: {error}: {reason}");
+    }
+}
 
 impl ProducerContext<NoCustomPartitioner> for DeliveryCounter {
     type DeliveryOpaque = ();

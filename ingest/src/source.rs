@@ -46,6 +46,12 @@ pub trait Source: Send {
     /// durable: Kafka commits them to the group as a hint for where to resume.
     fn commit(&mut self, _offsets: &[(i32, i64)]) {}
 
+    /// Asks the source to deliver `partition` from `offset` again (a consumer that resumed
+    /// past its checkpoint). Returns false when the source cannot seek.
+    fn seek(&mut self, _partition: i32, _offset: i64) -> bool {
+        false
+    }
+
     /// Stops reading; a Kafka source leaves its consumer group (after its partitions'
     /// owner checkpointed them).
     fn close(&mut self) {}

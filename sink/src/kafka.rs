@@ -37,7 +37,16 @@ pub struct DeliveryLog {
     last: Mutex<Option<String>>,
 }
 
-impl ClientContext for DeliveryLog {}
+impl ClientContext for DeliveryLog {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, msg: &str) {
+        // The consumer already reports broker trouble; the output producer stays quiet.
+        tracing::debug!(target: "librdkafka", "output {level:?} {fac}: {msg}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!("kafka output: {error}: {reason}");
+    }
+}
 
 impl ProducerContext<NoCustomPartitioner> for DeliveryLog {
     type DeliveryOpaque = ();
