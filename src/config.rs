@@ -100,8 +100,6 @@ pub struct KafkaConfig {
     pub group: String,
     /// Topic of inference events (flag: --topic).
     pub topic: String,
-    /// Topic of feedback events (labels that arrive after the prediction).
-    pub feedback_topic: String,
     /// Where dead letters are also published; "" turns it off.
     pub dead_letter_topic: String,
     /// Where closed-window metric rows are published as JSON; "" turns it off.
@@ -116,7 +114,6 @@ impl Default for KafkaConfig {
             brokers: String::new(),
             group: "inferwatch".into(),
             topic: "inference-events".into(),
-            feedback_topic: "inference-feedback".into(),
             dead_letter_topic: "inference-dead-letter".into(),
             metrics_topic: "inference-metrics".into(),
             properties: Default::default(),

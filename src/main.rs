@@ -148,9 +148,6 @@ struct KafkaArgs {
     /// Events topic [config: kafka.topic; default inference-events].
     #[arg(long)]
     topic: Option<String>,
-    /// Feedback topic [config: kafka.feedback_topic; default inference-feedback].
-    #[arg(long)]
-    feedback_topic: Option<String>,
 }
 
 impl KafkaArgs {
@@ -163,9 +160,6 @@ impl KafkaArgs {
         }
         if let Some(t) = &self.topic {
             c.kafka.topic = t.clone();
-        }
-        if let Some(t) = &self.feedback_topic {
-            c.kafka.feedback_topic = t.clone();
         }
     }
 }

@@ -124,14 +124,31 @@ fn assert_matches(reference: &Reference, data: &Path) {
 
 const TRAFFIC: &[&str] = &["--count", "200000", "--rate", "2000", "--seed", "31", "--scenario", "malformed"];
 
+/// A fresh topic holding `TRAFFIC`, and the file run of the same events.
+fn traffic_topic(prefix: &str, dir: &Path) -> (&'static str, String, Reference) {
+    let b = brokers();
+    let topic = unique(prefix);
+    create_topic(b, &topic, PARTITIONS);
+    produce(b, &topic, TRAFFIC);
+    (b, topic, reference(dir, TRAFFIC))
+}
+
+/// A plain consumer of `topic` from the start, for checking what inferwatch produced.
+fn check_consumer(brokers: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("check"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    consumer
+}
+
 #[test]
 fn kafka_run_writes_each_event_once_and_matches_the_file_run() {
     let dir = tempfile::tempdir().unwrap();
-    let b = brokers();
-    let topic = unique("events");
-    create_topic(b, &topic, PARTITIONS);
-    produce(b, &topic, TRAFFIC);
-    let reference = reference(dir.path(), TRAFFIC);
+    let (b, topic, reference) = traffic_topic("events", dir.path());
     assert!(reference.dead > 1000, "the malformed scenario has bad payloads");
     let data = dir.path().join("kafka-data");
     consume_all(b, &topic, &unique("g"), &data, &[]);
@@ -162,11 +179,7 @@ fn sigkill_at_three_points_loses_and_duplicates_nothing() {
         std::mem::forget(tmp);
     }
     let dir = root.as_path();
-    let b = brokers();
-    let topic = unique("crash");
-    create_topic(b, &topic, PARTITIONS);
-    produce(b, &topic, TRAFFIC);
-    let reference = reference(dir, TRAFFIC);
+    let (b, topic, reference) = traffic_topic("crash", dir);
     let data = dir.join("kafka-data");
     std::fs::create_dir_all(&data).unwrap();
     // Small batches and frequent checkpoints: kills land between, during and after them.
@@ -224,11 +237,7 @@ fn events_files(data: &Path) -> usize {
 #[test]
 fn processors_in_one_group_split_partitions_and_a_joiner_rebalances_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let b = brokers();
-    let topic = unique("group");
-    create_topic(b, &topic, PARTITIONS);
-    produce(b, &topic, TRAFFIC);
-    let reference = reference(dir.path(), TRAFFIC);
+    let (b, topic, reference) = traffic_topic("group", dir.path());
     let data = dir.path().join("kafka-data");
     std::fs::create_dir_all(&data).unwrap();
     let config = dir.path().join("slow.toml");
@@ -313,13 +322,7 @@ fn garbage_on_the_topic_never_stops_the_consumer_and_goes_to_dead_letters() {
     assert!(lens.contains(&(4 << 20)), "{lens:?}");
 
     // The dead-letter topic has the same payloads, with the reason in a header.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", b)
-        .set("group.id", unique("check"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&dead_topic]).unwrap();
+    let consumer = check_consumer(b, &dead_topic);
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.len() < garbage.len() && Instant::now() < deadline {
@@ -347,13 +350,7 @@ fn the_producer_library_keys_events_by_service_and_model() {
         producer.send(&ev).unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", b)
-        .set("group.id", unique("check"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&topic]).unwrap();
+    let consumer = check_consumer(b, &topic);
     let mut by_key: std::collections::BTreeMap<String, BTreeSet<i32>> = Default::default();
     let mut n = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
