@@ -4,9 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Reference implementations for metric checks, and the readers the Parquet tables must suit.
-if ! python3 -c "import pyarrow, duckdb, numpy" 2>/dev/null; then
-    echo "installing Python test dependencies (pyarrow, duckdb, numpy)..."
-    python3 -m pip install --quiet --disable-pip-version-check pyarrow duckdb numpy
+if ! python3 -c "import pyarrow, duckdb, numpy, scipy, sklearn" 2>/dev/null; then
+    echo "installing Python test dependencies (pyarrow, duckdb, numpy, scipy, scikit-learn)..."
+    python3 -m pip install --quiet --disable-pip-version-check pyarrow duckdb numpy scipy scikit-learn
 fi
 
 # The Kafka-protocol broker the integration tests start on a free loopback port (not needed

@@ -35,6 +35,27 @@ fn hopping_metrics_equal_an_independent_computation() {
     python_check(&input, &data, 60_000, 20_000);
 }
 
+#[test]
+fn calibration_columns_match_scikit_learn_and_numpy() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(
+        dir.path(),
+        "in.ndjson",
+        &["--count", "40000", "--rate", "200", "--seed", "3", "--scenario", "miscalibration"],
+    );
+    let data = dir.path().join("data");
+    run(&input, &data, &["--window", "1m"]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(root.join("tests/reference/check_calibration.py"))
+        .args([input.to_str().unwrap(), data.to_str().unwrap(), "60000"])
+        .output()
+        .expect("python3 runs (./scripts/test.sh installs numpy, scikit-learn)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "calibration check failed:\n{text}");
+    assert!(text.contains("checked"), "{text}");
+}
+
 fn event(id: &str, ts: i64, service: &str) -> String {
     format!(
         r#"{{"event_id":"{id}","timestamp":{ts},"service":"{service}","model":"m","latency_ms":12.5,"tokens_in":10,"tokens_out":5}}"#

@@ -41,7 +41,30 @@ pub const BUILTIN_COLUMNS: &[&str] = &[
     "approval_rate",
     "rejection_rate",
     "late_events",
+    "labeled",
+    "label_coverage",
+    "accuracy",
+    "mean_confidence",
+    "overconfidence",
+    "ece",
+    "mce",
+    "brier",
+    "auroc",
 ];
+
+/// Equal-width reliability bins: bin b holds confidences in (b/B, (b+1)/B]; 0 is in bin 0.
+pub const CALIBRATION_BINS: usize = 10;
+
+/// AUROC resolution: confidences are bucketed to 1/AUROC_STEPS. Pairs of opposite labels
+/// in one bucket count as ties (½), so the error against the exact AUROC is at most half
+/// the share of such pairs — below 0.005 unless scores pile up within 0.0001 of each other.
+const AUROC_STEPS: f64 = 10_000.0;
+
+/// Bin index of a confidence in [0, 1] under the (b/B, (b+1)/B] rule.
+pub fn calibration_bin(c: f64) -> usize {
+    let b = (c * CALIBRATION_BINS as f64).ceil() as usize;
+    b.saturating_sub(1).min(CALIBRATION_BINS - 1)
+}
 
 /// Significant digits of every HDR histogram.
 const HDR_SIGFIG: u8 = 3;
@@ -61,6 +84,8 @@ pub struct Observation {
     /// Cost in nano-dollars, `None` when neither the event nor the price table gave one.
     pub cost_nanos: Option<i64>,
     pub quality_score: Option<f64>,
+    /// (confidence, correct) when both are known: the event counts for calibration.
+    pub labeled: Option<(f64, bool)>,
     pub flagged: bool,
     pub approval: Approval,
 }
@@ -111,6 +136,99 @@ pub struct CoreState {
     pub approved: u64,
     pub rejected: u64,
     pub late_events: u64,
+    /// Calibration: events with both `confidence` and `correct`.
+    #[serde(default)]
+    pub calibration: Option<Box<Calibration>>,
+}
+
+/// Mergeable calibration state: reliability bins, sums for accuracy / confidence / Brier,
+/// and confidence buckets per label for AUROC.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Calibration {
+    pub n: u64,
+    pub correct: u64,
+    #[serde(with = "f64_bits")]
+    pub conf_sum: f64,
+    #[serde(with = "f64_bits")]
+    pub brier_sum: f64,
+    /// Per bin: events, correct ones, and the confidence sum (bits for exact checkpoints).
+    pub bins: Vec<(u64, u64, u64)>,
+    /// Confidence bucket → (correct, incorrect) counts.
+    pub roc: std::collections::BTreeMap<u16, (u64, u64)>,
+}
+
+impl Calibration {
+    fn observe(&mut self, conf: f64, correct: bool) {
+        if self.bins.is_empty() {
+            self.bins = vec![(0, 0, 0f64.to_bits()); CALIBRATION_BINS];
+        }
+        let y = correct as u64;
+        self.n += 1;
+        self.correct += y;
+        self.conf_sum += conf;
+        self.brier_sum += (conf - y as f64) * (conf - y as f64);
+        let b = &mut self.bins[calibration_bin(conf)];
+        b.0 += 1;
+        b.1 += y;
+        b.2 = (f64::from_bits(b.2) + conf).to_bits();
+        let r = self.roc.entry((conf * AUROC_STEPS).round() as u16).or_default();
+        if correct {
+            r.0 += 1;
+        } else {
+            r.1 += 1;
+        }
+    }
+
+    fn merge(&mut self, o: &Calibration) {
+        if self.bins.is_empty() {
+            self.bins = vec![(0, 0, 0f64.to_bits()); CALIBRATION_BINS];
+        }
+        self.n += o.n;
+        self.correct += o.correct;
+        self.conf_sum += o.conf_sum;
+        self.brier_sum += o.brier_sum;
+        for (a, b) in self.bins.iter_mut().zip(&o.bins) {
+            a.0 += b.0;
+            a.1 += b.1;
+            a.2 = (f64::from_bits(a.2) + f64::from_bits(b.2)).to_bits();
+        }
+        for (k, (p, q)) in &o.roc {
+            let r = self.roc.entry(*k).or_default();
+            r.0 += p;
+            r.1 += q;
+        }
+    }
+
+    /// (ece, mce) over the non-empty bins.
+    fn ece_mce(&self) -> (f64, f64) {
+        let n = self.n as f64;
+        let (mut ece, mut mce) = (0.0, 0.0f64);
+        for &(count, correct, conf) in &self.bins {
+            if count == 0 {
+                continue;
+            }
+            let gap = (correct as f64 / count as f64 - f64::from_bits(conf) / count as f64).abs();
+            ece += count as f64 / n * gap;
+            mce = mce.max(gap);
+        }
+        (ece, mce)
+    }
+
+    /// AUROC of confidence as a predictor of correctness; `None` with only one class.
+    fn auroc(&self) -> Option<f64> {
+        let pos = self.correct as f64;
+        let neg = (self.n - self.correct) as f64;
+        if pos == 0.0 || neg == 0.0 {
+            return None;
+        }
+        let mut neg_below = 0.0;
+        let mut sum = 0.0;
+        for &(p, q) in self.roc.values() {
+            sum += p as f64 * (neg_below + 0.5 * q as f64);
+            neg_below += q as f64;
+        }
+        Some(sum / (pos * neg))
+    }
 }
 
 impl CoreState {
@@ -145,6 +263,9 @@ impl CoreState {
             self.quality_sum += q;
             self.quality_n += 1;
         }
+        if let Some((conf, correct)) = o.labeled {
+            self.calibration.get_or_insert_with(Default::default).observe(conf, correct);
+        }
         self.flagged += o.flagged as u64;
         match o.approval {
             Approval::Approved => self.approved += 1,
@@ -172,6 +293,9 @@ impl CoreState {
         self.approved += o.approved;
         self.rejected += o.rejected;
         self.late_events += o.late_events;
+        if let Some(c) = &o.calibration {
+            self.calibration.get_or_insert_with(Default::default).merge(c);
+        }
     }
 
     /// Approximate heap bytes held, for memory accounting.
@@ -260,6 +384,7 @@ const INT_COLS: &[&str] = &[
     "tokens_out",
     "cost_unpriced",
     "late_events",
+    "labeled",
 ];
 
 impl Default for CoreColumns {
@@ -303,6 +428,7 @@ impl CoreColumns {
             s.tokens_out,
             s.cost_unpriced as i64,
             s.late_events as i64,
+            s.calibration.as_ref().map_or(0, |c| c.n as i64),
         ];
         for (b, v) in self.ints.iter_mut().zip(ints) {
             b.append_value(v);
@@ -323,6 +449,21 @@ impl CoreColumns {
             ratio(s.approved, s.approved + s.rejected),
             ratio(s.rejected, s.approved + s.rejected),
         ];
+        let cal = s.calibration.as_deref().filter(|c| c.n > 0);
+        let (ece, mce) = cal.map(|c| c.ece_mce()).unzip();
+        let acc = cal.map(|c| c.correct as f64 / c.n as f64);
+        let conf = cal.map(|c| c.conf_sum / c.n as f64);
+        let calibration = [
+            ratio(cal.map_or(0, |c| c.n), s.requests),
+            acc,
+            conf,
+            conf.zip(acc).map(|(c, a)| c - a),
+            ece,
+            mce,
+            cal.map(|c| c.brier_sum / c.n as f64),
+            cal.and_then(|c| c.auroc()),
+        ];
+        let floats = floats.into_iter().chain(calibration);
         for (b, v) in self.floats.iter_mut().zip(floats) {
             b.append_option(v);
         }

@@ -331,6 +331,8 @@ impl WindowOperator {
         let tokens_in = events.column(col::TOKENS_IN).as_primitive::<Int64Type>();
         let tokens_out = events.column(col::TOKENS_OUT).as_primitive::<Int64Type>();
         let quality = events.column(col::QUALITY_SCORE).as_primitive::<Float64Type>();
+        let confidence = events.column(col::CONFIDENCE).as_primitive::<Float64Type>();
+        let correct = events.column(col::CORRECT).as_boolean();
         let flags = events.column(col::FLAGS).as_list::<i32>();
         let approval = events.column(col::APPROVAL).as_string::<i32>();
 
@@ -390,6 +392,8 @@ impl WindowOperator {
                 tokens_out: tokens_out.is_valid(i).then(|| tokens_out.value(i)),
                 cost_nanos: costs[i],
                 quality_score: quality.is_valid(i).then(|| quality.value(i)),
+                labeled: (confidence.is_valid(i) && correct.is_valid(i))
+                    .then(|| (confidence.value(i), correct.value(i))),
                 flagged: flags.is_valid(i) && flags.value_length(i) > 0,
                 approval: match opt(approval, i) {
                     Some("approved") => Approval::Approved,

@@ -1,0 +1,92 @@
+"""Independent check of the calibration columns of `metrics`.
+
+Recomputes, for every tumbling window x key, the calibration metrics of the events that
+carry both `confidence` and `correct`, with scikit-learn (brier_score_loss, roc_auc_score)
+and numpy (ECE / MCE by their formulas), and compares with the table read by pyarrow.
+
+usage: check_calibration.py INPUT.ndjson DATA_DIR SIZE_MS
+"""
+import json
+import sys
+from collections import defaultdict
+from datetime import datetime
+
+import numpy as np
+import pyarrow.dataset as ds
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+inp, data_dir, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+BINS = 10
+
+
+def event_ms(ts):
+    if isinstance(ts, (int, float)):
+        return int(ts)
+    return int(round(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000))
+
+
+groups = defaultdict(lambda: ([], []))
+requests = defaultdict(int)
+for line in open(inp, "rb"):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if not isinstance(e, dict) or "event_id" not in e:
+        continue
+    k = (event_ms(e["timestamp"]) // size * size, e["service"], e["model"], e.get("model_version"), e.get("route"))
+    requests[k] += 1
+    if e.get("confidence") is not None and e.get("correct") is not None:
+        groups[k][0].append(float(e["confidence"]))
+        groups[k][1].append(1 if e["correct"] else 0)
+
+table = ds.dataset(f"{data_dir}/metrics", format="parquet", partitioning="hive").to_table().to_pylist()
+rows = {(int(r["window_start"].timestamp() * 1000), r["service"], r["model"], r["model_version"], r["route"]): r for r in table}
+assert set(rows) == set(requests), f"windows x keys differ: {len(rows)} vs {len(requests)}"
+
+failures, checked, with_auroc = [], 0, 0
+
+
+def check(name, k, want, got, tol):
+    global checked
+    checked += 1
+    if want is None or got is None:
+        if want is not None or got is not None:
+            failures.append(f"{k} {name}: want {want} got {got}")
+        return
+    if abs(want - got) > tol:
+        failures.append(f"{k} {name}: want {want!r} got {got!r} (tolerance {tol})")
+
+
+for k, n_req in requests.items():
+    r = rows[k]
+    conf, y = (np.array(v, dtype=float) for v in groups[k])
+    n = len(conf)
+    check("labeled", k, float(n), float(r["labeled"]), 0)
+    check("label_coverage", k, n / n_req, r["label_coverage"], 1e-12)
+    if n == 0:
+        for c in ("accuracy", "mean_confidence", "overconfidence", "ece", "mce", "brier", "auroc"):
+            check(c, k, None, r[c], 0)
+        continue
+    acc, mc = y.mean(), conf.mean()
+    check("accuracy", k, acc, r["accuracy"], 1e-9)
+    check("mean_confidence", k, mc, r["mean_confidence"], 1e-9)
+    check("overconfidence", k, mc - acc, r["overconfidence"], 1e-9)
+    # bin b holds (b/B, (b+1)/B]; 0 falls in the first bin
+    b = np.clip(np.ceil(conf * BINS).astype(int) - 1, 0, BINS - 1)
+    gaps = [(np.sum(b == i), abs(y[b == i].mean() - conf[b == i].mean())) for i in range(BINS) if np.any(b == i)]
+    check("ece", k, sum(c / n * g for c, g in gaps), r["ece"], 1e-9)
+    check("mce", k, max(g for _, g in gaps), r["mce"], 1e-9)
+    check("brier", k, brier_score_loss(y, conf), r["brier"], 1e-9)
+    if 0 < y.sum() < n:
+        with_auroc += 1
+        check("auroc", k, roc_auc_score(y, conf), r["auroc"], 0.005)
+    else:
+        check("auroc", k, None, r["auroc"], 0)
+
+if failures:
+    print(f"{len(failures)} mismatches of {checked} values:")
+    print("\n".join(failures[:40]))
+    sys.exit(1)
+assert with_auroc > 0, "some window has both classes"
+print(f"checked {checked} calibration values over {len(requests)} windows x keys ({with_auroc} with an AUROC)")
