@@ -56,6 +56,70 @@ fn calibration_columns_match_scikit_learn_and_numpy() {
     assert!(text.contains("checked"), "{text}");
 }
 
+/// One window per calibration edge case, written as NDJSON, checked by the same reference.
+#[test]
+fn calibration_edge_cases_match_scikit_learn_and_numpy() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0: i64 = 1_767_225_600_000;
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut uniform = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut text = String::new();
+    let mut push = |window: i64, i: i64, conf: Option<f64>, correct: Option<bool>| {
+        let mut e = format!(
+            r#"{{"event_id":"w{window}-{i}","timestamp":{},"service":"cal","model":"m""#,
+            t0 + window * 60_000 + i * 100
+        );
+        if let Some(c) = conf {
+            e += &format!(r#","confidence":{c:.6}"#);
+        }
+        if let Some(y) = correct {
+            e += &format!(r#","correct":{y}"#);
+        }
+        text += &e;
+        text += "}\n";
+    };
+    // Window after window, in event-time order (nothing late).
+    for window in 0..9 {
+        for i in 0..400 {
+            let (u, v) = (uniform(), uniform());
+            let (conf, correct) = match window {
+                0 => (u, Some(v < u)),                         // calibrated
+                1 => (0.85 + 0.15 * u, Some(v < 0.5)),         // over-confident
+                2 => (0.5 * u, Some(v < 0.9)),                 // under-confident
+                3 => (u, Some(v < 0.5)),                       // random confidence
+                4 => (u, Some(true)),                          // all correct: auroc null
+                5 => (u, Some(false)),                         // all wrong: auroc null
+                6 => (0.3 + 0.1 * u.max(1e-6), Some(v < 0.35)), // one bin
+                7 => (u, None),                                // no labels: calibration null
+                _ => (if i % 2 == 0 { 0.0 } else { 1.0 }, Some(i % 4 < 2)), // exactly 0 and 1
+            };
+            push(window, i, Some(conf), correct);
+        }
+    }
+    let input = dir.path().join("cal.ndjson");
+    fs::write(&input, text).unwrap();
+    let data = dir.path().join("data");
+    run(&input, &data, &["--window", "1m"]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(root.join("tests/reference/check_calibration.py"))
+        .args([input.to_str().unwrap(), data.to_str().unwrap(), "60000"])
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "calibration check failed:\n{text}");
+    // Nine windows, and null (not NaN) where the definition has no value.
+    assert_eq!(count(&data, "SELECT count(*) FROM metrics"), 9);
+    assert_eq!(count(&data, "SELECT count(*) FROM metrics WHERE auroc IS NULL"), 3);
+    assert_eq!(count(&data, "SELECT count(*) FROM metrics WHERE ece IS NULL AND labeled = 0"), 1);
+    assert_eq!(count(&data, "SELECT count(*) FROM metrics WHERE isnan(ece) OR isnan(auroc) OR isnan(brier)"), 0);
+}
+
 fn event(id: &str, ts: i64, service: &str) -> String {
     format!(
         r#"{{"event_id":"{id}","timestamp":{ts},"service":"{service}","model":"m","latency_ms":12.5,"tokens_in":10,"tokens_out":5}}"#
