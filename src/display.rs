@@ -192,7 +192,7 @@ pub fn demo_summary(r: &RunReport) -> Result<()> {
         )?;
     }
     let dir = r.data_dir.display();
-    writeln!(out, "\nexplore what it wrote (tables: events, metrics, dead_letter):")?;
+    writeln!(out, "\nexplore what it wrote (tables: events, metrics, calibration_bins, dead_letter):")?;
     writeln!(
         out,
         "  inferwatch query --data-dir {dir} \"SELECT service, model, sum(requests) AS requests, avg(error_rate) AS error_rate, max(latency_p99_ms) AS p99_ms FROM metrics GROUP BY service, model ORDER BY requests DESC\""

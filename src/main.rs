@@ -98,7 +98,7 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// SQL over the tables (events, metrics, dead_letter); date and hour are partition columns.
+    /// SQL over the tables (events, metrics, calibration_bins, dead_letter); date and hour are partition columns.
     Query {
         /// Where the Parquet tables are [default: ./inferwatch-data].
         #[arg(long, value_name = "DIR", default_value = "./inferwatch-data")]

@@ -83,6 +83,7 @@ enum ToSink {
     Start { partition: i32, from: i64 },
     Events { partition: i32, events: RecordBatch, dead: Option<RecordBatch>, first: i64, last: i64 },
     Metrics { partition: i32, batch: RecordBatch },
+    CalibrationBins { partition: i32, batch: RecordBatch },
     /// Complete every open file (time-based roll for sources without checkpoints).
     Flush,
     /// Complete the partition's files, then write its checkpoint. `release`: the partition
@@ -99,6 +100,7 @@ struct SinkThread {
     parquet: ParquetOptions,
     events: HashMap<i32, (PositionedTable, PositionedTable)>,
     metrics: WindowTable,
+    calibration_bins: WindowTable,
     store: CheckpointStore,
     kafka: Option<KafkaOutput>,
     /// (partition, next offset) of each durable checkpoint, for the Kafka commit.
@@ -173,6 +175,9 @@ impl SinkThread {
                     k.metrics(&batch)?;
                 }
             }
+            ToSink::CalibrationBins { partition, batch } => {
+                self.calibration_bins.write(&batch, partition)?;
+            }
             ToSink::Flush => {
                 for (e, d) in self.events.values_mut() {
                     e.flush()?;
@@ -225,6 +230,7 @@ impl SinkThread {
             k.flush(Duration::from_secs(10));
         }
         let files = self.metrics.files_written()
+            + self.calibration_bins.files_written()
             + self
                 .events
                 .values()
@@ -305,6 +311,13 @@ impl Shared {
         if let Some(m) = batch {
             self.send(ToSink::Metrics { partition, batch: m.clone() })?;
             self.new_metrics.push(m);
+        }
+        let bins = match self.parts.get_mut(&partition) {
+            Some(part) => part.op.take_calibration_bins()?,
+            None => None,
+        };
+        if let Some(batch) = bins {
+            self.send(ToSink::CalibrationBins { partition, batch })?;
         }
         Ok(())
     }
@@ -585,9 +598,17 @@ impl Pipeline {
             source_name,
             &config.sink.parquet(),
         )?;
+        let calibration_bins = WindowTable::new(
+            &config.data_dir,
+            "calibration_bins",
+            inferwatch_schemas::tables::calibration_bins_schema(),
+            source_name,
+            &config.sink.parquet(),
+        )?;
         if !options.checkpoints {
             // A run from the start of a source replaces its earlier windows.
             metrics.remove_all()?;
+            calibration_bins.remove_all()?;
         }
         let kafka = options.kafka_output.clone().map(KafkaOutput::new).transpose()?;
         let (tx, rx) = sync_channel::<ToSink>(4);
@@ -600,6 +621,7 @@ impl Pipeline {
             parquet: config.sink.parquet(),
             events: HashMap::new(),
             metrics,
+            calibration_bins,
             store: store.clone(),
             kafka,
             acks: ack_tx,

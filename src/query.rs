@@ -12,7 +12,7 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::prelude::SessionContext;
 
 /// Tables inferwatch writes, in the order `query` registers them.
-pub const TABLES: &[&str] = &["events", "metrics", "dead_letter"];
+pub const TABLES: &[&str] = &["events", "metrics", "calibration_bins", "dead_letter"];
 
 /// A session with every table under `data_dir` that has at least one file.
 pub async fn session(data_dir: &Path) -> Result<(SessionContext, Vec<&'static str>)> {

@@ -158,6 +158,13 @@ pub struct Calibration {
 }
 
 impl Calibration {
+    /// Non-empty reliability bins: (bin, count, mean confidence, accuracy).
+    pub fn reliability(&self) -> impl Iterator<Item = (usize, u64, f64, f64)> + '_ {
+        self.bins.iter().enumerate().filter(|(_, b)| b.0 > 0).map(|(i, &(n, correct, conf))| {
+            (i, n, f64::from_bits(conf) / n as f64, correct as f64 / n as f64)
+        })
+    }
+
     fn observe(&mut self, conf: f64, correct: bool) {
         if self.bins.is_empty() {
             self.bins = vec![(0, 0, 0f64.to_bits()); CALIBRATION_BINS];

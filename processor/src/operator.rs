@@ -104,6 +104,80 @@ pub struct WindowOperator {
     custom: Option<CustomMetrics>,
     schema: SchemaRef,
     stats: OperatorStats,
+    /// `calibration_bins` rows of windows closed since the last `take_calibration_bins`.
+    bins: BinRows,
+}
+
+/// Builders of `calibration_bins` rows.
+struct BinRows {
+    keys: [StringBuilder; 4],
+    start: TimestampMillisecondBuilder,
+    end: TimestampMillisecondBuilder,
+    bin: arrow::array::Int32Builder,
+    lower: arrow::array::Float64Builder,
+    upper: arrow::array::Float64Builder,
+    count: arrow::array::Int64Builder,
+    conf: arrow::array::Float64Builder,
+    acc: arrow::array::Float64Builder,
+}
+
+impl BinRows {
+    fn new() -> Self {
+        Self {
+            keys: std::array::from_fn(|_| StringBuilder::new()),
+            start: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            end: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            bin: Default::default(),
+            lower: Default::default(),
+            upper: Default::default(),
+            count: Default::default(),
+            conf: Default::default(),
+            acc: Default::default(),
+        }
+    }
+
+    fn append(&mut self, start: i64, end: i64, key: &Key, cal: &crate::metrics::Calibration) {
+        let b = crate::metrics::CALIBRATION_BINS as f64;
+        for (i, n, conf, acc) in cal.reliability() {
+            self.start.append_value(start);
+            self.end.append_value(end);
+            self.keys[0].append_value(&key.service);
+            self.keys[1].append_value(&key.model);
+            self.keys[2].append_option(key.model_version.as_deref());
+            self.keys[3].append_option(key.route.as_deref());
+            self.bin.append_value(i as i32);
+            self.lower.append_value(i as f64 / b);
+            self.upper.append_value((i + 1) as f64 / b);
+            self.count.append_value(n as i64);
+            self.conf.append_value(conf);
+            self.acc.append_value(acc);
+        }
+    }
+
+    fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        if self.bin.len() == 0 {
+            return Ok(None);
+        }
+        let [s, m, v, r] = &mut self.keys;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.start.finish()),
+            Arc::new(self.end.finish()),
+            Arc::new(s.finish()),
+            Arc::new(m.finish()),
+            Arc::new(v.finish()),
+            Arc::new(r.finish()),
+            Arc::new(self.bin.finish()),
+            Arc::new(self.lower.finish()),
+            Arc::new(self.upper.finish()),
+            Arc::new(self.count.finish()),
+            Arc::new(self.conf.finish()),
+            Arc::new(self.acc.finish()),
+        ];
+        Ok(Some(RecordBatch::try_new(
+            inferwatch_schemas::tables::calibration_bins_schema(),
+            columns,
+        )?))
+    }
 }
 
 /// Rows for closed windows, built up during one call.
@@ -158,6 +232,7 @@ impl WindowOperator {
             custom,
             schema: Arc::new(Schema::new(fields)),
             stats: OperatorStats::default(),
+            bins: BinRows::new(),
         })
     }
 
@@ -183,6 +258,11 @@ impl WindowOperator {
     /// Number of (pane, key) states held: what memory grows with.
     pub fn open_states(&self) -> usize {
         self.panes.values().map(|p| p.core.len()).sum()
+    }
+
+    /// Reliability-bin rows (`calibration_bins`) of the windows closed since the last call.
+    pub fn take_calibration_bins(&mut self) -> Result<Option<RecordBatch>> {
+        self.bins.finish()
     }
 
     /// Serialises everything this operator holds about `source` — open panes, keys, how far
@@ -545,6 +625,9 @@ impl WindowOperator {
             out.version.append_option(key.model_version.as_deref());
             out.route.append_option(key.route.as_deref());
             out.core.append(&core[&k]);
+            if let Some(cal) = &core[&k].calibration {
+                self.bins.append(start, end, key, cal);
+            }
             if let Some(custom) = &self.custom {
                 let mut parts: Vec<&mut CustomState> = self
                     .panes

@@ -131,6 +131,21 @@ pub fn dead_letter_schema() -> SchemaRef {
     DEAD_LETTER.clone()
 }
 
+/// The `calibration_bins` table: one row per window × key × non-empty reliability bin, for
+/// reliability diagrams. Bin `bin` holds confidences in (`lower`, `upper`] (0 is in bin 0).
+pub fn calibration_bins_schema() -> SchemaRef {
+    let mut fields = metrics_key_fields();
+    fields.extend([
+        Field::new("bin", DataType::Int32, false),
+        Field::new("lower", DataType::Float64, false),
+        Field::new("upper", DataType::Float64, false),
+        Field::new("count", DataType::Int64, false),
+        Field::new("mean_confidence", DataType::Float64, false),
+        Field::new("accuracy", DataType::Float64, false),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
 /// Key columns of the `metrics` table; metric columns follow them.
 pub fn metrics_key_fields() -> Vec<Field> {
     vec![

@@ -2,7 +2,8 @@
 
 Recomputes, for every tumbling window x key, the calibration metrics of the events that
 carry both `confidence` and `correct`, with scikit-learn (brier_score_loss, roc_auc_score)
-and numpy (ECE / MCE by their formulas), and compares with the table read by pyarrow.
+and numpy (ECE / MCE and the reliability bins by their formulas), and compares with the
+`metrics` and `calibration_bins` tables read by pyarrow.
 
 usage: check_calibration.py INPUT.ndjson DATA_DIR SIZE_MS
 """
@@ -44,6 +45,12 @@ table = ds.dataset(f"{data_dir}/metrics", format="parquet", partitioning="hive")
 rows = {(int(r["window_start"].timestamp() * 1000), r["service"], r["model"], r["model_version"], r["route"]): r for r in table}
 assert set(rows) == set(requests), f"windows x keys differ: {len(rows)} vs {len(requests)}"
 
+bins_table = ds.dataset(f"{data_dir}/calibration_bins", format="parquet", partitioning="hive").to_table().to_pylist()
+bins_rows = {
+    (int(r["window_start"].timestamp() * 1000), r["service"], r["model"], r["model_version"], r["route"], r["bin"]): r
+    for r in bins_table
+}
+
 failures, checked, with_auroc = [], 0, 0
 
 
@@ -75,6 +82,20 @@ for k, n_req in requests.items():
     # bin b holds (b/B, (b+1)/B]; 0 falls in the first bin
     b = np.clip(np.ceil(conf * BINS).astype(int) - 1, 0, BINS - 1)
     gaps = [(np.sum(b == i), abs(y[b == i].mean() - conf[b == i].mean())) for i in range(BINS) if np.any(b == i)]
+    # calibration_bins: one row per non-empty bin, nothing for empty ones
+    for i in range(BINS):
+        got = bins_rows.pop(k + (i,), None)
+        if not np.any(b == i):
+            if got is not None:
+                failures.append(f"{k} bin {i}: empty, but has a row")
+            continue
+        if got is None:
+            failures.append(f"{k} bin {i}: missing row")
+            continue
+        check(f"bin {i} count", k, float(np.sum(b == i)), float(got["count"]), 0)
+        check(f"bin {i} mean_confidence", k, conf[b == i].mean(), got["mean_confidence"], 1e-9)
+        check(f"bin {i} accuracy", k, y[b == i].mean(), got["accuracy"], 1e-12)
+        check(f"bin {i} bounds", k, i / BINS + (i + 1) / BINS, got["lower"] + got["upper"], 1e-12)
     check("ece", k, sum(c / n * g for c, g in gaps), r["ece"], 1e-9)
     check("mce", k, max(g for _, g in gaps), r["mce"], 1e-9)
     check("brier", k, brier_score_loss(y, conf), r["brier"], 1e-9)
@@ -84,6 +105,8 @@ for k, n_req in requests.items():
     else:
         check("auroc", k, None, r["auroc"], 0)
 
+if bins_rows:
+    failures.append(f"{len(bins_rows)} calibration_bins rows for windows x keys without labels, e.g. {next(iter(bins_rows))}")
 if failures:
     print(f"{len(failures)} mismatches of {checked} values:")
     print("\n".join(failures[:40]))
