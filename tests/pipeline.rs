@@ -45,15 +45,7 @@ fn calibration_columns_match_scikit_learn_and_numpy() {
     );
     let data = dir.path().join("data");
     run(&input, &data, &["--window", "1m"]);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new("python3")
-        .arg(root.join("tests/reference/check_calibration.py"))
-        .args([input.to_str().unwrap(), data.to_str().unwrap(), "60000"])
-        .output()
-        .expect("python3 runs (./scripts/test.sh installs numpy, scikit-learn)");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "calibration check failed:\n{text}");
-    assert!(text.contains("checked"), "{text}");
+    calibration_check(&input, &data, 60_000);
 }
 
 /// One window per calibration edge case, written as NDJSON, checked by the same reference.
@@ -105,14 +97,7 @@ fn calibration_edge_cases_match_scikit_learn_and_numpy() {
     fs::write(&input, text).unwrap();
     let data = dir.path().join("data");
     run(&input, &data, &["--window", "1m"]);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new("python3")
-        .arg(root.join("tests/reference/check_calibration.py"))
-        .args([input.to_str().unwrap(), data.to_str().unwrap(), "60000"])
-        .output()
-        .expect("python3 runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "calibration check failed:\n{text}");
+    calibration_check(&input, &data, 60_000);
     // Nine windows, and null (not NaN) where the definition has no value.
     assert_eq!(count(&data, "SELECT count(*) FROM metrics"), 9);
     assert_eq!(count(&data, "SELECT count(*) FROM metrics WHERE auroc IS NULL"), 3);

@@ -73,3 +73,17 @@ pub fn python_check(input: &Path, data: &Path, size_ms: i64, slide_ms: i64) {
     assert!(text.contains("checked"), "{text}");
 }
 
+
+/// Checks the calibration columns and `calibration_bins` of tumbling windows of `size_ms`
+/// against scikit-learn and numpy (tests/reference/check_calibration.py).
+pub fn calibration_check(input: &Path, data: &Path, size_ms: i64) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(root.join("tests/reference/check_calibration.py"))
+        .args([input.to_str().unwrap(), data.to_str().unwrap(), &size_ms.to_string()])
+        .output()
+        .expect("python3 runs (./scripts/test.sh installs numpy, scikit-learn)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "calibration check failed:\n{text}");
+    assert!(text.contains("checked"), "{text}");
+}
