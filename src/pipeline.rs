@@ -26,13 +26,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use datafusion::arrow::array::{AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{SchemaRef, TimestampMillisecondType};
+use datafusion::arrow::datatypes::TimestampMillisecondType;
 use inferwatch_ingest::{PartitionOwner, Source};
 use inferwatch_processor::{OperatorStats, SourceId, WindowOperator};
 use inferwatch_schemas::tables::{dead_letter_schema, events as ev, events_schema};
 use inferwatch_schemas::{DeadLetterBuilder, EventDecoder, Limits, RawBatch};
 use inferwatch_sink::{
-    Checkpoint, CheckpointStore, KafkaOutput, KafkaOutputConfig, ParquetOptions, PositionedTable, WindowTable,
+    Checkpoint, CheckpointStore, KafkaOutput, KafkaOutputConfig, ParquetOptions, PositionedTable,
+    WindowTable,
 };
 
 use crate::config::Config;
@@ -80,17 +81,39 @@ pub struct RunOptions {
 
 enum ToSink {
     /// Processing of `partition` (re)starts at offset `from`: its files from `from` on go.
-    Start { partition: i32, from: i64 },
-    Events { partition: i32, events: RecordBatch, dead: Option<RecordBatch>, first: i64, last: i64 },
-    Metrics { partition: i32, batch: RecordBatch },
-    CalibrationBins { partition: i32, batch: RecordBatch },
+    Start {
+        partition: i32,
+        from: i64,
+    },
+    Events {
+        partition: i32,
+        events: RecordBatch,
+        dead: Option<RecordBatch>,
+        first: i64,
+        last: i64,
+    },
+    Metrics {
+        partition: i32,
+        batch: RecordBatch,
+    },
+    CalibrationBins {
+        partition: i32,
+        batch: RecordBatch,
+    },
     /// Complete every open file (time-based roll for sources without checkpoints).
     Flush,
     /// Complete the partition's files, then write its checkpoint. `release`: the partition
     /// leaves this processor. `done` gets the result when someone waits for it.
-    Checkpoint { partition: i32, ckpt: Checkpoint, release: bool, done: Option<SyncSender<Result<()>>> },
+    Checkpoint {
+        partition: i32,
+        ckpt: Checkpoint,
+        release: bool,
+        done: Option<SyncSender<Result<()>>>,
+    },
     /// The partition was lost to another processor: drop its open files, write nothing.
-    Abort { partition: i32 },
+    Abort {
+        partition: i32,
+    },
 }
 
 struct SinkThread {
@@ -156,7 +179,13 @@ impl SinkThread {
                     tracing::info!("partition {partition}: removed {removed} files from offset {from} on, to be rewritten");
                 }
             }
-            ToSink::Events { partition, events, dead, first, last } => {
+            ToSink::Events {
+                partition,
+                events,
+                dead,
+                first,
+                last,
+            } => {
                 let (ev_table, dl_table) = self.tables(partition)?;
                 let empty = RecordBatch::new_empty(dead_letter_schema());
                 // Both tables roll together so they always cover the same offsets.
@@ -184,7 +213,12 @@ impl SinkThread {
                     d.flush()?;
                 }
             }
-            ToSink::Checkpoint { partition, ckpt, release, done } => {
+            ToSink::Checkpoint {
+                partition,
+                ckpt,
+                release,
+                done,
+            } => {
                 let r = self.checkpoint(partition, &ckpt, release);
                 let ok = r.is_ok();
                 match done {
@@ -296,7 +330,11 @@ impl Shared {
     }
 
     /// Adds the operator's counter changes around `f` to the run's counters.
-    fn tracked<T>(stats: &mut OperatorStats, op: &mut WindowOperator, f: impl FnOnce(&mut WindowOperator) -> T) -> T {
+    fn tracked<T>(
+        stats: &mut OperatorStats,
+        op: &mut WindowOperator,
+        f: impl FnOnce(&mut WindowOperator) -> T,
+    ) -> T {
         let before = op.stats();
         let r = f(op);
         let after = op.stats();
@@ -309,7 +347,10 @@ impl Shared {
 
     fn emit_metrics(&mut self, partition: i32, batch: Option<RecordBatch>) -> Result<()> {
         if let Some(m) = batch {
-            self.send(ToSink::Metrics { partition, batch: m.clone() })?;
+            self.send(ToSink::Metrics {
+                partition,
+                batch: m.clone(),
+            })?;
             self.new_metrics.push(m);
         }
         let bins = match self.parts.get_mut(&partition) {
@@ -333,9 +374,17 @@ impl Shared {
         let next = match ckpt {
             Some(c) => {
                 op.restore(&self.id(partition), &c.state, now)
-                    .with_context(|| format!("restoring partition {partition} of {}", self.source))?;
-                self.send(ToSink::Start { partition, from: c.next_offset })?;
-                tracing::info!("partition {partition}: resuming from checkpoint at offset {}", c.next_offset);
+                    .with_context(|| {
+                        format!("restoring partition {partition} of {}", self.source)
+                    })?;
+                self.send(ToSink::Start {
+                    partition,
+                    from: c.next_offset,
+                })?;
+                tracing::info!(
+                    "partition {partition}: resuming from checkpoint at offset {}",
+                    c.next_offset
+                );
                 Some(c.next_offset)
             }
             None => None,
@@ -371,7 +420,11 @@ impl Shared {
                 }
                 kept
             }
-            Some(next) if raw.offset(0) > next && self.options.checkpoints && part.sought != Some(next) => {
+            Some(next)
+                if raw.offset(0) > next
+                    && self.options.checkpoints
+                    && part.sought != Some(next) =>
+            {
                 // The consumer resumed past the checkpoint (seen after a broker restart):
                 // go back once; if the offsets really are gone, the next batch is taken.
                 tracing::warn!(
@@ -392,16 +445,14 @@ impl Shared {
             Some(_) => raw,
             None => {
                 // No checkpoint: processing starts here, and earlier files from here on go.
-                let from = raw.offset(0);
-                self.tx
-                    .as_ref()
-                    .ok_or_else(|| anyhow!("the Parquet writer is gone"))?
-                    .send(ToSink::Start { partition, from })
-                    .map_err(|_| anyhow!("the Parquet writer stopped"))?;
+                self.send(ToSink::Start {
+                    partition,
+                    from: raw.offset(0),
+                })?;
                 raw
             }
         };
-        let id: SourceId = (self.source.clone(), partition);
+        let id = self.id(partition);
         let decoded = self.decoder.decode(&raw);
         let part = self.parts.get_mut(&partition).expect("assigned above");
         part.last_active = now;
@@ -409,18 +460,24 @@ impl Shared {
             None
         } else {
             // Filed under the newest event time seen so far, so a replay files it alike.
-            let ts = decoded.events.column(ev::TIMESTAMP).as_primitive::<TimestampMillisecondType>();
+            let ts = decoded
+                .events
+                .column(ev::TIMESTAMP)
+                .as_primitive::<TimestampMillisecondType>();
             let stream_time = part
                 .op
                 .max_event_time(&id)
                 .or_else(|| ts.values().iter().copied().max())
                 .unwrap_or(0);
-            self.dead.append_rejects(&raw, &decoded.rejects, stream_time);
+            self.dead
+                .append_rejects(&raw, &decoded.rejects, stream_time);
             Some(self.dead.finish())
         };
         self.dead_letters += decoded.rejects.len() as u64;
         self.payloads += raw.len() as u64;
-        let out = Self::tracked(&mut self.stats, &mut part.op, |op| op.process_batch(&id, decoded.events, now))?;
+        let out = Self::tracked(&mut self.stats, &mut part.op, |op| {
+            op.process_batch(&id, decoded.events, now)
+        })?;
         let first = raw.offset(0);
         let last = raw.last_offset().unwrap_or(first);
         part.next_offset = Some(last + 1);
@@ -428,20 +485,30 @@ impl Shared {
             Some(e) if self.config.sink.write_events => e,
             _ => RecordBatch::new_empty(events_schema()),
         };
-        self.send(ToSink::Events { partition, events, dead: dead_batch, first, last })?;
+        self.send(ToSink::Events {
+            partition,
+            events,
+            dead: dead_batch,
+            first,
+            last,
+        })?;
         self.emit_metrics(partition, out.metrics)
     }
 
     /// Nothing arrived: partitions idle for `idle_timeout` follow the active ones' watermark.
     fn tick(&mut self, now: Instant) -> Result<()> {
         let idle = self.config.processor.window.idle_timeout;
-        let ooo = self.config.processor.window.max_out_of_orderness.as_millis() as i64;
-        let source = self.source.clone();
+        let ooo = self
+            .config
+            .processor
+            .window
+            .max_out_of_orderness
+            .as_millis() as i64;
         let active_wm = self
             .parts
             .iter()
             .filter(|(_, p)| now.duration_since(p.last_active) < idle)
-            .filter_map(|(&k, p)| p.op.max_event_time(&(source.clone(), k)))
+            .filter_map(|(&k, p)| p.op.max_event_time(&self.id(k)))
             .min()
             .map(|t| t - ooo);
         let Some(wm) = active_wm else {
@@ -473,7 +540,12 @@ impl Shared {
     }
 
     /// Queues a checkpoint of `partition`; returns the receiver to wait on when `wait`.
-    fn checkpoint(&mut self, partition: i32, release: bool, wait: bool) -> Result<Option<Receiver<Result<()>>>> {
+    fn checkpoint(
+        &mut self,
+        partition: i32,
+        release: bool,
+        wait: bool,
+    ) -> Result<Option<Receiver<Result<()>>>> {
         let id = self.id(partition);
         let Some(part) = self.parts.get_mut(&partition) else {
             return Ok(None);
@@ -504,7 +576,11 @@ impl Shared {
 
     /// Checkpoints `partitions`, waits until they are durable, and returns the offsets to
     /// commit. `release` drops them from this processor afterwards.
-    fn checkpoint_and_wait(&mut self, partitions: &[i32], release: bool) -> Result<Vec<(i32, i64)>> {
+    fn checkpoint_and_wait(
+        &mut self,
+        partitions: &[i32],
+        release: bool,
+    ) -> Result<Vec<(i32, i64)>> {
         let started = Instant::now();
         let mut waits = Vec::new();
         for &p in partitions {
@@ -513,7 +589,8 @@ impl Shared {
             }
         }
         for rx in waits {
-            rx.recv().map_err(|_| anyhow!("the Parquet writer stopped"))??;
+            rx.recv()
+                .map_err(|_| anyhow!("the Parquet writer stopped"))??;
         }
         self.checkpoint_wait += started.elapsed();
         let mut commits = Vec::new();
@@ -563,13 +640,18 @@ impl PartitionOwner for Owner {
             }
             return Vec::new();
         }
-        let owned: Vec<i32> = partitions.iter().copied().filter(|p| s.parts.contains_key(p)).collect();
+        let owned: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| s.parts.contains_key(p))
+            .collect();
         match s.checkpoint_and_wait(&owned, true) {
             Ok(commits) => commits,
             Err(e) => {
                 // Without a checkpoint the next owner replays from the previous one; this
                 // process must not write that partition again, so the run stops.
-                s.fatal.get_or_insert(e.context("checkpointing revoked partitions"));
+                s.fatal
+                    .get_or_insert(e.context("checkpointing revoked partitions"));
                 Vec::new()
             }
         }
@@ -581,7 +663,6 @@ pub struct Pipeline {
     shared: Arc<Mutex<Shared>>,
     sink: Option<JoinHandle<Result<(u64, Duration)>>>,
     acks: Receiver<(i32, i64)>,
-    metrics_schema: SchemaRef,
 }
 
 /// How many recent metric rows the report keeps.
@@ -589,12 +670,12 @@ const RECENT_ROWS: usize = 64;
 
 impl Pipeline {
     pub fn new(config: &Config, source_name: &str, options: RunOptions) -> Result<Self> {
-        let operator = WindowOperator::new(&config.processor)?;
-        let metrics_schema = operator.metrics_schema();
+        // Also checks the processor config before anything starts.
+        let metrics_schema = WindowOperator::new(&config.processor)?.metrics_schema();
         let metrics = WindowTable::new(
             &config.data_dir,
             "metrics",
-            metrics_schema.clone(),
+            metrics_schema,
             source_name,
             &config.sink.parquet(),
         )?;
@@ -610,7 +691,11 @@ impl Pipeline {
             metrics.remove_all()?;
             calibration_bins.remove_all()?;
         }
-        let kafka = options.kafka_output.clone().map(KafkaOutput::new).transpose()?;
+        let kafka = options
+            .kafka_output
+            .clone()
+            .map(KafkaOutput::new)
+            .transpose()?;
         let (tx, rx) = sync_channel::<ToSink>(4);
         let (ack_tx, acks) = channel();
         let store = CheckpointStore::new(&config.data_dir, source_name);
@@ -656,18 +741,12 @@ impl Pipeline {
             shared: Arc::new(Mutex::new(shared)),
             sink: Some(sink),
             acks,
-            metrics_schema,
         })
     }
 
     /// What a Kafka source calls back during rebalances.
     pub fn owner(&self) -> Arc<dyn PartitionOwner> {
         Arc::new(Owner(self.shared.clone()))
-    }
-
-    #[allow(dead_code)]
-    pub fn metrics_schema(&self) -> SchemaRef {
-        self.metrics_schema.clone()
     }
 
     /// The sink thread's own error explains a failed send best.
@@ -709,7 +788,9 @@ impl Pipeline {
                 on_metrics(&batch);
                 recent.push(batch);
             }
-            while recent.iter().map(|b| b.num_rows()).sum::<usize>() > RECENT_ROWS && recent.len() > 1 {
+            while recent.iter().map(|b| b.num_rows()).sum::<usize>() > RECENT_ROWS
+                && recent.len() > 1
+            {
                 recent.remove(0);
             }
         };
@@ -812,7 +893,13 @@ impl Pipeline {
                 return Err(e);
             }
             s.tx = None;
-            (s.stats, s.payloads, s.dead_letters, s.checkpoints, s.checkpoint_wait)
+            (
+                s.stats,
+                s.payloads,
+                s.dead_letters,
+                s.checkpoints,
+                s.checkpoint_wait,
+            )
         };
         let (files_written, checkpoint_time) = match self.sink.take().map(|h| h.join()) {
             Some(Ok(r)) => r.context("writing Parquet failed")?,
@@ -836,7 +923,13 @@ impl Pipeline {
             progress,
             recent_metrics: recent,
             files_written,
-            data_dir: self.shared.lock().expect("not poisoned").config.data_dir.clone(),
+            data_dir: self
+                .shared
+                .lock()
+                .expect("not poisoned")
+                .config
+                .data_dir
+                .clone(),
             checkpoint_wait,
             checkpoint_time,
         })
@@ -896,7 +989,12 @@ mod tests {
         }
     }
 
-    fn batch(partition: i32, service: &str, seconds: std::ops::Range<i64>, first_offset: i64) -> RawBatch {
+    fn batch(
+        partition: i32,
+        service: &str,
+        seconds: std::ops::Range<i64>,
+        first_offset: i64,
+    ) -> RawBatch {
         let mut raw = RawBatch::new(Arc::from("script"), partition);
         for (i, s) in seconds.enumerate() {
             let json = format!(
@@ -911,8 +1009,10 @@ mod tests {
     #[test]
     fn an_idle_partition_follows_the_active_ones_watermark() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = dir.path().to_path_buf();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
         config.processor.window.idle_timeout = Duration::from_millis(150);
         // Partition 1 stops after its first minute; partition 0 goes on for five.
         let mut steps: VecDeque<Option<RawBatch>> = VecDeque::new();
@@ -924,17 +1024,25 @@ mod tests {
             }
         }
         let left = Arc::new(AtomicUsize::new(usize::MAX));
-        let source = Script { steps, left: left.clone() };
+        let source = Script {
+            steps,
+            left: left.clone(),
+        };
         let pipeline = Pipeline::new(&config, "script", RunOptions::default()).unwrap();
         let mut quiet_closed_with_steps_left = None;
         let stop = AtomicBool::new(false);
         pipeline
-            .run(Box::new(source), &stop, |_| {}, |m| {
-                let services = m.column(2).as_any().downcast_ref::<StringArray>().unwrap();
-                if services.iter().any(|s| s == Some("quiet")) {
-                    quiet_closed_with_steps_left.get_or_insert(left.load(Ordering::SeqCst));
-                }
-            })
+            .run(
+                Box::new(source),
+                &stop,
+                |_| {},
+                |m| {
+                    let services = m.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+                    if services.iter().any(|s| s == Some("quiet")) {
+                        quiet_closed_with_steps_left.get_or_insert(left.load(Ordering::SeqCst));
+                    }
+                },
+            )
             .unwrap();
         // Its window closed while the source was still running, not at the end.
         let left = quiet_closed_with_steps_left.expect("the quiet partition's window was emitted");

@@ -151,34 +151,51 @@ pub struct Calibration {
     pub conf_sum: f64,
     #[serde(with = "f64_bits")]
     pub brier_sum: f64,
-    /// Per bin: events, correct ones, and the confidence sum (bits for exact checkpoints).
-    pub bins: Vec<(u64, u64, u64)>,
+    pub bins: [Bin; CALIBRATION_BINS],
     /// Confidence bucket → (correct, incorrect) counts.
     pub roc: std::collections::BTreeMap<u16, (u64, u64)>,
+}
+
+/// One reliability bin's partial state.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Bin {
+    pub n: u64,
+    pub correct: u64,
+    #[serde(with = "f64_bits")]
+    pub conf_sum: f64,
 }
 
 impl Calibration {
     /// Non-empty reliability bins: (bin, count, mean confidence, accuracy).
     pub fn reliability(&self) -> impl Iterator<Item = (usize, u64, f64, f64)> + '_ {
-        self.bins.iter().enumerate().filter(|(_, b)| b.0 > 0).map(|(i, &(n, correct, conf))| {
-            (i, n, f64::from_bits(conf) / n as f64, correct as f64 / n as f64)
-        })
+        self.bins
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.n > 0)
+            .map(|(i, b)| {
+                (
+                    i,
+                    b.n,
+                    b.conf_sum / b.n as f64,
+                    b.correct as f64 / b.n as f64,
+                )
+            })
     }
 
     fn observe(&mut self, conf: f64, correct: bool) {
-        if self.bins.is_empty() {
-            self.bins = vec![(0, 0, 0f64.to_bits()); CALIBRATION_BINS];
-        }
         let y = correct as u64;
         self.n += 1;
         self.correct += y;
         self.conf_sum += conf;
         self.brier_sum += (conf - y as f64) * (conf - y as f64);
         let b = &mut self.bins[calibration_bin(conf)];
-        b.0 += 1;
-        b.1 += y;
-        b.2 = (f64::from_bits(b.2) + conf).to_bits();
-        let r = self.roc.entry((conf * AUROC_STEPS).round() as u16).or_default();
+        b.n += 1;
+        b.correct += y;
+        b.conf_sum += conf;
+        let r = self
+            .roc
+            .entry((conf * AUROC_STEPS).round() as u16)
+            .or_default();
         if correct {
             r.0 += 1;
         } else {
@@ -187,17 +204,14 @@ impl Calibration {
     }
 
     fn merge(&mut self, o: &Calibration) {
-        if self.bins.is_empty() {
-            self.bins = vec![(0, 0, 0f64.to_bits()); CALIBRATION_BINS];
-        }
         self.n += o.n;
         self.correct += o.correct;
         self.conf_sum += o.conf_sum;
         self.brier_sum += o.brier_sum;
         for (a, b) in self.bins.iter_mut().zip(&o.bins) {
-            a.0 += b.0;
-            a.1 += b.1;
-            a.2 = (f64::from_bits(a.2) + f64::from_bits(b.2)).to_bits();
+            a.n += b.n;
+            a.correct += b.correct;
+            a.conf_sum += b.conf_sum;
         }
         for (k, (p, q)) in &o.roc {
             let r = self.roc.entry(*k).or_default();
@@ -210,11 +224,8 @@ impl Calibration {
     fn ece_mce(&self) -> (f64, f64) {
         let n = self.n as f64;
         let (mut ece, mut mce) = (0.0, 0.0f64);
-        for &(count, correct, conf) in &self.bins {
-            if count == 0 {
-                continue;
-            }
-            let gap = (correct as f64 / count as f64 - f64::from_bits(conf) / count as f64).abs();
+        for (_, count, conf, acc) in self.reliability() {
+            let gap = (acc - conf).abs();
             ece += count as f64 / n * gap;
             mce = mce.max(gap);
         }
@@ -252,7 +263,10 @@ impl CoreState {
         }
         if let Some(ms) = o.latency_ms {
             let us = (ms * 1000.0).round() as u64;
-            record(self.latency_us.get_or_insert_with(|| Box::new(histogram())), us);
+            record(
+                self.latency_us.get_or_insert_with(|| Box::new(histogram())),
+                us,
+            );
             if ms > self.latency_max_ms {
                 self.latency_max_ms = ms;
             }
@@ -262,7 +276,10 @@ impl CoreState {
         match o.cost_nanos {
             Some(n) => {
                 self.cost_nanos += n;
-                record(self.cost_hist.get_or_insert_with(|| Box::new(histogram())), n.max(0) as u64);
+                record(
+                    self.cost_hist.get_or_insert_with(|| Box::new(histogram())),
+                    n.max(0) as u64,
+                );
             }
             None => self.cost_unpriced += 1,
         }
@@ -271,7 +288,9 @@ impl CoreState {
             self.quality_n += 1;
         }
         if let Some((conf, correct)) = o.labeled {
-            self.calibration.get_or_insert_with(Default::default).observe(conf, correct);
+            self.calibration
+                .get_or_insert_with(Default::default)
+                .observe(conf, correct);
         }
         self.flagged += o.flagged as u64;
         match o.approval {
@@ -301,7 +320,9 @@ impl CoreState {
         self.rejected += o.rejected;
         self.late_events += o.late_events;
         if let Some(c) = &o.calibration {
-            self.calibration.get_or_insert_with(Default::default).merge(c);
+            self.calibration
+                .get_or_insert_with(Default::default)
+                .merge(c);
         }
     }
 
@@ -322,7 +343,9 @@ fn record(h: &mut Histogram<u32>, v: u64) {
 fn merge_hist(into: &mut Option<Box<Histogram<u32>>>, from: &Option<Box<Histogram<u32>>>) {
     if let Some(f) = from {
         match into {
-            Some(h) => h.add(f.as_ref()).expect("auto-resizing histograms always merge"),
+            Some(h) => h
+                .add(f.as_ref())
+                .expect("auto-resizing histograms always merge"),
             None => *into = Some(f.clone()),
         }
     }
@@ -349,7 +372,10 @@ mod hist_serde {
     use hdrhistogram::Histogram;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(h: &Option<Box<Histogram<u32>>>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        h: &Option<Box<Histogram<u32>>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         let pairs: Option<Vec<(u64, u32)>> = h.as_ref().map(|h| {
             h.iter_recorded()
                 .map(|v| (v.value_iterated_to(), v.count_at_value()))
@@ -358,7 +384,9 @@ mod hist_serde {
         pairs.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<Histogram<u32>>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Box<Histogram<u32>>>, D::Error> {
         let pairs = Option::<Vec<(u64, u32)>>::deserialize(d)?;
         Ok(pairs.map(|pairs| {
             let mut h = Box::new(super::histogram());
@@ -423,7 +451,7 @@ impl CoreColumns {
     pub fn append(&mut self, s: &CoreState) {
         let q = |h: &Option<Box<Histogram<u32>>>, q: f64, scale: f64| {
             h.as_ref()
-                .filter(|h| h.len() > 0)
+                .filter(|h| !h.is_empty())
                 .map(|h| h.value_at_quantile(q) as f64 / scale)
         };
         let ints = [
@@ -440,7 +468,7 @@ impl CoreColumns {
         for (b, v) in self.ints.iter_mut().zip(ints) {
             b.append_value(v);
         }
-        let has_latency = s.latency_us.as_ref().is_some_and(|h| h.len() > 0);
+        let has_latency = s.latency_us.as_ref().is_some_and(|h| !h.is_empty());
         let floats = [
             ratio(s.errors, s.requests),
             q(&s.latency_us, 0.50, 1000.0),
@@ -478,8 +506,14 @@ impl CoreColumns {
 
     /// Finished arrays in [`BUILTIN_COLUMNS`] order (after the keys).
     pub fn finish(&mut self) -> Vec<ArrayRef> {
-        let mut ints = self.ints.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
-        let mut floats = self.floats.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef);
+        let mut ints = self
+            .ints
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef);
+        let mut floats = self
+            .floats
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef);
         BUILTIN_COLUMNS[6..]
             .iter()
             .map(|name| {

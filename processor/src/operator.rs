@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{
-    ArrayBuilder,
-    Array, ArrayRef, AsArray, BooleanBuilder, Float64Array, RecordBatch, StringArray, StringBuilder,
-    TimestampMillisecondBuilder, UInt32Array,
+    Array, ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, Float64Array, RecordBatch, StringArray,
+    StringBuilder, TimestampMillisecondBuilder, UInt32Array,
 };
-use serde::{Deserialize, Serialize};
 use arrow::datatypes::{Float64Type, Int64Type, Schema, SchemaRef, TimestampMillisecondType};
 use inferwatch_schemas::tables::{events as col, metrics_key_fields};
 use inferwatch_schemas::validate::COST_SOURCE_TABLE;
+use serde::{Deserialize, Serialize};
 
 use crate::config::ProcessorConfig;
 use crate::custom::{BatchArgs, CustomMetrics, CustomState};
@@ -43,7 +42,13 @@ struct Keys {
 }
 
 impl Keys {
-    fn intern(&mut self, service: &str, model: &str, version: Option<&str>, route: Option<&str>) -> u32 {
+    fn intern(
+        &mut self,
+        service: &str,
+        model: &str,
+        version: Option<&str>,
+        route: Option<&str>,
+    ) -> u32 {
         // A null and an empty string are different keys: \u{1} marks a present value.
         let b = &mut self.buf;
         b.clear();
@@ -108,11 +113,56 @@ pub struct WindowOperator {
     bins: BinRows,
 }
 
-/// Builders of `calibration_bins` rows.
-struct BinRows {
-    keys: [StringBuilder; 4],
+/// The leading columns of `metrics` and `calibration_bins`: window bounds and the key.
+struct WindowKeyColumns {
     start: TimestampMillisecondBuilder,
     end: TimestampMillisecondBuilder,
+    service: StringBuilder,
+    model: StringBuilder,
+    version: StringBuilder,
+    route: StringBuilder,
+}
+
+impl WindowKeyColumns {
+    fn new() -> Self {
+        Self {
+            start: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            end: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            service: StringBuilder::new(),
+            model: StringBuilder::new(),
+            version: StringBuilder::new(),
+            route: StringBuilder::new(),
+        }
+    }
+
+    fn append(&mut self, start: i64, end: i64, key: &Key) {
+        self.start.append_value(start);
+        self.end.append_value(end);
+        self.service.append_value(&key.service);
+        self.model.append_value(&key.model);
+        self.version.append_option(key.model_version.as_deref());
+        self.route.append_option(key.route.as_deref());
+    }
+
+    fn len(&self) -> usize {
+        self.service.len()
+    }
+
+    fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.start.finish()),
+            Arc::new(self.end.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.model.finish()),
+            Arc::new(self.version.finish()),
+            Arc::new(self.route.finish()),
+        ]
+    }
+}
+
+/// Builders of `calibration_bins` rows.
+struct BinRows {
+    keys: WindowKeyColumns,
     bin: arrow::array::Int32Builder,
     lower: arrow::array::Float64Builder,
     upper: arrow::array::Float64Builder,
@@ -124,9 +174,7 @@ struct BinRows {
 impl BinRows {
     fn new() -> Self {
         Self {
-            keys: std::array::from_fn(|_| StringBuilder::new()),
-            start: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            end: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            keys: WindowKeyColumns::new(),
             bin: Default::default(),
             lower: Default::default(),
             upper: Default::default(),
@@ -139,12 +187,7 @@ impl BinRows {
     fn append(&mut self, start: i64, end: i64, key: &Key, cal: &crate::metrics::Calibration) {
         let b = crate::metrics::CALIBRATION_BINS as f64;
         for (i, n, conf, acc) in cal.reliability() {
-            self.start.append_value(start);
-            self.end.append_value(end);
-            self.keys[0].append_value(&key.service);
-            self.keys[1].append_value(&key.model);
-            self.keys[2].append_option(key.model_version.as_deref());
-            self.keys[3].append_option(key.route.as_deref());
+            self.keys.append(start, end, key);
             self.bin.append_value(i as i32);
             self.lower.append_value(i as f64 / b);
             self.upper.append_value((i + 1) as f64 / b);
@@ -155,24 +198,18 @@ impl BinRows {
     }
 
     fn finish(&mut self) -> Result<Option<RecordBatch>> {
-        if self.bin.len() == 0 {
+        if self.keys.len() == 0 {
             return Ok(None);
         }
-        let [s, m, v, r] = &mut self.keys;
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.start.finish()),
-            Arc::new(self.end.finish()),
-            Arc::new(s.finish()),
-            Arc::new(m.finish()),
-            Arc::new(v.finish()),
-            Arc::new(r.finish()),
+        let mut columns = self.keys.finish();
+        columns.extend::<[ArrayRef; 6]>([
             Arc::new(self.bin.finish()),
             Arc::new(self.lower.finish()),
             Arc::new(self.upper.finish()),
             Arc::new(self.count.finish()),
             Arc::new(self.conf.finish()),
             Arc::new(self.acc.finish()),
-        ];
+        ]);
         Ok(Some(RecordBatch::try_new(
             inferwatch_schemas::tables::calibration_bins_schema(),
             columns,
@@ -182,12 +219,7 @@ impl BinRows {
 
 /// Rows for closed windows, built up during one call.
 struct MetricRows {
-    start: TimestampMillisecondBuilder,
-    end: TimestampMillisecondBuilder,
-    service: StringBuilder,
-    model: StringBuilder,
-    version: StringBuilder,
-    route: StringBuilder,
+    keys: WindowKeyColumns,
     core: CoreColumns,
     custom: Vec<CustomState>,
 }
@@ -195,19 +227,14 @@ struct MetricRows {
 impl MetricRows {
     fn new() -> Self {
         Self {
-            start: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            end: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            service: StringBuilder::new(),
-            model: StringBuilder::new(),
-            version: StringBuilder::new(),
-            route: StringBuilder::new(),
+            keys: WindowKeyColumns::new(),
             core: CoreColumns::default(),
             custom: Vec::new(),
         }
     }
 
     fn len(&self) -> usize {
-        self.service.len()
+        self.keys.len()
     }
 }
 
@@ -215,8 +242,10 @@ impl WindowOperator {
     pub fn new(config: &ProcessorConfig) -> Result<Self> {
         config.validate()?;
         let spec = WindowSpec::new(&config.window);
-        let custom =
-            CustomMetrics::plan(&config.custom_metrics, inferwatch_schemas::tables::events_schema())?;
+        let custom = CustomMetrics::plan(
+            &config.custom_metrics,
+            inferwatch_schemas::tables::events_schema(),
+        )?;
         let mut fields = metrics_key_fields();
         fields.extend(CoreColumns::fields());
         if let Some(c) = &custom {
@@ -270,33 +299,38 @@ impl WindowOperator {
     /// it with [`WindowOperator::restore`] continues exactly where this left off.
     pub fn snapshot(&mut self, source: &SourceId) -> Result<Vec<u8>> {
         let mut panes = Vec::with_capacity(self.panes.len());
+        // Custom states in (pane, key) order, with that order recorded in `custom_index`.
         let mut custom_states: Vec<&mut CustomState> = Vec::new();
         let mut custom_index: Vec<(i64, u32)> = Vec::new();
         for (&start, pane) in self.panes.iter_mut() {
-            let mut core: Vec<(u32, CoreState)> = pane.core.iter().map(|(k, s)| (*k, s.clone())).collect();
+            let mut core: Vec<(u32, CoreState)> =
+                pane.core.iter().map(|(k, s)| (*k, s.clone())).collect();
             core.sort_by_key(|(k, _)| *k);
             panes.push((start, core));
-            let mut keys: Vec<u32> = pane.custom.keys().copied().collect();
-            keys.sort_unstable();
-            custom_index.extend(keys.iter().map(|k| (start, *k)));
-        }
-        // Borrow the custom states in `custom_index` order.
-        let mut by_pane: BTreeMap<i64, Vec<(u32, &mut CustomState)>> = BTreeMap::new();
-        for (&start, pane) in self.panes.iter_mut() {
-            let mut v: Vec<(u32, &mut CustomState)> = pane.custom.iter_mut().map(|(k, s)| (*k, s)).collect();
-            v.sort_by_key(|(k, _)| *k);
-            by_pane.insert(start, v);
-        }
-        for (_, v) in by_pane.into_iter() {
-            custom_states.extend(v.into_iter().map(|(_, s)| s));
+            let mut custom: Vec<(u32, &mut CustomState)> =
+                pane.custom.iter_mut().map(|(k, s)| (*k, s)).collect();
+            custom.sort_by_key(|(k, _)| *k);
+            for (k, state) in custom {
+                custom_index.push((start, k));
+                custom_states.push(state);
+            }
         }
         let custom = match &self.custom {
-            Some(c) => c.encode_states(&mut custom_states)?.iter().map(|b| hex(b)).collect(),
+            Some(c) => c
+                .encode_states(&mut custom_states)?
+                .iter()
+                .map(|b| hex(b))
+                .collect(),
             None => Vec::new(),
         };
         let snap = Snapshot {
             version: SNAPSHOT_VERSION,
-            window: [self.spec.size, self.spec.slide, self.spec.lateness, self.spec.out_of_orderness],
+            window: [
+                self.spec.size,
+                self.spec.slide,
+                self.spec.lateness,
+                self.spec.out_of_orderness,
+            ],
             custom_columns: self.custom_columns(),
             keys: self.keys.values.clone(),
             panes,
@@ -312,15 +346,20 @@ impl WindowOperator {
     /// Replaces this operator's state with a [`WindowOperator::snapshot`] of `source`.
     /// Fails, naming what differs, when the window or custom metrics changed since.
     pub fn restore(&mut self, source: &SourceId, bytes: &[u8], now: Instant) -> Result<()> {
-        let snap: Snapshot =
-            serde_json::from_slice(bytes).map_err(|e| ProcessorError::Checkpoint(format!("unreadable: {e}")))?;
+        let snap: Snapshot = serde_json::from_slice(bytes)
+            .map_err(|e| ProcessorError::Checkpoint(format!("unreadable: {e}")))?;
         if snap.version != SNAPSHOT_VERSION {
             return Err(ProcessorError::Checkpoint(format!(
                 "format version {} is not {SNAPSHOT_VERSION}",
                 snap.version
             )));
         }
-        let window = [self.spec.size, self.spec.slide, self.spec.lateness, self.spec.out_of_orderness];
+        let window = [
+            self.spec.size,
+            self.spec.slide,
+            self.spec.lateness,
+            self.spec.out_of_orderness,
+        ];
         if snap.window != window {
             return Err(ProcessorError::Checkpoint(format!(
                 "it was written with window (size, slide, lateness, out-of-orderness) = {:?} ms, \
@@ -338,7 +377,12 @@ impl WindowOperator {
         }
         self.keys = Keys::default();
         for k in &snap.keys {
-            self.keys.intern(&k.service, &k.model, k.model_version.as_deref(), k.route.as_deref());
+            self.keys.intern(
+                &k.service,
+                &k.model,
+                k.model_version.as_deref(),
+                k.route.as_deref(),
+            );
         }
         self.panes = snap
             .panes
@@ -357,11 +401,18 @@ impl WindowOperator {
             let blobs: Vec<Vec<u8>> = snap
                 .custom
                 .iter()
-                .map(|h| unhex(h).ok_or_else(|| ProcessorError::Checkpoint("custom state is not hex".into())))
+                .map(|h| {
+                    unhex(h)
+                        .ok_or_else(|| ProcessorError::Checkpoint("custom state is not hex".into()))
+                })
                 .collect::<Result<_>>()?;
             let states = c.decode_states(&blobs, snap.custom_index.len())?;
             for ((pane, key), state) in snap.custom_index.into_iter().zip(states) {
-                self.panes.entry(pane).or_default().custom.insert(key, state);
+                self.panes
+                    .entry(pane)
+                    .or_default()
+                    .custom
+                    .insert(key, state);
             }
         }
         self.emitted_through = snap.emitted_through;
@@ -392,7 +443,12 @@ impl WindowOperator {
 
     /// Aggregates one micro-batch of decoded events from `source` into its panes, closing
     /// windows as the watermark passes them.
-    pub fn process_batch(&mut self, source: &SourceId, events: RecordBatch, now: Instant) -> Result<Output> {
+    pub fn process_batch(
+        &mut self,
+        source: &SourceId,
+        events: RecordBatch,
+        now: Instant,
+    ) -> Result<Output> {
         let n = events.num_rows();
         if n == 0 {
             return Ok(Output {
@@ -401,7 +457,9 @@ impl WindowOperator {
             });
         }
         let (events, costs) = self.price(events)?;
-        let ts = events.column(col::TIMESTAMP).as_primitive::<TimestampMillisecondType>();
+        let ts = events
+            .column(col::TIMESTAMP)
+            .as_primitive::<TimestampMillisecondType>();
         let service = events.column(col::SERVICE).as_string::<i32>();
         let model = events.column(col::MODEL).as_string::<i32>();
         let version = events.column(col::MODEL_VERSION).as_string::<i32>();
@@ -410,7 +468,9 @@ impl WindowOperator {
         let latency = events.column(col::LATENCY_MS).as_primitive::<Float64Type>();
         let tokens_in = events.column(col::TOKENS_IN).as_primitive::<Int64Type>();
         let tokens_out = events.column(col::TOKENS_OUT).as_primitive::<Int64Type>();
-        let quality = events.column(col::QUALITY_SCORE).as_primitive::<Float64Type>();
+        let quality = events
+            .column(col::QUALITY_SCORE)
+            .as_primitive::<Float64Type>();
         let confidence = events.column(col::CONFIDENCE).as_primitive::<Float64Type>();
         let correct = events.column(col::CORRECT).as_boolean();
         let flags = events.column(col::FLAGS).as_list::<i32>();
@@ -425,8 +485,13 @@ impl WindowOperator {
         let mut late = BooleanBuilder::with_capacity(n);
         let others = self.watermarks.others(source, now);
         let ooo = self.spec.out_of_orderness;
-        let mut max_ts = self.watermarks.max_event_time(source).unwrap_or(i64::MIN / 2);
+        let mut max_ts = self
+            .watermarks
+            .max_event_time(source)
+            .unwrap_or(i64::MIN / 2);
 
+        // `i` indexes a dozen Arrow columns in lockstep; an iterator over one would not help.
+        #[allow(clippy::needless_range_loop)]
         for i in 0..n {
             let t = ts.value(i);
             if t > max_ts {
@@ -543,18 +608,24 @@ impl WindowOperator {
         let model = events.column(col::MODEL).as_string::<i32>();
         let tin = events.column(col::TOKENS_IN).as_primitive::<Int64Type>();
         let tout = events.column(col::TOKENS_OUT).as_primitive::<Int64Type>();
-        let tcached = events.column(col::TOKENS_CACHED).as_primitive::<Int64Type>();
+        let tcached = events
+            .column(col::TOKENS_CACHED)
+            .as_primitive::<Int64Type>();
         let source = events.column(col::COST_SOURCE).as_string::<i32>();
-        let get = |a: &arrow::array::Int64Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0 };
+        let get =
+            |a: &arrow::array::Int64Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0 };
         let mut usd = Vec::with_capacity(n);
         let mut src = StringBuilder::with_capacity(n, n * 5);
-        for i in 0..n {
-            if nanos[i].is_none() {
-                nanos[i] = self
-                    .prices
-                    .cost_nanos(model.value(i), get(tin, i), get(tout, i), get(tcached, i));
-                src.append_option(nanos[i].map(|_| COST_SOURCE_TABLE));
-                usd.push(nanos[i].map(|c| c as f64 / 1e9));
+        for (i, slot) in nanos.iter_mut().enumerate() {
+            if slot.is_none() {
+                *slot = self.prices.cost_nanos(
+                    model.value(i),
+                    get(tin, i),
+                    get(tout, i),
+                    get(tcached, i),
+                );
+                src.append_option(slot.map(|_| COST_SOURCE_TABLE));
+                usd.push(slot.map(|c| c as f64 / 1e9));
             } else {
                 src.append_option(opt(source, i));
                 usd.push(Some(cost.value(i)));
@@ -566,7 +637,11 @@ impl WindowOperator {
         Ok((RecordBatch::try_new(events.schema(), columns)?, nanos))
     }
 
-    fn flush_custom(&mut self, groups: &mut HashMap<(i64, u32), Vec<u32>>, args: Option<&BatchArgs>) -> Result<()> {
+    fn flush_custom(
+        &mut self,
+        groups: &mut HashMap<(i64, u32), Vec<u32>>,
+        args: Option<&BatchArgs>,
+    ) -> Result<()> {
         let (Some(custom), Some(args)) = (&self.custom, args) else {
             return Ok(());
         };
@@ -587,8 +662,14 @@ impl WindowOperator {
         let (size, slide) = (self.spec.size, self.spec.slide);
         let first = self.emitted_through.map(|e| e + slide);
         let mut starts = BTreeSet::new();
-        for &p in self.panes.range(..=through.saturating_add(size - slide)).map(|(p, _)| p) {
-            let lo = first.map_or(self.spec.first_window_of(p), |f| f.max(self.spec.first_window_of(p)));
+        for &p in self
+            .panes
+            .range(..=through.saturating_add(size - slide))
+            .map(|(p, _)| p)
+        {
+            let lo = first.map_or(self.spec.first_window_of(p), |f| {
+                f.max(self.spec.first_window_of(p))
+            });
             let mut s = lo;
             while s <= p.min(through) {
                 starts.insert(s);
@@ -618,12 +699,7 @@ impl WindowOperator {
         keys.sort_by(|a, b| self.keys.values[*a as usize].cmp(&self.keys.values[*b as usize]));
         for k in keys {
             let key = &self.keys.values[k as usize];
-            out.start.append_value(start);
-            out.end.append_value(end);
-            out.service.append_value(&key.service);
-            out.model.append_value(&key.model);
-            out.version.append_option(key.model_version.as_deref());
-            out.route.append_option(key.route.as_deref());
+            out.keys.append(start, end, key);
             out.core.append(&core[&k]);
             if let Some(cal) = &core[&k].calibration {
                 self.bins.append(start, end, key, cal);
@@ -646,14 +722,7 @@ impl WindowOperator {
         if rows == 0 {
             return Ok(None);
         }
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(out.start.finish()),
-            Arc::new(out.end.finish()),
-            Arc::new(out.service.finish()),
-            Arc::new(out.model.finish()),
-            Arc::new(out.version.finish()),
-            Arc::new(out.route.finish()),
-        ];
+        let mut columns = out.keys.finish();
         columns.extend(out.core.finish());
         if let Some(custom) = &self.custom {
             columns.extend(custom.evaluate(&mut out.custom)?);
@@ -697,7 +766,13 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
     s.as_bytes()
         .chunks(2)
-        .map(|p| if p.len() == 2 { Some(d(p[0])? << 4 | d(p[1])?) } else { None })
+        .map(|p| {
+            if p.len() == 2 {
+                Some(d(p[0])? << 4 | d(p[1])?)
+            } else {
+                None
+            }
+        })
         .collect()
 }
 
@@ -759,18 +834,33 @@ mod tests {
         let now = Instant::now();
         let mut whole = WindowOperator::new(&config()).unwrap();
         let mut expected = Vec::new();
-        expected.extend(whole.process_batch(&id, events(0..1200), now).unwrap().metrics);
+        expected.extend(
+            whole
+                .process_batch(&id, events(0..1200), now)
+                .unwrap()
+                .metrics,
+        );
         expected.extend(whole.finish().unwrap());
 
         let mut first = WindowOperator::new(&config()).unwrap();
         let mut got = Vec::new();
-        got.extend(first.process_batch(&id, events(0..700), now).unwrap().metrics);
+        got.extend(
+            first
+                .process_batch(&id, events(0..700), now)
+                .unwrap()
+                .metrics,
+        );
         let snap = first.snapshot(&id).unwrap();
         // The snapshot leaves the operator usable.
         assert_eq!(first.snapshot(&id).unwrap(), snap);
         let mut second = WindowOperator::new(&config()).unwrap();
         second.restore(&id, &snap, now).unwrap();
-        got.extend(second.process_batch(&id, events(700..1200), now).unwrap().metrics);
+        got.extend(
+            second
+                .process_batch(&id, events(700..1200), now)
+                .unwrap()
+                .metrics,
+        );
         got.extend(second.finish().unwrap());
         assert!(expected.iter().map(|b| b.num_rows()).sum::<usize>() > 20);
         assert_eq!(rows(&got), rows(&expected));
@@ -781,11 +871,15 @@ mod tests {
     fn a_snapshot_does_not_fit_other_windows() {
         let id: SourceId = (Arc::from("t"), 0);
         let mut op = WindowOperator::new(&config()).unwrap();
-        op.process_batch(&id, events(0..100), Instant::now()).unwrap();
+        op.process_batch(&id, events(0..100), Instant::now())
+            .unwrap();
         let snap = op.snapshot(&id).unwrap();
         let mut other = config();
         other.window.slide = None;
-        let err = WindowOperator::new(&other).unwrap().restore(&id, &snap, Instant::now()).unwrap_err();
+        let err = WindowOperator::new(&other)
+            .unwrap()
+            .restore(&id, &snap, Instant::now())
+            .unwrap_err();
         assert!(err.to_string().contains("[window]"), "{err}");
     }
 }

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{io_err, Result, SinkError};
+use crate::file::persist;
 use crate::partition::sanitize_component;
 
 const MAGIC: &str = "inferwatch-checkpoint v1";
@@ -32,7 +33,9 @@ pub struct CheckpointStore {
 impl CheckpointStore {
     pub fn new(data_dir: &Path, source: &str) -> Self {
         Self {
-            dir: data_dir.join("_checkpoints").join(sanitize_component(source)),
+            dir: data_dir
+                .join("_checkpoints")
+                .join(sanitize_component(source)),
         }
     }
 
@@ -52,7 +55,10 @@ impl CheckpointStore {
             path: path.clone(),
             reason: why.to_string(),
         };
-        let nl = bytes.iter().position(|&b| b == b'\n').ok_or_else(|| bad("no header line"))?;
+        let nl = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| bad("no header line"))?;
         let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| bad("header is not UTF-8"))?;
         let next_offset = header
             .strip_prefix(MAGIC)
@@ -73,14 +79,8 @@ impl CheckpointStore {
         let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
         f.write_all(format!("{MAGIC} next_offset={}\n", ckpt.next_offset).as_bytes())
             .and_then(|_| f.write_all(&ckpt.state))
-            .and_then(|_| f.sync_all())
             .map_err(io_err("writing", &tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("syncing directory", &self.dir))?;
-        Ok(())
+        persist(f, &tmp, &path)
     }
 }
 
@@ -99,7 +99,10 @@ mod tests {
         };
         store.save(3, &c).unwrap();
         assert_eq!(store.load(3).unwrap(), Some(c.clone()));
-        let newer = Checkpoint { next_offset: 20_000, ..c };
+        let newer = Checkpoint {
+            next_offset: 20_000,
+            ..c
+        };
         store.save(3, &newer).unwrap();
         assert_eq!(store.load(3).unwrap(), Some(newer));
         assert_eq!(store.load(4).unwrap(), None);

@@ -41,7 +41,12 @@ impl ParquetOptions {
 
 /// Writes `batches` as the Parquet file `path`, atomically: readers see the old file or the
 /// whole new one. An existing file of that name is replaced.
-pub fn write_atomic(path: &Path, schema: SchemaRef, batches: &[RecordBatch], props: WriterProperties) -> Result<()> {
+pub fn write_atomic(
+    path: &Path,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    props: WriterProperties,
+) -> Result<()> {
     let dir = path.parent().expect("table files live in a directory");
     fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
     let name = path.file_name().expect("file name").to_string_lossy();
@@ -52,12 +57,17 @@ pub fn write_atomic(path: &Path, schema: SchemaRef, batches: &[RecordBatch], pro
     for b in batches {
         writer.write(b)?;
     }
-    let file = writer.into_inner()?;
-    file.sync_all().map_err(io_err("syncing", &tmp))?;
+    persist(writer.into_inner()?, &tmp, path)
+}
+
+/// Makes a fully written temporary file durable under its final name: fsync, rename over
+/// `path`, fsync of the directory (so the rename itself survives a crash).
+pub(crate) fn persist(file: File, tmp: &Path, path: &Path) -> Result<()> {
+    file.sync_all().map_err(io_err("syncing", tmp))?;
     drop(file);
-    fs::rename(&tmp, path).map_err(io_err("renaming into place", path))?;
+    fs::rename(tmp, path).map_err(io_err("renaming into place", path))?;
+    let dir = path.parent().expect("files live in a directory");
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_err("syncing directory", dir))?;
-    Ok(())
+        .map_err(io_err("syncing directory", dir))
 }

@@ -16,7 +16,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{io_err, Result};
-use crate::file::{write_atomic, ParquetOptions};
+use crate::file::{persist, write_atomic, ParquetOptions};
 use crate::partition::{sanitize_component, split_by_hour, HivePartition};
 
 /// Every Parquet file of `table`, recursively, sorted.
@@ -106,7 +106,8 @@ impl PositionedTable {
                         fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
                         let tmp = dir.join(format!(".{}-{start:020}.parquet.tmp", self.prefix));
                         let f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-                        let writer = ArrowWriter::try_new(f, self.schema.clone(), Some(self.props.clone()))?;
+                        let writer =
+                            ArrowWriter::try_new(f, self.schema.clone(), Some(self.props.clone()))?;
                         e.insert(OpenFile { tmp, writer })
                     }
                 };
@@ -143,15 +144,8 @@ impl PositionedTable {
         let name = format!("{}-{first:020}-{last:020}.parquet", self.prefix);
         let mut written = Vec::new();
         for (_, open) in std::mem::take(&mut self.open) {
-            let file = open.writer.into_inner()?;
-            file.sync_all().map_err(io_err("syncing", &open.tmp))?;
-            drop(file);
-            let dir = open.tmp.parent().expect("in a partition directory").to_path_buf();
-            let path = dir.join(&name);
-            fs::rename(&open.tmp, &path).map_err(io_err("renaming into place", &path))?;
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err("syncing directory", &dir))?;
+            let path = open.tmp.with_file_name(&name);
+            persist(open.writer.into_inner()?, &open.tmp, &path)?;
             written.push(path);
         }
         self.rows = 0;
@@ -181,8 +175,12 @@ impl PositionedTable {
     pub fn remove_from(&self, from: i64) -> Result<usize> {
         let mut removed = 0;
         for path in table_files(&self.dir)? {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            let stale_tmp = name.starts_with(&format!(".{}-", self.prefix)) && name.ends_with(".tmp");
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let stale_tmp =
+                name.starts_with(&format!(".{}-", self.prefix)) && name.ends_with(".tmp");
             let covered = name
                 .strip_prefix(&format!("{}-", self.prefix))
                 .and_then(|rest| rest.split('-').next())
@@ -207,7 +205,13 @@ pub struct WindowTable {
 }
 
 impl WindowTable {
-    pub fn new(data_dir: &Path, table: &str, schema: SchemaRef, source: &str, parquet: &ParquetOptions) -> Result<Self> {
+    pub fn new(
+        data_dir: &Path,
+        table: &str,
+        schema: SchemaRef,
+        source: &str,
+        parquet: &ParquetOptions,
+    ) -> Result<Self> {
         Ok(Self {
             dir: data_dir.join(table),
             schema,
@@ -233,10 +237,14 @@ impl WindowTable {
         let mut written = Vec::new();
         for (start, end) in windows.into_keys() {
             let mask = arrow::array::BooleanArray::from_iter(
-                (0..batch.num_rows()).map(|i| Some(starts.value(i) == start && ends.value(i) == end)),
+                (0..batch.num_rows())
+                    .map(|i| Some(starts.value(i) == start && ends.value(i) == end)),
             );
             let rows = filter_record_batch(batch, &mask)?;
-            let name = format!("w{start:013}-{end:013}-{}-p{partition:05}.parquet", self.suffix);
+            let name = format!(
+                "w{start:013}-{end:013}-{}-p{partition:05}.parquet",
+                self.suffix
+            );
             let path = self.dir.join(HivePartition::of(start).path()).join(name);
             write_atomic(&path, self.schema.clone(), &[rows], self.props.clone())?;
             written.push(path);
@@ -250,7 +258,10 @@ impl WindowTable {
         let infix = format!("-{}-p", self.suffix);
         let mut removed = 0;
         for path in table_files(&self.dir)? {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             if name.starts_with('w') && name.contains(&infix) && name.ends_with(".parquet") {
                 fs::remove_file(&path).map_err(io_err("removing", &path))?;
                 removed += 1;
