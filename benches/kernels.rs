@@ -211,7 +211,10 @@ fn bench_parquet(c: &mut Criterion) {
 /// The synthetic traffic generator (`inferwatch generate`, the demo source).
 fn bench_generate(c: &mut Criterion) {
     let mut g = configure(c, "generate");
-    for (id, sc) in [("steady", Scenario::Steady), ("malformed", Scenario::Malformed)] {
+    for (id, sc) in [
+        ("steady", Scenario::Steady),
+        ("malformed", Scenario::Malformed),
+    ] {
         let cfg = GeneratorConfig {
             scenario: sc,
             total_events: u64::MAX,

@@ -212,8 +212,14 @@ mod tests {
             ("[window]\nsize = \"1m\"\nslide = \"7s\"", "must divide"),
             ("[windw]\nsize = \"1m\"", "unknown field"),
             ("[sink]\nzstd_level = 40", "zstd_level"),
-            ("[[custom_metrics]]\nname = \"requests\"\nsql = \"count(*)\"", "already a column"),
-            ("[[custom_metrics]]\nname = \"Bad Name\"\nsql = \"count(*)\"", "lower-case"),
+            (
+                "[[custom_metrics]]\nname = \"requests\"\nsql = \"count(*)\"",
+                "already a column",
+            ),
+            (
+                "[[custom_metrics]]\nname = \"Bad Name\"\nsql = \"count(*)\"",
+                "lower-case",
+            ),
         ];
         for (text, want) in cases {
             let err = format!("{:#}", Config::parse(text).unwrap_err());

@@ -32,7 +32,7 @@ fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -78,11 +78,15 @@ impl ProgressLine {
             thousands(p.late_events),
         );
         if p.checkpoints > 0 {
-            line.push_str(&format!("  partitions {}  checkpoints {}", p.partitions, thousands(p.checkpoints)));
+            line.push_str(&format!(
+                "  partitions {}  checkpoints {}",
+                p.partitions,
+                thousands(p.checkpoints)
+            ));
         }
         if let (Some((done, total)), false) = (p.source_done, self.live) {
-            if total > 0 {
-                line.push_str(&format!("  {:>3}%", done * 100 / total));
+            if let Some(pct) = (done * 100).checked_div(total) {
+                line.push_str(&format!("  {pct:>3}%"));
             }
         }
         if self.tty {
@@ -110,7 +114,10 @@ pub fn run_summary(r: &RunReport) {
         thousands(p.payloads),
         p.elapsed.as_secs_f64(),
         thousands(rate(p.payloads, p.elapsed)),
-        cpu_seconds().map_or("?".into(), |c| thousands(rate(p.payloads, Duration::from_secs_f64(c.max(0.01))))),
+        cpu_seconds().map_or("?".into(), |c| thousands(rate(
+            p.payloads,
+            Duration::from_secs_f64(c.max(0.01))
+        ))),
         peak_rss_bytes().map_or("?".into(), |b| (b / (1 << 20)).to_string()),
     );
     eprintln!(
@@ -144,12 +151,21 @@ pub fn demo_summary(r: &RunReport) -> Result<()> {
     run_summary(r);
     let mut out = std::io::stdout().lock();
     let Some(last) = r.recent_metrics.last() else {
-        writeln!(out, "no window closed: run longer (--duration) or use a shorter --window")?;
+        writeln!(
+            out,
+            "no window closed: run longer (--duration) or use a shorter --window"
+        )?;
         return Ok(());
     };
     let starts = last.column(0).as_primitive::<TimestampMillisecondType>();
-    let newest = (0..last.num_rows()).map(|i| starts.value(i)).max().unwrap_or(0);
-    let col = |name: &str| last.column(last.schema().index_of(name).expect("built-in column")).clone();
+    let newest = (0..last.num_rows())
+        .map(|i| starts.value(i))
+        .max()
+        .unwrap_or(0);
+    let col = |name: &str| {
+        last.column(last.schema().index_of(name).expect("built-in column"))
+            .clone()
+    };
     let service = col("service");
     let service = service.as_string::<i32>();
     let model = col("model");
@@ -165,7 +181,8 @@ pub fn demo_summary(r: &RunReport) -> Result<()> {
         f("quality_score_mean"),
         f("flagged_rate"),
     );
-    let get = |a: &datafusion::arrow::array::Float64Array, i: usize| a.is_valid(i).then(|| a.value(i));
+    let get =
+        |a: &datafusion::arrow::array::Float64Array, i: usize| a.is_valid(i).then(|| a.value(i));
     writeln!(
         out,
         "\nlast window, starting {}:",
@@ -192,12 +209,18 @@ pub fn demo_summary(r: &RunReport) -> Result<()> {
         )?;
     }
     let dir = r.data_dir.display();
-    writeln!(out, "\nexplore what it wrote (tables: events, metrics, calibration_bins, dead_letter):")?;
+    writeln!(
+        out,
+        "\nexplore what it wrote (tables: events, metrics, calibration_bins, dead_letter):"
+    )?;
     writeln!(
         out,
         "  inferwatch query --data-dir {dir} \"SELECT service, model, sum(requests) AS requests, avg(error_rate) AS error_rate, max(latency_p99_ms) AS p99_ms FROM metrics GROUP BY service, model ORDER BY requests DESC\""
     )?;
-    writeln!(out, "  (from a checkout: cargo run --release -- query --data-dir {dir} \"...\")")?;
+    writeln!(
+        out,
+        "  (from a checkout: cargo run --release -- query --data-dir {dir} \"...\")"
+    )?;
     Ok(())
 }
 

@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use inferwatch_ingest::generate::{Generator, GeneratorConfig, Scenario};
-use inferwatch_ingest::{EventProducer, FileSource, GeneratorSource, KafkaSource, KafkaSourceConfig, Source};
+use inferwatch_ingest::{
+    EventProducer, FileSource, GeneratorSource, KafkaSource, KafkaSourceConfig, Source,
+};
 use inferwatch_sink::KafkaOutputConfig;
 
 use crate::pipeline::{Pipeline, RunOptions};
@@ -23,7 +25,11 @@ use inferwatch_processor::config::parse_duration;
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "inferwatch", version, about = "Production monitor for AI inference: quality, calibration, drift, cost and loop safety from a stream of model-call events")]
+#[command(
+    name = "inferwatch",
+    version,
+    about = "Production monitor for AI inference: quality, calibration, drift, cost and loop safety from a stream of model-call events"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -193,14 +199,15 @@ fn stop_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    flag.store(true, Ordering::Relaxed);
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        flag.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
@@ -215,7 +222,13 @@ fn stop_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
 
 fn real_main(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo { duration, rate, scenario, seed, mut common } => {
+        Command::Demo {
+            duration,
+            rate,
+            scenario,
+            seed,
+            mut common,
+        } => {
             if !(rate > 0.0 && rate.is_finite()) {
                 bail!("--rate must be a positive number of events per second");
             }
@@ -245,7 +258,12 @@ fn real_main(cli: Cli) -> Result<()> {
             display::demo_summary(&report)?;
             Ok(())
         }
-        Command::Run { source, kafka, stop_when_idle, common } => {
+        Command::Run {
+            source,
+            kafka,
+            stop_when_idle,
+            common,
+        } => {
             let mut config = common.load()?;
             kafka.apply(&mut config);
             match (source.as_deref(), config.kafka.brokers.is_empty()) {
@@ -261,11 +279,17 @@ fn real_main(cli: Cli) -> Result<()> {
                     let report = consume(&config, stop_when_idle)?;
                     display::run_summary(&report);
                 }
-                (None, true) => bail!("nothing to read: give --source file:PATH or --brokers HOST:PORT"),
+                (None, true) => {
+                    bail!("nothing to read: give --source file:PATH or --brokers HOST:PORT")
+                }
             }
             Ok(())
         }
-        Command::Query { data_dir, format, sql } => {
+        Command::Query {
+            data_dir,
+            format,
+            sql,
+        } => {
             let rt = runtime()?;
             let batches = rt.block_on(query::run(&data_dir, &sql))?;
             let text = query::render(&batches, format)?;
@@ -273,7 +297,16 @@ fn real_main(cli: Cli) -> Result<()> {
             writeln!(out, "{text}")?;
             Ok(())
         }
-        Command::Generate { count, rate, seed, scenario, start, out, routes, kafka } => {
+        Command::Generate {
+            count,
+            rate,
+            seed,
+            scenario,
+            start,
+            out,
+            routes,
+            kafka,
+        } => {
             if !(rate > 0.0 && rate.is_finite()) {
                 bail!("--rate must be a positive number of events per second");
             }
@@ -286,15 +319,22 @@ fn real_main(cli: Cli) -> Result<()> {
                 ..GeneratorConfig::default()
             };
             if let Some(s) = start {
-                cfg.start_ms = inferwatch_schemas::time::parse_rfc3339(&s)
-                    .with_context(|| format!("--start {s:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z"))?;
+                cfg.start_ms = inferwatch_schemas::time::parse_rfc3339(&s).with_context(|| {
+                    format!("--start {s:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z")
+                })?;
             }
             match &kafka.brokers {
                 Some(brokers) => {
-                    let topic = kafka.topic.clone().unwrap_or_else(|| "inference-events".into());
+                    let topic = kafka
+                        .topic
+                        .clone()
+                        .unwrap_or_else(|| "inference-events".into());
                     produce(cfg, brokers, &topic)
                 }
-                None => generate(cfg, &out.context("--out FILE is required (or --brokers HOST:PORT)")?),
+                None => generate(
+                    cfg,
+                    &out.context("--out FILE is required (or --brokers HOST:PORT)")?,
+                ),
             }
         }
     }
@@ -303,12 +343,16 @@ fn real_main(cli: Cli) -> Result<()> {
 fn generate(cfg: GeneratorConfig, out: &Path) -> Result<()> {
     let to_stdout = out == Path::new("-");
     let mut w: Box<dyn Write> = if to_stdout {
-        Box::new(std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock()))
+        Box::new(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::io::stdout().lock(),
+        ))
     } else {
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let f = std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+        let f =
+            std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
         Box::new(std::io::BufWriter::with_capacity(1 << 20, f))
     };
     let total = cfg.total_events;
@@ -321,7 +365,7 @@ fn generate(cfg: GeneratorConfig, out: &Path) -> Result<()> {
             w.write_all(&buf)?;
             buf.clear();
         }
-        if show && gen.produced() % 500_000 == 0 {
+        if show && gen.produced().is_multiple_of(500_000) {
             eprint!("\r  {} / {} events", gen.produced(), total);
         }
     }
@@ -341,12 +385,21 @@ fn generate(cfg: GeneratorConfig, out: &Path) -> Result<()> {
     Ok(())
 }
 
-fn process(source: Box<dyn Source>, config: &Config, options: RunOptions, live: bool) -> Result<pipeline::RunReport> {
+fn process(
+    source: Box<dyn Source>,
+    config: &Config,
+    options: RunOptions,
+    live: bool,
+) -> Result<pipeline::RunReport> {
     let pipeline = Pipeline::new(config, source.name(), options)?;
     run_pipeline(pipeline, source, live)
 }
 
-fn run_pipeline(pipeline: Pipeline, source: Box<dyn Source>, live: bool) -> Result<pipeline::RunReport> {
+fn run_pipeline(
+    pipeline: Pipeline,
+    source: Box<dyn Source>,
+    live: bool,
+) -> Result<pipeline::RunReport> {
     let rt = runtime()?;
     let stop = stop_on_signal(&rt);
     let tty = std::io::stderr().is_terminal();
@@ -407,7 +460,7 @@ fn produce(cfg: GeneratorConfig, brokers: &str, topic: &str) -> Result<()> {
             .ok()
             .map(|k| format!("{}/{}", k.service, k.model));
         producer.send_raw(key.as_deref().map(str::as_bytes), &buf)?;
-        if show && gen.produced() % 100_000 == 0 {
+        if show && gen.produced().is_multiple_of(100_000) {
             eprint!("\r  {} / {} events", gen.produced(), total);
         }
     }

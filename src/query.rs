@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::prelude::SessionContext;
 
 /// Tables inferwatch writes, in the order `query` registers them.
@@ -26,7 +28,8 @@ pub async fn session(data_dir: &Path) -> Result<(SessionContext, Vec<&'static st
         if !has_files {
             continue;
         }
-        let dir = std::fs::canonicalize(&dir).with_context(|| format!("reading {}", dir.display()))?;
+        let dir =
+            std::fs::canonicalize(&dir).with_context(|| format!("reading {}", dir.display()))?;
         let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
@@ -54,9 +57,10 @@ pub async fn run(data_dir: &Path, sql: &str) -> Result<Vec<RecordBatch>> {
             data_dir.display()
         );
     }
-    let df = ctx.sql(sql).await.with_context(|| {
-        format!("in query (tables here: {})", registered.join(", "))
-    })?;
+    let df = ctx
+        .sql(sql)
+        .await
+        .with_context(|| format!("in query (tables here: {})", registered.join(", ")))?;
     Ok(df.collect().await?)
 }
 
@@ -71,11 +75,15 @@ pub enum Format {
 /// Renders rows: an aligned table, CSV with a header, or one JSON array of row objects.
 pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
     match format {
-        Format::Table => Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string()),
+        Format::Table => {
+            Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string())
+        }
         Format::Csv => {
             let mut out = Vec::new();
             {
-                let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut out);
+                let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out);
                 for b in batches {
                     w.write(b)?;
                 }

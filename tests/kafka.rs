@@ -32,7 +32,15 @@ fn produce(brokers: &str, topic: &str, args: &[&str]) {
 fn spawn_run(brokers: &str, topic: &str, group: &str, data: &Path, extra: &[&str]) -> Child {
     let log = data.with_extension(format!("{}.log", unique("run")));
     Command::new(BIN)
-        .args(["run", "--brokers", brokers, "--topic", topic, "--group", group])
+        .args([
+            "run",
+            "--brokers",
+            brokers,
+            "--topic",
+            topic,
+            "--group",
+            group,
+        ])
         .args(["--data-dir", data.to_str().unwrap()])
         .args(extra)
         .env("INFERWATCH_LOG", "info")
@@ -72,11 +80,16 @@ fn metric_rows(data: &Path) -> Vec<String> {
         data,
         "SELECT * EXCLUDE (date, hour) FROM metrics ORDER BY window_start, service, model, model_version, route",
     );
-    rows.into_iter().map(|r| Value::Object(r).to_string()).collect()
+    rows.into_iter()
+        .map(|r| Value::Object(r).to_string())
+        .collect()
 }
 
 fn event_ids(data: &Path) -> (i64, i64) {
-    let r = &query(data, "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events")[0];
+    let r = &query(
+        data,
+        "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events",
+    )[0];
     (r["n"].as_i64().unwrap(), r["d"].as_i64().unwrap())
 }
 
@@ -105,7 +118,10 @@ fn reference(dir: &Path, args: &[&str]) -> Reference {
 
 fn assert_matches(reference: &Reference, data: &Path) {
     let (n, distinct) = event_ids(data);
-    assert_eq!(distinct, reference.valid, "every valid event_id is in events");
+    assert_eq!(
+        distinct, reference.valid,
+        "every valid event_id is in events"
+    );
     assert_eq!(n, reference.valid, "and only once");
     let ids = |d: &Path| -> BTreeSet<String> {
         query(d, "SELECT DISTINCT event_id FROM events")
@@ -113,16 +129,36 @@ fn assert_matches(reference: &Reference, data: &Path) {
             .map(|r| r["event_id"].as_str().unwrap().to_string())
             .collect()
     };
-    assert!(ids(data) == ids(&reference.data), "the same event_ids as the file run");
-    assert_eq!(count(data, "SELECT count(*) FROM dead_letter"), reference.dead, "each bad payload once");
+    assert!(
+        ids(data) == ids(&reference.data),
+        "the same event_ids as the file run"
+    );
+    assert_eq!(
+        count(data, "SELECT count(*) FROM dead_letter"),
+        reference.dead,
+        "each bad payload once"
+    );
     let got = metric_rows(data);
-    assert_eq!(got.len(), reference.metrics.len(), "as many metric rows as the file run");
+    assert_eq!(
+        got.len(),
+        reference.metrics.len(),
+        "as many metric rows as the file run"
+    );
     for (g, r) in got.iter().zip(&reference.metrics) {
         assert_eq!(g, r, "metric rows differ");
     }
 }
 
-const TRAFFIC: &[&str] = &["--count", "200000", "--rate", "2000", "--seed", "31", "--scenario", "malformed"];
+const TRAFFIC: &[&str] = &[
+    "--count",
+    "200000",
+    "--rate",
+    "2000",
+    "--seed",
+    "31",
+    "--scenario",
+    "malformed",
+];
 
 /// A fresh topic holding `TRAFFIC`, and the file run of the same events.
 fn traffic_topic(prefix: &str, dir: &Path) -> (&'static str, String, Reference) {
@@ -149,12 +185,17 @@ fn check_consumer(brokers: &str, topic: &str) -> BaseConsumer {
 fn kafka_run_writes_each_event_once_and_matches_the_file_run() {
     let dir = tempfile::tempdir().unwrap();
     let (b, topic, reference) = traffic_topic("events", dir.path());
-    assert!(reference.dead > 1000, "the malformed scenario has bad payloads");
+    assert!(
+        reference.dead > 1000,
+        "the malformed scenario has bad payloads"
+    );
     let data = dir.path().join("kafka-data");
     consume_all(b, &topic, &unique("g"), &data, &[]);
     assert_matches(&reference, &data);
     // Every partition has a checkpoint, and the group's committed offsets follow them.
-    let ckpts = std::fs::read_dir(data.join("_checkpoints").join(&topic)).unwrap().count();
+    let ckpts = std::fs::read_dir(data.join("_checkpoints").join(&topic))
+        .unwrap()
+        .count();
     assert_eq!(ckpts, PARTITIONS as usize);
 }
 
@@ -206,7 +247,10 @@ fn sigkill_at_three_points_loses_and_duplicates_nothing() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        assert!(checkpoints_written(&data) > 0, "round {round} checkpointed before the kill");
+        assert!(
+            checkpoints_written(&data) > 0,
+            "round {round} checkpointed before the kill"
+        );
     }
     let mut args = vec!["--stop-when-idle", "8s"];
     args.extend_from_slice(&cfg);
@@ -241,9 +285,20 @@ fn processors_in_one_group_split_partitions_and_a_joiner_rebalances_cleanly() {
     let data = dir.path().join("kafka-data");
     std::fs::create_dir_all(&data).unwrap();
     let config = dir.path().join("slow.toml");
-    std::fs::write(&config, "[source]\nbatch_size = 200\n[checkpoint]\ninterval = \"500ms\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[source]\nbatch_size = 200\n[checkpoint]\ninterval = \"500ms\"\n",
+    )
+    .unwrap();
     let group = unique("g");
-    let args = ["--config", config.to_str().unwrap(), "--window", "1m", "--stop-when-idle", "10s"];
+    let args = [
+        "--config",
+        config.to_str().unwrap(),
+        "--window",
+        "1m",
+        "--stop-when-idle",
+        "10s",
+    ];
     let mut first = spawn_run(b, &topic, &group, &data, &args);
     let mut second = spawn_run(b, &topic, &group, &data, &args);
     // The third joins once the first two have written something: mid-stream.
@@ -263,8 +318,14 @@ fn processors_in_one_group_split_partitions_and_a_joiner_rebalances_cleanly() {
         .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
         .map(|e| std::fs::read_to_string(e.path()).unwrap())
         .collect();
-    let assigned = logs.iter().filter(|l| l.contains("assigned partitions [")).count();
-    assert!(assigned >= 2, "at least two processors got partitions: {logs:#?}");
+    let assigned = logs
+        .iter()
+        .filter(|l| l.contains("assigned partitions ["))
+        .count();
+    assert!(
+        assigned >= 2,
+        "at least two processors got partitions: {logs:#?}"
+    );
 }
 
 #[test]
@@ -286,10 +347,18 @@ fn garbage_on_the_topic_never_stops_the_consumer_and_goes_to_dead_letters() {
         ("empty", Vec::new()),
         ("4 MiB", huge),
         ("invalid UTF-8", b"{\"event_id\":\"\xff\xfe\"}".to_vec()),
-        ("wrong types", br#"{"event_id":1,"timestamp":"x","service":[],"model":{}}"#.to_vec()),
+        (
+            "wrong types",
+            br#"{"event_id":1,"timestamp":"x","service":[],"model":{}}"#.to_vec(),
+        ),
     ];
     for i in 0..300i64 {
-        let mut ev = inferwatch_schemas::InferenceEvent::new(&format!("ok-{i}"), t0 + i * 100, "svc", "gpt-4o-mini");
+        let mut ev = inferwatch_schemas::InferenceEvent::new(
+            &format!("ok-{i}"),
+            t0 + i * 100,
+            "svc",
+            "gpt-4o-mini",
+        );
         ev.latency_ms = Some(100.0 + i as f64);
         producer.send(&ev).unwrap();
         valid += 1;
@@ -301,13 +370,26 @@ fn garbage_on_the_topic_never_stops_the_consumer_and_goes_to_dead_letters() {
     producer.flush(Duration::from_secs(30)).unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("out.toml");
-    std::fs::write(&config, format!("[kafka]\ndead_letter_topic = \"{dead_topic}\"\nmetrics_topic = \"\"\n")).unwrap();
-    consume_all(b, &topic, &unique("g"), &data, &["--config", config.to_str().unwrap()]);
+    std::fs::write(
+        &config,
+        format!("[kafka]\ndead_letter_topic = \"{dead_topic}\"\nmetrics_topic = \"\"\n"),
+    )
+    .unwrap();
+    consume_all(
+        b,
+        &topic,
+        &unique("g"),
+        &data,
+        &["--config", config.to_str().unwrap()],
+    );
     assert_eq!(event_ids(&data), (valid, valid));
-    let reasons: Vec<String> = query(&data, "SELECT reason FROM dead_letter ORDER BY source_offset")
-        .into_iter()
-        .map(|r| r["reason"].as_str().unwrap().to_string())
-        .collect();
+    let reasons: Vec<String> = query(
+        &data,
+        "SELECT reason FROM dead_letter ORDER BY source_offset",
+    )
+    .into_iter()
+    .map(|r| r["reason"].as_str().unwrap().to_string())
+    .collect();
     assert_eq!(reasons.len(), garbage.len(), "{reasons:?}");
     for r in &reasons {
         assert!(r.len() > 10, "a readable reason: {r}");
@@ -315,10 +397,13 @@ fn garbage_on_the_topic_never_stops_the_consumer_and_goes_to_dead_letters() {
     assert!(reasons.iter().any(|r| r.contains("UTF-8")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("bytes")), "{reasons:?}");
     // The raw bytes are kept, the 4 MiB one included.
-    let lens: Vec<i64> = query(&data, "SELECT raw_len FROM dead_letter ORDER BY source_offset")
-        .into_iter()
-        .map(|r| r["raw_len"].as_i64().unwrap())
-        .collect();
+    let lens: Vec<i64> = query(
+        &data,
+        "SELECT raw_len FROM dead_letter ORDER BY source_offset",
+    )
+    .into_iter()
+    .map(|r| r["raw_len"].as_i64().unwrap())
+    .collect();
     assert!(lens.contains(&(4 << 20)), "{lens:?}");
 
     // The dead-letter topic has the same payloads, with the reason in a header.
@@ -329,12 +414,20 @@ fn garbage_on_the_topic_never_stops_the_consumer_and_goes_to_dead_letters() {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             let reason = m
                 .headers()
-                .and_then(|h| h.iter().find(|h| h.key == "reason").and_then(|h| h.value.map(|v| v.to_vec())))
+                .and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "reason")
+                        .and_then(|h| h.value.map(|v| v.to_vec()))
+                })
                 .map(|v| String::from_utf8(v).unwrap());
             seen.push((reason, m.payload().map_or(0, |p| p.len())));
         }
     }
-    assert_eq!(seen.len(), garbage.len(), "every dead letter is on the topic: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        garbage.len(),
+        "every dead letter is on the topic: {seen:?}"
+    );
     assert!(seen.iter().all(|(r, _)| r.is_some()));
 }
 
@@ -346,7 +439,12 @@ fn the_producer_library_keys_events_by_service_and_model() {
     let producer = inferwatch_ingest::EventProducer::new(b, &topic).unwrap();
     for i in 0..40 {
         let svc = format!("svc-{}", i % 4);
-        let ev = inferwatch_schemas::InferenceEvent::new(&format!("k-{i}"), 1_767_225_600_000 + i, &svc, "m");
+        let ev = inferwatch_schemas::InferenceEvent::new(
+            &format!("k-{i}"),
+            1_767_225_600_000 + i,
+            &svc,
+            "m",
+        );
         producer.send(&ev).unwrap();
     }
     producer.flush(Duration::from_secs(30)).unwrap();
@@ -365,13 +463,18 @@ fn the_producer_library_keys_events_by_service_and_model() {
     }
     assert_eq!(n, 40);
     assert_eq!(by_key.len(), 4);
-    assert!(by_key.values().all(|p| p.len() == 1), "a key stays in one partition: {by_key:?}");
+    assert!(
+        by_key.values().all(|p| p.len() == 1),
+        "a key stays in one partition: {by_key:?}"
+    );
 }
 
 #[test]
 fn a_broker_that_is_down_at_start_and_mid_run_is_waited_for() {
     if external() {
-        eprintln!("skipped: needs a broker of its own to stop and start (INFERWATCH_TEST_BROKERS is set)");
+        eprintln!(
+            "skipped: needs a broker of its own to stop and start (INFERWATCH_TEST_BROKERS is set)"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -390,10 +493,20 @@ fn a_broker_that_is_down_at_start_and_mid_run_is_waited_for() {
         topic,
         &group,
         &data,
-        &["--config", config.to_str().unwrap(), "--window", "1m", "--stop-when-idle", "25s"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--window",
+            "1m",
+            "--stop-when-idle",
+            "25s",
+        ],
     );
     std::thread::sleep(Duration::from_secs(3));
-    assert!(child.try_wait().unwrap().is_none(), "it waits instead of exiting");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it waits instead of exiting"
+    );
     let mut broker = Tansu::start(port, &db);
     create_topic(&addr, topic, 2);
     let half = ["--count", "20000", "--rate", "500", "--seed", "5"];
@@ -402,19 +515,37 @@ fn a_broker_that_is_down_at_start_and_mid_run_is_waited_for() {
     std::thread::sleep(Duration::from_secs(4));
     broker.kill();
     std::thread::sleep(Duration::from_secs(4));
-    assert!(child.try_wait().unwrap().is_none(), "it keeps waiting while the broker is gone");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it keeps waiting while the broker is gone"
+    );
     let _broker = Tansu::start(port, &db);
-    let rest = ["--count", "20000", "--rate", "500", "--seed", "6", "--start", "2026-01-01T01:00:00Z"];
+    let rest = [
+        "--count",
+        "20000",
+        "--rate",
+        "500",
+        "--seed",
+        "6",
+        "--start",
+        "2026-01-01T01:00:00Z",
+    ];
     produce(&addr, topic, &rest);
     wait_ok(&mut child, Duration::from_secs(240));
     assert_eq!(event_ids(&data), (40_000, 40_000));
-    let log = std::fs::read_dir(&data.parent().unwrap())
+    let log = std::fs::read_dir(data.parent().unwrap())
         .unwrap()
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
         .map(|e| std::fs::read_to_string(e.path()).unwrap())
         .collect::<String>();
     let retrying = log.lines().filter(|l| l.contains("retrying")).count();
-    assert!(retrying >= 1, "a clear log line says it is retrying:\n{log}");
-    assert!(retrying <= 12, "one line per kind of trouble, not one per retry ({retrying}):\n{log}");
+    assert!(
+        retrying >= 1,
+        "a clear log line says it is retrying:\n{log}"
+    );
+    assert!(
+        retrying <= 12,
+        "one line per kind of trouble, not one per retry ({retrying}):\n{log}"
+    );
 }

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-
 use serde_json::Value;
 
 mod common;
@@ -16,7 +15,11 @@ use common::cli::*;
 fn tumbling_metrics_equal_an_independent_computation() {
     let dir = tempfile::tempdir().unwrap();
     // 2 s of jitter: out of order, within the 5 s bound.
-    let input = generate(dir.path(), "in.ndjson", &["--count", "60000", "--rate", "400", "--seed", "7"]);
+    let input = generate(
+        dir.path(),
+        "in.ndjson",
+        &["--count", "60000", "--rate", "400", "--seed", "7"],
+    );
     let data = dir.path().join("data");
     run(&input, &data, &["--window", "1m"]);
     python_check(&input, &data, 60_000, 60_000);
@@ -28,7 +31,16 @@ fn hopping_metrics_equal_an_independent_computation() {
     let input = generate(
         dir.path(),
         "in.ndjson",
-        &["--count", "40000", "--rate", "300", "--seed", "11", "--scenario", "drift"],
+        &[
+            "--count",
+            "40000",
+            "--rate",
+            "300",
+            "--seed",
+            "11",
+            "--scenario",
+            "drift",
+        ],
     );
     let data = dir.path().join("data");
     run(&input, &data, &["--window", "1m", "--slide", "20s"]);
@@ -41,7 +53,16 @@ fn calibration_columns_match_scikit_learn_and_numpy() {
     let input = generate(
         dir.path(),
         "in.ndjson",
-        &["--count", "40000", "--rate", "200", "--seed", "3", "--scenario", "miscalibration"],
+        &[
+            "--count",
+            "40000",
+            "--rate",
+            "200",
+            "--seed",
+            "3",
+            "--scenario",
+            "miscalibration",
+        ],
     );
     let data = dir.path().join("data");
     run(&input, &data, &["--window", "1m"]);
@@ -80,14 +101,14 @@ fn calibration_edge_cases_match_scikit_learn_and_numpy() {
         for i in 0..400 {
             let (u, v) = (uniform(), uniform());
             let (conf, correct) = match window {
-                0 => (u, Some(v < u)),                         // calibrated
-                1 => (0.85 + 0.15 * u, Some(v < 0.5)),         // over-confident
-                2 => (0.5 * u, Some(v < 0.9)),                 // under-confident
-                3 => (u, Some(v < 0.5)),                       // random confidence
-                4 => (u, Some(true)),                          // all correct: auroc null
-                5 => (u, Some(false)),                         // all wrong: auroc null
+                0 => (u, Some(v < u)),                                      // calibrated
+                1 => (0.85 + 0.15 * u, Some(v < 0.5)),                      // over-confident
+                2 => (0.5 * u, Some(v < 0.9)),                              // under-confident
+                3 => (u, Some(v < 0.5)),                                    // random confidence
+                4 => (u, Some(true)),  // all correct: auroc null
+                5 => (u, Some(false)), // all wrong: auroc null
                 6 => (0.3 + 0.1 * u.max(1e-6), Some(v < 0.35)), // one bin
-                7 => (u, None),                                // no labels: calibration null
+                7 => (u, None),        // no labels: calibration null
                 _ => (if i % 2 == 0 { 0.0 } else { 1.0 }, Some(i % 4 < 2)), // exactly 0 and 1
             };
             push(window, i, Some(conf), correct);
@@ -100,9 +121,24 @@ fn calibration_edge_cases_match_scikit_learn_and_numpy() {
     calibration_check(&input, &data, 60_000);
     // Nine windows, and null (not NaN) where the definition has no value.
     assert_eq!(count(&data, "SELECT count(*) FROM metrics"), 9);
-    assert_eq!(count(&data, "SELECT count(*) FROM metrics WHERE auroc IS NULL"), 3);
-    assert_eq!(count(&data, "SELECT count(*) FROM metrics WHERE ece IS NULL AND labeled = 0"), 1);
-    assert_eq!(count(&data, "SELECT count(*) FROM metrics WHERE isnan(ece) OR isnan(auroc) OR isnan(brier)"), 0);
+    assert_eq!(
+        count(&data, "SELECT count(*) FROM metrics WHERE auroc IS NULL"),
+        3
+    );
+    assert_eq!(
+        count(
+            &data,
+            "SELECT count(*) FROM metrics WHERE ece IS NULL AND labeled = 0"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &data,
+            "SELECT count(*) FROM metrics WHERE isnan(ece) OR isnan(auroc) OR isnan(brier)"
+        ),
+        0
+    );
 }
 
 fn event(id: &str, ts: i64, service: &str) -> String {
@@ -134,22 +170,38 @@ fn late_events_are_counted_and_kept() {
     let d = &data;
     assert_eq!(count(d, "SELECT count(*) FROM events"), 607);
     assert_eq!(count(d, "SELECT count(*) FROM events WHERE late"), 7);
-    assert_eq!(count(d, "SELECT count(*) FROM events WHERE late AND event_id LIKE 'late-%'"), 7);
+    assert_eq!(
+        count(
+            d,
+            "SELECT count(*) FROM events WHERE late AND event_id LIKE 'late-%'"
+        ),
+        7
+    );
     assert_eq!(count(d, "SELECT sum(late_events) FROM metrics"), 7);
     // Late events are not added to their (closed) window: it still holds 60 on-time events.
     assert_eq!(
-        count(d, "SELECT requests FROM metrics WHERE window_start = to_timestamp_millis(1767225600000)"),
+        count(
+            d,
+            "SELECT requests FROM metrics WHERE window_start = to_timestamp_millis(1767225600000)"
+        ),
         60
     );
     let dead = count(d, "SELECT count(*) FROM dead_letter");
     assert_eq!(dead, 3);
-    assert_eq!(count(d, "SELECT count(*) FROM events") + dead, lines(&input));
+    assert_eq!(
+        count(d, "SELECT count(*) FROM events") + dead,
+        lines(&input)
+    );
 }
 
 #[test]
 fn malformed_payloads_go_to_dead_letter_with_reasons_and_raw_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), "bad.ndjson", &["--count", "30000", "--scenario", "malformed"]);
+    let input = generate(
+        dir.path(),
+        "bad.ndjson",
+        &["--count", "30000", "--scenario", "malformed"],
+    );
     let data = dir.path().join("data");
     let out = run(&input, &data, &[]);
     assert!(out.contains("dead letters"), "{out}");
@@ -162,21 +214,40 @@ fn malformed_payloads_go_to_dead_letter_with_reasons_and_raw_bytes() {
         .enumerate()
         .filter(|(_, l)| {
             serde_json::from_slice::<Value>(l).is_ok_and(|v| {
-                v.get("event_id").and_then(Value::as_str).is_some_and(|id| id.len() <= 128)
-                    && v.get("confidence").and_then(Value::as_f64).is_none_or(|c| c <= 1.0)
-                    && v.get("schema_version").and_then(Value::as_i64).is_none_or(|s| s == 1)
-                    && v.get("tokens_in").and_then(Value::as_i64).is_none_or(|t| t >= 0)
+                v.get("event_id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| id.len() <= 128)
+                    && v.get("confidence")
+                        .and_then(Value::as_f64)
+                        .is_none_or(|c| c <= 1.0)
+                    && v.get("schema_version")
+                        .and_then(Value::as_i64)
+                        .is_none_or(|s| s == 1)
+                    && v.get("tokens_in")
+                        .and_then(Value::as_i64)
+                        .is_none_or(|t| t >= 0)
                     && v.get("latency_ms").is_none_or(Value::is_number)
-                    && v.get("timestamp").is_some_and(|t| t.is_number() || t.as_str().is_some_and(|s| s.ends_with('Z')))
+                    && v.get("timestamp").is_some_and(|t| {
+                        t.is_number() || t.as_str().is_some_and(|s| s.ends_with('Z'))
+                    })
             })
         })
         .map(|(i, _)| i)
         .collect();
     let bad = input_lines.len() - valid.len();
-    assert!(bad > 500, "the scenario breaks a share of payloads, got {bad}");
+    assert!(
+        bad > 500,
+        "the scenario breaks a share of payloads, got {bad}"
+    );
 
-    let events = query(&data, "SELECT source_offset FROM events ORDER BY source_offset");
-    let offsets: Vec<usize> = events.iter().map(|r| r["source_offset"].as_u64().unwrap() as usize).collect();
+    let events = query(
+        &data,
+        "SELECT source_offset FROM events ORDER BY source_offset",
+    );
+    let offsets: Vec<usize> = events
+        .iter()
+        .map(|r| r["source_offset"].as_u64().unwrap() as usize)
+        .collect();
     assert_eq!(offsets, valid, "every valid payload is an event, once");
 
     let dead = query(
@@ -188,16 +259,34 @@ fn malformed_payloads_go_to_dead_letter_with_reasons_and_raw_bytes() {
         let off = row["source_offset"].as_u64().unwrap() as usize;
         let reason = row["reason"].as_str().unwrap();
         assert!(!reason.is_empty() && !valid.contains(&off), "{row:?}");
-        assert_eq!(row["raw_len"].as_u64().unwrap() as usize, input_lines[off].len(), "{row:?}");
+        assert_eq!(
+            row["raw_len"].as_u64().unwrap() as usize,
+            input_lines[off].len(),
+            "{row:?}"
+        );
         // Arrow's JSON writer prints binary as hex: the raw bytes are kept exactly.
-        let hex: String = input_lines[off].iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = input_lines[off]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(row["raw"].as_str().unwrap(), hex, "raw bytes of line {off}");
     }
     let reasons: std::collections::BTreeSet<String> = dead
         .iter()
-        .map(|r| r["reason"].as_str().unwrap().split(['(', ':']).next().unwrap().to_string())
+        .map(|r| {
+            r["reason"]
+                .as_str()
+                .unwrap()
+                .split(['(', ':'])
+                .next()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    assert!(reasons.len() >= 8, "distinct reasons for distinct faults: {reasons:?}");
+    assert!(
+        reasons.len() >= 8,
+        "distinct reasons for distinct faults: {reasons:?}"
+    );
 }
 
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -209,7 +298,10 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), fs::read(&p).unwrap());
+                out.insert(
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    fs::read(&p).unwrap(),
+                );
             }
         }
     }
@@ -219,21 +311,33 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 #[test]
 fn replaying_the_same_input_leaves_the_same_files() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), "in.ndjson", &["--count", "20000", "--scenario", "malformed"]);
+    let input = generate(
+        dir.path(),
+        "in.ndjson",
+        &["--count", "20000", "--scenario", "malformed"],
+    );
     let data = dir.path().join("data");
     // Small files, so the replay has many to get right.
     let config = dir.path().join("c.toml");
-    fs::write(&config, "[source]\nbatch_size = 1000\n[sink]\nmax_file_rows = 3000\n").unwrap();
+    fs::write(
+        &config,
+        "[source]\nbatch_size = 1000\n[sink]\nmax_file_rows = 3000\n",
+    )
+    .unwrap();
     let c = config.to_str().unwrap();
     run(&input, &data, &["--config", c]);
     let first = snapshot(&data);
     run(&input, &data, &["--config", c]);
     let second = snapshot(&data);
     assert!(first.len() > 8, "{:?}", first.keys());
-    assert_eq!(first.keys().collect::<Vec<_>>(), second.keys().collect::<Vec<_>>());
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        second.keys().collect::<Vec<_>>()
+    );
     assert!(first == second, "file contents differ between replays");
     assert_eq!(
-        count(&data, "SELECT count(*) FROM events") + count(&data, "SELECT count(*) FROM dead_letter"),
+        count(&data, "SELECT count(*) FROM events")
+            + count(&data, "SELECT count(*) FROM dead_letter"),
         lines(&input)
     );
 }
@@ -243,7 +347,17 @@ fn hostile_names_write_nothing_outside_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
     let mut text = String::new();
     let t0: i64 = 1_767_225_600_000;
-    for (i, s) in ["../../x", "/etc/passwd", "..", "a/../../b", "C:\\x", "x\u{0}y"].iter().enumerate() {
+    for (i, s) in [
+        "../../x",
+        "/etc/passwd",
+        "..",
+        "a/../../b",
+        "C:\\x",
+        "x\u{0}y",
+    ]
+    .iter()
+    .enumerate()
+    {
         let s = serde_json::to_string(s).unwrap();
         text += &format!(
             r#"{{"event_id":"e{i}","timestamp":{},"service":{s},"model":{s},"route":{s},"tenant":{s}}}"#,
@@ -264,14 +378,21 @@ fn hostile_names_write_nothing_outside_the_data_dir() {
     assert_eq!(entries, ["data", "hostile.ndjson"]);
     assert_eq!(count(&data, "SELECT count(*) FROM events"), 6);
     for path in snapshot(&data).keys() {
-        assert!(!path.components().any(|c| c.as_os_str() == ".."), "{path:?}");
+        assert!(
+            !path.components().any(|c| c.as_os_str() == ".."),
+            "{path:?}"
+        );
     }
 }
 
 #[test]
 fn custom_metrics_are_columns_of_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let input = generate(dir.path(), "in.ndjson", &["--count", "20000", "--rate", "200"]);
+    let input = generate(
+        dir.path(),
+        "in.ndjson",
+        &["--count", "20000", "--rate", "200"],
+    );
     let data = dir.path().join("data");
     let config = dir.path().join("c.toml");
     fs::write(
@@ -291,7 +412,18 @@ sql = "count(*) FILTER (WHERE latency_ms > 1000)"
 "#,
     )
     .unwrap();
-    run(&input, &data, &["--config", config.to_str().unwrap(), "--window", "1m", "--slide", "30s"]);
+    run(
+        &input,
+        &data,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--window",
+            "1m",
+            "--slide",
+            "30s",
+        ],
+    );
     let rows = query(
         &data,
         "SELECT requests, errors, refusals, tokens_out, ok_share, tokens_out_per_call, slow_calls FROM metrics",
@@ -325,7 +457,10 @@ fn query_formats() {
     let sql = "SELECT service, count(*) AS n FROM events GROUP BY service ORDER BY service";
     let json = query(&data, sql);
     assert_eq!(json.len(), 4);
-    assert_eq!(json.iter().map(|r| r["n"].as_i64().unwrap()).sum::<i64>(), 3000);
+    assert_eq!(
+        json.iter().map(|r| r["n"].as_i64().unwrap()).sum::<i64>(),
+        3000
+    );
     let csv = ok(&["query", "--data-dir", d, "--format", "csv", sql]);
     assert!(csv.starts_with("service,n\n"), "{csv}");
     let table = ok(&["query", "--data-dir", d, sql]);
@@ -334,16 +469,54 @@ fn query_formats() {
     assert!(count(&data, "SELECT count(DISTINCT date) FROM events") >= 1);
     let bad = inferwatch(&["query", "--data-dir", d, "SELECT nope FROM events"]);
     assert!(!bad.status.success());
-    let empty = inferwatch(&["query", "--data-dir", dir.path().join("none").to_str().unwrap(), "SELECT 1"]);
+    let empty = inferwatch(&[
+        "query",
+        "--data-dir",
+        dir.path().join("none").to_str().unwrap(),
+        "SELECT 1",
+    ]);
     assert!(String::from_utf8_lossy(&empty.stderr).contains("no tables"));
 }
 
 #[test]
 fn generate_is_deterministic() {
     let dir = tempfile::tempdir().unwrap();
-    let a = generate(dir.path(), "a.ndjson", &["--count", "5000", "--seed", "3", "--scenario", "runaway-loop"]);
-    let b = generate(dir.path(), "b.ndjson", &["--count", "5000", "--seed", "3", "--scenario", "runaway-loop"]);
-    let c = generate(dir.path(), "c.ndjson", &["--count", "5000", "--seed", "4", "--scenario", "runaway-loop"]);
+    let a = generate(
+        dir.path(),
+        "a.ndjson",
+        &[
+            "--count",
+            "5000",
+            "--seed",
+            "3",
+            "--scenario",
+            "runaway-loop",
+        ],
+    );
+    let b = generate(
+        dir.path(),
+        "b.ndjson",
+        &[
+            "--count",
+            "5000",
+            "--seed",
+            "3",
+            "--scenario",
+            "runaway-loop",
+        ],
+    );
+    let c = generate(
+        dir.path(),
+        "c.ndjson",
+        &[
+            "--count",
+            "5000",
+            "--seed",
+            "4",
+            "--scenario",
+            "runaway-loop",
+        ],
+    );
     assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
     assert_ne!(fs::read(&a).unwrap(), fs::read(&c).unwrap());
     assert_eq!(lines(&a), 5000);
@@ -354,14 +527,26 @@ fn errors_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let out = inferwatch(&["run", "--source", "file:/no/such/file.ndjson"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("/no/such/file.ndjson"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("/no/such/file.ndjson"),
+        "{err}"
+    );
     let out = inferwatch(&["run", "--source", "kafka:x"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("file:PATH"));
     let config = dir.path().join("c.toml");
     fs::write(&config, "[window]\nsize = \"1m\"\nslide = \"7s\"\n").unwrap();
-    let out = inferwatch(&["run", "--source", "file:x", "--config", config.to_str().unwrap()]);
+    let out = inferwatch(&[
+        "run",
+        "--source",
+        "file:x",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("must divide") && err.contains("c.toml"), "{err}");
+    assert!(
+        err.contains("must divide") && err.contains("c.toml"),
+        "{err}"
+    );
     let out = inferwatch(&["generate", "--scenario", "nope", "--out", "x"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("steady"));
 }
@@ -371,7 +556,15 @@ fn demo_runs_the_whole_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let out = ok(&[
-        "demo", "--duration", "4s", "--rate", "500", "--window", "1s", "--data-dir", data.to_str().unwrap(),
+        "demo",
+        "--duration",
+        "4s",
+        "--rate",
+        "500",
+        "--window",
+        "1s",
+        "--data-dir",
+        data.to_str().unwrap(),
     ]);
     assert!(out.contains("last window"), "{out}");
     assert!(out.contains("inferwatch query --data-dir"), "{out}");

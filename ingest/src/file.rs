@@ -107,10 +107,14 @@ mod tests {
     #[test]
     fn lines_become_payloads_with_line_numbers() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(b"{\"a\":1}\r\n\n{\"b\":2}\nlast-without-newline").unwrap();
+        f.write_all(b"{\"a\":1}\r\n\n{\"b\":2}\nlast-without-newline")
+            .unwrap();
         let mut src = FileSource::open(f.path()).unwrap();
         let b = src.next_batch(2).unwrap().unwrap();
-        assert_eq!((b.len(), b.payload(0), b.payload(1)), (2, &b"{\"a\":1}"[..], &b""[..]));
+        assert_eq!(
+            (b.len(), b.payload(0), b.payload(1)),
+            (2, &b"{\"a\":1}"[..], &b""[..])
+        );
         let b = src.next_batch(10).unwrap().unwrap();
         assert_eq!(b.len(), 2);
         assert_eq!((b.offset(0), b.offset(1)), (2, 3));
@@ -120,7 +124,9 @@ mod tests {
 
     #[test]
     fn missing_file_says_which() {
-        let err = FileSource::open(Path::new("/nonexistent/x.ndjson")).err().unwrap();
+        let err = FileSource::open(Path::new("/nonexistent/x.ndjson"))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("/nonexistent/x.ndjson"), "{err}");
     }
 }

@@ -1203,7 +1203,10 @@ impl Generator {
             out.extend_from_slice(b",\"route\":\"");
             out.extend_from_slice(p.route.as_bytes());
             out.push(b'/');
-            put_u64(out, index.wrapping_mul(0x9E37_79B9_7F4A_7C15) % self.cfg.route_spread as u64);
+            put_u64(
+                out,
+                index.wrapping_mul(0x9E37_79B9_7F4A_7C15) % self.cfg.route_spread as u64,
+            );
             out.push(b'"');
         } else if ev.route {
             out.extend_from_slice(b",\"route\":");

@@ -53,7 +53,8 @@ impl Source for GeneratorSource {
                 return Ok(Some(RawBatch::new(self.source.clone(), 0)));
             }
         }
-        let mut batch = RawBatch::with_capacity(self.source.clone(), 0, want as usize, want as usize * 400);
+        let mut batch =
+            RawBatch::with_capacity(self.source.clone(), 0, want as usize, want as usize * 400);
         for _ in 0..want {
             let offset = self.gen.produced() as i64;
             let buf = batch.buffer_mut();

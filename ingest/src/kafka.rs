@@ -91,28 +91,48 @@ impl ClientContext for Context {
         let kind = format!("{:?}", error.rdkafka_error_code());
         let mut last = self.last_error.lock().expect("not poisoned");
         if last.as_deref() != Some(kind.as_str()) {
-            tracing::warn!("kafka: {error}: {reason} (retrying; check that the brokers are reachable)");
+            tracing::warn!(
+                "kafka: {error}: {reason} (retrying; check that the brokers are reachable)"
+            );
             *last = Some(kind);
         }
     }
 }
 
 impl ConsumerContext for Context {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
-        let parts: Vec<i32> = tpl.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect();
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let parts: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
         self.rebalanced.store(true, Ordering::SeqCst);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 tracing::info!("assigned partitions {parts:?} of {}", self.topic);
                 for (p, from) in self.owner.assigned(&self.topic, &parts) {
                     if let Some(off) = from {
-                        if let Err(e) = tpl.set_partition_offset(&self.topic, p, Offset::Offset(off)) {
+                        if let Err(e) =
+                            tpl.set_partition_offset(&self.topic, p, Offset::Offset(off))
+                        {
                             tracing::error!("cannot start partition {p} at offset {off}: {e}");
                         }
                     }
                 }
-                let r = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
                 if let Err(e) = r {
                     tracing::error!("assigning partitions {parts:?} failed: {e}");
                 }
@@ -129,7 +149,11 @@ impl ConsumerContext for Context {
                 if !lost && !commits.is_empty() {
                     commit(consumer, &self.topic, &commits, CommitMode::Sync);
                 }
-                let r = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
                 if let Err(e) = r {
                     tracing::error!("unassigning partitions {parts:?} failed: {e}");
                 }
@@ -144,13 +168,18 @@ impl ConsumerContext for Context {
 fn commit(consumer: &BaseConsumer<Context>, topic: &str, offsets: &[(i32, i64)], mode: CommitMode) {
     let mut tpl = TopicPartitionList::new();
     for &(p, off) in offsets {
-        if tpl.add_partition_offset(topic, p, Offset::Offset(off)).is_err() {
+        if tpl
+            .add_partition_offset(topic, p, Offset::Offset(off))
+            .is_err()
+        {
             return;
         }
     }
     // Offsets are only a hint (checkpoints are the truth), so a failed commit is logged.
     if let Err(e) = consumer.commit(&tpl, mode) {
-        tracing::warn!("committing offsets {offsets:?} of {topic} failed: {e} (checkpoints still hold them)");
+        tracing::warn!(
+            "committing offsets {offsets:?} of {topic} failed: {e} (checkpoints still hold them)"
+        );
     }
 }
 
@@ -165,7 +194,10 @@ pub struct KafkaSource {
 impl KafkaSource {
     /// Joins the group and subscribes. Brokers need not be up yet: the consumer keeps
     /// retrying, and says so in the log.
-    pub fn new(cfg: &KafkaSourceConfig, owner: Arc<dyn PartitionOwner>) -> Result<Self, SourceError> {
+    pub fn new(
+        cfg: &KafkaSourceConfig,
+        owner: Arc<dyn PartitionOwner>,
+    ) -> Result<Self, SourceError> {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &cfg.brokers)
             .set("group.id", &cfg.group)
@@ -194,8 +226,12 @@ impl KafkaSource {
             revoked: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
         };
-        let consumer: BaseConsumer<Context> = cc.create_with_context(context).map_err(kafka_err(&cfg.brokers))?;
-        consumer.subscribe(&[&cfg.topic]).map_err(kafka_err(&cfg.brokers))?;
+        let consumer: BaseConsumer<Context> = cc
+            .create_with_context(context)
+            .map_err(kafka_err(&cfg.brokers))?;
+        consumer
+            .subscribe(&[&cfg.topic])
+            .map_err(kafka_err(&cfg.brokers))?;
         Ok(Self {
             consumer,
             name: Arc::from(cfg.topic.as_str()),
@@ -203,7 +239,6 @@ impl KafkaSource {
             ready: VecDeque::new(),
         })
     }
-
 }
 
 impl KafkaSource {
@@ -213,7 +248,12 @@ impl KafkaSource {
         let assigned: Vec<i32> = self
             .consumer
             .assignment()
-            .map(|t| t.elements_for_topic(&self.name).iter().map(|e| e.partition()).collect())
+            .map(|t| {
+                t.elements_for_topic(&self.name)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect()
+            })
             .unwrap_or_default();
         if !assigned.is_empty() {
             let ctx = self.consumer.context();
@@ -254,12 +294,18 @@ impl Source for KafkaSource {
                 }
                 Some(Ok(msg)) => {
                     let p = msg.partition();
-                    let batch = pending
-                        .entry(p)
-                        .or_insert_with(|| RawBatch::with_capacity(self.name.clone(), p, 1024, 1 << 18));
+                    let batch = pending.entry(p).or_insert_with(|| {
+                        RawBatch::with_capacity(self.name.clone(), p, 1024, 1 << 18)
+                    });
                     batch.push(msg.payload().unwrap_or_default(), msg.offset());
                     n += 1;
-                    if ctx.last_error.lock().expect("not poisoned").take().is_some() {
+                    if ctx
+                        .last_error
+                        .lock()
+                        .expect("not poisoned")
+                        .take()
+                        .is_some()
+                    {
                         tracing::info!("kafka: receiving again");
                     }
                 }
@@ -296,13 +342,18 @@ impl Source for KafkaSource {
     fn seek(&mut self, partition: i32, offset: i64) -> bool {
         // Batches already buffered for the partition come from the old position.
         self.ready.retain(|b| b.partition != partition);
-        match self
-            .consumer
-            .seek(&self.name, partition, Offset::Offset(offset), Duration::from_secs(10))
-        {
+        match self.consumer.seek(
+            &self.name,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(10),
+        ) {
             Ok(()) => true,
             Err(e) => {
-                tracing::warn!("seeking partition {partition} of {} to {offset}: {e}", self.name);
+                tracing::warn!(
+                    "seeking partition {partition} of {} to {offset}: {e}",
+                    self.name
+                );
                 false
             }
         }

@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rdkafka::client::ClientContext;
-use rdkafka::producer::{BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProducerError {
@@ -64,7 +66,10 @@ impl ProducerContext<NoCustomPartitioner> for DeliveryCounter {
             if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
                 tracing::warn!("delivery failed: {e}");
             }
-            self.example.lock().expect("not poisoned").get_or_insert_with(|| e.to_string());
+            self.example
+                .lock()
+                .expect("not poisoned")
+                .get_or_insert_with(|| e.to_string());
         }
     }
 }
@@ -139,7 +144,12 @@ impl EventProducer {
                     0 => Ok(()),
                     failed => Err(ProducerError::Failed {
                         failed,
-                        example: ctx.example.lock().expect("not poisoned").clone().unwrap_or_default(),
+                        example: ctx
+                            .example
+                            .lock()
+                            .expect("not poisoned")
+                            .clone()
+                            .unwrap_or_default(),
                     }),
                 }
             }

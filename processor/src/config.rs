@@ -115,9 +115,11 @@ impl ProcessorConfig {
         let size = w.size.as_millis();
         let slide = w.slide.unwrap_or(w.size).as_millis();
         if size == 0 || slide == 0 {
-            return Err(config_err!("window.size and window.slide must be at least 1ms"));
+            return Err(config_err!(
+                "window.size and window.slide must be at least 1ms"
+            ));
         }
-        if slide > size || size % slide != 0 {
+        if slide > size || !size.is_multiple_of(slide) {
             return Err(config_err!(
                 "window.slide ({}) must divide window.size ({}), e.g. size = \"1m\", slide = \"30s\"",
                 humantime::format_duration(w.slide.unwrap_or(w.size)),
@@ -145,9 +147,11 @@ impl ProcessorConfig {
         let mut seen = std::collections::BTreeSet::new();
         for m in &self.custom_metrics {
             let ok = !m.name.is_empty()
-                && m.name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                && m
-                    .name
+                && m.name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_lowercase())
+                && m.name
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
             if !ok {
@@ -156,8 +160,7 @@ impl ProcessorConfig {
                     m.name
                 ));
             }
-            if crate::metrics::BUILTIN_COLUMNS.contains(&m.name.as_str()) || !seen.insert(&m.name)
-            {
+            if crate::metrics::BUILTIN_COLUMNS.contains(&m.name.as_str()) || !seen.insert(&m.name) {
                 return Err(config_err!(
                     "custom_metrics: the name {:?} is already a column of `metrics`",
                     m.name

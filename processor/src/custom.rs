@@ -83,7 +83,9 @@ impl CustomMetrics {
             let LogicalPlan::Aggregate(agg) = proj.input.as_ref() else {
                 return Err(not_aggregate(def));
             };
-            if !agg.group_expr.is_empty() || !matches!(agg.input.as_ref(), LogicalPlan::TableScan(_)) {
+            if !agg.group_expr.is_empty()
+                || !matches!(agg.input.as_ref(), LogicalPlan::TableScan(_))
+            {
                 return Err(not_aggregate(def));
             }
             let input_schema = agg.input.schema();
@@ -110,7 +112,7 @@ impl CustomMetrics {
                 state.execution_props(),
                 &PhysicalPlanningContext::default(),
             )
-                .map_err(&err)?;
+            .map_err(&err)?;
             let out = plan.schema().field(0).clone();
             metrics.push(Planned {
                 name: def.name.clone(),
@@ -158,7 +160,12 @@ impl CustomMetrics {
                             arr.as_any()
                                 .downcast_ref::<BooleanArray>()
                                 .cloned()
-                                .ok_or_else(|| ProcessorError::Config(format!("custom metric `{}`: FILTER must be boolean", m.name)))?,
+                                .ok_or_else(|| {
+                                    ProcessorError::Config(format!(
+                                        "custom metric `{}`: FILTER must be boolean",
+                                        m.name
+                                    ))
+                                })?,
                         )
                     }
                     None => None,
@@ -170,7 +177,12 @@ impl CustomMetrics {
     }
 
     /// Feeds the rows `rows` of a micro-batch to one (pane, key)'s accumulators.
-    pub fn update(&self, state: &mut CustomState, args: &BatchArgs, rows: &UInt32Array) -> Result<()> {
+    pub fn update(
+        &self,
+        state: &mut CustomState,
+        args: &BatchArgs,
+        rows: &UInt32Array,
+    ) -> Result<()> {
         let mut i = 0;
         for m in &self.metrics {
             for _ in &m.aggregates {
@@ -181,13 +193,18 @@ impl CustomMetrics {
                     .collect::<Result<_, _>>()?;
                 if let Some(mask) = mask {
                     let m = take(mask, rows, None)?;
-                    let m = m.as_any().downcast_ref::<BooleanArray>().expect("boolean take");
+                    let m = m
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .expect("boolean take");
                     taken = taken
                         .iter()
                         .map(|c| filter(c.as_ref(), m))
                         .collect::<Result<_, _>>()?;
                 }
-                state.accs[i].update_batch(&taken).map_err(df_err(&m.name))?;
+                state.accs[i]
+                    .update_batch(&taken)
+                    .map_err(df_err(&m.name))?;
                 i += 1;
             }
         }
@@ -285,7 +302,8 @@ impl CustomMetrics {
                 .enumerate()
                 .map(|(j, c)| Field::new(format!("s{j}"), c.data_type().clone(), true))
                 .collect();
-            let batch = RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols)?;
+            let batch =
+                RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols)?;
             let mut buf = Vec::new();
             let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())?;
             w.write(&batch)?;
@@ -311,10 +329,14 @@ impl CustomMetrics {
             )));
         }
         for (i, blob) in blobs.iter().enumerate() {
-            let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(blob), None)?;
+            let reader =
+                arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(blob), None)?;
             let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>()?;
             let batch = arrow::compute::concat_batches(
-                &batches.first().map(|b| b.schema()).unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty())),
+                &batches
+                    .first()
+                    .map(|b| b.schema())
+                    .unwrap_or_else(|| Arc::new(arrow::datatypes::Schema::empty())),
                 &batches,
             )?;
             if batch.num_rows() != n {
@@ -325,7 +347,9 @@ impl CustomMetrics {
             }
             for (r, state) in out.iter_mut().enumerate() {
                 let arrays: Vec<ArrayRef> = batch.columns().iter().map(|c| c.slice(r, 1)).collect();
-                state.accs[i].merge_batch(&arrays).map_err(df_err("restore"))?;
+                state.accs[i]
+                    .merge_batch(&arrays)
+                    .map_err(df_err("restore"))?;
             }
         }
         Ok(out)

@@ -11,5 +11,5 @@ pub mod window;
 
 pub use config::ProcessorConfig;
 pub use error::{ProcessorError, Result};
-pub use operator::{Output, OperatorStats, WindowOperator};
+pub use operator::{OperatorStats, Output, WindowOperator};
 pub use window::SourceId;

@@ -46,7 +46,13 @@ impl PriceTable {
 
     /// Cost in nano-dollars of a call, `None` when the model has no price. Cached tokens are
     /// part of `tokens_in` and are charged at the cached price only.
-    pub fn cost_nanos(&self, model: &str, tokens_in: i64, tokens_out: i64, tokens_cached: i64) -> Option<i64> {
+    pub fn cost_nanos(
+        &self,
+        model: &str,
+        tokens_in: i64,
+        tokens_out: i64,
+        tokens_cached: i64,
+    ) -> Option<i64> {
         let p = self.models.get(model)?;
         let cached = tokens_cached.clamp(0, tokens_in.max(0)) as i128;
         let fresh = tokens_in.max(0) as i128 - cached;
@@ -82,7 +88,10 @@ mod tests {
     fn prices_fresh_cached_and_output_tokens() {
         // 1000 fresh × 150 pico + 1000 cached × 75 pico + 500 out × 600 pico
         // (150_000, 75_000 and 600_000 pico per token) = 525_000 nano-dollars ($0.000525).
-        assert_eq!(table().cost_nanos("gpt-4o-mini", 2000, 500, 1000), Some(525_000));
+        assert_eq!(
+            table().cost_nanos("gpt-4o-mini", 2000, 500, 1000),
+            Some(525_000)
+        );
         assert_eq!(table().cost_nanos("unknown", 2000, 500, 0), None);
     }
 

@@ -79,7 +79,9 @@ impl Watermarks {
     pub fn others(&self, except: &SourceId, now: Instant) -> Option<i64> {
         self.parts
             .iter()
-            .filter(|(id, c)| *id != except && now.duration_since(c.last_active) < self.idle_timeout)
+            .filter(|(id, c)| {
+                *id != except && now.duration_since(c.last_active) < self.idle_timeout
+            })
             .map(|(_, c)| c.max_event_time - self.out_of_orderness)
             .min()
     }

@@ -10,9 +10,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder,
-    ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
-    ListBuilder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder,
+    Int64Builder, ListBuilder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
+    TimestampMillisecondBuilder,
 };
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -391,7 +391,10 @@ impl EventDecoder {
             let e = serde_json::from_str::<serde::de::IgnoredAny>(text).err();
             return Err(match e {
                 Some(e) => format!("invalid JSON: {e}"),
-                None => crate::validate::diagnose(payload, &serde_json::Error::io(std::io::Error::other("not an object"))),
+                None => crate::validate::diagnose(
+                    payload,
+                    &serde_json::Error::io(std::io::Error::other("not an object")),
+                ),
             });
         }
         let ev: WireEvent = match serde_json::from_str(text) {
@@ -513,9 +516,11 @@ impl EventDecoder {
 
     fn append(&mut self, ev: &WireEvent, ts: EpochMs, raw: &RawBatch, i: usize) {
         let b = &mut self.b;
-        b.event_id.append_value(text(&ev.event_id).unwrap_or_default());
+        b.event_id
+            .append_value(text(&ev.event_id).unwrap_or_default());
         b.timestamp.append_value(ts);
-        b.service.append_value(text(&ev.service).unwrap_or_default());
+        b.service
+            .append_value(text(&ev.service).unwrap_or_default());
         b.model.append_value(text(&ev.model).unwrap_or_default());
         b.model_version.append_option(text(&ev.model_version));
         b.route.append_option(text(&ev.route));
@@ -553,9 +558,14 @@ impl EventDecoder {
                     b.attributes.keys().append_value(&k.0);
                     b.attributes.values().append_value(&v.0);
                 }
-                b.attributes.append(true).expect("keys and values appended in pairs");
+                b.attributes
+                    .append(true)
+                    .expect("keys and values appended in pairs");
             }
-            None => b.attributes.append(false).expect("map builder accepts nulls"),
+            None => b
+                .attributes
+                .append(false)
+                .expect("map builder accepts nulls"),
         }
         b.schema_version
             .append_value(ev.schema_version.unwrap_or(SUPPORTED_SCHEMA_VERSION) as i32);

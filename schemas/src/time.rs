@@ -128,7 +128,8 @@ pub fn parse_rfc3339(s: &str) -> Option<EpochMs> {
         _ => return None,
     };
     let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour as i64 * 3600 + minute as i64 * 60 + second as i64 - offset_secs;
+    let secs =
+        days * 86_400 + hour as i64 * 3600 + minute as i64 * 60 + second as i64 - offset_secs;
     Some(secs * 1000 + millis)
 }
 
@@ -156,11 +157,26 @@ mod tests {
     #[test]
     fn parses_rfc3339_variants() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2026-01-01T00:00:00.250Z"), Some(1_767_225_600_250));
-        assert_eq!(parse_rfc3339("2026-01-01t00:00:00.2z"), Some(1_767_225_600_200));
-        assert_eq!(parse_rfc3339("2026-01-01 02:00:00.123999+02:00"), Some(1_767_225_600_123));
-        assert_eq!(parse_rfc3339("2025-12-31T19:00:00-05:00"), Some(1_767_225_600_000));
-        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z"), Some(1_709_164_800_000));
+        assert_eq!(
+            parse_rfc3339("2026-01-01T00:00:00.250Z"),
+            Some(1_767_225_600_250)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-01t00:00:00.2z"),
+            Some(1_767_225_600_200)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-01 02:00:00.123999+02:00"),
+            Some(1_767_225_600_123)
+        );
+        assert_eq!(
+            parse_rfc3339("2025-12-31T19:00:00-05:00"),
+            Some(1_767_225_600_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T00:00:00Z"),
+            Some(1_709_164_800_000)
+        );
     }
 
     #[test]
@@ -183,8 +199,14 @@ mod tests {
 
     #[test]
     fn formats_and_partitions() {
-        assert_eq!(format_rfc3339_ms(1_767_225_600_250), "2026-01-01T00:00:00.250Z");
-        assert_eq!(date_hour(1_767_225_600_000 + 5 * 3_600_000 + 1), ("2026-01-01".into(), 5));
+        assert_eq!(
+            format_rfc3339_ms(1_767_225_600_250),
+            "2026-01-01T00:00:00.250Z"
+        );
+        assert_eq!(
+            date_hour(1_767_225_600_000 + 5 * 3_600_000 + 1),
+            ("2026-01-01".into(), 5)
+        );
         assert_eq!(date_hour(-1), ("1969-12-31".into(), 23));
     }
 }

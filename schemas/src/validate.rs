@@ -35,7 +35,12 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub(crate) fn required_id(&self, name: &str, v: Option<&str>, max: usize) -> Result<(), String> {
+    pub(crate) fn required_id(
+        &self,
+        name: &str,
+        v: Option<&str>,
+        max: usize,
+    ) -> Result<(), String> {
         match v {
             None => Err(format!("missing required field `{name}`")),
             Some("") => Err(format!("field `{name}` is empty")),
@@ -43,7 +48,12 @@ impl Limits {
         }
     }
 
-    pub(crate) fn optional_text(&self, name: &str, v: Option<&str>, max: usize) -> Result<(), String> {
+    pub(crate) fn optional_text(
+        &self,
+        name: &str,
+        v: Option<&str>,
+        max: usize,
+    ) -> Result<(), String> {
         match v {
             Some(s) if s.len() > max => Err(format!(
                 "field `{name}` is {} bytes, at most {max} allowed",

@@ -22,9 +22,16 @@ pub enum SinkError {
 }
 
 /// Wraps an I/O error with what was being done and where.
-pub(crate) fn io_err(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SinkError {
+pub(crate) fn io_err(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> SinkError {
     let path = path.into();
-    move |source| SinkError::Io { action, path, source }
+    move |source| SinkError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 pub type Result<T, E = SinkError> = std::result::Result<T, E>;

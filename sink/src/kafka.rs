@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use rdkafka::client::ClientContext;
-use rdkafka::producer::{BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
+};
 
 use crate::error::{Result, SinkError};
 
@@ -91,7 +93,13 @@ impl KafkaOutput {
         Ok(Self { producer, cfg })
     }
 
-    fn send(&self, topic: &str, key: &[u8], value: &[u8], headers: Option<OwnedHeaders>) -> Result<()> {
+    fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        value: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<()> {
         let mut rec = BaseRecord::<[u8], [u8]>::to(topic).key(key).payload(value);
         if let Some(h) = headers {
             rec = rec.headers(h);
@@ -101,7 +109,9 @@ impl KafkaOutput {
         loop {
             match self.producer.send(rec) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) if waited < QUEUE_WAIT => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                    if waited < QUEUE_WAIT =>
+                {
                     rec = r;
                     std::thread::sleep(Duration::from_millis(5));
                     waited += Duration::from_millis(5);
@@ -136,13 +146,30 @@ impl KafkaOutput {
             let p = partition.value(i).to_string();
             let o = offset.value(i).to_string();
             let headers = OwnedHeaders::new()
-                .insert(Header { key: "reason", value: Some(reason.value(i)) })
-                .insert(Header { key: "source", value: Some(source.value(i)) })
-                .insert(Header { key: "source_partition", value: Some(&p) })
-                .insert(Header { key: "source_offset", value: Some(&o) });
+                .insert(Header {
+                    key: "reason",
+                    value: Some(reason.value(i)),
+                })
+                .insert(Header {
+                    key: "source",
+                    value: Some(source.value(i)),
+                })
+                .insert(Header {
+                    key: "source_partition",
+                    value: Some(&p),
+                })
+                .insert(Header {
+                    key: "source_offset",
+                    value: Some(&o),
+                });
             let key = format!("{}/{p}/{o}", source.value(i));
             let value = if raw.is_valid(i) { raw.value(i) } else { &[] };
-            self.send(&self.cfg.dead_letter_topic, key.as_bytes(), value, Some(headers))?;
+            self.send(
+                &self.cfg.dead_letter_topic,
+                key.as_bytes(),
+                value,
+                Some(headers),
+            )?;
         }
         Ok(())
     }
@@ -160,7 +187,11 @@ impl KafkaOutput {
         }
         let service = batch.column(2).as_string::<i32>();
         let model = batch.column(3).as_string::<i32>();
-        for (i, line) in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        for (i, line) in buf
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
             let key = format!("{}/{}", service.value(i), model.value(i));
             self.send(&self.cfg.metrics_topic, key.as_bytes(), line, None)?;
         }

@@ -32,8 +32,13 @@ impl HivePartition {
 
 /// Splits a batch by the hour of timestamp column `ts_col`, keeping row order inside each
 /// partition.
-pub fn split_by_hour(batch: &RecordBatch, ts_col: usize) -> Result<Vec<(HivePartition, RecordBatch)>> {
-    let ts = batch.column(ts_col).as_primitive::<TimestampMillisecondType>();
+pub fn split_by_hour(
+    batch: &RecordBatch,
+    ts_col: usize,
+) -> Result<Vec<(HivePartition, RecordBatch)>> {
+    let ts = batch
+        .column(ts_col)
+        .as_primitive::<TimestampMillisecondType>();
     let mut rows: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
     for i in 0..batch.num_rows() {
         let hour = ts.value(i).div_euclid(3_600_000);
@@ -57,7 +62,13 @@ pub fn split_by_hour(batch: &RecordBatch, ts_col: usize) -> Result<Vec<(HivePart
 pub fn sanitize_component(s: &str) -> String {
     let mut out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(48)
         .collect();
     if out != s || out.is_empty() {
@@ -83,9 +94,21 @@ mod tests {
 
     #[test]
     fn sanitized_components_cannot_climb_or_collide() {
-        for bad in ["../../x", "/etc/passwd", "..", ".", "", "a/b", "a\\b", "x\0y"] {
+        for bad in [
+            "../../x",
+            "/etc/passwd",
+            "..",
+            ".",
+            "",
+            "a/b",
+            "a\\b",
+            "x\0y",
+        ] {
             let s = sanitize_component(bad);
-            assert!(!s.contains('/') && !s.contains('\\') && !s.contains('.') && !s.is_empty(), "{bad} -> {s}");
+            assert!(
+                !s.contains('/') && !s.contains('\\') && !s.contains('.') && !s.is_empty(),
+                "{bad} -> {s}"
+            );
         }
         assert_ne!(sanitize_component("a/b"), sanitize_component("a_b"));
         assert_eq!(sanitize_component("traffic_1"), "traffic_1");

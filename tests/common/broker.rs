@@ -14,7 +14,11 @@ use rdkafka::config::ClientConfig;
 
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A Tansu broker process; killed on drop and when the test process dies.
@@ -71,7 +75,11 @@ impl Tansu {
         let addr = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "Tansu did not listen on {addr} within 30 s; see {}", log.display());
+            assert!(
+                Instant::now() < deadline,
+                "Tansu did not listen on {addr} within 30 s; see {}",
+                log.display()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         Tansu { addr, child }
@@ -135,5 +143,9 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -9,7 +9,10 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_inferwatch");
 
 pub fn inferwatch(args: &[&str]) -> Output {
-    let out = Command::new(BIN).args(args).output().expect("inferwatch runs");
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("inferwatch runs");
     out
 }
 
@@ -34,14 +37,27 @@ pub fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
 
 pub fn run(input: &Path, data: &Path, extra: &[&str]) -> String {
     let source = format!("file:{}", input.display());
-    let mut all = vec!["run", "--source", &source, "--data-dir", data.to_str().unwrap()];
+    let mut all = vec![
+        "run",
+        "--source",
+        &source,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
     all.extend_from_slice(extra);
     ok(&all)
 }
 
 /// Rows of a query, as JSON objects.
 pub fn query(data: &Path, sql: &str) -> Vec<serde_json::Map<String, Value>> {
-    let out = ok(&["query", "--data-dir", data.to_str().unwrap(), "--format", "json", sql]);
+    let out = ok(&[
+        "query",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--format",
+        "json",
+        sql,
+    ]);
     let json = out.lines().next().unwrap_or("[]");
     let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
     v.as_array()
@@ -52,11 +68,20 @@ pub fn query(data: &Path, sql: &str) -> Vec<serde_json::Map<String, Value>> {
 }
 
 pub fn count(data: &Path, sql: &str) -> i64 {
-    query(data, sql)[0].values().next().unwrap().as_i64().unwrap()
+    query(data, sql)[0]
+        .values()
+        .next()
+        .unwrap()
+        .as_i64()
+        .unwrap()
 }
 
 pub fn lines(path: &Path) -> i64 {
-    fs::read(path).unwrap().iter().filter(|&&b| b == b'\n').count() as i64
+    fs::read(path)
+        .unwrap()
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as i64
 }
 
 pub fn python_check(input: &Path, data: &Path, size_ms: i64, slide_ms: i64) {
@@ -68,11 +93,11 @@ pub fn python_check(input: &Path, data: &Path, size_ms: i64, slide_ms: i64) {
         .arg(root.join("processor/prices.toml"))
         .output()
         .expect("python3 runs (./scripts/test.sh installs pyarrow, duckdb)");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "reference check failed:\n{text}");
     assert!(text.contains("checked"), "{text}");
 }
-
 
 /// Checks the calibration columns and `calibration_bins` of tumbling windows of `size_ms`
 /// against scikit-learn and numpy (tests/reference/check_calibration.py).
@@ -80,10 +105,15 @@ pub fn calibration_check(input: &Path, data: &Path, size_ms: i64) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("python3")
         .arg(root.join("tests/reference/check_calibration.py"))
-        .args([input.to_str().unwrap(), data.to_str().unwrap(), &size_ms.to_string()])
+        .args([
+            input.to_str().unwrap(),
+            data.to_str().unwrap(),
+            &size_ms.to_string(),
+        ])
         .output()
         .expect("python3 runs (./scripts/test.sh installs numpy, scikit-learn)");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "calibration check failed:\n{text}");
     assert!(text.contains("checked"), "{text}");
 }
