@@ -67,6 +67,91 @@ fn calibration_columns_match_scikit_learn_and_numpy() {
     let data = dir.path().join("data");
     run(&input, &data, &["--window", "1m"]);
     calibration_check(&input, &data, 60_000);
+    for (bins, binning) in [(7, "equal_width"), (10, "equal_mass"), (4, "equal_mass")] {
+        let config = dir.path().join(format!("{bins}-{binning}.toml"));
+        fs::write(
+            &config,
+            format!("[calibration]\nbins = {bins}\nbinning = \"{binning}\"\n"),
+        )
+        .unwrap();
+        let data = dir.path().join(format!("{bins}-{binning}"));
+        run(
+            &input,
+            &data,
+            &["--window", "1m", "--config", config.to_str().unwrap()],
+        );
+        calibration_check_bins(&input, &data, 60_000, bins, binning);
+    }
+}
+
+#[test]
+fn drift_columns_match_scipy_and_numpy() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(
+        dir.path(),
+        "in.ndjson",
+        &[
+            "--count",
+            "40000",
+            "--rate",
+            "60",
+            "--seed",
+            "5",
+            "--scenario",
+            "drift",
+        ],
+    );
+    // Trailing reference of 3 windows.
+    let config = dir.path().join("trailing.toml");
+    fs::write(&config, "[drift]\nbaseline_windows = 3\nmin_samples = 40\n").unwrap();
+    let data = dir.path().join("trailing");
+    run(
+        &input,
+        &data,
+        &["--window", "1m", "--config", config.to_str().unwrap()],
+    );
+    drift_check(&input, &data, 60_000, 3, 40, None);
+    // The drift scenario moves every drift column after the onset.
+    let moved = query(
+        &data,
+        "SELECT max(psi_confidence) AS psi, max(ks_confidence) AS ks, \
+         max(js_prediction) AS js, min(psi_confidence) AS calm FROM metrics",
+    );
+    let get = |c: &str| moved[0][c].as_f64().unwrap();
+    assert!(
+        get("psi") > 0.5 && get("ks") > 0.3 && get("js") > 0.1,
+        "{moved:?}"
+    );
+    assert!(get("calm") < 0.2, "{moved:?}");
+
+    // Pinned reference: the first three minutes.
+    let first = query(&data, "SELECT min(window_start) AS t FROM metrics")[0]["t"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let from = inferwatch_schemas::time::parse_rfc3339(&first).unwrap();
+    let to = from + 180_000;
+    let config = dir.path().join("pinned.toml");
+    fs::write(
+        &config,
+        format!(
+            "[drift]\nbaseline_from = \"{}\"\nbaseline_to = \"{}\"\nmin_samples = 40\n",
+            inferwatch_schemas::time::format_rfc3339_ms(from),
+            inferwatch_schemas::time::format_rfc3339_ms(to)
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("pinned");
+    run(
+        &input,
+        &data,
+        &["--window", "1m", "--config", config.to_str().unwrap()],
+    );
+    drift_check(&input, &data, 60_000, 0, 40, Some((from, to)));
+    // Windows inside the pinned period have no drift values.
+    assert!(count(&data, &format!(
+        "SELECT count(*) FROM metrics WHERE window_start < to_timestamp_millis({to}) AND psi_confidence IS NOT NULL"
+    )) == 0);
 }
 
 /// One window per calibration edge case, written as NDJSON, checked by the same reference.
@@ -119,6 +204,15 @@ fn calibration_edge_cases_match_scikit_learn_and_numpy() {
     let data = dir.path().join("data");
     run(&input, &data, &["--window", "1m"]);
     calibration_check(&input, &data, 60_000);
+    let config = dir.path().join("mass.toml");
+    fs::write(&config, "[calibration]\nbinning = \"equal_mass\"\n").unwrap();
+    let mass = dir.path().join("mass");
+    run(
+        &input,
+        &mass,
+        &["--window", "1m", "--config", config.to_str().unwrap()],
+    );
+    calibration_check_bins(&input, &mass, 60_000, 10, "equal_mass");
     // Nine windows, and null (not NaN) where the definition has no value.
     assert_eq!(count(&data, "SELECT count(*) FROM metrics"), 9);
     assert_eq!(

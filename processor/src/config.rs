@@ -82,11 +82,96 @@ pub struct CustomMetric {
     pub sql: String,
 }
 
+/// How reliability bins are formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binning {
+    /// Bin b of B holds confidences in (b/B, (b+1)/B]; 0 is in bin 0.
+    EqualWidth,
+    /// Bins hold about n/B labeled events each: confidences are ranked at 0.0001
+    /// resolution and a group of equal (rounded) confidences goes to bin
+    /// `min(B-1, B·below/n)`, `below` being the number of labeled events with a smaller one.
+    EqualMass,
+}
+
+/// `[calibration]`: reliability bins behind `ece`, `mce` and the `calibration_bins` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CalibrationConfig {
+    /// Number of reliability bins, 1 to 100.
+    pub bins: usize,
+    /// `equal_width` or `equal_mass`.
+    pub binning: Binning,
+}
+
+impl Default for CalibrationConfig {
+    fn default() -> Self {
+        Self {
+            bins: 10,
+            binning: Binning::EqualWidth,
+        }
+    }
+}
+
+/// `[drift]`: the reference that `psi_*`, `ks_*` and `js_prediction` compare a window with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// Trailing reference: the events of the `baseline_windows` window lengths right before
+    /// the window (for tumbling windows, the previous `baseline_windows` windows).
+    pub baseline_windows: u32,
+    /// Pinned reference instead: events in [`baseline_from`, `baseline_to`) (RFC 3339). Both
+    /// or neither. Windows that start before `baseline_to` get no drift values.
+    pub baseline_from: Option<String>,
+    pub baseline_to: Option<String>,
+    /// A drift value is null when the window or the reference has fewer values than this.
+    pub min_samples: u64,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            baseline_windows: 60,
+            baseline_from: None,
+            baseline_to: None,
+            min_samples: 100,
+        }
+    }
+}
+
+/// `[feedback]`: joining late labels to their predictions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// Feedback is joined to a prediction until the watermark passes the prediction's event
+    /// time plus this; later feedback is counted as expired.
+    #[serde(deserialize_with = "duration")]
+    pub label_horizon: Duration,
+    /// Most predictions waiting for feedback per processor. Past it the oldest prediction
+    /// stops waiting (counted in `feedback_evicted`); its feedback then counts as unknown.
+    pub max_pending: usize,
+    /// Feedback with only a `score` counts as correct when `score >= score_threshold`.
+    pub score_threshold: f64,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self {
+            label_horizon: Duration::from_secs(3600),
+            max_pending: 1_000_000,
+            score_threshold: 0.5,
+        }
+    }
+}
+
 /// Everything the processor needs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessorConfig {
     pub window: WindowConfig,
+    pub calibration: CalibrationConfig,
+    pub drift: DriftConfig,
+    pub feedback: FeedbackConfig,
     /// Model name → price. Events that carry `cost_usd` keep their own cost. A `[prices]`
     /// table in the config replaces the built-in one (`processor/prices.toml`).
     pub prices: BTreeMap<String, Price>,
@@ -97,6 +182,9 @@ impl Default for ProcessorConfig {
     fn default() -> Self {
         Self {
             window: WindowConfig::default(),
+            calibration: CalibrationConfig::default(),
+            drift: DriftConfig::default(),
+            feedback: FeedbackConfig::default(),
             prices: builtin_prices(),
             custom_metrics: Vec::new(),
         }
@@ -106,6 +194,32 @@ impl Default for ProcessorConfig {
 /// The price table shipped in `processor/prices.toml`.
 pub fn builtin_prices() -> BTreeMap<String, Price> {
     toml::from_str(include_str!("../prices.toml")).expect("processor/prices.toml is valid")
+}
+
+impl DriftConfig {
+    /// The pinned baseline period in epoch milliseconds, if one is set.
+    pub fn pinned(&self) -> Result<Option<(i64, i64)>, ProcessorError> {
+        let parse = |key: &str, v: &str| {
+            inferwatch_schemas::time::parse_rfc3339(v).ok_or_else(|| {
+                config_err!(
+                    "drift.{key} = {v:?} is not an RFC 3339 time like \"2026-01-01T00:00:00Z\""
+                )
+            })
+        };
+        match (&self.baseline_from, &self.baseline_to) {
+            (None, None) => Ok(None),
+            (Some(f), Some(t)) => {
+                let (f, t) = (parse("baseline_from", f)?, parse("baseline_to", t)?);
+                if f >= t {
+                    return Err(config_err!("drift.baseline_from must be before drift.baseline_to"));
+                }
+                Ok(Some((f, t)))
+            }
+            _ => Err(config_err!(
+                "set both drift.baseline_from and drift.baseline_to for a pinned baseline, or neither for a trailing one"
+            )),
+        }
+    }
 }
 
 impl ProcessorConfig {
@@ -130,6 +244,22 @@ impl ProcessorConfig {
             return Err(config_err!(
                 "window.size / window.slide is {}; keep it at most 1440 (each event is counted in that many windows)",
                 size / slide
+            ));
+        }
+        if !(1..=100).contains(&self.calibration.bins) {
+            return Err(config_err!(
+                "calibration.bins is {}; use 1 to 100 (10 is usual)",
+                self.calibration.bins
+            ));
+        }
+        if self.drift.baseline_windows == 0 {
+            return Err(config_err!("drift.baseline_windows must be at least 1"));
+        }
+        self.drift.pinned()?;
+        let f = &self.feedback;
+        if f.max_pending == 0 || !(0.0..=1.0).contains(&f.score_threshold) {
+            return Err(config_err!(
+                "feedback.max_pending must be at least 1 and feedback.score_threshold in [0, 1]"
             ));
         }
         for (model, p) in &self.prices {

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod custom;
+pub mod drift;
 pub mod error;
 pub mod metrics;
 pub mod operator;

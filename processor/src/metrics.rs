@@ -12,6 +12,9 @@ use arrow::datatypes::{DataType, Field};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::config::Binning;
+use crate::drift::{bucket, DriftState, DriftValues};
+
 /// Names of the built-in metric columns, in table order (after the key columns).
 pub const BUILTIN_COLUMNS: &[&str] = &[
     "window_start",
@@ -50,20 +53,54 @@ pub const BUILTIN_COLUMNS: &[&str] = &[
     "mce",
     "brier",
     "auroc",
+    "late_labels",
+    "psi_confidence",
+    "ks_confidence",
+    "psi_quality_score",
+    "ks_quality_score",
+    "js_prediction",
+    "revision",
 ];
 
-/// Equal-width reliability bins: bin b holds confidences in (b/B, (b+1)/B]; 0 is in bin 0.
-pub const CALIBRATION_BINS: usize = 10;
+/// AUROC and equal-mass resolution: confidences are bucketed to 1/RANK_STEPS (round to
+/// nearest). Pairs of opposite labels in one bucket count as ties (½), so the error against
+/// the exact AUROC is at most half the share of such pairs — below 0.005 unless scores pile
+/// up within 0.0001 of each other.
+pub const RANK_STEPS: f64 = 10_000.0;
 
-/// AUROC resolution: confidences are bucketed to 1/AUROC_STEPS. Pairs of opposite labels
-/// in one bucket count as ties (½), so the error against the exact AUROC is at most half
-/// the share of such pairs — below 0.005 unless scores pile up within 0.0001 of each other.
-const AUROC_STEPS: f64 = 10_000.0;
+/// Bin index of a confidence in [0, 1] under the equal-width (b/B, (b+1)/B] rule.
+pub fn calibration_bin(c: f64, bins: usize) -> usize {
+    let b = (c * bins as f64).ceil() as usize;
+    b.saturating_sub(1).min(bins - 1)
+}
 
-/// Bin index of a confidence in [0, 1] under the (b/B, (b+1)/B] rule.
-pub fn calibration_bin(c: f64) -> usize {
-    let b = (c * CALIBRATION_BINS as f64).ceil() as usize;
-    b.saturating_sub(1).min(CALIBRATION_BINS - 1)
+/// How calibration is binned, from `[calibration]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BinSpec {
+    pub bins: usize,
+    pub binning: Binning,
+}
+
+impl BinSpec {
+    /// Per-bin state is kept only for equal-width bins; equal-mass bins are cut from the
+    /// confidence ranks when the window closes.
+    fn width_bins(&self) -> usize {
+        match self.binning {
+            Binning::EqualWidth => self.bins,
+            Binning::EqualMass => 0,
+        }
+    }
+}
+
+/// One row of a reliability diagram.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BinRow {
+    pub bin: usize,
+    pub lower: f64,
+    pub upper: f64,
+    pub count: u64,
+    pub mean_confidence: f64,
+    pub accuracy: f64,
 }
 
 /// Significant digits of every HDR histogram.
@@ -86,6 +123,9 @@ pub struct Observation {
     pub quality_score: Option<f64>,
     /// (confidence, correct) when both are known: the event counts for calibration.
     pub labeled: Option<(f64, bool)>,
+    pub confidence: Option<f64>,
+    /// Category id of `prediction`.
+    pub prediction: Option<u32>,
     pub flagged: bool,
     pub approval: Approval,
 }
@@ -137,8 +177,11 @@ pub struct CoreState {
     pub rejected: u64,
     pub late_events: u64,
     /// Calibration: events with both `confidence` and `correct`.
-    #[serde(default)]
     pub calibration: Option<Box<Calibration>>,
+    /// Labels joined from feedback after the window was first emitted.
+    pub late_labels: u64,
+    /// Distributions that drift is measured on.
+    pub drift: Option<Box<DriftState>>,
 }
 
 /// Mergeable calibration state: reliability bins, sums for accuracy / confidence / Brier,
@@ -151,9 +194,19 @@ pub struct Calibration {
     pub conf_sum: f64,
     #[serde(with = "f64_bits")]
     pub brier_sum: f64,
-    pub bins: [Bin; CALIBRATION_BINS],
-    /// Confidence bucket → (correct, incorrect) counts.
-    pub roc: std::collections::BTreeMap<u16, (u64, u64)>,
+    /// Equal-width bins (empty with equal-mass binning).
+    pub bins: Vec<Bin>,
+    /// Confidence bucket (1/[`RANK_STEPS`]) → counts and confidence sum.
+    pub ranks: std::collections::BTreeMap<u16, Rank>,
+}
+
+/// Labeled events in one confidence bucket.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Rank {
+    pub correct: u64,
+    pub wrong: u64,
+    #[serde(with = "f64_bits")]
+    pub conf_sum: f64,
 }
 
 /// One reliability bin's partial state.
@@ -166,41 +219,87 @@ pub struct Bin {
 }
 
 impl Calibration {
-    /// Non-empty reliability bins: (bin, count, mean confidence, accuracy).
-    pub fn reliability(&self) -> impl Iterator<Item = (usize, u64, f64, f64)> + '_ {
-        self.bins
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.n > 0)
-            .map(|(i, b)| {
-                (
-                    i,
-                    b.n,
-                    b.conf_sum / b.n as f64,
-                    b.correct as f64 / b.n as f64,
-                )
-            })
+    /// Non-empty reliability bins, in bin order.
+    pub fn reliability(&self, spec: BinSpec) -> Vec<BinRow> {
+        match spec.binning {
+            Binning::EqualWidth => {
+                let b = spec.bins as f64;
+                self.bins
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, x)| x.n > 0)
+                    .map(|(i, x)| BinRow {
+                        bin: i,
+                        lower: i as f64 / b,
+                        upper: (i + 1) as f64 / b,
+                        count: x.n,
+                        mean_confidence: x.conf_sum / x.n as f64,
+                        accuracy: x.correct as f64 / x.n as f64,
+                    })
+                    .collect()
+            }
+            Binning::EqualMass => {
+                let mut rows: Vec<BinRow> = Vec::new();
+                let mut conf_sums: Vec<f64> = Vec::new();
+                let mut correct: Vec<u64> = Vec::new();
+                let mut below = 0u64;
+                for (&k, r) in &self.ranks {
+                    let n = r.correct + r.wrong;
+                    let bin = ((spec.bins as u64 * below) / self.n).min(spec.bins as u64 - 1);
+                    below += n;
+                    let v = k as f64 / RANK_STEPS;
+                    match rows.last_mut() {
+                        Some(row) if row.bin == bin as usize => {
+                            row.upper = v;
+                            row.count += n;
+                            *conf_sums.last_mut().unwrap() += r.conf_sum;
+                            *correct.last_mut().unwrap() += r.correct;
+                        }
+                        _ => {
+                            rows.push(BinRow {
+                                bin: bin as usize,
+                                lower: v,
+                                upper: v,
+                                count: n,
+                                mean_confidence: 0.0,
+                                accuracy: 0.0,
+                            });
+                            conf_sums.push(r.conf_sum);
+                            correct.push(r.correct);
+                        }
+                    }
+                }
+                for ((row, s), c) in rows.iter_mut().zip(conf_sums).zip(correct) {
+                    row.mean_confidence = s / row.count as f64;
+                    row.accuracy = c as f64 / row.count as f64;
+                }
+                rows
+            }
+        }
     }
 
-    fn observe(&mut self, conf: f64, correct: bool) {
+    pub fn observe(&mut self, conf: f64, correct: bool, width_bins: usize) {
         let y = correct as u64;
         self.n += 1;
         self.correct += y;
         self.conf_sum += conf;
         self.brier_sum += (conf - y as f64) * (conf - y as f64);
-        let b = &mut self.bins[calibration_bin(conf)];
-        b.n += 1;
-        b.correct += y;
-        b.conf_sum += conf;
-        let r = self
-            .roc
-            .entry((conf * AUROC_STEPS).round() as u16)
-            .or_default();
-        if correct {
-            r.0 += 1;
-        } else {
-            r.1 += 1;
+        if width_bins > 0 {
+            if self.bins.len() < width_bins {
+                self.bins.resize(width_bins, Bin::default());
+            }
+            let b = &mut self.bins[calibration_bin(conf, width_bins)];
+            b.n += 1;
+            b.correct += y;
+            b.conf_sum += conf;
         }
+        let r = self
+            .ranks
+            .entry((conf * RANK_STEPS).round() as u16)
+            .or_default();
+        r.correct += y;
+        r.wrong += 1 - y;
+        r.conf_sum += conf;
     }
 
     fn merge(&mut self, o: &Calibration) {
@@ -208,25 +307,29 @@ impl Calibration {
         self.correct += o.correct;
         self.conf_sum += o.conf_sum;
         self.brier_sum += o.brier_sum;
+        if self.bins.len() < o.bins.len() {
+            self.bins.resize(o.bins.len(), Bin::default());
+        }
         for (a, b) in self.bins.iter_mut().zip(&o.bins) {
             a.n += b.n;
             a.correct += b.correct;
             a.conf_sum += b.conf_sum;
         }
-        for (k, (p, q)) in &o.roc {
-            let r = self.roc.entry(*k).or_default();
-            r.0 += p;
-            r.1 += q;
+        for (k, x) in &o.ranks {
+            let r = self.ranks.entry(*k).or_default();
+            r.correct += x.correct;
+            r.wrong += x.wrong;
+            r.conf_sum += x.conf_sum;
         }
     }
 
     /// (ece, mce) over the non-empty bins.
-    fn ece_mce(&self) -> (f64, f64) {
+    fn ece_mce(&self, spec: BinSpec) -> (f64, f64) {
         let n = self.n as f64;
         let (mut ece, mut mce) = (0.0, 0.0f64);
-        for (_, count, conf, acc) in self.reliability() {
-            let gap = (acc - conf).abs();
-            ece += count as f64 / n * gap;
+        for r in self.reliability(spec) {
+            let gap = (r.accuracy - r.mean_confidence).abs();
+            ece += r.count as f64 / n * gap;
             mce = mce.max(gap);
         }
         (ece, mce)
@@ -241,16 +344,16 @@ impl Calibration {
         }
         let mut neg_below = 0.0;
         let mut sum = 0.0;
-        for &(p, q) in self.roc.values() {
-            sum += p as f64 * (neg_below + 0.5 * q as f64);
-            neg_below += q as f64;
+        for r in self.ranks.values() {
+            sum += r.correct as f64 * (neg_below + 0.5 * r.wrong as f64);
+            neg_below += r.wrong as f64;
         }
         Some(sum / (pos * neg))
     }
 }
 
 impl CoreState {
-    pub fn observe(&mut self, o: &Observation) {
+    pub fn observe(&mut self, o: &Observation, spec: BinSpec) {
         self.requests += 1;
         match o.status {
             StatusClass::Ok => {}
@@ -290,7 +393,19 @@ impl CoreState {
         if let Some((conf, correct)) = o.labeled {
             self.calibration
                 .get_or_insert_with(Default::default)
-                .observe(conf, correct);
+                .observe(conf, correct, spec.width_bins());
+        }
+        if o.confidence.is_some() || o.quality_score.is_some() || o.prediction.is_some() {
+            let d = self.drift.get_or_insert_with(Default::default);
+            if let Some(c) = o.confidence {
+                d.confidence.add(bucket(c) as u32);
+            }
+            if let Some(q) = o.quality_score {
+                d.quality.add(bucket(q) as u32);
+            }
+            if let Some(p) = o.prediction {
+                d.prediction.add(p);
+            }
         }
         self.flagged += o.flagged as u64;
         match o.approval {
@@ -324,12 +439,22 @@ impl CoreState {
                 .get_or_insert_with(Default::default)
                 .merge(c);
         }
+        self.late_labels += o.late_labels;
+        if let Some(d) = &o.drift {
+            self.drift.get_or_insert_with(Default::default).merge(d);
+        }
     }
 
     /// Approximate heap bytes held, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         let h = |x: &Option<Box<Histogram<u32>>>| x.as_ref().map_or(0, |h| h.distinct_values() * 4);
-        h(&self.latency_us) + h(&self.cost_hist)
+        h(&self.latency_us)
+            + h(&self.cost_hist)
+            + self.drift.as_ref().map_or(0, |d| d.heap_bytes())
+            + self
+                .calibration
+                .as_ref()
+                .map_or(0, |c| c.ranks.len() * 64 + c.bins.len() * 24)
     }
 }
 
@@ -420,6 +545,8 @@ const INT_COLS: &[&str] = &[
     "cost_unpriced",
     "late_events",
     "labeled",
+    "late_labels",
+    "revision",
 ];
 
 impl Default for CoreColumns {
@@ -448,7 +575,8 @@ impl CoreColumns {
             .collect()
     }
 
-    pub fn append(&mut self, s: &CoreState) {
+    /// Appends one row: `s` evaluated with `spec`'s bins, the window's drift, and its revision.
+    pub fn append(&mut self, s: &CoreState, spec: BinSpec, drift: &DriftValues, revision: u32) {
         let q = |h: &Option<Box<Histogram<u32>>>, q: f64, scale: f64| {
             h.as_ref()
                 .filter(|h| !h.is_empty())
@@ -464,6 +592,8 @@ impl CoreColumns {
             s.cost_unpriced as i64,
             s.late_events as i64,
             s.calibration.as_ref().map_or(0, |c| c.n as i64),
+            s.late_labels as i64,
+            revision as i64,
         ];
         for (b, v) in self.ints.iter_mut().zip(ints) {
             b.append_value(v);
@@ -485,7 +615,7 @@ impl CoreColumns {
             ratio(s.rejected, s.approved + s.rejected),
         ];
         let cal = s.calibration.as_deref().filter(|c| c.n > 0);
-        let (ece, mce) = cal.map(|c| c.ece_mce()).unzip();
+        let (ece, mce) = cal.map(|c| c.ece_mce(spec)).unzip();
         let acc = cal.map(|c| c.correct as f64 / c.n as f64);
         let conf = cal.map(|c| c.conf_sum / c.n as f64);
         let calibration = [
@@ -497,6 +627,11 @@ impl CoreColumns {
             mce,
             cal.map(|c| c.brier_sum / c.n as f64),
             cal.and_then(|c| c.auroc()),
+            drift.psi_confidence,
+            drift.ks_confidence,
+            drift.psi_quality,
+            drift.ks_quality,
+            drift.js_prediction,
         ];
         let floats = floats.into_iter().chain(calibration);
         for (b, v) in self.floats.iter_mut().zip(floats) {

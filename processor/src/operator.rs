@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ProcessorConfig;
 use crate::custom::{BatchArgs, CustomMetrics, CustomState};
+use crate::drift::{Baseline, Categories, DriftState, Reference};
 use crate::error::{ProcessorError, Result};
-use crate::metrics::{Approval, CoreColumns, CoreState, Observation, StatusClass};
+use crate::metrics::{Approval, BinSpec, CoreColumns, CoreState, Observation, StatusClass};
 use crate::price::{usd_to_nanos, PriceTable};
 use crate::window::{SourceId, Watermarks, WindowSpec};
 
@@ -111,6 +112,14 @@ pub struct WindowOperator {
     stats: OperatorStats,
     /// `calibration_bins` rows of windows closed since the last `take_calibration_bins`.
     bins: BinRows,
+    bin_spec: BinSpec,
+    categories: Categories,
+    reference: Reference,
+    min_samples: u64,
+    /// Per key: the drift reference built from closed panes.
+    baselines: HashMap<u32, Baseline>,
+    /// Panes up to here have been handed to the baselines.
+    retired_through: Option<i64>,
 }
 
 /// The leading columns of `metrics` and `calibration_bins`: window bounds and the key.
@@ -169,6 +178,7 @@ struct BinRows {
     count: arrow::array::Int64Builder,
     conf: arrow::array::Float64Builder,
     acc: arrow::array::Float64Builder,
+    revision: arrow::array::Int64Builder,
 }
 
 impl BinRows {
@@ -181,19 +191,28 @@ impl BinRows {
             count: Default::default(),
             conf: Default::default(),
             acc: Default::default(),
+            revision: Default::default(),
         }
     }
 
-    fn append(&mut self, start: i64, end: i64, key: &Key, cal: &crate::metrics::Calibration) {
-        let b = crate::metrics::CALIBRATION_BINS as f64;
-        for (i, n, conf, acc) in cal.reliability() {
+    fn append(
+        &mut self,
+        start: i64,
+        end: i64,
+        key: &Key,
+        cal: &crate::metrics::Calibration,
+        spec: BinSpec,
+        revision: u32,
+    ) {
+        for r in cal.reliability(spec) {
             self.keys.append(start, end, key);
-            self.bin.append_value(i as i32);
-            self.lower.append_value(i as f64 / b);
-            self.upper.append_value((i + 1) as f64 / b);
-            self.count.append_value(n as i64);
-            self.conf.append_value(conf);
-            self.acc.append_value(acc);
+            self.bin.append_value(r.bin as i32);
+            self.lower.append_value(r.lower);
+            self.upper.append_value(r.upper);
+            self.count.append_value(r.count as i64);
+            self.conf.append_value(r.mean_confidence);
+            self.acc.append_value(r.accuracy);
+            self.revision.append_value(revision as i64);
         }
     }
 
@@ -202,13 +221,14 @@ impl BinRows {
             return Ok(None);
         }
         let mut columns = self.keys.finish();
-        columns.extend::<[ArrayRef; 6]>([
+        columns.extend::<[ArrayRef; 7]>([
             Arc::new(self.bin.finish()),
             Arc::new(self.lower.finish()),
             Arc::new(self.upper.finish()),
             Arc::new(self.count.finish()),
             Arc::new(self.conf.finish()),
             Arc::new(self.acc.finish()),
+            Arc::new(self.revision.finish()),
         ]);
         Ok(Some(RecordBatch::try_new(
             inferwatch_schemas::tables::calibration_bins_schema(),
@@ -251,6 +271,12 @@ impl WindowOperator {
         if let Some(c) = &custom {
             fields.extend(c.fields());
         }
+        let reference = match config.drift.pinned()? {
+            Some((from, to)) => Reference::Pinned { from, to },
+            None => Reference::Trailing {
+                span_ms: spec.size * config.drift.baseline_windows as i64,
+            },
+        };
         Ok(Self {
             spec,
             prices: PriceTable::new(&config.prices),
@@ -262,6 +288,15 @@ impl WindowOperator {
             schema: Arc::new(Schema::new(fields)),
             stats: OperatorStats::default(),
             bins: BinRows::new(),
+            bin_spec: BinSpec {
+                bins: config.calibration.bins,
+                binning: config.calibration.binning,
+            },
+            categories: Categories::default(),
+            reference,
+            min_samples: config.drift.min_samples,
+            baselines: HashMap::new(),
+            retired_through: None,
         })
     }
 
@@ -339,6 +374,18 @@ impl WindowOperator {
             emitted_through: self.emitted_through,
             max_event_time: self.watermarks.max_event_time(source),
             stats: self.stats,
+            categories: self.categories.names().to_vec(),
+            baselines: {
+                let mut b: Vec<(u32, Vec<(i64, DriftState)>)> = self
+                    .baselines
+                    .iter()
+                    .map(|(k, b)| (*k, b.panes().cloned().collect()))
+                    .filter(|(_, p): &(u32, Vec<_>)| !p.is_empty())
+                    .collect();
+                b.sort_by_key(|(k, _)| *k);
+                b
+            },
+            retired_through: self.retired_through,
         };
         serde_json::to_vec(&snap).map_err(|e| ProcessorError::Checkpoint(e.to_string()))
     }
@@ -416,6 +463,13 @@ impl WindowOperator {
             }
         }
         self.emitted_through = snap.emitted_through;
+        self.categories = Categories::from_names(snap.categories);
+        self.baselines = snap
+            .baselines
+            .into_iter()
+            .map(|(k, panes)| (k, Baseline::from_panes(panes)))
+            .collect();
+        self.retired_through = snap.retired_through;
         if let Some(t) = snap.max_event_time {
             self.watermarks.advance(source, t, now);
         }
@@ -473,6 +527,7 @@ impl WindowOperator {
             .as_primitive::<Float64Type>();
         let confidence = events.column(col::CONFIDENCE).as_primitive::<Float64Type>();
         let correct = events.column(col::CORRECT).as_boolean();
+        let prediction = events.column(col::PREDICTION).as_string::<i32>();
         let flags = events.column(col::FLAGS).as_list::<i32>();
         let approval = events.column(col::APPROVAL).as_string::<i32>();
 
@@ -539,6 +594,8 @@ impl WindowOperator {
                 quality_score: quality.is_valid(i).then(|| quality.value(i)),
                 labeled: (confidence.is_valid(i) && correct.is_valid(i))
                     .then(|| (confidence.value(i), correct.value(i))),
+                confidence: confidence.is_valid(i).then(|| confidence.value(i)),
+                prediction: opt(prediction, i).map(|p| self.categories.intern(p)),
                 flagged: flags.is_valid(i) && flags.value_length(i) > 0,
                 approval: match opt(approval, i) {
                     Some("approved") => Approval::Approved,
@@ -553,7 +610,7 @@ impl WindowOperator {
                 .core
                 .entry(key)
                 .or_default()
-                .observe(&obs);
+                .observe(&obs, self.bin_spec);
             if self.custom.is_some() {
                 groups.entry((pane, key)).or_default().push(i as u32);
             }
@@ -677,11 +734,33 @@ impl WindowOperator {
             }
         }
         for s in starts {
+            self.retire_before(s);
             self.emit_window(s, out)?;
         }
+        self.retire_before(through + 1);
         self.panes = self.panes.split_off(&(through + 1));
         self.emitted_through = Some(self.emitted_through.map_or(through, |e| e.max(through)));
         Ok(())
+    }
+
+    /// Hands the drift state of every pane before `t` to its key's baseline, in time order.
+    fn retire_before(&mut self, t: i64) {
+        let from = self.retired_through.map_or(i64::MIN, |r| r + 1);
+        if from >= t {
+            return;
+        }
+        let slide = self.spec.slide;
+        for (&p, pane) in self.panes.range_mut(from..t) {
+            for (k, state) in pane.core.iter_mut() {
+                if let Some(d) = state.drift.take() {
+                    self.baselines
+                        .entry(*k)
+                        .or_default()
+                        .retire(self.reference, p, slide, *d);
+                }
+            }
+        }
+        self.retired_through = Some(t - 1);
     }
 
     fn emit_window(&mut self, start: i64, out: &mut MetricRows) -> Result<()> {
@@ -699,10 +778,17 @@ impl WindowOperator {
         keys.sort_by(|a, b| self.keys.values[*a as usize].cmp(&self.keys.values[*b as usize]));
         for k in keys {
             let key = &self.keys.values[k as usize];
+            let state = &core[&k];
+            let drift = self.baselines.entry(k).or_default().evaluate(
+                self.reference,
+                start,
+                state.drift.as_deref(),
+                self.min_samples,
+            );
             out.keys.append(start, end, key);
-            out.core.append(&core[&k]);
-            if let Some(cal) = &core[&k].calibration {
-                self.bins.append(start, end, key, cal);
+            out.core.append(state, self.bin_spec, &drift, 0);
+            if let Some(cal) = &state.calibration {
+                self.bins.append(start, end, key, cal, self.bin_spec, 0);
             }
             if let Some(custom) = &self.custom {
                 let mut parts: Vec<&mut CustomState> = self
@@ -732,7 +818,7 @@ impl WindowOperator {
     }
 }
 
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// The serialised form of a [`WindowOperator`]'s state for one source partition.
 #[derive(Serialize, Deserialize)]
@@ -750,6 +836,11 @@ struct Snapshot {
     emitted_through: Option<i64>,
     max_event_time: Option<i64>,
     stats: OperatorStats,
+    /// `prediction` values by category id.
+    categories: Vec<String>,
+    /// Per key: the closed panes its drift reference is built from.
+    baselines: Vec<(u32, Vec<(i64, DriftState)>)>,
+    retired_through: Option<i64>,
 }
 
 fn hex(bytes: &[u8]) -> String {

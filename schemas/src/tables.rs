@@ -142,6 +142,8 @@ pub fn calibration_bins_schema() -> SchemaRef {
         Field::new("count", DataType::Int64, false),
         Field::new("mean_confidence", DataType::Float64, false),
         Field::new("accuracy", DataType::Float64, false),
+        // Bumped each time late feedback changes the window; the highest revision is current.
+        Field::new("revision", DataType::Int64, false),
     ]);
     Arc::new(Schema::new(fields))
 }

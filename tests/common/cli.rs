@@ -102,6 +102,11 @@ pub fn python_check(input: &Path, data: &Path, size_ms: i64, slide_ms: i64) {
 /// Checks the calibration columns and `calibration_bins` of tumbling windows of `size_ms`
 /// against scikit-learn and numpy (tests/reference/check_calibration.py).
 pub fn calibration_check(input: &Path, data: &Path, size_ms: i64) {
+    calibration_check_bins(input, data, size_ms, 10, "equal_width")
+}
+
+/// [`calibration_check`] for `[calibration] bins` and `binning`.
+pub fn calibration_check_bins(input: &Path, data: &Path, size_ms: i64, bins: usize, binning: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("python3")
         .arg(root.join("tests/reference/check_calibration.py"))
@@ -109,6 +114,8 @@ pub fn calibration_check(input: &Path, data: &Path, size_ms: i64) {
             input.to_str().unwrap(),
             data.to_str().unwrap(),
             &size_ms.to_string(),
+            &bins.to_string(),
+            binning,
         ])
         .output()
         .expect("python3 runs (./scripts/test.sh installs numpy, scikit-learn)");
@@ -116,4 +123,37 @@ pub fn calibration_check(input: &Path, data: &Path, size_ms: i64) {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "calibration check failed:\n{text}");
     assert!(text.contains("checked"), "{text}");
+}
+
+/// Checks the drift columns of tumbling windows of `size_ms` against scipy and numpy
+/// (tests/reference/check_drift.py); `pinned` is the baseline period in epoch ms.
+pub fn drift_check(
+    input: &Path,
+    data: &Path,
+    size_ms: i64,
+    baseline_windows: u32,
+    min_samples: u64,
+    pinned: Option<(i64, i64)>,
+) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut args = vec![
+        input.to_str().unwrap().to_string(),
+        data.to_str().unwrap().to_string(),
+        size_ms.to_string(),
+        baseline_windows.to_string(),
+        min_samples.to_string(),
+    ];
+    if let Some((from, to)) = pinned {
+        args.extend([from.to_string(), to.to_string()]);
+    }
+    let out = Command::new("python3")
+        .arg(root.join("tests/reference/check_drift.py"))
+        .args(&args)
+        .output()
+        .expect("python3 runs (./scripts/test.sh installs numpy, scipy)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "drift check failed:\n{text}");
+    assert!(text.contains("checked"), "{text}");
+    text
 }

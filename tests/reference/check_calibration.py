@@ -5,7 +5,11 @@ carry both `confidence` and `correct`, with scikit-learn (brier_score_loss, roc_
 and numpy (ECE / MCE and the reliability bins by their formulas), and compares with the
 `metrics` and `calibration_bins` tables read by pyarrow.
 
-usage: check_calibration.py INPUT.ndjson DATA_DIR SIZE_MS
+Bins are equal-width by default: bin b of B holds (b/B, (b+1)/B]. With equal_mass, the
+confidences are ranked at 0.0001 resolution (round half up) and each group of equal rounded
+values goes to bin min(B-1, B*below//n), `below` counting the labeled events under it.
+
+usage: check_calibration.py INPUT.ndjson DATA_DIR SIZE_MS [BINS [equal_width|equal_mass]]
 """
 import json
 import sys
@@ -17,7 +21,8 @@ import pyarrow.dataset as ds
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 inp, data_dir, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
-BINS = 10
+BINS = int(sys.argv[4]) if len(sys.argv) > 4 else 10
+EQUAL_MASS = len(sys.argv) > 5 and sys.argv[5] == "equal_mass"
 
 
 def event_ms(ts):
@@ -79,8 +84,15 @@ for k, n_req in requests.items():
     check("accuracy", k, acc, r["accuracy"], 1e-9)
     check("mean_confidence", k, mc, r["mean_confidence"], 1e-9)
     check("overconfidence", k, mc - acc, r["overconfidence"], 1e-9)
-    # bin b holds (b/B, (b+1)/B]; 0 falls in the first bin
-    b = np.clip(np.ceil(conf * BINS).astype(int) - 1, 0, BINS - 1)
+    if EQUAL_MASS:
+        rank = np.floor(conf * 10_000 + 0.5).astype(int)
+        below = np.array([np.sum(rank < v) for v in rank])
+        b = np.minimum(BINS - 1, BINS * below // n)
+        bounds = {i: (rank[b == i].min() / 10_000, rank[b == i].max() / 10_000) for i in set(b.tolist())}
+    else:
+        # bin b holds (b/B, (b+1)/B]; 0 falls in the first bin
+        b = np.clip(np.ceil(conf * BINS).astype(int) - 1, 0, BINS - 1)
+        bounds = {i: (i / BINS, (i + 1) / BINS) for i in range(BINS)}
     gaps = [(np.sum(b == i), abs(y[b == i].mean() - conf[b == i].mean())) for i in range(BINS) if np.any(b == i)]
     # calibration_bins: one row per non-empty bin, nothing for empty ones
     for i in range(BINS):
@@ -95,7 +107,8 @@ for k, n_req in requests.items():
         check(f"bin {i} count", k, float(np.sum(b == i)), float(got["count"]), 0)
         check(f"bin {i} mean_confidence", k, conf[b == i].mean(), got["mean_confidence"], 1e-9)
         check(f"bin {i} accuracy", k, y[b == i].mean(), got["accuracy"], 1e-12)
-        check(f"bin {i} bounds", k, i / BINS + (i + 1) / BINS, got["lower"] + got["upper"], 1e-12)
+        check(f"bin {i} lower", k, bounds[i][0], got["lower"], 1e-12)
+        check(f"bin {i} upper", k, bounds[i][1], got["upper"], 1e-12)
     check("ece", k, sum(c / n * g for c, g in gaps), r["ece"], 1e-9)
     check("mce", k, max(g for _, g in gaps), r["mce"], 1e-9)
     check("brier", k, brier_score_loss(y, conf), r["brier"], 1e-9)
