@@ -5,6 +5,7 @@ pub mod config;
 pub mod custom;
 pub mod drift;
 pub mod error;
+pub mod labels;
 pub mod metrics;
 pub mod operator;
 pub mod price;
@@ -12,5 +13,5 @@ pub mod window;
 
 pub use config::ProcessorConfig;
 pub use error::{ProcessorError, Result};
-pub use operator::{OperatorStats, Output, WindowOperator};
+pub use operator::{OperatorStats, Output, Revisions, WindowOperator};
 pub use window::SourceId;

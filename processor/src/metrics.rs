@@ -84,7 +84,7 @@ pub struct BinSpec {
 impl BinSpec {
     /// Per-bin state is kept only for equal-width bins; equal-mass bins are cut from the
     /// confidence ranks when the window closes.
-    fn width_bins(&self) -> usize {
+    pub fn width_bins(&self) -> usize {
         match self.binning {
             Binning::EqualWidth => self.bins,
             Binning::EqualMass => 0,
@@ -180,6 +180,8 @@ pub struct CoreState {
     pub calibration: Option<Box<Calibration>>,
     /// Labels joined from feedback after the window was first emitted.
     pub late_labels: u64,
+    /// Predictions (confidence, no `correct`) registered to wait for feedback.
+    pub awaiting: u64,
     /// Distributions that drift is measured on.
     pub drift: Option<Box<DriftState>>,
 }
@@ -195,6 +197,7 @@ pub struct Calibration {
     #[serde(with = "f64_bits")]
     pub brier_sum: f64,
     /// Equal-width bins (empty with equal-mass binning).
+    #[serde(default)]
     pub bins: Vec<Bin>,
     /// Confidence bucket (1/[`RANK_STEPS`]) → counts and confidence sum.
     pub ranks: std::collections::BTreeMap<u16, Rank>,
@@ -353,8 +356,21 @@ impl Calibration {
 }
 
 impl CoreState {
-    pub fn observe(&mut self, o: &Observation, spec: BinSpec) {
+    /// The state a revision evaluates: the window's request count and its calibration
+    /// with the labels joined since.
+    pub fn for_revision(requests: u64, calibration: Calibration, late_labels: u64) -> Self {
+        Self {
+            requests,
+            calibration: Some(Box::new(calibration)),
+            late_labels,
+            ..Default::default()
+        }
+    }
+
+    /// Adds one event; `awaits`: it waits for a label from feedback.
+    pub fn observe(&mut self, o: &Observation, spec: BinSpec, awaits: bool) {
         self.requests += 1;
+        self.awaiting += awaits as u64;
         match o.status {
             StatusClass::Ok => {}
             StatusClass::Error => self.errors += 1,
@@ -440,6 +456,7 @@ impl CoreState {
                 .merge(c);
         }
         self.late_labels += o.late_labels;
+        self.awaiting += o.awaiting;
         if let Some(d) = &o.drift {
             self.drift.get_or_insert_with(Default::default).merge(d);
         }

@@ -20,11 +20,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ProcessorConfig;
 use crate::custom::{BatchArgs, CustomMetrics, CustomState};
-use crate::drift::{Baseline, Categories, DriftState, Reference};
+use crate::drift::{Baseline, Categories, DriftState, DriftValues, Reference};
 use crate::error::{ProcessorError, Result};
+use crate::labels::{LabelJoin, LabelSnapshot, LabelStats};
 use crate::metrics::{Approval, BinSpec, CoreColumns, CoreState, Observation, StatusClass};
+use crate::metrics::{Calibration, BUILTIN_COLUMNS};
 use crate::price::{usd_to_nanos, PriceTable};
 use crate::window::{SourceId, Watermarks, WindowSpec};
+use inferwatch_schemas::{Feedback, Unmatched};
 
 /// (service, model, model_version, route): what a `metrics` row is about.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -120,7 +123,52 @@ pub struct WindowOperator {
     baselines: HashMap<u32, Baseline>,
     /// Panes up to here have been handed to the baselines.
     retired_through: Option<i64>,
+    /// Predictions waiting for feedback; `None` when the run has no feedback source.
+    labels: Option<LabelJoin>,
+    label_horizon: i64,
+    /// Emitted window × key whose predictions may still get labels.
+    revisable: BTreeMap<(i64, u32), Revisable>,
+    /// Number of revision batches emitted so far: names revision files, so a replay from a
+    /// checkpoint can remove the ones it will write again.
+    revision_seq: u64,
 }
+
+/// An emitted window × key that late labels can still change.
+#[derive(Debug, Clone)]
+struct Revisable {
+    end: i64,
+    requests: u64,
+    calibration: Calibration,
+    late_labels: u64,
+    revision: u32,
+    dirty: bool,
+    /// The row as last emitted.
+    row: Option<RecordBatch>,
+}
+
+/// Re-emitted rows of windows whose calibration changed with late labels.
+#[derive(Debug)]
+pub struct Revisions {
+    /// Sequence number of this batch of revisions, per source partition.
+    pub seq: u64,
+    pub metrics: RecordBatch,
+    pub calibration_bins: Option<RecordBatch>,
+}
+
+/// Columns a revision recomputes; every other column keeps its first value.
+const REVISED: &[&str] = &[
+    "labeled",
+    "label_coverage",
+    "accuracy",
+    "mean_confidence",
+    "overconfidence",
+    "ece",
+    "mce",
+    "brier",
+    "auroc",
+    "late_labels",
+    "revision",
+];
 
 /// The leading columns of `metrics` and `calibration_bins`: window bounds and the key.
 struct WindowKeyColumns {
@@ -242,6 +290,8 @@ struct MetricRows {
     keys: WindowKeyColumns,
     core: CoreColumns,
     custom: Vec<CustomState>,
+    /// (row, window start, key) of rows that late labels may revise.
+    revisable: Vec<(usize, i64, u32)>,
 }
 
 impl MetricRows {
@@ -250,6 +300,7 @@ impl MetricRows {
             keys: WindowKeyColumns::new(),
             core: CoreColumns::default(),
             custom: Vec::new(),
+            revisable: Vec::new(),
         }
     }
 
@@ -297,7 +348,127 @@ impl WindowOperator {
             min_samples: config.drift.min_samples,
             baselines: HashMap::new(),
             retired_through: None,
+            labels: None,
+            label_horizon: config.feedback.label_horizon.as_millis() as i64,
+            revisable: BTreeMap::new(),
+            revision_seq: 0,
         })
+    }
+
+    /// This run has a feedback source: predictions without `correct` wait for labels.
+    pub fn expect_feedback(&mut self, config: &crate::config::FeedbackConfig) {
+        self.labels.get_or_insert_with(|| LabelJoin::new(config));
+    }
+
+    /// Counters of the feedback join.
+    pub fn label_stats(&self) -> LabelStats {
+        self.labels.as_ref().map(|l| l.stats()).unwrap_or_default()
+    }
+
+    /// Revision batches emitted so far (restored with a checkpoint).
+    pub fn revision_seq(&self) -> u64 {
+        self.revision_seq
+    }
+
+    /// Joins one feedback event to its prediction, if this partition holds it. The label
+    /// goes into the prediction's open pane and into every emitted window holding it, which
+    /// [`WindowOperator::take_revisions`] then re-emits.
+    pub fn join_feedback(&mut self, f: &Feedback) -> Result<(), Unmatched> {
+        let Some(labels) = self.labels.as_mut() else {
+            return Err(Unmatched::Unknown);
+        };
+        let names = self.categories.names();
+        let j = labels.join(f, |c| names.get(c as usize).map(String::as_str))?;
+        let pane = self.spec.pane(j.time);
+        let width = self.bin_spec;
+        if self.emitted_through.is_none_or(|e| pane > e) {
+            if let Some(s) = self
+                .panes
+                .get_mut(&pane)
+                .and_then(|p| p.core.get_mut(&j.key))
+            {
+                s.calibration.get_or_insert_with(Default::default).observe(
+                    j.confidence,
+                    j.correct,
+                    width.width_bins(),
+                );
+            }
+        }
+        let Some(emitted) = self.emitted_through else {
+            return Ok(());
+        };
+        let mut w = self.spec.first_window_of(pane);
+        while w <= pane.min(emitted) {
+            if let Some(r) = self.revisable.get_mut(&(w, j.key)) {
+                r.calibration
+                    .observe(j.confidence, j.correct, width.width_bins());
+                r.late_labels += 1;
+                r.dirty = true;
+            }
+            w += self.spec.slide;
+        }
+        Ok(())
+    }
+
+    /// New revisions of every emitted window whose calibration late labels changed since
+    /// the last call: the whole row again with `revision` one higher (latest wins).
+    pub fn take_revisions(&mut self) -> Result<Option<Revisions>> {
+        let dirty: Vec<(i64, u32)> = self
+            .revisable
+            .iter()
+            .filter(|(_, r)| r.dirty && r.row.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        if dirty.is_empty() {
+            return Ok(None);
+        }
+        let mut rows = Vec::with_capacity(dirty.len());
+        let mut bins = BinRows::new();
+        for (start, k) in dirty {
+            let r = self.revisable.get_mut(&(start, k)).expect("listed above");
+            r.dirty = false;
+            r.revision += 1;
+            let mut core = CoreColumns::default();
+            let state = CoreState::for_revision(r.requests, r.calibration.clone(), r.late_labels);
+            core.append(&state, self.bin_spec, &DriftValues::default(), r.revision);
+            let fresh = core.finish();
+            let old = r.row.as_ref().expect("filtered above");
+            let mut columns = old.columns().to_vec();
+            for name in REVISED {
+                let i = BUILTIN_COLUMNS
+                    .iter()
+                    .position(|c| c == name)
+                    .expect("revised columns are built-in");
+                columns[i] = fresh[i - 6].clone();
+            }
+            let row = RecordBatch::try_new(old.schema(), columns)?;
+            r.row = Some(row.clone());
+            rows.push(row);
+            bins.append(
+                start,
+                r.end,
+                &self.keys.values[k as usize],
+                &r.calibration,
+                self.bin_spec,
+                r.revision,
+            );
+        }
+        self.revision_seq += 1;
+        Ok(Some(Revisions {
+            seq: self.revision_seq,
+            metrics: arrow::compute::concat_batches(&self.schema, &rows)?,
+            calibration_bins: bins.finish()?,
+        }))
+    }
+
+    /// Forgets what no feedback can reach any more at watermark `wm`.
+    fn expire_labels(&mut self, wm: i64) {
+        if let Some(l) = self.labels.as_mut() {
+            l.expire(wm);
+        }
+        let horizon = self.label_horizon;
+        self.revisable
+            .retain(|_, r| r.dirty || r.end + horizon >= wm);
     }
 
     /// Schema of the `metrics` rows this operator emits.
@@ -386,6 +557,40 @@ impl WindowOperator {
                 b
             },
             retired_through: self.retired_through,
+            labels: self.labels.as_ref().map(|l| l.snapshot()),
+            revisable: self
+                .revisable
+                .iter()
+                .map(|(&(start, key), r)| RevisableSnap {
+                    start,
+                    key,
+                    end: r.end,
+                    requests: r.requests,
+                    calibration: r.calibration.clone(),
+                    late_labels: r.late_labels,
+                    revision: r.revision,
+                    dirty: r.dirty,
+                })
+                .collect(),
+            revisable_rows: {
+                let rows: Vec<RecordBatch> = self
+                    .revisable
+                    .values()
+                    .filter_map(|r| r.row.clone())
+                    .collect();
+                if rows.is_empty() {
+                    String::new()
+                } else {
+                    let batch = arrow::compute::concat_batches(&self.schema, &rows)?;
+                    let mut buf = Vec::new();
+                    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &self.schema)?;
+                    w.write(&batch)?;
+                    w.finish()?;
+                    drop(w);
+                    hex(&buf)
+                }
+            },
+            revision_seq: self.revision_seq,
         };
         serde_json::to_vec(&snap).map_err(|e| ProcessorError::Checkpoint(e.to_string()))
     }
@@ -470,6 +675,44 @@ impl WindowOperator {
             .map(|(k, panes)| (k, Baseline::from_panes(panes)))
             .collect();
         self.retired_through = snap.retired_through;
+        if let (Some(l), Some(s)) = (self.labels.as_mut(), snap.labels) {
+            l.restore(s);
+        }
+        let mut rows = if snap.revisable_rows.is_empty() {
+            None
+        } else {
+            let bytes = unhex(&snap.revisable_rows)
+                .ok_or_else(|| ProcessorError::Checkpoint("revisable rows are not hex".into()))?;
+            let mut r =
+                arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+            r.next().transpose()?
+        };
+        if rows
+            .as_ref()
+            .is_some_and(|b| b.schema().fields() != self.schema.fields())
+        {
+            rows = None;
+        }
+        self.revisable = snap
+            .revisable
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    (r.start, r.key),
+                    Revisable {
+                        end: r.end,
+                        requests: r.requests,
+                        calibration: r.calibration,
+                        late_labels: r.late_labels,
+                        revision: r.revision,
+                        dirty: r.dirty,
+                        row: rows.as_ref().map(|b| b.slice(i, 1)),
+                    },
+                )
+            })
+            .collect();
+        self.revision_seq = snap.revision_seq;
         if let Some(t) = snap.max_event_time {
             self.watermarks.advance(source, t, now);
         }
@@ -528,6 +771,7 @@ impl WindowOperator {
         let confidence = events.column(col::CONFIDENCE).as_primitive::<Float64Type>();
         let correct = events.column(col::CORRECT).as_boolean();
         let prediction = events.column(col::PREDICTION).as_string::<i32>();
+        let event_id = events.column(col::EVENT_ID).as_string::<i32>();
         let flags = events.column(col::FLAGS).as_list::<i32>();
         let approval = events.column(col::APPROVAL).as_string::<i32>();
 
@@ -604,19 +848,33 @@ impl WindowOperator {
                     _ => Approval::None,
                 },
             };
+            let awaits = match self.labels.as_mut() {
+                Some(l) if confidence.is_valid(i) && !correct.is_valid(i) => {
+                    l.wait(
+                        event_id.value(i),
+                        key,
+                        t,
+                        confidence.value(i),
+                        obs.prediction,
+                    );
+                    true
+                }
+                _ => false,
+            };
             self.panes
                 .entry(pane)
                 .or_default()
                 .core
                 .entry(key)
                 .or_default()
-                .observe(&obs, self.bin_spec);
+                .observe(&obs, self.bin_spec, awaits);
             if self.custom.is_some() {
                 groups.entry((pane, key)).or_default().push(i as u32);
             }
         }
         self.flush_custom(&mut groups, args.as_ref())?;
         self.watermarks.advance(source, max_ts, now);
+        self.expire_labels(max_ts - ooo);
         self.stats.events += n as u64;
 
         let mut columns = events.columns().to_vec();
@@ -785,6 +1043,21 @@ impl WindowOperator {
                 state.drift.as_deref(),
                 self.min_samples,
             );
+            if self.labels.is_some() && state.awaiting > 0 {
+                out.revisable.push((out.len(), start, k));
+                self.revisable.insert(
+                    (start, k),
+                    Revisable {
+                        end,
+                        requests: state.requests,
+                        calibration: state.calibration.as_deref().cloned().unwrap_or_default(),
+                        late_labels: 0,
+                        revision: 0,
+                        dirty: false,
+                        row: None,
+                    },
+                );
+            }
             out.keys.append(start, end, key);
             out.core.append(state, self.bin_spec, &drift, 0);
             if let Some(cal) = &state.calibration {
@@ -814,7 +1087,13 @@ impl WindowOperator {
             columns.extend(custom.evaluate(&mut out.custom)?);
         }
         self.stats.metric_rows += rows as u64;
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        for (i, start, k) in out.revisable {
+            if let Some(r) = self.revisable.get_mut(&(start, k)) {
+                r.row = Some(batch.slice(i, 1));
+            }
+        }
+        Ok(Some(batch))
     }
 }
 
@@ -841,6 +1120,23 @@ struct Snapshot {
     /// Per key: the closed panes its drift reference is built from.
     baselines: Vec<(u32, Vec<(i64, DriftState)>)>,
     retired_through: Option<i64>,
+    labels: Option<LabelSnapshot>,
+    revisable: Vec<RevisableSnap>,
+    /// The revisable windows' last rows, one Arrow IPC stream (hex), in `revisable` order.
+    revisable_rows: String,
+    revision_seq: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RevisableSnap {
+    start: i64,
+    key: u32,
+    end: i64,
+    requests: u64,
+    calibration: Calibration,
+    late_labels: u64,
+    revision: u32,
+    dirty: bool,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -956,6 +1252,116 @@ mod tests {
         assert!(expected.iter().map(|b| b.num_rows()).sum::<usize>() > 20);
         assert_eq!(rows(&got), rows(&expected));
         assert_eq!(second.stats(), whole.stats());
+    }
+
+    /// Predictions without labels for 3 minutes, then traffic with inline labels up to
+    /// minute `until`; prediction i has confidence (i % 10)/10 + 0.05.
+    fn predictions(until: i64) -> RecordBatch {
+        let t0 = 1_767_225_600_000i64;
+        let mut raw = RawBatch::new(Arc::from("t"), 0);
+        for i in 0..180 {
+            let json = format!(
+                r#"{{"event_id":"p{i}","timestamp":{},"service":"s","model":"m","confidence":{}}}"#,
+                t0 + i * 1000,
+                (i % 10) as f64 / 10.0 + 0.05
+            );
+            raw.push(json.as_bytes(), i);
+        }
+        for j in 0..until * 6 {
+            let json = format!(
+                r#"{{"event_id":"q{j}","timestamp":{},"service":"s","model":"m","confidence":0.5,"correct":true}}"#,
+                t0 + 180_000 + j * 10_000
+            );
+            raw.push(json.as_bytes(), 180 + j);
+        }
+        EventDecoder::new(Limits::default()).decode(&raw).events
+    }
+
+    fn feedback(i: i64, delay_ms: i64) -> Feedback {
+        Feedback {
+            event_id: format!("p{i}"),
+            timestamp: 1_767_225_600_000 + i * 1000 + delay_ms,
+            correct: Some(i % 3 == 0),
+            label: None,
+            score: None,
+            source: None,
+            partition: 0,
+            offset: i,
+        }
+    }
+
+    #[test]
+    fn feedback_ten_minutes_late_lands_in_the_latest_revision_of_its_window() {
+        let id: SourceId = (Arc::from("t"), 0);
+        let mut c = ProcessorConfig::default();
+        c.window.size = std::time::Duration::from_secs(60);
+        let mut op = WindowOperator::new(&c).unwrap();
+        op.expect_feedback(&c.feedback);
+        let first = op
+            .process_batch(&id, predictions(12), Instant::now())
+            .unwrap()
+            .metrics
+            .unwrap();
+        // The first window went out without labels.
+        assert_eq!(
+            first
+                .column_by_name("labeled")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .value(0),
+            0
+        );
+        for i in 0..60 {
+            op.join_feedback(&feedback(i, 600_000)).unwrap();
+        }
+        let r = op.take_revisions().unwrap().unwrap();
+        assert_eq!(r.seq, 1);
+        assert_eq!(r.metrics.num_rows(), 1);
+        let get = |name: &str| r.metrics.column_by_name(name).unwrap().clone();
+        assert_eq!(get("revision").as_primitive::<Int64Type>().value(0), 1);
+        assert_eq!(get("labeled").as_primitive::<Int64Type>().value(0), 60);
+        assert_eq!(get("late_labels").as_primitive::<Int64Type>().value(0), 60);
+        assert_eq!(get("requests").as_primitive::<Int64Type>().value(0), 60);
+        let acc = get("accuracy").as_primitive::<Float64Type>().value(0);
+        assert!((acc - 20.0 / 60.0).abs() < 1e-12, "{acc}");
+        // Reliability bins of the revision: ten bins of six, tagged with the revision.
+        let bins = r.calibration_bins.unwrap();
+        assert_eq!(bins.num_rows(), 10);
+        // Nothing changed since: no new revision. A duplicate changes nothing.
+        assert!(op.take_revisions().unwrap().is_none());
+        assert_eq!(
+            op.join_feedback(&feedback(0, 700_000)),
+            Err(Unmatched::Duplicate)
+        );
+        // Past the horizon: expired, and no revision.
+        assert_eq!(
+            op.join_feedback(&feedback(61, 3_600_001)),
+            Err(Unmatched::Expired)
+        );
+        assert_eq!(op.join_feedback(&feedback(999, 0)), Err(Unmatched::Unknown));
+        // A label for window 2, checkpointed and restored: the revision continues from there.
+        op.join_feedback(&feedback(130, 600_000)).unwrap();
+        let snap = op.snapshot(&id).unwrap();
+        let mut back = WindowOperator::new(&c).unwrap();
+        back.expect_feedback(&c.feedback);
+        back.restore(&id, &snap, Instant::now()).unwrap();
+        let r = back.take_revisions().unwrap().unwrap();
+        assert_eq!(r.seq, 2);
+        let rev = r
+            .metrics
+            .column_by_name("revision")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .value(0);
+        let labeled = r
+            .metrics
+            .column_by_name("labeled")
+            .unwrap()
+            .as_primitive::<Int64Type>()
+            .value(0);
+        assert_eq!((rev, labeled), (1, 1));
+        let s = back.label_stats();
+        assert_eq!((s.joined, s.duplicate, s.expired), (61, 1, 1));
     }
 
     #[test]

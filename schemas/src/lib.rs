@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod event;
+pub mod feedback;
 pub mod raw;
 pub mod tables;
 pub mod time;
@@ -10,5 +11,6 @@ pub mod validate;
 
 pub use decode::{DeadLetterBuilder, Decoded, EventDecoder, Reject};
 pub use event::InferenceEvent;
+pub use feedback::{decode_feedback, Feedback, Unmatched};
 pub use raw::RawBatch;
 pub use validate::Limits;

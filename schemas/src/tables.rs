@@ -148,6 +148,28 @@ pub fn calibration_bins_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+static FEEDBACK_UNMATCHED: LazyLock<SchemaRef> = LazyLock::new(|| {
+    use DataType::*;
+    Arc::new(Schema::new(vec![
+        Field::new("event_id", Utf8, false),
+        // When the feedback was given.
+        Field::new("timestamp", timestamp_type(), false),
+        // unknown, expired, duplicate or unusable.
+        Field::new("reason", Utf8, false),
+        Field::new("correct", Boolean, true),
+        Field::new("label", Utf8, true),
+        Field::new("score", Float64, true),
+        Field::new("feedback_source", Utf8, true),
+        Field::new("source_partition", Int32, false),
+        Field::new("source_offset", Int64, false),
+    ]))
+});
+
+/// The `feedback_unmatched` table: feedback that joined no prediction, and why.
+pub fn feedback_unmatched_schema() -> SchemaRef {
+    FEEDBACK_UNMATCHED.clone()
+}
+
 /// Key columns of the `metrics` table; metric columns follow them.
 pub fn metrics_key_fields() -> Vec<Field> {
     vec![
