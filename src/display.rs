@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 
 use crate::pipeline::{Progress, RunReport};
 
@@ -140,88 +140,181 @@ pub fn run_summary(r: &RunReport) {
             share(r.checkpoint_wait),
         );
     }
+    if let Some(f) = &p.feedback {
+        feedback_summary(f);
+    }
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
-/// The end of the demo: the last window's rows and how to explore the rest.
-pub fn demo_summary(r: &RunReport) -> Result<()> {
+/// The end of the demo: per service, the first half of the run against its last window,
+/// read back from the Parquet tables, and how to explore the rest.
+pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
     run_summary(r);
     let mut out = std::io::stdout().lock();
-    let Some(last) = r.recent_metrics.last() else {
+    if r.progress.windows_closed == 0 {
         writeln!(
             out,
             "no window closed: run longer (--duration) or use a shorter --window"
         )?;
         return Ok(());
-    };
-    let starts = last.column(0).as_primitive::<TimestampMillisecondType>();
-    let newest = (0..last.num_rows())
-        .map(|i| starts.value(i))
-        .max()
-        .unwrap_or(0);
-    let col = |name: &str| {
-        last.column(last.schema().index_of(name).expect("built-in column"))
-            .clone()
-    };
-    let service = col("service");
-    let service = service.as_string::<i32>();
-    let model = col("model");
-    let model = model.as_string::<i32>();
-    let requests = col("requests");
-    let requests = requests.as_primitive::<Int64Type>();
-    let f = |name: &str| col(name).as_primitive::<Float64Type>().clone();
-    let (err, p50, p99, cost, quality, flagged) = (
-        f("error_rate"),
-        f("latency_p50_ms"),
-        f("latency_p99_ms"),
-        f("cost_usd"),
-        f("quality_score_mean"),
-        f("flagged_rate"),
-    );
-    let get =
-        |a: &datafusion::arrow::array::Float64Array, i: usize| a.is_valid(i).then(|| a.value(i));
-    writeln!(
-        out,
-        "\nlast window, starting {}:",
-        inferwatch_schemas::time::format_rfc3339_ms(newest)
-    )?;
-    writeln!(
-        out,
-        "{:<20} {:<24} {:>8} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8}",
-        "service", "model", "requests", "err %", "p50 ms", "p99 ms", "cost $", "quality", "flag %"
-    )?;
-    for i in (0..last.num_rows()).filter(|&i| starts.value(i) == newest) {
-        writeln!(
-            out,
-            "{:<20} {:<24} {:>8} {:>7} {:>9} {:>9} {:>10} {:>8} {:>8}",
-            trim(service.value(i), 20),
-            trim(model.value(i), 24),
-            requests.value(i),
-            fmt_opt(get(&err, i).map(|v| v * 100.0), 2),
-            fmt_opt(get(&p50, i), 1),
-            fmt_opt(get(&p99, i), 1),
-            fmt_opt(get(&cost, i), 4),
-            fmt_opt(get(&quality, i), 3),
-            fmt_opt(get(&flagged, i).map(|v| v * 100.0), 2),
-        )?;
     }
+    let span = rt.block_on(crate::query::run(
+        &r.data_dir,
+        "SELECT CAST(min(window_start) AS BIGINT) AS first, CAST(max(window_start) AS BIGINT) AS last FROM metrics",
+    ))?;
+    let ints = |name: &str| -> Option<i64> {
+        let b = span.first()?;
+        let a = b.column_by_name(name)?.as_primitive::<Int64Type>();
+        a.is_valid(0).then(|| a.value(0))
+    };
+    let (Some(first), Some(last)) = (ints("first"), ints("last")) else {
+        return Ok(());
+    };
+    // The last window of a stopped run is cut short: show the one before it, if any.
+    let size = r.window_size_ms;
+    let last = if last - size > first {
+        last - size
+    } else {
+        last
+    };
+    let middle = first + (last - first) / 2;
+    let sql = format!(
+        "SELECT service, CASE WHEN CAST(window_start AS BIGINT) = {last} THEN 'last' ELSE 'before' END AS period,
+           sum(requests) AS events,
+           sum(errors) * 100.0 / sum(requests) AS err_pct,
+           avg(latency_p99_ms) AS p99_ms,
+           sum(cost_usd) * 1000.0 / sum(requests) AS usd_per_1k,
+           avg(quality_score_mean) AS quality,
+           sum(ece * labeled) / sum(CASE WHEN ece IS NULL THEN 0 ELSE labeled END) AS ece,
+           sum(overconfidence * labeled) / sum(CASE WHEN ece IS NULL THEN 0 ELSE labeled END) AS overconf,
+           avg(auroc) AS auroc,
+           avg(psi_confidence) AS psi,
+           avg(js_prediction) AS js
+         FROM metrics_latest
+         WHERE CAST(window_start AS BIGINT) = {last} OR CAST(window_start AS BIGINT) < {middle}
+         GROUP BY 1, 2 ORDER BY 1, 2"
+    );
+    let rows = rt.block_on(crate::query::run(&r.data_dir, &sql))?;
+    writeln!(
+        out,
+        "\nper service: the first half of the run ('before') and the last window, starting {}",
+        inferwatch_schemas::time::format_rfc3339_ms(last)
+    )?;
+    writeln!(
+        out,
+        "{:<18} {:<6} {:>8} {:>6} {:>8} {:>7} {:>5} {:>5} {:>6} {:>5} {:>5} {:>5}",
+        "service",
+        "period",
+        "events",
+        "err %",
+        "p99 ms",
+        "$/1k",
+        "qual",
+        "ece",
+        "ovconf",
+        "auroc",
+        "psi",
+        "js"
+    )?;
+    for b in &rows {
+        // Parquet strings may come back as Utf8View: cast, so either reads.
+        let text = |name: &str| -> Result<datafusion::arrow::array::StringArray> {
+            let c = b.column_by_name(name).expect("selected");
+            let c =
+                datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?;
+            Ok(c.as_string::<i32>().clone())
+        };
+        let (service, period) = (text("service")?, text("period")?);
+        let events = b
+            .column_by_name("events")
+            .expect("selected")
+            .as_primitive::<Int64Type>()
+            .clone();
+        let f = |name: &str| {
+            b.column_by_name(name)
+                .expect("selected")
+                .as_primitive::<Float64Type>()
+                .clone()
+        };
+        let cols: Vec<_> = [
+            "err_pct",
+            "p99_ms",
+            "usd_per_1k",
+            "quality",
+            "ece",
+            "overconf",
+            "auroc",
+            "psi",
+            "js",
+        ]
+        .iter()
+        .map(|c| f(c))
+        .collect();
+        let v = |c: usize, i: usize, d: usize| {
+            let a = &cols[c];
+            fmt_opt(a.is_valid(i).then(|| a.value(i)), d)
+        };
+        for i in 0..b.num_rows() {
+            writeln!(
+                out,
+                "{:<18} {:<6} {:>8} {:>6} {:>8} {:>7} {:>5} {:>5} {:>6} {:>5} {:>5} {:>5}",
+                trim(service.value(i), 18),
+                period.value(i),
+                thousands(events.value(i) as u64),
+                v(0, i, 2),
+                v(1, i, 0),
+                v(2, i, 3),
+                v(3, i, 2),
+                v(4, i, 3),
+                v(5, i, 3),
+                v(6, i, 2),
+                v(7, i, 2),
+                v(8, i, 2),
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "(ece/ovconf: label-weighted means over keys; psi = psi_confidence, js = js_prediction, means over keys; - = too few events)"
+    )?;
     let dir = r.data_dir.display();
     writeln!(
         out,
-        "\nexplore what it wrote (tables: events, metrics, calibration_bins, dead_letter):"
+        "\nexplore what it wrote (tables: events, metrics, metrics_latest, calibration_bins, dead_letter, feedback_unmatched):"
     )?;
     writeln!(
         out,
-        "  inferwatch query --data-dir {dir} \"SELECT service, model, sum(requests) AS requests, avg(error_rate) AS error_rate, max(latency_p99_ms) AS p99_ms FROM metrics GROUP BY service, model ORDER BY requests DESC\""
+        "  inferwatch query --data-dir {dir} \"SELECT window_start, service, model, route, ece, auroc, psi_confidence, revision FROM metrics_latest ORDER BY window_start DESC LIMIT 20\""
     )?;
     writeln!(
         out,
         "  (from a checkout: cargo run --release -- query --data-dir {dir} \"...\")"
     )?;
     Ok(())
+}
+
+/// What became of the feedback events.
+pub fn feedback_summary(f: &crate::pipeline::FeedbackCounts) {
+    eprintln!(
+        "  feedback: {} received, {} joined ({} revised metric rows), {} unknown, {} expired, {} duplicate, {} unusable, {} invalid",
+        thousands(f.received),
+        thousands(f.joined),
+        thousands(f.revised_rows),
+        thousands(f.unknown),
+        thousands(f.expired),
+        thousands(f.duplicate),
+        thousands(f.unusable),
+        thousands(f.invalid),
+    );
+    if f.evicted > 0 {
+        eprintln!(
+            "  {} predictions stopped waiting for feedback past feedback.max_pending; raise it if their labels matter",
+            thousands(f.evicted)
+        );
+    }
 }
 
 fn trim(s: &str, n: usize) -> String {

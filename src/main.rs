@@ -95,6 +95,9 @@ enum Command {
         /// Input file: file:PATH (NDJSON, one event per line). Leave out with --brokers.
         #[arg(long, value_name = "file:PATH")]
         source: Option<String>,
+        /// Feedback events (late labels joined by event_id): file:PATH, NDJSON.
+        #[arg(long, value_name = "file:PATH")]
+        feedback: Option<String>,
         #[command(flatten)]
         kafka: KafkaArgs,
         /// Kafka: stop once no event arrived for this long, closing every window (backfills,
@@ -104,7 +107,8 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// SQL over the tables (events, metrics, calibration_bins, dead_letter); date and hour are partition columns.
+    /// SQL over the tables (events, metrics, metrics_latest, calibration_bins, dead_letter,
+    /// feedback_unmatched); date and hour are partition columns.
     Query {
         /// Where the Parquet tables are [default: ./inferwatch-data].
         #[arg(long, value_name = "DIR", default_value = "./inferwatch-data")]
@@ -132,6 +136,13 @@ enum Command {
         /// Output file ("-" for standard output).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Also write feedback events here: a label for every prediction sent without
+        /// `correct`, --feedback-delay after it.
+        #[arg(long, value_name = "FILE")]
+        feedback_out: Option<PathBuf>,
+        /// How long after its prediction each feedback event comes.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        feedback_delay: Duration,
         /// Spread traffic over this many routes per service and model (many keys, for
         /// memory benchmarks).
         #[arg(long, default_value_t = 0)]
@@ -232,11 +243,18 @@ fn real_main(cli: Cli) -> Result<()> {
             if !(rate > 0.0 && rate.is_finite()) {
                 bail!("--rate must be a positive number of events per second");
             }
-            if common.window.is_none() && common.config.is_none() {
+            let defaults = common.config.is_none();
+            if common.window.is_none() && defaults {
                 // Short windows, so a 30-second demo closes several.
                 common.window = Some(Duration::from_secs(10));
             }
-            let config = common.load()?;
+            let mut config = common.load()?;
+            if defaults {
+                // A short demo has few events per key and window: a shorter drift baseline
+                // and a lower sample gate let drift show within a minute.
+                config.processor.drift.baseline_windows = 3;
+                config.processor.drift.min_samples = 30;
+            }
             let total = (duration.as_secs_f64() * rate).ceil() as u64;
             let gen = GeneratorConfig {
                 seed,
@@ -244,6 +262,8 @@ fn real_main(cli: Cli) -> Result<()> {
                 start_ms: now_ms(),
                 total_events: total,
                 scenario,
+                // Labels for unlabeled predictions arrive two windows late: revisions.
+                feedback_delay_ms: Some(2 * config.processor.window.size.as_millis() as i64),
                 ..GeneratorConfig::default()
             };
             eprintln!(
@@ -253,13 +273,22 @@ fn real_main(cli: Cli) -> Result<()> {
                 config.data_dir.display(),
                 scenario = scenario.name(),
             );
-            let source = Box::new(GeneratorSource::new(gen, true));
-            let report = process(source, &config, RunOptions::default(), true)?;
-            display::demo_summary(&report)?;
+            let mut source = GeneratorSource::new(gen, true);
+            let feedback: Box<dyn Source> = Box::new(source.feedback_source());
+            let report = process(
+                Box::new(source),
+                Some(feedback),
+                &config,
+                RunOptions::default(),
+                true,
+            )?;
+            let rt = runtime()?;
+            display::demo_summary(&report, &rt)?;
             Ok(())
         }
         Command::Run {
             source,
+            feedback,
             kafka,
             stop_when_idle,
             common,
@@ -272,10 +301,22 @@ fn real_main(cli: Cli) -> Result<()> {
                         bail!("--source {source:?}: expected file:PATH (or --brokers HOST:PORT for Kafka)");
                     };
                     let source = Box::new(FileSource::open(Path::new(path))?);
-                    let report = process(source, &config, RunOptions::default(), false)?;
+                    let feedback = feedback
+                        .as_deref()
+                        .map(|f| -> Result<Box<dyn Source>> {
+                            let Some(path) = f.strip_prefix("file:") else {
+                                bail!("--feedback {f:?}: expected file:PATH");
+                            };
+                            Ok(Box::new(FileSource::open(Path::new(path))?))
+                        })
+                        .transpose()?;
+                    let report = process(source, feedback, &config, RunOptions::default(), false)?;
                     display::run_summary(&report);
                 }
                 (None, false) => {
+                    if feedback.is_some() {
+                        bail!("--feedback is for file sources; with Kafka the feedback topic is not supported yet");
+                    }
                     let report = consume(&config, stop_when_idle)?;
                     display::run_summary(&report);
                 }
@@ -304,6 +345,8 @@ fn real_main(cli: Cli) -> Result<()> {
             scenario,
             start,
             out,
+            feedback_out,
+            feedback_delay,
             routes,
             kafka,
         } => {
@@ -316,6 +359,9 @@ fn real_main(cli: Cli) -> Result<()> {
                 total_events: count,
                 scenario,
                 route_spread: routes,
+                feedback_delay_ms: feedback_out
+                    .is_some()
+                    .then_some(feedback_delay.as_millis() as i64),
                 ..GeneratorConfig::default()
             };
             if let Some(s) = start {
@@ -334,13 +380,14 @@ fn real_main(cli: Cli) -> Result<()> {
                 None => generate(
                     cfg,
                     &out.context("--out FILE is required (or --brokers HOST:PORT)")?,
+                    feedback_out.as_deref(),
                 ),
             }
         }
     }
 }
 
-fn generate(cfg: GeneratorConfig, out: &Path) -> Result<()> {
+fn generate(cfg: GeneratorConfig, out: &Path, feedback_out: Option<&Path>) -> Result<()> {
     let to_stdout = out == Path::new("-");
     let mut w: Box<dyn Write> = if to_stdout {
         Box::new(std::io::BufWriter::with_capacity(
@@ -355,6 +402,14 @@ fn generate(cfg: GeneratorConfig, out: &Path) -> Result<()> {
             std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
         Box::new(std::io::BufWriter::with_capacity(1 << 20, f))
     };
+    let mut fw = feedback_out
+        .map(|p| -> Result<_> {
+            let f =
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+            Ok(std::io::BufWriter::with_capacity(1 << 20, f))
+        })
+        .transpose()?;
+    let (mut fbuf, mut feedback) = (Vec::new(), 0u64);
     let total = cfg.total_events;
     let mut gen = Generator::new(cfg);
     let mut buf = Vec::with_capacity(1 << 16);
@@ -365,12 +420,36 @@ fn generate(cfg: GeneratorConfig, out: &Path) -> Result<()> {
             w.write_all(&buf)?;
             buf.clear();
         }
+        if let Some(fw) = fw.as_mut() {
+            // Feedback in time order, each once the traffic has reached its time.
+            let now = gen.event_time();
+            while gen.next_feedback(&mut fbuf, Some(now)) {
+                fbuf.push(b'\n');
+                feedback += 1;
+            }
+            if fbuf.len() >= 1 << 16 {
+                fw.write_all(&fbuf)?;
+                fbuf.clear();
+            }
+        }
         if show && gen.produced().is_multiple_of(500_000) {
             eprint!("\r  {} / {} events", gen.produced(), total);
         }
     }
     w.write_all(&buf)?;
     w.flush()?;
+    if let Some(mut fw) = fw {
+        while gen.next_feedback(&mut fbuf, None) {
+            fbuf.push(b'\n');
+            feedback += 1;
+        }
+        fw.write_all(&fbuf)?;
+        fw.flush()?;
+        eprintln!(
+            "wrote {feedback} feedback events to {}",
+            feedback_out.expect("writer exists").display()
+        );
+    }
     if !to_stdout {
         if show {
             eprint!("\r");
@@ -387,11 +466,15 @@ fn generate(cfg: GeneratorConfig, out: &Path) -> Result<()> {
 
 fn process(
     source: Box<dyn Source>,
+    feedback: Option<Box<dyn Source>>,
     config: &Config,
     options: RunOptions,
     live: bool,
 ) -> Result<pipeline::RunReport> {
-    let pipeline = Pipeline::new(config, source.name(), options)?;
+    let mut pipeline = Pipeline::new(config, source.name(), options)?;
+    if let Some(f) = feedback {
+        pipeline = pipeline.with_feedback(f);
+    }
     run_pipeline(pipeline, source, live)
 }
 

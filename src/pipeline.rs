@@ -29,8 +29,12 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::TimestampMillisecondType;
 use inferwatch_ingest::{PartitionOwner, Source};
 use inferwatch_processor::{OperatorStats, SourceId, WindowOperator};
+use inferwatch_schemas::feedback::UnmatchedBuilder;
+use inferwatch_schemas::tables::feedback_unmatched_schema;
 use inferwatch_schemas::tables::{dead_letter_schema, events as ev, events_schema};
-use inferwatch_schemas::{DeadLetterBuilder, EventDecoder, Limits, RawBatch};
+use inferwatch_schemas::{
+    decode_feedback, DeadLetterBuilder, EventDecoder, Feedback, Limits, RawBatch, Unmatched,
+};
 use inferwatch_sink::{
     Checkpoint, CheckpointStore, KafkaOutput, KafkaOutputConfig, ParquetOptions, PositionedTable,
     WindowTable,
@@ -51,14 +55,34 @@ pub struct Progress {
     pub checkpoints: u64,
     pub partitions: usize,
     pub source_done: Option<(u64, u64)>,
+    /// Feedback counters, when the run has a feedback source.
+    pub feedback: Option<FeedbackCounts>,
+}
+
+/// What became of the feedback events of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedbackCounts {
+    pub received: u64,
+    /// Not feedback at all (bad JSON, missing fields): in `dead_letter`.
+    pub invalid: u64,
+    pub joined: u64,
+    pub unknown: u64,
+    pub expired: u64,
+    pub duplicate: u64,
+    pub unusable: u64,
+    /// Waiting now for their feedback / dropped past `feedback.max_pending`.
+    pub waiting: u64,
+    pub evicted: u64,
+    /// Metric rows re-emitted with a higher `revision`.
+    pub revised_rows: u64,
 }
 
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct RunReport {
     pub progress: Progress,
-    /// The metric rows of the most recent windows (for the demo's summary).
-    pub recent_metrics: Vec<RecordBatch>,
+    /// Window size of the run, ms.
+    pub window_size_ms: i64,
     pub files_written: u64,
     pub data_dir: PathBuf,
     /// Wall time the processing thread waited for checkpoints (rebalances, shutdown).
@@ -100,6 +124,28 @@ enum ToSink {
         partition: i32,
         batch: RecordBatch,
     },
+    /// Metric and reliability-bin rows re-emitted after late labels.
+    Revisions {
+        partition: i32,
+        seq: u64,
+        metrics: RecordBatch,
+        bins: Option<RecordBatch>,
+    },
+    /// A checkpoint restored `partition` at revision `seq`: later revision files go.
+    RevisionsFrom {
+        partition: i32,
+        seq: u64,
+    },
+    /// Rows about feedback events of `source`'s `partition`: bad payloads and feedback that
+    /// joined nothing.
+    Feedback {
+        source: Arc<str>,
+        partition: i32,
+        dead: Option<RecordBatch>,
+        unmatched: Option<RecordBatch>,
+        first: i64,
+        last: i64,
+    },
     /// Complete every open file (time-based roll for sources without checkpoints).
     Flush,
     /// Complete the partition's files, then write its checkpoint. `release`: the partition
@@ -124,6 +170,8 @@ struct SinkThread {
     events: HashMap<i32, (PositionedTable, PositionedTable)>,
     metrics: WindowTable,
     calibration_bins: WindowTable,
+    /// Per feedback partition: its `dead_letter` and `feedback_unmatched` tables.
+    feedback: HashMap<i32, (PositionedTable, PositionedTable)>,
     store: CheckpointStore,
     kafka: Option<KafkaOutput>,
     /// (partition, next offset) of each durable checkpoint, for the Kafka commit.
@@ -207,6 +255,64 @@ impl SinkThread {
             ToSink::CalibrationBins { partition, batch } => {
                 self.calibration_bins.write(&batch, partition)?;
             }
+            ToSink::Revisions {
+                partition,
+                seq,
+                metrics,
+                bins,
+            } => {
+                self.metrics.write_revision(&metrics, partition, seq)?;
+                if let Some(b) = bins {
+                    self.calibration_bins.write_revision(&b, partition, seq)?;
+                }
+                if let Some(k) = &self.kafka {
+                    k.metrics(&metrics)?;
+                }
+            }
+            ToSink::RevisionsFrom { partition, seq } => {
+                self.metrics.remove_revisions_after(partition, seq)?;
+                self.calibration_bins
+                    .remove_revisions_after(partition, seq)?;
+            }
+            ToSink::Feedback {
+                source,
+                partition,
+                dead,
+                unmatched,
+                first,
+                last,
+            } => {
+                if !self.feedback.contains_key(&partition) {
+                    let table = |name: &str, schema, ts_col| {
+                        PositionedTable::new(
+                            &self.data_dir,
+                            name,
+                            schema,
+                            ts_col,
+                            &source,
+                            partition,
+                            self.max_rows,
+                            &self.parquet,
+                        )
+                    };
+                    let d = table("dead_letter", dead_letter_schema(), 3)?;
+                    let u = table("feedback_unmatched", feedback_unmatched_schema(), 1)?;
+                    // Feedback is read from its start each run: earlier files go.
+                    d.remove_from(0)?;
+                    u.remove_from(0)?;
+                    self.feedback.insert(partition, (d, u));
+                }
+                let (d, u) = self.feedback.get_mut(&partition).expect("inserted above");
+                if let Some(b) = &dead {
+                    d.append(b, first, last)?;
+                }
+                if let Some(b) = &unmatched {
+                    u.append(b, first, last)?;
+                }
+                if let (Some(k), Some(b)) = (&self.kafka, &dead) {
+                    k.dead_letters(b)?;
+                }
+            }
             ToSink::Flush => {
                 for (e, d) in self.events.values_mut() {
                     e.flush()?;
@@ -256,7 +362,7 @@ impl SinkThread {
         while let Ok(msg) = rx.recv() {
             self.handle(msg)?;
         }
-        for (e, d) in self.events.values_mut() {
+        for (e, d) in self.events.values_mut().chain(self.feedback.values_mut()) {
             e.flush()?;
             d.flush()?;
         }
@@ -268,6 +374,7 @@ impl SinkThread {
             + self
                 .events
                 .values()
+                .chain(self.feedback.values())
                 .map(|(e, d)| e.files_written() + d.files_written())
                 .sum::<u64>();
         Ok((files, self.checkpoint_time))
@@ -310,6 +417,20 @@ struct Shared {
     rebalanced_at: Instant,
     /// (partition, offset) the source should go back to.
     seek_requests: Vec<(i32, i64)>,
+    /// The feedback join's side of the run, when there is a feedback source.
+    feedback: Option<FeedbackSide>,
+}
+
+/// Feedback read but not yet joined: it waits until every partition's watermark has passed
+/// its time, so its prediction (which is older) has surely been processed.
+struct FeedbackSide {
+    source: Arc<str>,
+    limits: Limits,
+    held: BTreeMap<(i64, u64), Feedback>,
+    seq: u64,
+    done: bool,
+    counts: FeedbackCounts,
+    dead: DeadLetterBuilder,
 }
 
 impl Shared {
@@ -366,6 +487,9 @@ impl Shared {
     /// A partition arrives: restore its checkpoint, if any. Returns where to resume.
     fn assign(&mut self, partition: i32, now: Instant) -> Result<Option<i64>> {
         let mut op = self.new_operator()?;
+        if self.feedback.is_some() {
+            op.expect_feedback(&self.config.processor.feedback);
+        }
         let ckpt = if self.options.checkpoints {
             self.store.load(partition)?
         } else {
@@ -377,6 +501,10 @@ impl Shared {
                     .with_context(|| {
                         format!("restoring partition {partition} of {}", self.source)
                     })?;
+                self.send(ToSink::RevisionsFrom {
+                    partition,
+                    seq: op.revision_seq(),
+                })?;
                 self.send(ToSink::Start {
                     partition,
                     from: c.next_offset,
@@ -493,6 +621,167 @@ impl Shared {
             last,
         })?;
         self.emit_metrics(partition, out.metrics)
+    }
+
+    /// Decodes a batch of feedback payloads and holds the good ones for the join.
+    fn read_feedback(&mut self, raw: RawBatch) -> Result<()> {
+        let Some(fb) = self.feedback.as_mut() else {
+            return Ok(());
+        };
+        if raw.is_empty() {
+            return Ok(());
+        }
+        let (good, bad) = decode_feedback(&raw, &fb.limits);
+        fb.counts.received += raw.len() as u64;
+        fb.counts.invalid += bad.len() as u64;
+        let stream_time = good.iter().map(|f| f.timestamp).max().unwrap_or(0);
+        for f in good {
+            fb.seq += 1;
+            fb.held.insert((f.timestamp, fb.seq), f);
+        }
+        if !bad.is_empty() {
+            fb.dead.append_rejects(&raw, &bad, stream_time);
+            let dead = fb.dead.finish();
+            let first = raw.offset(0);
+            let msg = ToSink::Feedback {
+                source: fb.source.clone(),
+                partition: raw.partition,
+                dead: Some(dead),
+                unmatched: None,
+                first,
+                last: raw.last_offset().unwrap_or(first),
+            };
+            self.send(msg)?;
+        }
+        Ok(())
+    }
+
+    /// The watermark every partition has passed: feedback up to it may join.
+    fn feedback_watermark(&self) -> Option<i64> {
+        let ooo = self
+            .config
+            .processor
+            .window
+            .max_out_of_orderness
+            .as_millis() as i64;
+        self.parts
+            .iter()
+            .map(|(&k, p)| p.op.max_event_time(&self.id(k)).map(|t| t - ooo))
+            .min()
+            .flatten()
+    }
+
+    /// Whether the feedback source should be read now: it is not exhausted, and what is held
+    /// is already due (so memory holds about one batch of feedback ahead of the events).
+    fn wants_feedback(&self) -> bool {
+        let Some(fb) = &self.feedback else {
+            return false;
+        };
+        if fb.done || fb.held.len() >= self.config.processor.feedback.max_pending {
+            return false;
+        }
+        match (fb.held.last_key_value(), self.feedback_watermark()) {
+            (None, _) => true,
+            (Some(((t, _), _)), Some(wm)) => *t <= wm,
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Joins held feedback that is due (all of it with `all`), then emits the revisions of
+    /// windows that late labels changed.
+    fn release_feedback(&mut self, all: bool) -> Result<()> {
+        let wm = if all {
+            Some(i64::MAX)
+        } else {
+            self.feedback_watermark()
+        };
+        let (Some(wm), Some(fb)) = (wm, self.feedback.as_mut()) else {
+            return Ok(());
+        };
+        let mut due = Vec::new();
+        while let Some(entry) = fb.held.first_entry() {
+            if entry.key().0 > wm {
+                break;
+            }
+            due.push(entry.remove());
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        // Per feedback partition: unmatched rows and the offsets they span.
+        let mut unmatched: BTreeMap<i32, (UnmatchedBuilder, i64, i64)> = BTreeMap::new();
+        for f in &due {
+            let mut outcome = Err(Unmatched::Unknown);
+            for part in self.parts.values_mut() {
+                outcome = part.op.join_feedback(f);
+                if outcome != Err(Unmatched::Unknown) {
+                    break;
+                }
+            }
+            let c = &mut fb.counts;
+            match outcome {
+                Ok(()) => c.joined += 1,
+                Err(why) => {
+                    match why {
+                        Unmatched::Unknown => c.unknown += 1,
+                        Unmatched::Expired => c.expired += 1,
+                        Unmatched::Duplicate => c.duplicate += 1,
+                        Unmatched::Unusable => c.unusable += 1,
+                    }
+                    let e = unmatched
+                        .entry(f.partition)
+                        .or_insert_with(|| (UnmatchedBuilder::default(), f.offset, f.offset));
+                    e.0.append(f, why);
+                    e.1 = e.1.min(f.offset);
+                    e.2 = e.2.max(f.offset);
+                }
+            }
+        }
+        let source = fb.source.clone();
+        for (partition, (mut rows, first, last)) in unmatched {
+            self.send(ToSink::Feedback {
+                source: source.clone(),
+                partition,
+                dead: None,
+                unmatched: Some(rows.finish()),
+                first,
+                last,
+            })?;
+        }
+        self.emit_revisions(false)
+    }
+
+    /// Sends the revisions the operators have ready (all pending ones with `force`).
+    fn emit_revisions(&mut self, force: bool) -> Result<()> {
+        let keys: Vec<i32> = self.parts.keys().copied().collect();
+        for k in keys {
+            let part = self.parts.get_mut(&k).expect("listed above");
+            let Some(r) = part.op.take_revisions(force)? else {
+                continue;
+            };
+            if let Some(fb) = self.feedback.as_mut() {
+                fb.counts.revised_rows += r.metrics.num_rows() as u64;
+            }
+            self.new_metrics.push(r.metrics.clone());
+            self.send(ToSink::Revisions {
+                partition: k,
+                seq: r.seq,
+                metrics: r.metrics,
+                bins: r.calibration_bins,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn feedback_counts(&self) -> Option<FeedbackCounts> {
+        let fb = self.feedback.as_ref()?;
+        let mut c = fb.counts;
+        for p in self.parts.values() {
+            let s = p.op.label_stats();
+            c.waiting += s.waiting;
+            c.evicted += s.evicted;
+        }
+        Some(c)
     }
 
     /// Nothing arrived: partitions idle for `idle_timeout` follow the active ones' watermark.
@@ -663,10 +952,8 @@ pub struct Pipeline {
     shared: Arc<Mutex<Shared>>,
     sink: Option<JoinHandle<Result<(u64, Duration)>>>,
     acks: Receiver<(i32, i64)>,
+    feedback: Option<Box<dyn Source>>,
 }
-
-/// How many recent metric rows the report keeps.
-const RECENT_ROWS: usize = 64;
 
 impl Pipeline {
     pub fn new(config: &Config, source_name: &str, options: RunOptions) -> Result<Self> {
@@ -707,6 +994,7 @@ impl Pipeline {
             events: HashMap::new(),
             metrics,
             calibration_bins,
+            feedback: HashMap::new(),
             store: store.clone(),
             kafka,
             acks: ack_tx,
@@ -736,12 +1024,33 @@ impl Pipeline {
             fatal: None,
             rebalanced_at: Instant::now(),
             seek_requests: Vec::new(),
+            feedback: None,
         };
         Ok(Self {
             shared: Arc::new(Mutex::new(shared)),
             sink: Some(sink),
             acks,
+            feedback: None,
         })
+    }
+
+    /// Joins labels from `source` (feedback events) to the predictions of the main source.
+    pub fn with_feedback(mut self, source: Box<dyn Source>) -> Self {
+        {
+            let mut s = self.shared.lock().expect("not poisoned");
+            let limits = s.decoder.limits().clone();
+            s.feedback = Some(FeedbackSide {
+                source: Arc::from(source.name()),
+                limits,
+                held: BTreeMap::new(),
+                seq: 0,
+                done: false,
+                counts: FeedbackCounts::default(),
+                dead: DeadLetterBuilder::default(),
+            });
+        }
+        self.feedback = Some(source);
+        self
     }
 
     /// What a Kafka source calls back during rebalances.
@@ -782,16 +1091,9 @@ impl Pipeline {
         on_metrics: &mut impl FnMut(&RecordBatch),
     ) -> Result<RunReport> {
         let started = Instant::now();
-        let mut recent: Vec<RecordBatch> = Vec::new();
-        let mut keep = |batches: Vec<RecordBatch>, recent: &mut Vec<RecordBatch>| {
+        let mut keep = |batches: Vec<RecordBatch>| {
             for batch in batches {
                 on_metrics(&batch);
-                recent.push(batch);
-            }
-            while recent.iter().map(|b| b.num_rows()).sum::<usize>() > RECENT_ROWS
-                && recent.len() > 1
-            {
-                recent.remove(0);
             }
         };
         let (batch_size, roll_interval, checkpoint_interval, checkpoints, stop_when_idle) = {
@@ -842,7 +1144,20 @@ impl Pipeline {
                     s.process(raw, now)?;
                 }
             }
-            keep(std::mem::take(&mut s.new_metrics), &mut recent);
+            if let Some(fsrc) = self.feedback.as_mut() {
+                while s.wants_feedback() {
+                    match fsrc
+                        .next_batch(batch_size)
+                        .with_context(|| format!("reading feedback from {}", fsrc.name()))?
+                    {
+                        None => s.feedback.as_mut().expect("has feedback").done = true,
+                        Some(raw) if raw.is_empty() => break,
+                        Some(raw) => s.read_feedback(raw)?,
+                    }
+                }
+                s.release_feedback(false)?;
+            }
+            keep(std::mem::take(&mut s.new_metrics));
             for (p, off) in std::mem::take(&mut s.seek_requests) {
                 if !source.seek(p, off) {
                     // The batch past the checkpoint was dropped; restarting replays it.
@@ -874,9 +1189,20 @@ impl Pipeline {
         {
             let mut s = self.shared.lock().expect("not poisoned");
             if finished {
-                // End of input: every open window closes and is written.
+                // End of input: the rest of the feedback joins, then every open window
+                // closes and is written.
+                if let Some(fsrc) = self.feedback.as_mut() {
+                    while !s.feedback.as_ref().is_some_and(|f| f.done) {
+                        match fsrc.next_batch(batch_size)? {
+                            None => s.feedback.as_mut().expect("has feedback").done = true,
+                            Some(raw) => s.read_feedback(raw)?,
+                        }
+                    }
+                    s.release_feedback(true)?;
+                }
                 s.finish()?;
-                keep(std::mem::take(&mut s.new_metrics), &mut recent);
+                s.emit_revisions(true)?;
+                keep(std::mem::take(&mut s.new_metrics));
             }
             if checkpoints {
                 let parts: Vec<i32> = s.parts.keys().copied().collect();
@@ -887,7 +1213,7 @@ impl Pipeline {
         }
         // Leaving the group checkpoints whatever is still assigned (nothing new by now).
         source.close();
-        let (stats, payloads, dead_letters, checkpoints_n, checkpoint_wait) = {
+        let (stats, payloads, dead_letters, checkpoints_n, checkpoint_wait, feedback_counts) = {
             let mut s = self.shared.lock().expect("not poisoned");
             if let Some(e) = s.fatal.take() {
                 return Err(e);
@@ -899,6 +1225,7 @@ impl Pipeline {
                 s.dead_letters,
                 s.checkpoints,
                 s.checkpoint_wait,
+                s.feedback_counts(),
             )
         };
         let (files_written, checkpoint_time) = match self.sink.take().map(|h| h.join()) {
@@ -917,11 +1244,16 @@ impl Pipeline {
             checkpoints: checkpoints_n,
             partitions: 0,
             source_done: source.progress(),
+            feedback: feedback_counts,
         };
         on_progress(&progress);
+        let window_size_ms = {
+            let s = self.shared.lock().expect("not poisoned");
+            s.config.processor.window.size.as_millis() as i64
+        };
         Ok(RunReport {
             progress,
-            recent_metrics: recent,
+            window_size_ms,
             files_written,
             data_dir: self
                 .shared
@@ -948,6 +1280,7 @@ impl Pipeline {
             checkpoints: s.checkpoints,
             partitions: s.parts.len(),
             source_done: source.progress(),
+            feedback: s.feedback_counts(),
         }
     }
 }

@@ -14,7 +14,19 @@ use datafusion::datasource::listing::{
 use datafusion::prelude::SessionContext;
 
 /// Tables inferwatch writes, in the order `query` registers them.
-pub const TABLES: &[&str] = &["events", "metrics", "calibration_bins", "dead_letter"];
+pub const TABLES: &[&str] = &[
+    "events",
+    "metrics",
+    "calibration_bins",
+    "dead_letter",
+    "feedback_unmatched",
+];
+
+/// Views over tables whose rows have revisions: only the latest revision of each window × key.
+pub const VIEWS: &[(&str, &str)] = &[
+    ("metrics_latest", "metrics"),
+    ("calibration_bins_latest", "calibration_bins"),
+];
 
 /// A session with every table under `data_dir` that has at least one file.
 pub async fn session(data_dir: &Path) -> Result<(SessionContext, Vec<&'static str>)> {
@@ -44,6 +56,18 @@ pub async fn session(data_dir: &Path) -> Result<(SessionContext, Vec<&'static st
             .with_context(|| format!("reading the schema of table {table}"))?;
         ctx.register_table(*table, Arc::new(ListingTable::try_new(config)?))?;
         registered.push(*table);
+    }
+    for (view, table) in VIEWS {
+        if !registered.contains(table) {
+            continue;
+        }
+        let sql = format!(
+            "CREATE VIEW {view} AS SELECT * EXCLUDE (latest_revision) FROM (\
+             SELECT *, max(revision) OVER (PARTITION BY window_start, window_end, service, model, \
+             model_version, route) AS latest_revision FROM {table}) WHERE revision = latest_revision"
+        );
+        ctx.sql(&sql).await?;
+        registered.push(*view);
     }
     Ok((ctx, registered))
 }

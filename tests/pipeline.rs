@@ -154,6 +154,125 @@ fn drift_columns_match_scipy_and_numpy() {
     )) == 0);
 }
 
+#[test]
+fn feedback_ten_minutes_late_lands_in_the_latest_revision_and_unmatched_feedback_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let fb = dir.path().join("feedback.ndjson");
+    let input = generate(
+        dir.path(),
+        "in.ndjson",
+        &[
+            "--count",
+            "30000",
+            "--rate",
+            "40",
+            "--seed",
+            "9",
+            "--scenario",
+            "miscalibration",
+            "--feedback-out",
+            fb.to_str().unwrap(),
+            "--feedback-delay",
+            "10m",
+        ],
+    );
+    let labels = lines(&fb);
+    assert!(labels > 5000, "{labels} feedback events");
+    // Feedback that joins nothing: an unknown id, a second label, and one that is not
+    // feedback at all.
+    let first_id = {
+        let text = fs::read_to_string(&fb).unwrap();
+        let v: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        v["event_id"].as_str().unwrap().to_string()
+    };
+    let mut text = fs::read_to_string(&fb).unwrap();
+    text +=
+        r#"{"event_id":"no-such-prediction","timestamp":"2026-01-01T00:30:00Z","correct":true}"#;
+    text += "\n";
+    text += &format!(
+        r#"{{"event_id":"{first_id}","timestamp":"2026-01-01T00:30:00Z","correct":false}}"#
+    );
+    text += "\n{\"event_id\": 7}\n";
+    let fb_all = dir.path().join("feedback-all.ndjson");
+    fs::write(&fb_all, text).unwrap();
+
+    let data = dir.path().join("data");
+    let feedback = format!("file:{}", fb_all.display());
+    let out = run(&input, &data, &["--window", "1m", "--feedback", &feedback]);
+    assert!(
+        out.contains(&format!(
+            "feedback: {} received, {} joined",
+            thousands(labels + 3),
+            thousands(labels)
+        )),
+        "{out}"
+    );
+    // Every window's latest revision equals scikit-learn over inline and joined labels.
+    calibration_check_with(&input, &data, 60_000, 10, "equal_width", Some(&fb));
+    // Labels ten minutes late re-emitted windows that had closed, as revisions.
+    assert!(count(&data, "SELECT count(*) FROM metrics WHERE revision > 0") > 10);
+    // Every label counted once: inline ones plus each joined feedback.
+    let inline = count(
+        &data,
+        "SELECT count(*) FROM events WHERE confidence IS NOT NULL AND correct IS NOT NULL",
+    );
+    assert_eq!(
+        count(&data, "SELECT sum(labeled) FROM metrics_latest"),
+        inline + labels
+    );
+    let unmatched = query(
+        &data,
+        "SELECT reason, event_id FROM feedback_unmatched ORDER BY reason",
+    );
+    assert_eq!(unmatched.len(), 2, "{unmatched:?}");
+    assert_eq!(unmatched[0]["reason"], "duplicate");
+    assert_eq!(unmatched[0]["event_id"], first_id.as_str());
+    assert_eq!(unmatched[1]["reason"], "unknown");
+    let dead = query(&data, "SELECT reason FROM dead_letter");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0]["reason"].as_str().unwrap().starts_with("feedback:"),
+        "{dead:?}"
+    );
+
+    // With a 5-minute horizon the same feedback comes too late: counted and kept as expired,
+    // and no window changes.
+    let config = dir.path().join("short.toml");
+    fs::write(&config, "[feedback]\nlabel_horizon = \"5m\"\n").unwrap();
+    let data = dir.path().join("expired");
+    let feedback = format!("file:{}", fb.display());
+    let out = run(
+        &input,
+        &data,
+        &[
+            "--window",
+            "1m",
+            "--feedback",
+            &feedback,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.contains(&format!(
+            "0 joined (0 revised metric rows), 0 unknown, {} expired",
+            thousands(labels)
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        count(
+            &data,
+            "SELECT count(*) FROM feedback_unmatched WHERE reason = 'expired'"
+        ),
+        labels
+    );
+    assert_eq!(
+        count(&data, "SELECT count(*) FROM metrics WHERE revision > 0"),
+        0
+    );
+}
+
 /// One window per calibration edge case, written as NDJSON, checked by the same reference.
 #[test]
 fn calibration_edge_cases_match_scikit_learn_and_numpy() {

@@ -118,6 +118,9 @@ pub struct GeneratorConfig {
     /// When above 1, every event gets one of this many routes per (service, model): many keys,
     /// for memory benchmarks. 0 keeps the normal routes.
     pub route_spread: u32,
+    /// When set, every prediction sent without `correct` gets a feedback event this many
+    /// milliseconds after it (see [`Generator::next_feedback`]).
+    pub feedback_delay_ms: Option<i64>,
 }
 
 impl Default for GeneratorConfig {
@@ -130,6 +133,7 @@ impl Default for GeneratorConfig {
             scenario: Scenario::Steady,
             max_jitter_ms: 2000,
             route_spread: 0,
+            feedback_delay_ms: None,
         }
     }
 }
@@ -807,6 +811,8 @@ struct Event {
     prediction: Option<u8>,
     confidence: Option<f64>,
     correct: Option<bool>,
+    /// Whether the prediction was right, sent or not.
+    truth: Option<bool>,
     quality: Option<f64>,
     flags: u8,
     approval: Option<u8>,
@@ -829,6 +835,8 @@ pub struct Generator {
     hash_key: u64,
     sessions: [Session; PAIRS.len() * SLOTS],
     next_session: u64,
+    /// Feedback not yet handed out: (feedback time, event index, correct).
+    feedback: std::collections::VecDeque<(i64, u64, bool)>,
 }
 
 impl Generator {
@@ -857,6 +865,7 @@ impl Generator {
             hash_key: mix64(cfg.seed ^ 0x5EED_1A5F_0000_0001),
             sessions: [Session::default(); PAIRS.len() * SLOTS],
             next_session: 0,
+            feedback: std::collections::VecDeque::new(),
             cfg,
         }
     }
@@ -887,7 +896,43 @@ impl Generator {
         }
         let ev = self.sample(index, after);
         self.write(out, index, &ev, bad);
+        if let (Some(delay), None, None, Some(truth), Some(_)) = (
+            self.cfg.feedback_delay_ms,
+            bad,
+            ev.correct,
+            ev.truth,
+            ev.confidence,
+        ) {
+            self.feedback.push_back((ev.ts_ms + delay, index, truth));
+        }
         true
+    }
+
+    /// Appends the next feedback event (no trailing newline) if one is due at `up_to_ms`
+    /// (`None`: any); returns false when none is.
+    pub fn next_feedback(&mut self, out: &mut Vec<u8>, up_to_ms: Option<i64>) -> bool {
+        match self.feedback.front() {
+            Some(&(ts, index, correct)) if up_to_ms.is_none_or(|t| ts <= t) => {
+                self.feedback.pop_front();
+                out.extend_from_slice(b"{\"event_id\":\"");
+                out.extend_from_slice(&self.id_prefix);
+                put_u64(out, index);
+                out.extend_from_slice(b"\",\"timestamp\":");
+                put_i64(out, ts);
+                out.extend_from_slice(if correct {
+                    b",\"correct\":true,\"source\":\"generator\"}"
+                } else {
+                    b",\"correct\":false,\"source\":\"generator\"}"
+                });
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Base event time of the next event: feedback up to here is due.
+    pub fn event_time(&self) -> i64 {
+        self.base_ms(self.produced)
     }
 
     pub fn produced(&self) -> u64 {
@@ -1062,6 +1107,7 @@ impl Generator {
 
         // Prediction, confidence and correctness: calibrated unless a scenario says otherwise.
         let (mut prediction, mut confidence, mut correct, mut quality) = (None, None, None, None);
+        let mut truth = None;
         let mut flags = 0u8;
         if predicts && status == Status::Ok {
             let mix = if drift { svc.drift_mix } else { svc.steady_mix };
@@ -1079,6 +1125,7 @@ impl Generator {
             confidence = Some(c);
             let p_right = if overconfident { 0.5 } else { c };
             let right = rng.chance(p_right);
+            truth = Some(right);
             if rng.chance(0.7) {
                 correct = Some(right);
             }
@@ -1150,6 +1197,7 @@ impl Generator {
             prediction,
             confidence,
             correct,
+            truth,
             quality,
             flags,
             approval,

@@ -2,7 +2,7 @@
 //! feedback, joined by `event_id`.
 //!
 //! A prediction waits until the watermark passes its event time plus `label_horizon`; it is
-//! then remembered as expired for one more horizon, so late feedback for it is told apart
+//! then remembered as expired for two more horizons, so late feedback for it is told apart
 //! from feedback for an id never seen. Memory is bounded by `max_pending` entries per
 //! source partition (waiting, answered and expired alike, ~150 bytes each): past it the
 //! oldest entry is dropped, counted in `evicted` when it was still waiting, and feedback for
@@ -147,10 +147,10 @@ impl LabelJoin {
     }
 
     /// The watermark moved to `wm`: predictions older than the horizon stop waiting, and
-    /// expired ones older than two horizons are forgotten.
+    /// expired ones older than three horizons are forgotten.
     pub fn expire(&mut self, wm: i64) {
         while let Some(id) = self.expired.front() {
-            if self.entries[id].time + 2 * self.horizon >= wm {
+            if self.entries[id].time + 3 * self.horizon >= wm {
                 break;
             }
             let id = self.expired.pop_front().expect("front exists");
@@ -307,7 +307,7 @@ mod tests {
             j.join(&fb("b", 1000, Some(true), None), names),
             Err(Unmatched::Expired)
         );
-        j.expire(2201);
+        j.expire(3201);
         assert_eq!(
             j.join(&fb("b", 1000, Some(true), None), names),
             Err(Unmatched::Unknown)

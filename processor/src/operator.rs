@@ -131,6 +131,9 @@ pub struct WindowOperator {
     /// Number of revision batches emitted so far: names revision files, so a replay from a
     /// checkpoint can remove the ones it will write again.
     revision_seq: u64,
+    /// `emitted_through` when revisions were last emitted: they go out at most once per
+    /// window close, so late labels make few files, at points fixed by event time.
+    revised_at: Option<i64>,
 }
 
 /// An emitted window × key that late labels can still change.
@@ -352,6 +355,7 @@ impl WindowOperator {
             label_horizon: config.feedback.label_horizon.as_millis() as i64,
             revisable: BTreeMap::new(),
             revision_seq: 0,
+            revised_at: None,
         })
     }
 
@@ -411,8 +415,12 @@ impl WindowOperator {
     }
 
     /// New revisions of every emitted window whose calibration late labels changed since
-    /// the last call: the whole row again with `revision` one higher (latest wins).
-    pub fn take_revisions(&mut self) -> Result<Option<Revisions>> {
+    /// the last revisions: the whole row again with `revision` one higher (latest wins).
+    /// Without `force`, only once a window closed since the last revisions.
+    pub fn take_revisions(&mut self, force: bool) -> Result<Option<Revisions>> {
+        if !force && self.revised_at == self.emitted_through {
+            return Ok(None);
+        }
         let dirty: Vec<(i64, u32)> = self
             .revisable
             .iter()
@@ -454,6 +462,7 @@ impl WindowOperator {
             );
         }
         self.revision_seq += 1;
+        self.revised_at = self.emitted_through;
         Ok(Some(Revisions {
             seq: self.revision_seq,
             metrics: arrow::compute::concat_batches(&self.schema, &rows)?,
@@ -591,6 +600,7 @@ impl WindowOperator {
                 }
             },
             revision_seq: self.revision_seq,
+            revised_at: self.revised_at,
         };
         serde_json::to_vec(&snap).map_err(|e| ProcessorError::Checkpoint(e.to_string()))
     }
@@ -713,6 +723,7 @@ impl WindowOperator {
             })
             .collect();
         self.revision_seq = snap.revision_seq;
+        self.revised_at = snap.revised_at;
         if let Some(t) = snap.max_event_time {
             self.watermarks.advance(source, t, now);
         }
@@ -1125,6 +1136,7 @@ struct Snapshot {
     /// The revisable windows' last rows, one Arrow IPC stream (hex), in `revisable` order.
     revisable_rows: String,
     revision_seq: u64,
+    revised_at: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1314,7 +1326,7 @@ mod tests {
         for i in 0..60 {
             op.join_feedback(&feedback(i, 600_000)).unwrap();
         }
-        let r = op.take_revisions().unwrap().unwrap();
+        let r = op.take_revisions(true).unwrap().unwrap();
         assert_eq!(r.seq, 1);
         assert_eq!(r.metrics.num_rows(), 1);
         let get = |name: &str| r.metrics.column_by_name(name).unwrap().clone();
@@ -1328,7 +1340,7 @@ mod tests {
         let bins = r.calibration_bins.unwrap();
         assert_eq!(bins.num_rows(), 10);
         // Nothing changed since: no new revision. A duplicate changes nothing.
-        assert!(op.take_revisions().unwrap().is_none());
+        assert!(op.take_revisions(true).unwrap().is_none());
         assert_eq!(
             op.join_feedback(&feedback(0, 700_000)),
             Err(Unmatched::Duplicate)
@@ -1345,7 +1357,7 @@ mod tests {
         let mut back = WindowOperator::new(&c).unwrap();
         back.expect_feedback(&c.feedback);
         back.restore(&id, &snap, Instant::now()).unwrap();
-        let r = back.take_revisions().unwrap().unwrap();
+        let r = back.take_revisions(true).unwrap().unwrap();
         assert_eq!(r.seq, 2);
         let rev = r
             .metrics

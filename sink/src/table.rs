@@ -228,6 +228,50 @@ impl WindowTable {
     /// Writes rows of one source partition (columns 0 and 1 are `window_start`,
     /// `window_end`), one file per window: a replay of the partition overwrites them.
     pub fn write(&mut self, batch: &RecordBatch, partition: i32) -> Result<Vec<PathBuf>> {
+        self.write_named(batch, partition, "")
+    }
+
+    /// Writes revised rows (late labels): one file per window named after the partition's
+    /// revision sequence number `seq`, next to the window's first file.
+    pub fn write_revision(
+        &mut self,
+        batch: &RecordBatch,
+        partition: i32,
+        seq: u64,
+    ) -> Result<Vec<PathBuf>> {
+        self.write_named(batch, partition, &format!("-r{seq:09}"))
+    }
+
+    /// Deletes the partition's revision files numbered above `seq`: a replay from a
+    /// checkpoint taken at `seq` writes them again, perhaps cut differently.
+    pub fn remove_revisions_after(&self, partition: i32, seq: u64) -> Result<usize> {
+        let infix = format!("-{}-p{partition:05}-r", self.suffix);
+        let mut removed = 0;
+        for path in table_files(&self.dir)? {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let Some(at) = name.find(&infix) else {
+                continue;
+            };
+            let n: Option<u64> = name[at + infix.len()..]
+                .strip_suffix(".parquet")
+                .and_then(|n| n.parse().ok());
+            if n.is_some_and(|n| n > seq) {
+                fs::remove_file(&path).map_err(io_err("removing", &path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn write_named(
+        &mut self,
+        batch: &RecordBatch,
+        partition: i32,
+        tag: &str,
+    ) -> Result<Vec<PathBuf>> {
         let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
         let ends = batch.column(1).as_primitive::<TimestampMillisecondType>();
         let mut windows: BTreeMap<(i64, i64), ()> = BTreeMap::new();
@@ -242,7 +286,7 @@ impl WindowTable {
             );
             let rows = filter_record_batch(batch, &mask)?;
             let name = format!(
-                "w{start:013}-{end:013}-{}-p{partition:05}.parquet",
+                "w{start:013}-{end:013}-{}-p{partition:05}{tag}.parquet",
                 self.suffix
             );
             let path = self.dir.join(HivePartition::of(start).path()).join(name);

@@ -107,6 +107,18 @@ pub fn calibration_check(input: &Path, data: &Path, size_ms: i64) {
 
 /// [`calibration_check`] for `[calibration] bins` and `binning`.
 pub fn calibration_check_bins(input: &Path, data: &Path, size_ms: i64, bins: usize, binning: &str) {
+    calibration_check_with(input, data, size_ms, bins, binning, None)
+}
+
+/// [`calibration_check`] with labels joined from a feedback file, on the latest revisions.
+pub fn calibration_check_with(
+    input: &Path,
+    data: &Path,
+    size_ms: i64,
+    bins: usize,
+    binning: &str,
+    feedback: Option<&Path>,
+) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("python3")
         .arg(root.join("tests/reference/check_calibration.py"))
@@ -117,6 +129,7 @@ pub fn calibration_check_bins(input: &Path, data: &Path, size_ms: i64, bins: usi
             &bins.to_string(),
             binning,
         ])
+        .args(feedback.map(|f| f.to_str().unwrap()))
         .output()
         .expect("python3 runs (./scripts/test.sh installs numpy, scikit-learn)");
     let text =
@@ -156,4 +169,17 @@ pub fn drift_check(
     assert!(out.status.success(), "drift check failed:\n{text}");
     assert!(text.contains("checked"), "{text}");
     text
+}
+
+/// 12345 as "12,345", as the CLI prints counts.
+pub fn thousands(n: i64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

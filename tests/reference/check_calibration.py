@@ -9,7 +9,10 @@ Bins are equal-width by default: bin b of B holds (b/B, (b+1)/B]. With equal_mas
 confidences are ranked at 0.0001 resolution (round half up) and each group of equal rounded
 values goes to bin min(B-1, B*below//n), `below` counting the labeled events under it.
 
-usage: check_calibration.py INPUT.ndjson DATA_DIR SIZE_MS [BINS [equal_width|equal_mass]]
+With FEEDBACK.ndjson, predictions sent without `correct` take the label of their feedback
+(joined by event_id) and the latest `revision` of each window x key is checked.
+
+usage: check_calibration.py INPUT.ndjson DATA_DIR SIZE_MS [BINS [equal_width|equal_mass [FEEDBACK.ndjson]]]
 """
 import json
 import sys
@@ -23,6 +26,11 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 inp, data_dir, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 BINS = int(sys.argv[4]) if len(sys.argv) > 4 else 10
 EQUAL_MASS = len(sys.argv) > 5 and sys.argv[5] == "equal_mass"
+labels = {}
+if len(sys.argv) > 6:
+    for line in open(sys.argv[6], "rb"):
+        f = json.loads(line)
+        labels.setdefault(f["event_id"], f["correct"])
 
 
 def event_ms(ts):
@@ -42,19 +50,33 @@ for line in open(inp, "rb"):
         continue
     k = (event_ms(e["timestamp"]) // size * size, e["service"], e["model"], e.get("model_version"), e.get("route"))
     requests[k] += 1
-    if e.get("confidence") is not None and e.get("correct") is not None:
+    correct = e.get("correct")
+    if correct is None:
+        correct = labels.get(e["event_id"])
+    if e.get("confidence") is not None and correct is not None:
         groups[k][0].append(float(e["confidence"]))
-        groups[k][1].append(1 if e["correct"] else 0)
+        groups[k][1].append(1 if correct else 0)
+
+
+def latest(rows, *extra):
+    """The rows of the highest revision of each window x key."""
+    top = {}
+    for r in rows:
+        k = (int(r["window_start"].timestamp() * 1000), r["service"], r["model"], r["model_version"], r["route"])
+        top[k] = max(top.get(k, 0), r["revision"])
+    for r in rows:
+        k = (int(r["window_start"].timestamp() * 1000), r["service"], r["model"], r["model_version"], r["route"])
+        if r["revision"] == top[k]:
+            yield k + tuple(r[e] for e in extra), r
+
 
 table = ds.dataset(f"{data_dir}/metrics", format="parquet", partitioning="hive").to_table().to_pylist()
-rows = {(int(r["window_start"].timestamp() * 1000), r["service"], r["model"], r["model_version"], r["route"]): r for r in table}
+rows = dict(latest(table))
+assert len(rows) == len({k for k, _ in latest(table)}), "one latest row per window x key"
 assert set(rows) == set(requests), f"windows x keys differ: {len(rows)} vs {len(requests)}"
 
 bins_table = ds.dataset(f"{data_dir}/calibration_bins", format="parquet", partitioning="hive").to_table().to_pylist()
-bins_rows = {
-    (int(r["window_start"].timestamp() * 1000), r["service"], r["model"], r["model_version"], r["route"], r["bin"]): r
-    for r in bins_table
-}
+bins_rows = dict(latest(bins_table, "bin"))
 
 failures, checked, with_auroc = [], 0, 0
 
