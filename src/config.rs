@@ -104,6 +104,10 @@ pub struct KafkaConfig {
     pub dead_letter_topic: String,
     /// Where closed-window metric rows are published as JSON; "" turns it off.
     pub metrics_topic: String,
+    /// Feedback events (late labels), keyed like their predictions (`service/model`) with as
+    /// many partitions as `topic`: partition p's feedback is joined by whoever owns events
+    /// partition p, exactly once. "" (the default) reads no feedback.
+    pub feedback_topic: String,
     /// Extra librdkafka properties for every client, e.g. `"security.protocol" = "SASL_SSL"`.
     pub properties: std::collections::BTreeMap<String, String>,
 }
@@ -116,6 +120,7 @@ impl Default for KafkaConfig {
             topic: "inference-events".into(),
             dead_letter_topic: "inference-dead-letter".into(),
             metrics_topic: "inference-metrics".into(),
+            feedback_topic: String::new(),
             properties: Default::default(),
         }
     }

@@ -15,7 +15,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use inferwatch_ingest::generate::{Generator, GeneratorConfig, Scenario};
 use inferwatch_ingest::{
-    EventProducer, FileSource, GeneratorSource, KafkaSource, KafkaSourceConfig, Source,
+    EventProducer, FileSource, GeneratorSource, KafkaFollower, KafkaSource, KafkaSourceConfig,
+    Source,
 };
 use inferwatch_sink::KafkaOutputConfig;
 
@@ -165,6 +166,9 @@ struct KafkaArgs {
     /// Events topic [config: kafka.topic; default inference-events].
     #[arg(long)]
     topic: Option<String>,
+    /// Feedback topic, keyed and partitioned like the events [config: kafka.feedback_topic].
+    #[arg(long)]
+    feedback_topic: Option<String>,
 }
 
 impl KafkaArgs {
@@ -177,6 +181,9 @@ impl KafkaArgs {
         }
         if let Some(t) = &self.topic {
             c.kafka.topic = t.clone();
+        }
+        if let Some(t) = &self.feedback_topic {
+            c.kafka.feedback_topic = t.clone();
         }
     }
 }
@@ -315,7 +322,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 }
                 (None, false) => {
                     if feedback.is_some() {
-                        bail!("--feedback is for file sources; with Kafka the feedback topic is not supported yet");
+                        bail!("--feedback is for file sources; with --brokers use --feedback-topic TOPIC");
                     }
                     let report = consume(&config, stop_when_idle)?;
                     display::run_summary(&report);
@@ -375,7 +382,10 @@ fn real_main(cli: Cli) -> Result<()> {
                         .topic
                         .clone()
                         .unwrap_or_else(|| "inference-events".into());
-                    produce(cfg, brokers, &topic)
+                    if kafka.feedback_topic.is_some() {
+                        cfg.feedback_delay_ms = Some(feedback_delay.as_millis() as i64);
+                    }
+                    produce(cfg, brokers, &topic, kafka.feedback_topic.as_deref())
                 }
                 None => generate(
                     cfg,
@@ -473,7 +483,7 @@ fn process(
 ) -> Result<pipeline::RunReport> {
     let mut pipeline = Pipeline::new(config, source.name(), options)?;
     if let Some(f) = feedback {
-        pipeline = pipeline.with_feedback(f);
+        pipeline = pipeline.with_feedback(f, false);
     }
     run_pipeline(pipeline, source, live)
 }
@@ -504,7 +514,16 @@ fn consume(config: &Config, stop_when_idle: Option<Duration>) -> Result<pipeline
             metrics_topic: k.metrics_topic.clone(),
         }),
     };
-    let pipeline = Pipeline::new(config, &k.topic, options)?;
+    let mut pipeline = Pipeline::new(config, &k.topic, options)?;
+    if !k.feedback_topic.is_empty() {
+        let mut fc = KafkaSourceConfig::new(
+            &k.brokers,
+            &format!("{}-feedback", k.group),
+            &k.feedback_topic,
+        );
+        fc.properties = k.properties.clone();
+        pipeline = pipeline.with_feedback(Box::new(KafkaFollower::new(&fc)?), true);
+    }
     let mut kc = KafkaSourceConfig::new(&k.brokers, &k.group, &k.topic);
     kc.properties = k.properties.clone();
     let source = KafkaSource::new(&kc, pipeline.owner())?;
@@ -519,7 +538,12 @@ fn consume(config: &Config, stop_when_idle: Option<Duration>) -> Result<pipeline
 }
 
 /// `inferwatch generate --brokers`: the same traffic as the file, produced to Kafka.
-fn produce(cfg: GeneratorConfig, brokers: &str, topic: &str) -> Result<()> {
+fn produce(
+    cfg: GeneratorConfig,
+    brokers: &str,
+    topic: &str,
+    feedback_topic: Option<&str>,
+) -> Result<()> {
     #[derive(serde::Deserialize)]
     struct KeyFields<'a> {
         #[serde(borrow)]
@@ -528,6 +552,11 @@ fn produce(cfg: GeneratorConfig, brokers: &str, topic: &str) -> Result<()> {
         model: std::borrow::Cow<'a, str>,
     }
     let producer = EventProducer::new(brokers, topic)?;
+    let feedback = feedback_topic
+        .map(|t| EventProducer::new(brokers, t))
+        .transpose()?;
+    let mut fbuf = Vec::new();
+    let mut feedback_sent = 0u64;
     let total = cfg.total_events;
     let mut gen = Generator::new(cfg);
     let mut buf = Vec::with_capacity(4096);
@@ -543,6 +572,14 @@ fn produce(cfg: GeneratorConfig, brokers: &str, topic: &str) -> Result<()> {
             .ok()
             .map(|k| format!("{}/{}", k.service, k.model));
         producer.send_raw(key.as_deref().map(str::as_bytes), &buf)?;
+        if let Some(f) = &feedback {
+            let now = gen.event_time();
+            while let Some(key) = gen.next_feedback_keyed(&mut fbuf, Some(now)) {
+                f.send_raw(Some(key.as_bytes()), &fbuf)?;
+                fbuf.clear();
+                feedback_sent += 1;
+            }
+        }
         if show && gen.produced().is_multiple_of(100_000) {
             eprint!("\r  {} / {} events", gen.produced(), total);
         }
@@ -550,6 +587,19 @@ fn produce(cfg: GeneratorConfig, brokers: &str, topic: &str) -> Result<()> {
     producer
         .flush(Duration::from_secs(60))
         .context("waiting for the brokers to acknowledge")?;
+    if let Some(f) = &feedback {
+        while let Some(key) = gen.next_feedback_keyed(&mut fbuf, None) {
+            f.send_raw(Some(key.as_bytes()), &fbuf)?;
+            fbuf.clear();
+            feedback_sent += 1;
+        }
+        f.flush(Duration::from_secs(60))
+            .context("waiting for the brokers to acknowledge the feedback")?;
+        eprintln!(
+            "produced {feedback_sent} feedback events to {}",
+            feedback_topic.unwrap_or_default()
+        );
+    }
     if show {
         eprint!("\r");
     }

@@ -422,15 +422,37 @@ struct Shared {
 }
 
 /// Feedback read but not yet joined: it waits until every partition's watermark has passed
-/// its time, so its prediction (which is older) has surely been processed.
+/// its time, so its prediction (which is older) has surely been processed. Each feedback
+/// partition is released in offset order, so a checkpoint can name one offset below which
+/// everything is joined.
 struct FeedbackSide {
     source: Arc<str>,
     limits: Limits,
-    held: BTreeMap<(i64, u64), Feedback>,
-    seq: u64,
+    /// Kafka: feedback partition p is read by whoever owns events partition p.
+    co_partitioned: bool,
+    held: BTreeMap<i32, std::collections::VecDeque<Feedback>>,
+    /// Per feedback partition: the next offset to read.
+    next_read: HashMap<i32, i64>,
+    /// Partitions the feedback source should start or stop following.
+    follow: Vec<(i32, Option<Option<i64>>)>,
     done: bool,
     counts: FeedbackCounts,
     dead: DeadLetterBuilder,
+}
+
+impl FeedbackSide {
+    fn held_len(&self) -> usize {
+        self.held.values().map(|q| q.len()).sum()
+    }
+
+    /// The first offset of feedback partition `p` not yet joined.
+    fn position(&self, p: i32) -> Option<i64> {
+        self.held
+            .get(&p)
+            .and_then(|q| q.front())
+            .map(|f| f.offset)
+            .or_else(|| self.next_read.get(&p).copied())
+    }
 }
 
 impl Shared {
@@ -505,6 +527,14 @@ impl Shared {
                     partition,
                     seq: op.revision_seq(),
                 })?;
+                if let Some(fb) = self.feedback.as_mut().filter(|f| f.co_partitioned) {
+                    fb.follow.push((partition, Some(c.feedback_offset)));
+                    fb.held.remove(&partition);
+                    match c.feedback_offset {
+                        Some(o) => fb.next_read.insert(partition, o),
+                        None => fb.next_read.remove(&partition),
+                    };
+                }
                 self.send(ToSink::Start {
                     partition,
                     from: c.next_offset,
@@ -515,7 +545,14 @@ impl Shared {
                 );
                 Some(c.next_offset)
             }
-            None => None,
+            None => {
+                if let Some(fb) = self.feedback.as_mut().filter(|f| f.co_partitioned) {
+                    fb.follow.push((partition, Some(None)));
+                    fb.held.remove(&partition);
+                    fb.next_read.remove(&partition);
+                }
+                None
+            }
         };
         self.parts.insert(
             partition,
@@ -628,17 +665,35 @@ impl Shared {
         let Some(fb) = self.feedback.as_mut() else {
             return Ok(());
         };
-        if raw.is_empty() {
-            return Ok(());
+        if raw.is_empty() || (fb.co_partitioned && !self.parts.contains_key(&raw.partition)) {
+            return Ok(()); // polled just before its partition left
         }
+        // After a partition is followed again from a checkpoint, older messages may still
+        // arrive from the previous position: skip them.
+        let from = fb
+            .next_read
+            .get(&raw.partition)
+            .copied()
+            .unwrap_or(i64::MIN);
+        let raw = if raw.offset(0) < from {
+            let mut kept = RawBatch::new(raw.source.clone(), raw.partition);
+            for i in (0..raw.len()).filter(|&i| raw.offset(i) >= from) {
+                kept.push(raw.payload(i), raw.offset(i));
+            }
+            if kept.is_empty() {
+                return Ok(());
+            }
+            kept
+        } else {
+            raw
+        };
+        let last = raw.last_offset().unwrap_or(raw.offset(0));
+        fb.next_read.insert(raw.partition, last + 1);
         let (good, bad) = decode_feedback(&raw, &fb.limits);
         fb.counts.received += raw.len() as u64;
         fb.counts.invalid += bad.len() as u64;
         let stream_time = good.iter().map(|f| f.timestamp).max().unwrap_or(0);
-        for f in good {
-            fb.seq += 1;
-            fb.held.insert((f.timestamp, fb.seq), f);
-        }
+        fb.held.entry(raw.partition).or_default().extend(good);
         if !bad.is_empty() {
             fb.dead.append_rejects(&raw, &bad, stream_time);
             let dead = fb.dead.finish();
@@ -677,12 +732,18 @@ impl Shared {
         let Some(fb) = &self.feedback else {
             return false;
         };
-        if fb.done || fb.held.len() >= self.config.processor.feedback.max_pending {
+        if fb.done || fb.held_len() >= self.config.processor.feedback.max_pending {
             return false;
         }
-        match (fb.held.last_key_value(), self.feedback_watermark()) {
+        let newest = fb
+            .held
+            .values()
+            .flat_map(|q| q.back())
+            .map(|f| f.timestamp)
+            .max();
+        match (newest, self.feedback_watermark()) {
             (None, _) => true,
-            (Some(((t, _), _)), Some(wm)) => *t <= wm,
+            (Some(t), Some(wm)) => t <= wm,
             (Some(_), None) => false,
         }
     }
@@ -698,12 +759,17 @@ impl Shared {
         let (Some(wm), Some(fb)) = (wm, self.feedback.as_mut()) else {
             return Ok(());
         };
+        // Feedback dated further ahead than a label horizon cannot wait for the watermark:
+        // it would hold its partition up; it is joined at once.
+        let horizon = self.config.processor.feedback.label_horizon.as_millis() as i64;
         let mut due = Vec::new();
-        while let Some(entry) = fb.held.first_entry() {
-            if entry.key().0 > wm {
-                break;
+        for q in fb.held.values_mut() {
+            while let Some(f) = q.front() {
+                if f.timestamp > wm && f.timestamp - wm <= horizon {
+                    break;
+                }
+                due.push(q.pop_front().expect("front exists"));
             }
-            due.push(entry.remove());
         }
         if due.is_empty() {
             return Ok(());
@@ -712,7 +778,10 @@ impl Shared {
         let mut unmatched: BTreeMap<i32, (UnmatchedBuilder, i64, i64)> = BTreeMap::new();
         for f in &due {
             let mut outcome = Err(Unmatched::Unknown);
-            for part in self.parts.values_mut() {
+            for (&p, part) in self.parts.iter_mut() {
+                if fb.co_partitioned && p != f.partition {
+                    continue;
+                }
                 outcome = part.op.join_feedback(f);
                 if outcome != Err(Unmatched::Unknown) {
                     break;
@@ -847,6 +916,11 @@ impl Shared {
         }
         let state = part.op.snapshot(&id)?;
         part.checkpointed = Some(next_offset);
+        let feedback_offset = self
+            .feedback
+            .as_ref()
+            .filter(|f| f.co_partitioned)
+            .and_then(|f| f.position(partition));
         let (done, rx) = if wait {
             let (s, r) = sync_channel(1);
             (Some(s), Some(r))
@@ -856,7 +930,11 @@ impl Shared {
         self.checkpoints += 1;
         self.send(ToSink::Checkpoint {
             partition,
-            ckpt: Checkpoint { next_offset, state },
+            ckpt: Checkpoint {
+                next_offset,
+                state,
+                feedback_offset,
+            },
             release,
             done,
         })?;
@@ -891,9 +969,19 @@ impl Shared {
             }
             if release {
                 self.parts.remove(&p);
+                self.stop_following(p);
             }
         }
         Ok(commits)
+    }
+
+    /// Events partition `p` left: its feedback partition is no longer ours either.
+    fn stop_following(&mut self, p: i32) {
+        if let Some(fb) = self.feedback.as_mut().filter(|f| f.co_partitioned) {
+            fb.follow.push((p, None));
+            fb.held.remove(&p);
+            fb.next_read.remove(&p);
+        }
     }
 }
 
@@ -923,6 +1011,7 @@ impl PartitionOwner for Owner {
         if lost {
             for &p in partitions {
                 s.parts.remove(&p);
+                s.stop_following(p);
                 if let Err(e) = s.send(ToSink::Abort { partition: p }) {
                     s.fatal.get_or_insert(e);
                 }
@@ -1035,15 +1124,19 @@ impl Pipeline {
     }
 
     /// Joins labels from `source` (feedback events) to the predictions of the main source.
-    pub fn with_feedback(mut self, source: Box<dyn Source>) -> Self {
+    /// `co_partitioned` (Kafka): feedback partition p holds the feedback of events partition
+    /// p, is read only while p is ours, and its position is part of p's checkpoints.
+    pub fn with_feedback(mut self, source: Box<dyn Source>, co_partitioned: bool) -> Self {
         {
             let mut s = self.shared.lock().expect("not poisoned");
             let limits = s.decoder.limits().clone();
             s.feedback = Some(FeedbackSide {
                 source: Arc::from(source.name()),
                 limits,
+                co_partitioned,
                 held: BTreeMap::new(),
-                seq: 0,
+                next_read: HashMap::new(),
+                follow: Vec::new(),
                 done: false,
                 counts: FeedbackCounts::default(),
                 dead: DeadLetterBuilder::default(),
@@ -1145,6 +1238,17 @@ impl Pipeline {
                 }
             }
             if let Some(fsrc) = self.feedback.as_mut() {
+                let follow = s
+                    .feedback
+                    .as_mut()
+                    .map(|f| std::mem::take(&mut f.follow))
+                    .unwrap_or_default();
+                for (p, start) in follow {
+                    match start {
+                        Some(offset) => fsrc.follow(p, offset),
+                        None => fsrc.unfollow(p),
+                    }
+                }
                 while s.wants_feedback() {
                     match fsrc
                         .next_batch(batch_size)

@@ -835,8 +835,8 @@ pub struct Generator {
     hash_key: u64,
     sessions: [Session; PAIRS.len() * SLOTS],
     next_session: u64,
-    /// Feedback not yet handed out: (feedback time, event index, correct).
-    feedback: std::collections::VecDeque<(i64, u64, bool)>,
+    /// Feedback not yet handed out: (feedback time, event index, correct, pair).
+    feedback: std::collections::VecDeque<(i64, u64, bool, usize)>,
 }
 
 impl Generator {
@@ -903,7 +903,8 @@ impl Generator {
             ev.truth,
             ev.confidence,
         ) {
-            self.feedback.push_back((ev.ts_ms + delay, index, truth));
+            self.feedback
+                .push_back((ev.ts_ms + delay, index, truth, ev.pair));
         }
         true
     }
@@ -911,8 +912,18 @@ impl Generator {
     /// Appends the next feedback event (no trailing newline) if one is due at `up_to_ms`
     /// (`None`: any); returns false when none is.
     pub fn next_feedback(&mut self, out: &mut Vec<u8>, up_to_ms: Option<i64>) -> bool {
+        self.next_feedback_keyed(out, up_to_ms).is_some()
+    }
+
+    /// [`Generator::next_feedback`], returning the Kafka key of the prediction it labels
+    /// (`service/model`), so feedback lands in the partition of its prediction.
+    pub fn next_feedback_keyed(
+        &mut self,
+        out: &mut Vec<u8>,
+        up_to_ms: Option<i64>,
+    ) -> Option<String> {
         match self.feedback.front() {
-            Some(&(ts, index, correct)) if up_to_ms.is_none_or(|t| ts <= t) => {
+            Some(&(ts, index, correct, pair)) if up_to_ms.is_none_or(|t| ts <= t) => {
                 self.feedback.pop_front();
                 out.extend_from_slice(b"{\"event_id\":\"");
                 out.extend_from_slice(&self.id_prefix);
@@ -924,9 +935,13 @@ impl Generator {
                 } else {
                     b",\"correct\":false,\"source\":\"generator\"}"
                 });
-                true
+                let p = &PAIRS[pair];
+                Some(format!(
+                    "{}/{}",
+                    SERVICES[p.service].name, MODELS[p.model as usize].name
+                ))
             }
-            _ => false,
+            _ => None,
         }
     }
 

@@ -359,3 +359,124 @@ impl Source for KafkaSource {
         }
     }
 }
+
+/// Logs broker trouble of the feedback consumer once per kind.
+#[derive(Default)]
+struct FollowerContext {
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for FollowerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let kind = format!("{:?}", error.rdkafka_error_code());
+        let mut last = self.last_error.lock().expect("not poisoned");
+        if last.as_deref() != Some(kind.as_str()) {
+            tracing::warn!("kafka (feedback): {error}: {reason} (retrying)");
+            *last = Some(kind);
+        }
+    }
+}
+
+impl ConsumerContext for FollowerContext {}
+
+/// A topic read partition by partition as the processor tells it ([`Source::follow`]): the
+/// feedback topic, co-partitioned with the events topic, follows the event partitions this
+/// processor owns. It joins no group; where to resume comes from the processor's checkpoints.
+pub struct KafkaFollower {
+    consumer: BaseConsumer<FollowerContext>,
+    name: Arc<str>,
+    poll_wait: Duration,
+    ready: VecDeque<RawBatch>,
+}
+
+impl KafkaFollower {
+    pub fn new(cfg: &KafkaSourceConfig) -> Result<Self, SourceError> {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &cfg.brokers)
+            .set("group.id", &cfg.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", "32768")
+            .set("fetch.message.max.bytes", "16777216")
+            .set("topic.metadata.refresh.interval.ms", "5000")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        for (k, v) in &cfg.properties {
+            cc.set(k, v);
+        }
+        let consumer: BaseConsumer<FollowerContext> = cc
+            .create_with_context(FollowerContext::default())
+            .map_err(kafka_err(&cfg.brokers))?;
+        Ok(Self {
+            consumer,
+            name: Arc::from(cfg.topic.as_str()),
+            poll_wait: cfg.poll_wait,
+            ready: VecDeque::new(),
+        })
+    }
+}
+
+impl Source for KafkaFollower {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_batch(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError> {
+        if let Some(b) = self.ready.pop_front() {
+            return Ok(Some(b));
+        }
+        let deadline = Instant::now() + self.poll_wait;
+        let mut pending: BTreeMap<i32, RawBatch> = BTreeMap::new();
+        let mut n = 0;
+        while n < max {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.consumer.poll(wait) {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::debug!("poll (feedback): {e}");
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                Some(Ok(msg)) => {
+                    let p = msg.partition();
+                    pending
+                        .entry(p)
+                        .or_insert_with(|| RawBatch::new(self.name.clone(), p))
+                        .push(msg.payload().unwrap_or_default(), msg.offset());
+                    n += 1;
+                }
+            }
+        }
+        self.ready.extend(pending.into_values());
+        Ok(Some(
+            self.ready
+                .pop_front()
+                .unwrap_or_else(|| RawBatch::new(self.name.clone(), 0)),
+        ))
+    }
+
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
+    fn follow(&mut self, partition: i32, offset: Option<i64>) {
+        let mut tpl = TopicPartitionList::new();
+        let at = offset.map_or(Offset::Beginning, Offset::Offset);
+        if let Err(e) = tpl
+            .add_partition_offset(&self.name, partition, at)
+            .and_then(|_| self.consumer.incremental_assign(&tpl))
+        {
+            tracing::error!("following partition {partition} of {}: {e}", self.name);
+        }
+    }
+
+    fn unfollow(&mut self, partition: i32) {
+        self.ready.retain(|b| b.partition != partition);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.name, partition);
+        if let Err(e) = self.consumer.incremental_unassign(&tpl) {
+            tracing::warn!("leaving partition {partition} of {}: {e}", self.name);
+        }
+    }
+}

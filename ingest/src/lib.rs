@@ -11,6 +11,6 @@ pub mod source;
 
 pub use file::FileSource;
 pub use generator::GeneratorSource;
-pub use kafka::{KafkaSource, KafkaSourceConfig, PartitionOwner};
+pub use kafka::{KafkaFollower, KafkaSource, KafkaSourceConfig, PartitionOwner};
 pub use producer::{EventProducer, ProducerError};
 pub use source::{Source, SourceError};

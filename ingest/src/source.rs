@@ -52,6 +52,13 @@ pub trait Source: Send {
         false
     }
 
+    /// Starts reading `partition` from `offset` (`None`: from the beginning): how a
+    /// co-partitioned feedback source follows the partitions the processor owns.
+    fn follow(&mut self, _partition: i32, _offset: Option<i64>) {}
+
+    /// Stops reading `partition`.
+    fn unfollow(&mut self, _partition: i32) {}
+
     /// Stops reading; a Kafka source leaves its consumer group (after its partitions'
     /// owner checkpointed them).
     fn close(&mut self) {}

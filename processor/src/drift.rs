@@ -228,6 +228,7 @@ impl Baseline {
         start: i64,
         current: Option<&DriftState>,
         min_samples: u64,
+        categories: &Categories,
     ) -> DriftValues {
         let ready = match reference {
             Reference::Trailing { span_ms } => {
@@ -253,7 +254,7 @@ impl Baseline {
         let rt: u64 = self.sums.prediction.values().sum();
         let ct = cur.prediction.total();
         let js_prediction =
-            enough(rt, ct).then(|| js(&self.sums.prediction, rt, &cur.prediction, ct));
+            enough(rt, ct).then(|| js(&self.sums.prediction, rt, &cur.prediction, ct, categories));
         DriftValues {
             psi_confidence,
             ks_confidence,
@@ -350,8 +351,15 @@ fn ks(reference: &[u64], rt: u64, current: &Counts, ct: u64) -> f64 {
 }
 
 /// Jensen–Shannon distance, base 2: √(½·KL(p‖m) + ½·KL(q‖m)) with m = (p + q)/2; 0 for equal
-/// distributions, 1 for disjoint ones.
-fn js(reference: &BTreeMap<u32, u64>, rt: u64, current: &Counts, ct: u64) -> f64 {
+/// distributions, 1 for disjoint ones. Summed in category-name order, so the result does not
+/// depend on the order in which a processor first saw the categories.
+fn js(
+    reference: &BTreeMap<u32, u64>,
+    rt: u64,
+    current: &Counts,
+    ct: u64,
+    categories: &Categories,
+) -> f64 {
     let mut cur: BTreeMap<u32, u64> = BTreeMap::new();
     for (c, n) in current.iter() {
         cur.insert(c, n as u64);
@@ -359,6 +367,8 @@ fn js(reference: &BTreeMap<u32, u64>, rt: u64, current: &Counts, ct: u64) -> f64
     let mut keys: Vec<u32> = reference.keys().chain(cur.keys()).copied().collect();
     keys.sort_unstable();
     keys.dedup();
+    let names = categories.names();
+    keys.sort_by(|a, b| names.get(*a as usize).cmp(&names.get(*b as usize)));
     let mut div = 0.0;
     for k in keys {
         let p = reference.get(&k).map_or(0.0, |&n| n as f64 / rt as f64);
@@ -378,6 +388,10 @@ fn js(reference: &BTreeMap<u32, u64>, rt: u64, current: &Counts, ct: u64) -> f64
 mod tests {
     use super::*;
 
+    fn cats() -> Categories {
+        Categories::from_names(vec!["a".into(), "b".into(), "c".into(), "d".into()])
+    }
+
     fn state(conf: &[f64], preds: &[u32]) -> DriftState {
         let mut s = DriftState::default();
         for &c in conf {
@@ -395,23 +409,24 @@ mod tests {
         let mut b = Baseline::default();
         let r = Reference::Trailing { span_ms: 100 };
         b.retire(r, 0, 10, state(&xs, &[1, 2]));
-        let same = b.evaluate(r, 10, Some(&state(&xs, &[1, 2])), 1);
+        let same = b.evaluate(r, 10, Some(&state(&xs, &[1, 2])), 1, &cats());
         assert_eq!(same.psi_confidence, Some(0.0));
         assert_eq!(same.ks_confidence, Some(0.0));
         assert_eq!(same.js_prediction, Some(0.0));
         let ys: Vec<f64> = xs.iter().map(|x| x + 0.5).collect();
-        let apart = b.evaluate(r, 10, Some(&state(&ys, &[3])), 1);
+        let apart = b.evaluate(r, 10, Some(&state(&ys, &[3])), 1, &cats());
         assert_eq!(apart.ks_confidence, Some(1.0));
         assert!((apart.js_prediction.unwrap() - 1.0).abs() < 1e-12);
         assert!(apart.psi_confidence.unwrap() > 1.0);
         // Too few values on either side: null, not 0.
         assert_eq!(
-            b.evaluate(r, 10, Some(&state(&xs, &[])), 501)
+            b.evaluate(r, 10, Some(&state(&xs, &[])), 501, &cats())
                 .psi_confidence,
             None
         );
         assert_eq!(
-            b.evaluate(r, 10, Some(&state(&xs, &[1])), 1).psi_quality,
+            b.evaluate(r, 10, Some(&state(&xs, &[1])), 1, &cats())
+                .psi_quality,
             None
         );
     }
@@ -424,7 +439,7 @@ mod tests {
         b.retire(r, 10, 10, state(&[0.9; 50], &[]));
         b.retire(r, 20, 10, state(&[0.9; 50], &[]));
         // Window 30 reads panes 10 and 20 only.
-        let v = b.evaluate(r, 30, Some(&state(&[0.9; 50], &[])), 10);
+        let v = b.evaluate(r, 30, Some(&state(&[0.9; 50], &[])), 10, &cats());
         assert_eq!(v.ks_confidence, Some(0.0));
         let p = Reference::Pinned { from: 0, to: 20 };
         let mut b = Baseline::default();
@@ -432,11 +447,11 @@ mod tests {
         b.retire(p, 10, 10, state(&[0.1; 50], &[]));
         b.retire(p, 20, 10, state(&[0.9; 50], &[]));
         assert_eq!(
-            b.evaluate(p, 10, Some(&state(&[0.1; 50], &[])), 10),
+            b.evaluate(p, 10, Some(&state(&[0.1; 50], &[])), 10, &cats()),
             DriftValues::default()
         );
         assert_eq!(
-            b.evaluate(p, 30, Some(&state(&[0.9; 50], &[])), 10)
+            b.evaluate(p, 30, Some(&state(&[0.9; 50], &[])), 10, &cats())
                 .ks_confidence,
             Some(1.0)
         );

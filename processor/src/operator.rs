@@ -1053,6 +1053,7 @@ impl WindowOperator {
                 start,
                 state.drift.as_deref(),
                 self.min_samples,
+                &self.categories,
             );
             if self.labels.is_some() && state.awaiting > 0 {
                 out.revisable.push((out.len(), start, k));

@@ -22,6 +22,9 @@ pub struct Checkpoint {
     pub next_offset: i64,
     /// Opaque processor state (the window operator's snapshot).
     pub state: Vec<u8>,
+    /// The first offset of the co-partitioned feedback topic not yet joined, when the run
+    /// reads feedback.
+    pub feedback_offset: Option<i64>,
 }
 
 /// Where one source's checkpoints live.
@@ -60,14 +63,27 @@ impl CheckpointStore {
             .position(|&b| b == b'\n')
             .ok_or_else(|| bad("no header line"))?;
         let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| bad("header is not UTF-8"))?;
-        let next_offset = header
+        let mut fields = header
             .strip_prefix(MAGIC)
-            .and_then(|rest| rest.trim().strip_prefix("next_offset="))
+            .ok_or_else(|| bad("header does not start with `inferwatch-checkpoint v1`"))?
+            .split_whitespace();
+        let next_offset = fields
+            .next()
+            .and_then(|f| f.strip_prefix("next_offset="))
             .and_then(|n| n.parse::<i64>().ok())
             .ok_or_else(|| bad("header is not `inferwatch-checkpoint v1 next_offset=N`"))?;
+        let feedback_offset = match fields.next() {
+            None => None,
+            Some(f) => Some(
+                f.strip_prefix("feedback_offset=")
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .ok_or_else(|| bad("unreadable feedback_offset in the header"))?,
+            ),
+        };
         Ok(Some(Checkpoint {
             next_offset,
             state: bytes[nl + 1..].to_vec(),
+            feedback_offset,
         }))
     }
 
@@ -77,7 +93,12 @@ impl CheckpointStore {
         let path = self.path(partition);
         let tmp = self.dir.join(format!(".p{partition:05}.ckpt.tmp"));
         let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-        f.write_all(format!("{MAGIC} next_offset={}\n", ckpt.next_offset).as_bytes())
+        let mut header = format!("{MAGIC} next_offset={}", ckpt.next_offset);
+        if let Some(f) = ckpt.feedback_offset {
+            header.push_str(&format!(" feedback_offset={f}"));
+        }
+        header.push('\n');
+        f.write_all(header.as_bytes())
             .and_then(|_| f.write_all(&ckpt.state))
             .map_err(io_err("writing", &tmp))?;
         persist(f, &tmp, &path)
@@ -96,11 +117,13 @@ mod tests {
         let c = Checkpoint {
             next_offset: 12_345,
             state: b"{\"x\":1}\n\0binary".to_vec(),
+            feedback_offset: None,
         };
         store.save(3, &c).unwrap();
         assert_eq!(store.load(3).unwrap(), Some(c.clone()));
         let newer = Checkpoint {
             next_offset: 20_000,
+            feedback_offset: Some(77),
             ..c
         };
         store.save(3, &newer).unwrap();
