@@ -136,6 +136,13 @@ enum ToSink {
         partition: i32,
         seq: u64,
     },
+    /// Reading feedback partition `partition` of `source` (re)starts at `from`: its
+    /// `dead_letter` and `feedback_unmatched` files from there on go.
+    FeedbackStart {
+        source: Arc<str>,
+        partition: i32,
+        from: i64,
+    },
     /// Rows about feedback events of `source`'s `partition`: bad payloads and feedback that
     /// joined nothing.
     Feedback {
@@ -208,10 +215,15 @@ impl SinkThread {
         Ok(self.events.get_mut(&partition).expect("inserted above"))
     }
 
+    /// Completes the partition's files, and those of its co-partitioned feedback.
     fn flush(&mut self, partition: i32) -> Result<()> {
         if let Some((e, d)) = self.events.get_mut(&partition) {
             e.flush()?;
             d.flush()?;
+        }
+        if let Some((d, u)) = self.feedback.get_mut(&partition) {
+            d.flush()?;
+            u.flush()?;
         }
         Ok(())
     }
@@ -274,6 +286,32 @@ impl SinkThread {
                 self.calibration_bins
                     .remove_revisions_after(partition, seq)?;
             }
+            ToSink::FeedbackStart {
+                source,
+                partition,
+                from,
+            } => {
+                let table = |name: &str, schema, ts_col| {
+                    PositionedTable::new(
+                        &self.data_dir,
+                        name,
+                        schema,
+                        ts_col,
+                        &source,
+                        partition,
+                        self.max_rows,
+                        &self.parquet,
+                    )
+                };
+                let d = table("dead_letter", dead_letter_schema(), 3)?;
+                let u = table("feedback_unmatched", feedback_unmatched_schema(), 1)?;
+                d.remove_from(from)?;
+                u.remove_from(from)?;
+                if let Some((mut d, mut u)) = self.feedback.insert(partition, (d, u)) {
+                    d.abort()?;
+                    u.abort()?;
+                }
+            }
             ToSink::Feedback {
                 source,
                 partition,
@@ -297,9 +335,6 @@ impl SinkThread {
                     };
                     let d = table("dead_letter", dead_letter_schema(), 3)?;
                     let u = table("feedback_unmatched", feedback_unmatched_schema(), 1)?;
-                    // Feedback is read from its start each run: earlier files go.
-                    d.remove_from(0)?;
-                    u.remove_from(0)?;
                     self.feedback.insert(partition, (d, u));
                 }
                 let (d, u) = self.feedback.get_mut(&partition).expect("inserted above");
@@ -342,6 +377,10 @@ impl SinkThread {
                     e.abort()?;
                     d.abort()?;
                 }
+                if let Some((mut d, mut u)) = self.feedback.remove(&partition) {
+                    d.abort()?;
+                    u.abort()?;
+                }
             }
         }
         Ok(())
@@ -353,6 +392,7 @@ impl SinkThread {
         self.store.save(partition, ckpt)?;
         if release {
             self.events.remove(&partition);
+            self.feedback.remove(&partition);
         }
         self.checkpoint_time += started.elapsed();
         Ok(())
@@ -435,6 +475,8 @@ struct FeedbackSide {
     next_read: HashMap<i32, i64>,
     /// Partitions the feedback source should start or stop following.
     follow: Vec<(i32, Option<Option<i64>>)>,
+    /// Feedback partitions whose files were reset for this run (file sources).
+    started: std::collections::HashSet<i32>,
     done: bool,
     counts: FeedbackCounts,
     dead: DeadLetterBuilder,
@@ -534,6 +576,12 @@ impl Shared {
                         Some(o) => fb.next_read.insert(partition, o),
                         None => fb.next_read.remove(&partition),
                     };
+                    let msg = ToSink::FeedbackStart {
+                        source: fb.source.clone(),
+                        partition,
+                        from: c.feedback_offset.unwrap_or(0),
+                    };
+                    self.send(msg)?;
                 }
                 self.send(ToSink::Start {
                     partition,
@@ -550,6 +598,12 @@ impl Shared {
                     fb.follow.push((partition, Some(None)));
                     fb.held.remove(&partition);
                     fb.next_read.remove(&partition);
+                    let msg = ToSink::FeedbackStart {
+                        source: fb.source.clone(),
+                        partition,
+                        from: 0,
+                    };
+                    self.send(msg)?;
                 }
                 None
             }
@@ -689,6 +743,16 @@ impl Shared {
         };
         let last = raw.last_offset().unwrap_or(raw.offset(0));
         fb.next_read.insert(raw.partition, last + 1);
+        if !fb.co_partitioned && fb.started.insert(raw.partition) {
+            // A file is read from its start each run: its earlier files go.
+            let msg = ToSink::FeedbackStart {
+                source: fb.source.clone(),
+                partition: raw.partition,
+                from: 0,
+            };
+            self.send(msg)?;
+        }
+        let fb = self.feedback.as_mut().expect("checked above");
         let (good, bad) = decode_feedback(&raw, &fb.limits);
         fb.counts.received += raw.len() as u64;
         fb.counts.invalid += bad.len() as u64;
@@ -1137,6 +1201,7 @@ impl Pipeline {
                 held: BTreeMap::new(),
                 next_read: HashMap::new(),
                 follow: Vec::new(),
+                started: Default::default(),
                 done: false,
                 counts: FeedbackCounts::default(),
                 dead: DeadLetterBuilder::default(),
@@ -1296,10 +1361,16 @@ impl Pipeline {
                 // End of input: the rest of the feedback joins, then every open window
                 // closes and is written.
                 if let Some(fsrc) = self.feedback.as_mut() {
-                    while !s.feedback.as_ref().is_some_and(|f| f.done) {
+                    // A file to its end; a topic until it has nothing more for a while.
+                    let mut quiet = 0;
+                    while !s.feedback.as_ref().is_some_and(|f| f.done) && quiet < 3 {
                         match fsrc.next_batch(batch_size)? {
                             None => s.feedback.as_mut().expect("has feedback").done = true,
-                            Some(raw) => s.read_feedback(raw)?,
+                            Some(raw) if raw.is_empty() => quiet += 1,
+                            Some(raw) => {
+                                quiet = 0;
+                                s.read_feedback(raw)?;
+                            }
                         }
                     }
                     s.release_feedback(true)?;

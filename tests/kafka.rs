@@ -549,3 +549,94 @@ fn a_broker_that_is_down_at_start_and_mid_run_is_waited_for() {
         "one line per kind of trouble, not one per retry ({retrying}):\n{log}"
     );
 }
+
+#[test]
+fn feedback_topic_joins_each_label_once_across_sigkills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let b = brokers();
+    let (topic, feedback_topic) = (unique("pred"), unique("feedback"));
+    create_topic(b, &topic, PARTITIONS);
+    create_topic(b, &feedback_topic, PARTITIONS);
+    let args = [
+        "--count",
+        "40000",
+        "--rate",
+        "100",
+        "--seed",
+        "13",
+        "--scenario",
+        "miscalibration",
+        "--feedback-delay",
+        "2m",
+    ];
+    let mut produce_args = args.to_vec();
+    produce_args.extend(["--feedback-topic", &feedback_topic]);
+    produce(b, &topic, &produce_args);
+    // The same events and feedback as files, for the reference check.
+    let fb = dir.join("feedback.ndjson");
+    let mut file_args = args.to_vec();
+    file_args.extend(["--feedback-out", fb.to_str().unwrap()]);
+    let input = generate(dir, "in.ndjson", &file_args);
+    let labels = lines(&fb);
+    assert!(labels > 8000, "{labels} feedback events");
+
+    let data = dir.join("kafka-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = dir.join("crash.toml");
+    std::fs::write(
+        &config,
+        "[source]\nbatch_size = 500\n[checkpoint]\ninterval = \"300ms\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n",
+    )
+    .unwrap();
+    let group = unique("g");
+    let cfg = [
+        "--config",
+        config.to_str().unwrap(),
+        "--window",
+        "1m",
+        "--feedback-topic",
+        &feedback_topic,
+    ];
+    for delay_ms in [400u64, 1200] {
+        let mut child = spawn_run(b, &topic, &group, &data, &cfg);
+        let before = events_files(&data);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while events_files(&data) <= before && Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let mut args = vec!["--stop-when-idle", "8s"];
+    args.extend_from_slice(&cfg);
+    let mut last = spawn_run(b, &topic, &group, &data, &args);
+    wait_ok(&mut last, Duration::from_secs(240));
+
+    // Each label joined exactly once: the latest revision of every window equals
+    // scikit-learn over inline and joined labels, and the label count adds up.
+    calibration_check_with(&input, &data, 60_000, 10, "equal_width", Some(&fb));
+    let inline = count(
+        &data,
+        "SELECT count(*) FROM events WHERE confidence IS NOT NULL AND correct IS NOT NULL",
+    );
+    assert_eq!(
+        count(&data, "SELECT sum(labeled) FROM metrics_latest"),
+        inline + labels
+    );
+    assert!(count(&data, "SELECT count(*) FROM metrics WHERE revision > 0") > 0);
+    assert!(
+        !data.join("feedback_unmatched").exists()
+            || count(&data, "SELECT count(*) FROM feedback_unmatched") == 0,
+        "no feedback went unmatched"
+    );
+    // Checkpoints carry the feedback position.
+    let ckpt = std::fs::read(data.join("_checkpoints").join(&topic).join("p00000.ckpt")).unwrap();
+    let header = String::from_utf8_lossy(&ckpt[..ckpt.iter().position(|&c| c == b'\n').unwrap()])
+        .to_string();
+    assert!(header.contains("feedback_offset="), "{header}");
+}
