@@ -27,28 +27,53 @@ pub fn bucket(x: f64) -> u16 {
         .clamp(0.0, DRIFT_STEPS as f64) as u16
 }
 
-/// Sparse counts, sorted by bucket (or category id).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Counts(Vec<(u32, u32)>);
+/// Sparse counts, sorted by bucket (or category id). New values are appended unsorted and
+/// folded in in batches: a sorted insert per event would shift the vector every time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    sorted: Vec<(u32, u32)>,
+    pending: Vec<u32>,
+}
+
+/// Values appended before they are folded into the sorted counts.
+const PENDING: usize = 512;
 
 impl Counts {
     pub fn add(&mut self, k: u32) {
-        match self.0.binary_search_by_key(&k, |e| e.0) {
-            Ok(i) => self.0[i].1 += 1,
-            Err(i) => self.0.insert(i, (k, 1)),
+        self.pending.push(k);
+        if self.pending.len() >= PENDING {
+            self.fold();
         }
     }
 
-    pub fn merge(&mut self, o: &Counts) {
-        if o.0.is_empty() {
+    /// Folds the appended values into the sorted counts.
+    pub fn fold(&mut self) {
+        if self.pending.is_empty() {
             return;
         }
-        if self.0.is_empty() {
-            self.0.clone_from(&o.0);
+        let mut p = std::mem::take(&mut self.pending);
+        p.sort_unstable();
+        let mut run: Vec<(u32, u32)> = Vec::new();
+        for k in p.drain(..) {
+            match run.last_mut() {
+                Some(last) if last.0 == k => last.1 += 1,
+                _ => run.push((k, 1)),
+            }
+        }
+        self.pending = p; // keeps its capacity
+        self.merge_sorted(&run);
+    }
+
+    fn merge_sorted(&mut self, o: &[(u32, u32)]) {
+        if o.is_empty() {
             return;
         }
-        let mut out = Vec::with_capacity(self.0.len() + o.0.len());
-        let (mut a, mut b) = (self.0.iter().peekable(), o.0.iter().peekable());
+        if self.sorted.is_empty() {
+            self.sorted.extend_from_slice(o);
+            return;
+        }
+        let mut out = Vec::with_capacity(self.sorted.len() + o.len());
+        let (mut a, mut b) = (self.sorted.iter().peekable(), o.iter().peekable());
         loop {
             match (a.peek(), b.peek()) {
                 (Some(x), Some(y)) if x.0 == y.0 => {
@@ -62,19 +87,50 @@ impl Counts {
                 (None, None) => break,
             }
         }
-        self.0 = out;
+        self.sorted = out;
+    }
+
+    pub fn merge(&mut self, o: &Counts) {
+        self.merge_sorted(&o.sorted);
+        for &k in &o.pending {
+            self.add(k);
+        }
     }
 
     pub fn total(&self) -> u64 {
-        self.0.iter().map(|e| e.1 as u64).sum()
+        self.sorted.iter().map(|e| e.1 as u64).sum::<u64>() + self.pending.len() as u64
     }
 
+    /// (value, count) in value order; [`Counts::fold`] first.
     pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        self.0.iter().copied()
+        debug_assert!(self.pending.is_empty(), "fold before reading counts");
+        self.sorted.iter().copied()
     }
 
     fn heap_bytes(&self) -> usize {
-        self.0.capacity() * 8
+        self.sorted.capacity() * 8 + self.pending.capacity() * 4
+    }
+}
+
+// Checkpoints hold the folded form.
+impl Serialize for Counts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.pending.is_empty() {
+            self.sorted.serialize(s)
+        } else {
+            let mut c = self.clone();
+            c.fold();
+            c.sorted.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Counts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Counts {
+            sorted: Vec::deserialize(d)?,
+            pending: Vec::new(),
+        })
     }
 }
 
@@ -88,6 +144,16 @@ pub struct DriftState {
 }
 
 impl DriftState {
+    /// Folds appended values: before reading the counts or keeping them long.
+    pub fn fold(&mut self) {
+        self.confidence.fold();
+        self.quality.fold();
+        self.prediction.fold();
+        self.confidence.pending.shrink_to_fit();
+        self.quality.pending.shrink_to_fit();
+        self.prediction.pending.shrink_to_fit();
+    }
+
     pub fn merge(&mut self, o: &DriftState) {
         self.confidence.merge(&o.confidence);
         self.quality.merge(&o.quality);
@@ -196,7 +262,8 @@ pub struct Baseline {
 
 impl Baseline {
     /// Takes a closed pane into the reference (panes arrive in time order).
-    pub fn retire(&mut self, reference: Reference, pane: i64, slide: i64, state: DriftState) {
+    pub fn retire(&mut self, reference: Reference, pane: i64, slide: i64, mut state: DriftState) {
+        state.fold();
         match reference {
             Reference::Trailing { span_ms } => {
                 // The next window to read this baseline starts at pane + slide or later.
@@ -240,6 +307,9 @@ impl Baseline {
         let (Some(cur), true) = (current, ready) else {
             return DriftValues::default();
         };
+        let mut cur = cur.clone();
+        cur.fold();
+        let cur = &cur;
         let enough = |r: u64, c: u64| r >= min_samples.max(1) && c >= min_samples.max(1);
         let continuous = |r: &[u64], c: &Counts| {
             let (rt, ct) = (r.iter().sum::<u64>(), c.total());
@@ -468,7 +538,8 @@ mod tests {
             b.add(k);
         }
         a.merge(&b);
-        assert_eq!(a.0, vec![(0, 1), (1, 1), (5, 3), (9, 1), (10, 1)]);
+        a.fold();
+        assert_eq!(a.sorted, vec![(0, 1), (1, 1), (5, 3), (9, 1), (10, 1)]);
         assert_eq!(a.total(), 7);
     }
 }
