@@ -131,10 +131,18 @@ enum ToSink {
         metrics: RecordBatch,
         bins: Option<RecordBatch>,
     },
-    /// A checkpoint restored `partition` at revision `seq`: later revision files go.
+    /// A checkpoint restored `partition` at revision `seq` and session cut `sessions_at`:
+    /// later revision and session files go.
     RevisionsFrom {
         partition: i32,
         seq: u64,
+        sessions_at: Option<i64>,
+    },
+    /// `sessions` rows of sessions that ended, cut at window close `at`.
+    Sessions {
+        partition: i32,
+        at: i64,
+        batch: RecordBatch,
     },
     /// Reading feedback partition `partition` of `source` (re)starts at `from`: its
     /// `dead_letter` and `feedback_unmatched` files from there on go.
@@ -177,6 +185,7 @@ struct SinkThread {
     events: HashMap<i32, (PositionedTable, PositionedTable)>,
     metrics: WindowTable,
     calibration_bins: WindowTable,
+    sessions: WindowTable,
     /// Per feedback partition: its `dead_letter` and `feedback_unmatched` tables.
     feedback: HashMap<i32, (PositionedTable, PositionedTable)>,
     store: CheckpointStore,
@@ -281,10 +290,23 @@ impl SinkThread {
                     k.metrics(&metrics)?;
                 }
             }
-            ToSink::RevisionsFrom { partition, seq } => {
+            ToSink::RevisionsFrom {
+                partition,
+                seq,
+                sessions_at,
+            } => {
                 self.metrics.remove_revisions_after(partition, seq)?;
                 self.calibration_bins
                     .remove_revisions_after(partition, seq)?;
+                self.sessions
+                    .remove_at_after(partition, sessions_at.unwrap_or(i64::MIN))?;
+            }
+            ToSink::Sessions {
+                partition,
+                at,
+                batch,
+            } => {
+                self.sessions.write_at(&batch, partition, at)?;
             }
             ToSink::FeedbackStart {
                 source,
@@ -411,6 +433,7 @@ impl SinkThread {
         }
         let files = self.metrics.files_written()
             + self.calibration_bins.files_written()
+            + self.sessions.files_written()
             + self
                 .events
                 .values()
@@ -460,6 +483,9 @@ struct Shared {
     /// The feedback join's side of the run, when there is a feedback source.
     feedback: Option<FeedbackSide>,
 }
+
+/// How far ahead of the events' watermark feedback may be dated and still wait for it.
+const FUTURE_FEEDBACK_MS: i64 = 7 * 24 * 3_600_000;
 
 /// Feedback read but not yet joined: it waits until every partition's watermark has passed
 /// its time, so its prediction (which is older) has surely been processed. Each feedback
@@ -538,12 +564,22 @@ impl Shared {
             })?;
             self.new_metrics.push(m);
         }
-        let bins = match self.parts.get_mut(&partition) {
-            Some(part) => part.op.take_calibration_bins()?,
-            None => None,
+        let (bins, sessions) = match self.parts.get_mut(&partition) {
+            Some(part) => (
+                part.op.take_calibration_bins()?,
+                part.op.take_sessions(false)?,
+            ),
+            None => (None, None),
         };
         if let Some(batch) = bins {
             self.send(ToSink::CalibrationBins { partition, batch })?;
+        }
+        if let Some(s) = sessions {
+            self.send(ToSink::Sessions {
+                partition,
+                at: s.at,
+                batch: s.batch,
+            })?;
         }
         Ok(())
     }
@@ -568,6 +604,7 @@ impl Shared {
                 self.send(ToSink::RevisionsFrom {
                     partition,
                     seq: op.revision_seq(),
+                    sessions_at: op.sessions_at(),
                 })?;
                 if let Some(fb) = self.feedback.as_mut().filter(|f| f.co_partitioned) {
                     fb.follow.push((partition, Some(c.feedback_offset)));
@@ -823,13 +860,12 @@ impl Shared {
         let (Some(wm), Some(fb)) = (wm, self.feedback.as_mut()) else {
             return Ok(());
         };
-        // Feedback dated further ahead than a label horizon cannot wait for the watermark:
-        // it would hold its partition up; it is joined at once.
-        let horizon = self.config.processor.feedback.label_horizon.as_millis() as i64;
         let mut due = Vec::new();
         for q in fb.held.values_mut() {
             while let Some(f) = q.front() {
-                if f.timestamp > wm && f.timestamp - wm <= horizon {
+                // Feedback dated more than a week ahead of the events would hold its
+                // partition up for that long: it is joined at once (and is likely unknown).
+                if f.timestamp > wm && f.timestamp - wm <= FUTURE_FEEDBACK_MS {
                     break;
                 }
                 due.push(q.pop_front().expect("front exists"));
@@ -950,13 +986,22 @@ impl Shared {
         Ok(())
     }
 
-    /// Closes every open window of every partition (end of a finite source).
+    /// Closes every open window and ends every session of every partition (end of a
+    /// finite source).
     fn finish(&mut self) -> Result<()> {
         let keys: Vec<i32> = self.parts.keys().copied().collect();
         for k in keys {
             let part = self.parts.get_mut(&k).expect("listed above");
             let rows = Self::tracked(&mut self.stats, &mut part.op, |op| op.finish())?;
             self.emit_metrics(k, rows)?;
+            let part = self.parts.get_mut(&k).expect("listed above");
+            if let Some(s) = part.op.take_sessions(true)? {
+                self.send(ToSink::Sessions {
+                    partition: k,
+                    at: s.at,
+                    batch: s.batch,
+                })?;
+            }
         }
         Ok(())
     }
@@ -1126,10 +1171,18 @@ impl Pipeline {
             source_name,
             &config.sink.parquet(),
         )?;
+        let sessions = WindowTable::new(
+            &config.data_dir,
+            "sessions",
+            inferwatch_schemas::tables::sessions_schema(),
+            source_name,
+            &config.sink.parquet(),
+        )?;
         if !options.checkpoints {
             // A run from the start of a source replaces its earlier windows.
             metrics.remove_all()?;
             calibration_bins.remove_all()?;
+            sessions.remove_all()?;
         }
         let kafka = options
             .kafka_output
@@ -1147,6 +1200,7 @@ impl Pipeline {
             events: HashMap::new(),
             metrics,
             calibration_bins,
+            sessions,
             feedback: HashMap::new(),
             store: store.clone(),
             kafka,

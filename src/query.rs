@@ -20,6 +20,7 @@ pub const TABLES: &[&str] = &[
     "calibration_bins",
     "dead_letter",
     "feedback_unmatched",
+    "sessions",
 ];
 
 /// Views over tables whose rows have revisions: only the latest revision of each window × key.

@@ -110,7 +110,18 @@ fn drift_columns_match_scipy_and_numpy() {
         &data,
         &["--window", "1m", "--config", config.to_str().unwrap()],
     );
-    drift_check(&input, &data, 60_000, 3, 40, None);
+    let out = drift_check(&input, &data, 60_000, 3, 40, None);
+    for column in [
+        "ks_confidence",
+        "psi_quality_score",
+        "ks_quality_score",
+        "js_prediction",
+    ] {
+        assert!(
+            out.contains(&format!("'{column}': ")),
+            "{column} never checked: {out}"
+        );
+    }
     // The drift scenario moves every drift column after the onset.
     let moved = query(
         &data,
@@ -270,6 +281,63 @@ fn feedback_ten_minutes_late_lands_in_the_latest_revision_and_unmatched_feedback
     assert_eq!(
         count(&data, "SELECT count(*) FROM metrics WHERE revision > 0"),
         0
+    );
+}
+
+#[test]
+fn runaway_loops_are_caught_in_the_window_of_the_third_identical_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(
+        dir.path(),
+        "loop.ndjson",
+        &[
+            "--count",
+            "60000",
+            "--rate",
+            "100",
+            "--seed",
+            "4",
+            "--scenario",
+            "runaway-loop",
+        ],
+    );
+    let data = dir.path().join("data");
+    run(&input, &data, &["--window", "1m"]);
+    let out = sessions_check(&input, &data, 60_000, 50, 3);
+    assert!(!out.contains("(0 runaway)"), "{out}");
+    // Loops start at the onset (minute 5); healthy sessions of up to 16 steps never trip.
+    assert_eq!(
+        count(&data, "SELECT count(*) FROM metrics WHERE runaway_sessions > 0 AND window_start < to_timestamp_millis(1767225900000)"),
+        0
+    );
+    assert!(
+        count(
+            &data,
+            "SELECT count(*) FROM sessions WHERE runaway AND reason LIKE '%max_repeats 3%'"
+        ) > 10
+    );
+    assert_eq!(
+        count(
+            &data,
+            "SELECT count(*) FROM sessions WHERE NOT runaway AND repeats > 0"
+        ),
+        0
+    );
+    // With max_steps = 10 the long healthy sessions trip on steps instead.
+    let config = dir.path().join("steps.toml");
+    fs::write(&config, "[loops]\nmax_steps = 10\n").unwrap();
+    let strict = dir.path().join("strict");
+    run(
+        &input,
+        &strict,
+        &["--window", "1m", "--config", config.to_str().unwrap()],
+    );
+    sessions_check(&input, &strict, 60_000, 10, 3);
+    assert!(
+        count(
+            &strict,
+            "SELECT count(*) FROM sessions WHERE reason LIKE '%max_steps 10%'"
+        ) > 10
     );
 }
 

@@ -164,6 +164,33 @@ impl Default for FeedbackConfig {
     }
 }
 
+/// `[loops]`: runaway agent and queue loops, per `session_id`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoopConfig {
+    /// A session with more steps than this is runaway.
+    pub max_steps: u64,
+    /// A session that calls one tool with the same `input_hash` this many times is runaway.
+    pub max_repeats: u32,
+    /// A session ends when the watermark passes its last event by this much.
+    #[serde(deserialize_with = "duration")]
+    pub session_gap: Duration,
+    /// Most sessions tracked per source partition; past it the one idle longest ends early
+    /// (counted as evicted).
+    pub max_sessions: usize,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        Self {
+            max_steps: 50,
+            max_repeats: 3,
+            session_gap: Duration::from_secs(30 * 60),
+            max_sessions: 100_000,
+        }
+    }
+}
+
 /// Everything the processor needs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -172,6 +199,7 @@ pub struct ProcessorConfig {
     pub calibration: CalibrationConfig,
     pub drift: DriftConfig,
     pub feedback: FeedbackConfig,
+    pub loops: LoopConfig,
     /// Model name → price. Events that carry `cost_usd` keep their own cost. A `[prices]`
     /// table in the config replaces the built-in one (`processor/prices.toml`).
     pub prices: BTreeMap<String, Price>,
@@ -185,6 +213,7 @@ impl Default for ProcessorConfig {
             calibration: CalibrationConfig::default(),
             drift: DriftConfig::default(),
             feedback: FeedbackConfig::default(),
+            loops: LoopConfig::default(),
             prices: builtin_prices(),
             custom_metrics: Vec::new(),
         }
@@ -256,6 +285,12 @@ impl ProcessorConfig {
             return Err(config_err!("drift.baseline_windows must be at least 1"));
         }
         self.drift.pinned()?;
+        let l = &self.loops;
+        if l.max_repeats < 2 || l.max_steps == 0 || l.max_sessions == 0 {
+            return Err(config_err!(
+                "loops.max_repeats must be at least 2, loops.max_steps and loops.max_sessions at least 1"
+            ));
+        }
         let f = &self.feedback;
         if f.max_pending == 0 || !(0.0..=1.0).contains(&f.score_threshold) {
             return Err(config_err!(

@@ -9,6 +9,7 @@ pub mod labels;
 pub mod metrics;
 pub mod operator;
 pub mod price;
+pub mod sessions;
 pub mod window;
 
 pub use config::ProcessorConfig;

@@ -59,6 +59,9 @@ pub const BUILTIN_COLUMNS: &[&str] = &[
     "psi_quality_score",
     "ks_quality_score",
     "js_prediction",
+    "sessions",
+    "runaway_sessions",
+    "wasted_cost_usd",
     "revision",
 ];
 
@@ -126,6 +129,9 @@ pub struct Observation {
     pub confidence: Option<f64>,
     /// Category id of `prediction`.
     pub prediction: Option<u32>,
+    /// Hash of `session_id`, and what the event did to its session.
+    pub session: Option<u64>,
+    pub step: crate::sessions::Step,
     pub flagged: bool,
     pub approval: Approval,
 }
@@ -184,6 +190,10 @@ pub struct CoreState {
     pub awaiting: u64,
     /// Distributions that drift is measured on.
     pub drift: Option<Box<DriftState>>,
+    /// Hashes of the sessions with events here (sorted and deduplicated when merged).
+    session_ids: Vec<u64>,
+    pub runaway_sessions: u64,
+    pub wasted_nanos: i64,
 }
 
 /// Mergeable calibration state: reliability bins, sums for accuracy / confidence / Brier,
@@ -423,6 +433,15 @@ impl CoreState {
                 d.prediction.add(p);
             }
         }
+        if let Some(h) = o.session {
+            self.session_ids.push(h);
+            if self.session_ids.len() >= 4096 {
+                self.session_ids.sort_unstable();
+                self.session_ids.dedup();
+            }
+        }
+        self.runaway_sessions += o.step.became_runaway as u64;
+        self.wasted_nanos += o.step.wasted_nanos;
         self.flagged += o.flagged as u64;
         match o.approval {
             Approval::Approved => self.approved += 1,
@@ -457,9 +476,24 @@ impl CoreState {
         }
         self.late_labels += o.late_labels;
         self.awaiting += o.awaiting;
+        if !o.session_ids.is_empty() {
+            self.session_ids.extend_from_slice(&o.session_ids);
+            self.session_ids.sort_unstable();
+            self.session_ids.dedup();
+        }
+        self.runaway_sessions += o.runaway_sessions;
+        self.wasted_nanos += o.wasted_nanos;
         if let Some(d) = &o.drift {
             self.drift.get_or_insert_with(Default::default).merge(d);
         }
+    }
+
+    /// Distinct sessions with events in this state.
+    pub fn distinct_sessions(&self) -> usize {
+        let mut ids = self.session_ids.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
     }
 
     /// Approximate heap bytes held, for memory accounting.
@@ -563,6 +597,8 @@ const INT_COLS: &[&str] = &[
     "late_events",
     "labeled",
     "late_labels",
+    "sessions",
+    "runaway_sessions",
     "revision",
 ];
 
@@ -610,6 +646,8 @@ impl CoreColumns {
             s.late_events as i64,
             s.calibration.as_ref().map_or(0, |c| c.n as i64),
             s.late_labels as i64,
+            s.distinct_sessions() as i64,
+            s.runaway_sessions as i64,
             revision as i64,
         ];
         for (b, v) in self.ints.iter_mut().zip(ints) {
@@ -649,6 +687,7 @@ impl CoreColumns {
             drift.psi_quality,
             drift.ks_quality,
             drift.js_prediction,
+            Some(s.wasted_nanos as f64 / 1e9),
         ];
         let floats = floats.into_iter().chain(calibration);
         for (b, v) in self.floats.iter_mut().zip(floats) {

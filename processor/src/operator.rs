@@ -26,6 +26,7 @@ use crate::labels::{LabelJoin, LabelSnapshot, LabelStats};
 use crate::metrics::{Approval, BinSpec, CoreColumns, CoreState, Observation, StatusClass};
 use crate::metrics::{Calibration, BUILTIN_COLUMNS};
 use crate::price::{usd_to_nanos, PriceTable};
+use crate::sessions::{Session, SessionStats, Sessions, SessionsSnapshot};
 use crate::window::{SourceId, Watermarks, WindowSpec};
 use inferwatch_schemas::{Feedback, Unmatched};
 
@@ -134,6 +135,19 @@ pub struct WindowOperator {
     /// `emitted_through` when revisions were last emitted: they go out at most once per
     /// window close, so late labels make few files, at points fixed by event time.
     revised_at: Option<i64>,
+    sessions: Sessions,
+    /// Sessions that ended, not yet handed out as `sessions` rows.
+    ended: Vec<(Arc<str>, Session)>,
+    /// `emitted_through` when `sessions` rows were last handed out.
+    sessions_at: Option<i64>,
+}
+
+/// Rows of the `sessions` table, handed out when windows close.
+#[derive(Debug)]
+pub struct SessionRows {
+    /// Names the file: the window close they were handed out at.
+    pub at: i64,
+    pub batch: RecordBatch,
 }
 
 /// An emitted window × key that late labels can still change.
@@ -356,12 +370,69 @@ impl WindowOperator {
             revisable: BTreeMap::new(),
             revision_seq: 0,
             revised_at: None,
+            sessions: Sessions::new(&config.loops),
+            ended: Vec::new(),
+            sessions_at: None,
         })
     }
 
     /// This run has a feedback source: predictions without `correct` wait for labels.
     pub fn expect_feedback(&mut self, config: &crate::config::FeedbackConfig) {
         self.labels.get_or_insert_with(|| LabelJoin::new(config));
+    }
+
+    /// When `sessions` rows were last handed out (restored with a checkpoint).
+    pub fn sessions_at(&self) -> Option<i64> {
+        self.sessions_at
+    }
+
+    /// Counters of session tracking.
+    pub fn session_stats(&self) -> SessionStats {
+        self.sessions.stats()
+    }
+
+    /// `sessions` rows of the sessions that ended, handed out once a window closed since
+    /// the last call (or now, with `force`), so files are cut at points fixed by event time.
+    pub fn take_sessions(&mut self, force: bool) -> Result<Option<SessionRows>> {
+        if self.ended.is_empty() || (!force && self.sessions_at == self.emitted_through) {
+            return Ok(None);
+        }
+        self.sessions_at = self.emitted_through;
+        let mut ended = std::mem::take(&mut self.ended);
+        ended.sort_by(|a, b| (a.1.first_seen, &a.0).cmp(&(b.1.first_seen, &b.0)));
+        let mut keys = WindowKeyColumns::new();
+        let mut id = StringBuilder::new();
+        let mut steps = arrow::array::Int64Builder::new();
+        let mut repeats = arrow::array::Int64Builder::new();
+        let mut cost = arrow::array::Float64Builder::new();
+        let mut wasted = arrow::array::Float64Builder::new();
+        let mut runaway = BooleanBuilder::new();
+        let mut reason = StringBuilder::new();
+        for (sid, s) in &ended {
+            keys.append(s.first_seen, s.last_seen, &self.keys.values[s.key as usize]);
+            id.append_value(sid);
+            steps.append_value(s.steps as i64);
+            repeats.append_value(s.repeats as i64);
+            cost.append_value(s.cost_nanos as f64 / 1e9);
+            wasted.append_value(s.wasted_nanos as f64 / 1e9);
+            runaway.append_value(s.runaway.is_some());
+            reason.append_option(s.runaway.as_deref());
+        }
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(id.finish())];
+        columns.extend(keys.finish());
+        columns.extend::<[ArrayRef; 6]>([
+            Arc::new(steps.finish()),
+            Arc::new(repeats.finish()),
+            Arc::new(cost.finish()),
+            Arc::new(wasted.finish()),
+            Arc::new(runaway.finish()),
+            Arc::new(reason.finish()),
+        ]);
+        let batch = RecordBatch::try_new(inferwatch_schemas::tables::sessions_schema(), columns)?;
+        Ok(Some(SessionRows {
+            at: self.emitted_through.unwrap_or(0),
+            batch,
+        }))
     }
 
     /// Counters of the feedback join.
@@ -601,6 +672,13 @@ impl WindowOperator {
             },
             revision_seq: self.revision_seq,
             revised_at: self.revised_at,
+            sessions: self.sessions.snapshot(),
+            ended: self
+                .ended
+                .iter()
+                .map(|(id, s)| (id.to_string(), s.clone()))
+                .collect(),
+            sessions_at: self.sessions_at,
         };
         serde_json::to_vec(&snap).map_err(|e| ProcessorError::Checkpoint(e.to_string()))
     }
@@ -724,6 +802,13 @@ impl WindowOperator {
             .collect();
         self.revision_seq = snap.revision_seq;
         self.revised_at = snap.revised_at;
+        self.sessions.restore(snap.sessions);
+        self.ended = snap
+            .ended
+            .into_iter()
+            .map(|(id, s)| (Arc::from(id), s))
+            .collect();
+        self.sessions_at = snap.sessions_at;
         if let Some(t) = snap.max_event_time {
             self.watermarks.advance(source, t, now);
         }
@@ -783,6 +868,9 @@ impl WindowOperator {
         let correct = events.column(col::CORRECT).as_boolean();
         let prediction = events.column(col::PREDICTION).as_string::<i32>();
         let event_id = events.column(col::EVENT_ID).as_string::<i32>();
+        let session_id = events.column(col::SESSION_ID).as_string::<i32>();
+        let tool = events.column(col::TOOL).as_string::<i32>();
+        let input_hash = events.column(col::INPUT_HASH).as_string::<i32>();
         let flags = events.column(col::FLAGS).as_list::<i32>();
         let approval = events.column(col::APPROVAL).as_string::<i32>();
 
@@ -851,6 +939,8 @@ impl WindowOperator {
                     .then(|| (confidence.value(i), correct.value(i))),
                 confidence: confidence.is_valid(i).then(|| confidence.value(i)),
                 prediction: opt(prediction, i).map(|p| self.categories.intern(p)),
+                session: None,
+                step: Default::default(),
                 flagged: flags.is_valid(i) && flags.value_length(i) > 0,
                 approval: match opt(approval, i) {
                     Some("approved") => Approval::Approved,
@@ -859,6 +949,19 @@ impl WindowOperator {
                     _ => Approval::None,
                 },
             };
+            let mut obs = obs;
+            if let Some(sid) = opt(session_id, i) {
+                obs.step = self.sessions.observe(
+                    sid,
+                    key,
+                    t,
+                    opt(tool, i),
+                    opt(input_hash, i),
+                    costs[i],
+                    &mut self.ended,
+                );
+                obs.session = Some(session_hash(sid));
+            }
             let awaits = match self.labels.as_mut() {
                 Some(l) if confidence.is_valid(i) && !correct.is_valid(i) => {
                     l.wait(
@@ -886,6 +989,7 @@ impl WindowOperator {
         self.flush_custom(&mut groups, args.as_ref())?;
         self.watermarks.advance(source, max_ts, now);
         self.expire_labels(max_ts - ooo);
+        self.sessions.end_idle(max_ts - ooo, &mut self.ended);
         self.stats.events += n as u64;
 
         let mut columns = events.columns().to_vec();
@@ -911,8 +1015,9 @@ impl WindowOperator {
         self.finish_rows(out)
     }
 
-    /// End of a finite source: closes and emits every open window.
+    /// End of a finite source: closes and emits every open window, ends every session.
     pub fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        self.sessions.end_idle(i64::MAX, &mut self.ended);
         let mut out = MetricRows::new();
         if let Some((&last, _)) = self.panes.iter().next_back() {
             self.close_through(last, &mut out)?;
@@ -1138,6 +1243,9 @@ struct Snapshot {
     revisable_rows: String,
     revision_seq: u64,
     revised_at: Option<i64>,
+    sessions: SessionsSnapshot,
+    ended: Vec<(String, Session)>,
+    sessions_at: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -1174,6 +1282,13 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
             }
         })
         .collect()
+}
+
+/// A stable 64-bit hash of a session id (FNV-1a), for counting distinct sessions.
+fn session_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn opt(a: &StringArray, i: usize) -> Option<&str> {

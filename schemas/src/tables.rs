@@ -170,6 +170,25 @@ pub fn feedback_unmatched_schema() -> SchemaRef {
     FEEDBACK_UNMATCHED.clone()
 }
 
+/// The `sessions` table: one row per ended session (per source partition), with the key of
+/// its events.
+pub fn sessions_schema() -> SchemaRef {
+    let mut fields = vec![Field::new("session_id", DataType::Utf8, false)];
+    let mut keys = metrics_key_fields();
+    keys[0] = Field::new("first_seen", timestamp_type(), false);
+    keys[1] = Field::new("last_seen", timestamp_type(), false);
+    fields.extend(keys);
+    fields.extend([
+        Field::new("steps", DataType::Int64, false),
+        Field::new("repeats", DataType::Int64, false),
+        Field::new("cost_usd", DataType::Float64, false),
+        Field::new("wasted_cost_usd", DataType::Float64, false),
+        Field::new("runaway", DataType::Boolean, false),
+        Field::new("reason", DataType::Utf8, true),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
 /// Key columns of the `metrics` table; metric columns follow them.
 pub fn metrics_key_fields() -> Vec<Field> {
     vec![

@@ -266,6 +266,42 @@ impl WindowTable {
         Ok(removed)
     }
 
+    /// Writes `batch` whole as the partition's file for event time `at` (tables whose rows
+    /// are cut at window closes, such as `sessions`): a replay overwrites it.
+    pub fn write_at(&mut self, batch: &RecordBatch, partition: i32, at: i64) -> Result<PathBuf> {
+        let name = format!("s{at:013}-{}-p{partition:05}.parquet", self.suffix);
+        let path = self.dir.join(HivePartition::of(at).path()).join(name);
+        write_atomic(
+            &path,
+            self.schema.clone(),
+            &[batch.clone()],
+            self.props.clone(),
+        )?;
+        self.files_written += 1;
+        Ok(path)
+    }
+
+    /// Deletes the partition's [`WindowTable::write_at`] files for times after `at`.
+    pub fn remove_at_after(&self, partition: i32, at: i64) -> Result<usize> {
+        let tail = format!("-{}-p{partition:05}.parquet", self.suffix);
+        let mut removed = 0;
+        for path in table_files(&self.dir)? {
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            let t: Option<i64> = name
+                .strip_prefix('s')
+                .and_then(|n| n.strip_suffix(tail.as_str()))
+                .and_then(|n| n.parse().ok());
+            if t.is_some_and(|t| t > at) {
+                fs::remove_file(&path).map_err(io_err("removing", &path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn write_named(
         &mut self,
         batch: &RecordBatch,
@@ -306,7 +342,10 @@ impl WindowTable {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if name.starts_with('w') && name.contains(&infix) && name.ends_with(".parquet") {
+            if (name.starts_with('w') || name.starts_with('s'))
+                && name.contains(&infix)
+                && name.ends_with(".parquet")
+            {
                 fs::remove_file(&path).map_err(io_err("removing", &path))?;
                 removed += 1;
             }

@@ -183,3 +183,30 @@ pub fn thousands(n: i64) -> String {
     }
     out
 }
+
+/// Checks `sessions` and the session columns of `metrics` (tumbling windows of `size_ms`)
+/// against tests/reference/check_sessions.py.
+pub fn sessions_check(
+    input: &Path,
+    data: &Path,
+    size_ms: i64,
+    max_steps: u64,
+    max_repeats: u32,
+) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .arg(root.join("tests/reference/check_sessions.py"))
+        .args([input.to_str().unwrap(), data.to_str().unwrap()])
+        .args([
+            size_ms.to_string(),
+            max_steps.to_string(),
+            max_repeats.to_string(),
+        ])
+        .output()
+        .expect("python3 runs (./scripts/test.sh installs pyarrow)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "sessions check failed:\n{text}");
+    assert!(text.contains("checked"), "{text}");
+    text
+}
