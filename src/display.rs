@@ -192,7 +192,8 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
            sum(overconfidence * labeled) / sum(CASE WHEN ece IS NULL THEN 0 ELSE labeled END) AS overconf,
            avg(auroc) AS auroc,
            avg(psi_confidence) AS psi,
-           avg(js_prediction) AS js
+           avg(js_prediction) AS js,
+           sum(runaway_sessions) AS loops
          FROM metrics_latest
          WHERE CAST(window_start AS BIGINT) = {last} OR CAST(window_start AS BIGINT) < {middle}
          GROUP BY 1, 2 ORDER BY 1, 2"
@@ -228,11 +229,13 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
             Ok(c.as_string::<i32>().clone())
         };
         let (service, period) = (text("service")?, text("period")?);
-        let events = b
-            .column_by_name("events")
-            .expect("selected")
-            .as_primitive::<Int64Type>()
-            .clone();
+        let int = |name: &str| {
+            b.column_by_name(name)
+                .expect("selected")
+                .as_primitive::<Int64Type>()
+                .clone()
+        };
+        let (events, loops) = (int("events"), int("loops"));
         let f = |name: &str| {
             b.column_by_name(name)
                 .expect("selected")
@@ -260,8 +263,8 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
         for i in 0..b.num_rows() {
             writeln!(
                 out,
-                "{:<18} {:<6} {:>8} {:>6} {:>8} {:>7} {:>5} {:>5} {:>6} {:>5} {:>5} {:>5}",
-                trim(service.value(i), 18),
+                "{:<16} {:<6} {:>8} {:>6} {:>8} {:>7} {:>5} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
+                trim(service.value(i), 16),
                 period.value(i),
                 thousands(events.value(i) as u64),
                 v(0, i, 2),
@@ -273,17 +276,18 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
                 v(6, i, 2),
                 v(7, i, 2),
                 v(8, i, 2),
+                loops.value(i),
             )?;
         }
     }
     writeln!(
         out,
-        "(ece/ovconf: label-weighted means over keys; psi = psi_confidence, js = js_prediction, means over keys; - = too few events)"
+        "(ece/ovconf: label-weighted means over keys; psi = psi_confidence, js = js_prediction: means over keys;\n loops = runaway_sessions; - = too few events)"
     )?;
     let dir = r.data_dir.display();
     writeln!(
         out,
-        "\nexplore what it wrote (tables: events, metrics, metrics_latest, calibration_bins, dead_letter, feedback_unmatched):"
+        "\nexplore what it wrote (tables: events, metrics, metrics_latest, calibration_bins, dead_letter,\nfeedback_unmatched, sessions):"
     )?;
     writeln!(
         out,
