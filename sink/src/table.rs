@@ -274,7 +274,7 @@ impl WindowTable {
         write_atomic(
             &path,
             self.schema.clone(),
-            &[batch.clone()],
+            std::slice::from_ref(batch),
             self.props.clone(),
         )?;
         self.files_written += 1;
