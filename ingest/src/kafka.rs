@@ -8,7 +8,7 @@
 //! checkpoint resumes from and the consumer starts there. Both happen synchronously, before
 //! another group member can take the partition over.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -70,8 +70,9 @@ struct Context {
     /// partitions that left.
     rebalanced: AtomicBool,
     revoked: Mutex<Vec<i32>>,
-    /// The last broker-level error, logged once per change rather than per retry.
-    last_error: Mutex<Option<String>>,
+    /// Kinds of broker-level error logged since messages last flowed: each is logged once,
+    /// not once per retry (librdkafka alternates between kinds while a broker is down).
+    errors_seen: Mutex<BTreeSet<String>>,
 }
 
 impl ClientContext for Context {
@@ -89,12 +90,10 @@ impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         // One line per kind of trouble until messages flow again, not one per retry.
         let kind = format!("{:?}", error.rdkafka_error_code());
-        let mut last = self.last_error.lock().expect("not poisoned");
-        if last.as_deref() != Some(kind.as_str()) {
+        if self.errors_seen.lock().expect("not poisoned").insert(kind) {
             tracing::warn!(
                 "kafka: {error}: {reason} (retrying; check that the brokers are reachable)"
             );
-            *last = Some(kind);
         }
     }
 }
@@ -224,7 +223,7 @@ impl KafkaSource {
             owner,
             rebalanced: AtomicBool::new(false),
             revoked: Mutex::new(Vec::new()),
-            last_error: Mutex::new(None),
+            errors_seen: Mutex::new(BTreeSet::new()),
         };
         let consumer: BaseConsumer<Context> = cc
             .create_with_context(context)
@@ -299,13 +298,9 @@ impl Source for KafkaSource {
                     });
                     batch.push(msg.payload().unwrap_or_default(), msg.offset());
                     n += 1;
-                    if ctx
-                        .last_error
-                        .lock()
-                        .expect("not poisoned")
-                        .take()
-                        .is_some()
-                    {
+                    let mut seen = ctx.errors_seen.lock().expect("not poisoned");
+                    if !seen.is_empty() {
+                        seen.clear();
                         tracing::info!("kafka: receiving again");
                     }
                 }
@@ -363,16 +358,14 @@ impl Source for KafkaSource {
 /// Logs broker trouble of the feedback consumer once per kind.
 #[derive(Default)]
 struct FollowerContext {
-    last_error: Mutex<Option<String>>,
+    errors_seen: Mutex<BTreeSet<String>>,
 }
 
 impl ClientContext for FollowerContext {
     fn error(&self, error: KafkaError, reason: &str) {
         let kind = format!("{:?}", error.rdkafka_error_code());
-        let mut last = self.last_error.lock().expect("not poisoned");
-        if last.as_deref() != Some(kind.as_str()) {
+        if self.errors_seen.lock().expect("not poisoned").insert(kind) {
             tracing::warn!("kafka (feedback): {error}: {reason} (retrying)");
-            *last = Some(kind);
         }
     }
 }
@@ -439,6 +432,12 @@ impl Source for KafkaFollower {
                     }
                 }
                 Some(Ok(msg)) => {
+                    self.consumer
+                        .context()
+                        .errors_seen
+                        .lock()
+                        .expect("not poisoned")
+                        .clear();
                     let p = msg.partition();
                     pending
                         .entry(p)

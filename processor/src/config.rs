@@ -69,6 +69,55 @@ pub struct Price {
     pub output_per_million: f64,
     /// Price of input tokens served from the prompt cache; defaults to the input price.
     pub cached_input_per_million: Option<f64>,
+    /// First day (UTC, `2026-01-01`, or an RFC 3339 time) this price applies to calls; with
+    /// several prices for one model, each call gets the latest one in effect at its time.
+    pub from: Option<String>,
+    /// Higher prices for long calls: the tier with the highest `above_input_tokens` below the
+    /// call's `tokens_in` prices the whole call.
+    #[serde(default)]
+    pub tiers: Vec<Tier>,
+}
+
+/// A long-context price tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// Applies to calls with more input tokens than this.
+    pub above_input_tokens: i64,
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+    pub cached_input_per_million: Option<f64>,
+}
+
+/// A model pattern's prices: one price, or a list of dated ones (`[[prices."gpt-4o"]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Prices {
+    One(Price),
+    Dated(Vec<Price>),
+}
+
+impl Prices {
+    pub fn entries(&self) -> &[Price] {
+        match self {
+            Prices::One(p) => std::slice::from_ref(p),
+            Prices::Dated(v) => v,
+        }
+    }
+}
+
+/// A price's `from`, as epoch milliseconds (`i64::MIN` when it has none).
+pub fn price_from_ms(p: &Price) -> Result<i64, ProcessorError> {
+    let Some(f) = &p.from else {
+        return Ok(i64::MIN);
+    };
+    let text = if f.len() == 10 {
+        format!("{f}T00:00:00Z")
+    } else {
+        f.clone()
+    };
+    inferwatch_schemas::time::parse_rfc3339(&text)
+        .ok_or_else(|| config_err!("prices: from = {f:?} is not a date like \"2026-01-01\""))
 }
 
 /// `[[custom_metrics]]`: an SQL aggregate over the `events` columns that becomes a column of
@@ -200,9 +249,11 @@ pub struct ProcessorConfig {
     pub drift: DriftConfig,
     pub feedback: FeedbackConfig,
     pub loops: LoopConfig,
-    /// Model name → price. Events that carry `cost_usd` keep their own cost. A `[prices]`
-    /// table in the config replaces the built-in one (`processor/prices.toml`).
-    pub prices: BTreeMap<String, Price>,
+    /// Model name or glob pattern (`*`, `?`) → price(s). An exact name beats any pattern;
+    /// among patterns the one with the most literal characters wins. Events that carry
+    /// `cost_usd` keep their own cost. A `[prices]` table in the config replaces the built-in
+    /// one (`processor/prices.toml`).
+    pub prices: BTreeMap<String, Prices>,
     pub custom_metrics: Vec<CustomMetric>,
 }
 
@@ -221,7 +272,7 @@ impl Default for ProcessorConfig {
 }
 
 /// The price table shipped in `processor/prices.toml`.
-pub fn builtin_prices() -> BTreeMap<String, Price> {
+pub fn builtin_prices() -> BTreeMap<String, Prices> {
     toml::from_str(include_str!("../prices.toml")).expect("processor/prices.toml is valid")
 }
 
@@ -297,16 +348,31 @@ impl ProcessorConfig {
                 "feedback.max_pending must be at least 1 and feedback.score_threshold in [0, 1]"
             ));
         }
-        for (model, p) in &self.prices {
-            let all = [
-                Some(p.input_per_million),
-                Some(p.output_per_million),
-                p.cached_input_per_million,
-            ];
-            if all.iter().flatten().any(|x| !x.is_finite() || *x < 0.0) {
-                return Err(config_err!(
-                    "prices.\"{model}\": prices must be finite and non-negative"
-                ));
+        for (model, prices) in &self.prices {
+            let mut froms = std::collections::BTreeSet::new();
+            for p in prices.entries() {
+                let mut all = vec![
+                    Some(p.input_per_million),
+                    Some(p.output_per_million),
+                    p.cached_input_per_million,
+                ];
+                for t in &p.tiers {
+                    all.extend([
+                        Some(t.input_per_million),
+                        Some(t.output_per_million),
+                        t.cached_input_per_million,
+                    ]);
+                }
+                if all.iter().flatten().any(|x| !x.is_finite() || *x < 0.0) {
+                    return Err(config_err!(
+                        "prices.\"{model}\": prices must be finite and non-negative"
+                    ));
+                }
+                if !froms.insert(price_from_ms(p)?) {
+                    return Err(config_err!(
+                        "prices.\"{model}\": two prices with the same `from`"
+                    ));
+                }
             }
         }
         let mut seen = std::collections::BTreeSet::new();

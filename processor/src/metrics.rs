@@ -39,6 +39,8 @@ pub const BUILTIN_COLUMNS: &[&str] = &[
     "cost_per_request_p95",
     "cost_per_request_p99",
     "cost_unpriced",
+    "cost_source_event",
+    "cost_source_table",
     "quality_score_mean",
     "flagged_rate",
     "approval_rate",
@@ -123,6 +125,8 @@ pub struct Observation {
     pub tokens_out: Option<i64>,
     /// Cost in nano-dollars, `None` when neither the event nor the price table gave one.
     pub cost_nanos: Option<i64>,
+    /// The cost came from the price table (not from the event's `cost_usd`).
+    pub cost_from_table: bool,
     pub quality_score: Option<f64>,
     /// (confidence, correct) when both are known: the event counts for calibration.
     pub labeled: Option<(f64, bool)>,
@@ -175,6 +179,8 @@ pub struct CoreState {
     #[serde(with = "hist_serde")]
     cost_hist: Option<Box<Histogram<u32>>>,
     pub cost_unpriced: u64,
+    pub cost_source_event: u64,
+    pub cost_source_table: u64,
     #[serde(with = "f64_bits")]
     quality_sum: f64,
     quality_n: u64,
@@ -404,6 +410,11 @@ impl CoreState {
         self.tokens_out += o.tokens_out.unwrap_or(0);
         match o.cost_nanos {
             Some(n) => {
+                if o.cost_from_table {
+                    self.cost_source_table += 1;
+                } else {
+                    self.cost_source_event += 1;
+                }
                 self.cost_nanos += n;
                 record(
                     self.cost_hist.get_or_insert_with(|| Box::new(histogram())),
@@ -463,6 +474,8 @@ impl CoreState {
         self.cost_nanos += o.cost_nanos;
         merge_hist(&mut self.cost_hist, &o.cost_hist);
         self.cost_unpriced += o.cost_unpriced;
+        self.cost_source_event += o.cost_source_event;
+        self.cost_source_table += o.cost_source_table;
         self.quality_sum += o.quality_sum;
         self.quality_n += o.quality_n;
         self.flagged += o.flagged;
@@ -594,6 +607,8 @@ const INT_COLS: &[&str] = &[
     "tokens_in",
     "tokens_out",
     "cost_unpriced",
+    "cost_source_event",
+    "cost_source_table",
     "late_events",
     "labeled",
     "late_labels",
@@ -643,6 +658,8 @@ impl CoreColumns {
             s.tokens_in,
             s.tokens_out,
             s.cost_unpriced as i64,
+            s.cost_source_event as i64,
+            s.cost_source_table as i64,
             s.late_events as i64,
             s.calibration.as_ref().map_or(0, |c| c.n as i64),
             s.late_labels as i64,

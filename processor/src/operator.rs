@@ -347,7 +347,7 @@ impl WindowOperator {
         };
         Ok(Self {
             spec,
-            prices: PriceTable::new(&config.prices),
+            prices: PriceTable::new(&config.prices)?,
             watermarks: Watermarks::new(spec.out_of_orderness, config.window.idle_timeout),
             keys: Keys::default(),
             panes: BTreeMap::new(),
@@ -850,6 +850,7 @@ impl WindowOperator {
             });
         }
         let (events, costs) = self.price(events)?;
+        let cost_source = events.column(col::COST_SOURCE).as_string::<i32>().clone();
         let ts = events
             .column(col::TIMESTAMP)
             .as_primitive::<TimestampMillisecondType>();
@@ -934,6 +935,8 @@ impl WindowOperator {
                 tokens_in: tokens_in.is_valid(i).then(|| tokens_in.value(i)),
                 tokens_out: tokens_out.is_valid(i).then(|| tokens_out.value(i)),
                 cost_nanos: costs[i],
+                cost_from_table: cost_source.is_valid(i)
+                    && cost_source.value(i) == COST_SOURCE_TABLE,
                 quality_score: quality.is_valid(i).then(|| quality.value(i)),
                 labeled: (confidence.is_valid(i) && correct.is_valid(i))
                     .then(|| (confidence.value(i), correct.value(i))),
@@ -1043,6 +1046,9 @@ impl WindowOperator {
             .column(col::TOKENS_CACHED)
             .as_primitive::<Int64Type>();
         let source = events.column(col::COST_SOURCE).as_string::<i32>();
+        let ts = events
+            .column(col::TIMESTAMP)
+            .as_primitive::<TimestampMillisecondType>();
         let get =
             |a: &arrow::array::Int64Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0 };
         let mut usd = Vec::with_capacity(n);
@@ -1051,6 +1057,7 @@ impl WindowOperator {
             if slot.is_none() {
                 *slot = self.prices.cost_nanos(
                     model.value(i),
+                    ts.value(i),
                     get(tin, i),
                     get(tout, i),
                     get(tcached, i),

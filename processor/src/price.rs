@@ -1,11 +1,18 @@
 //! Pricing events from the price table. Money is integer nano-dollars.
+//!
+//! A model's price is found by exact name, else by the most specific glob pattern (most
+//! literal characters; `*` any run, `?` one character), then by date (the latest `from` at
+//! or before the call) and by size (the highest tier the call's input tokens exceed).
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use crate::config::Price;
+use crate::config::{price_from_ms, Prices};
+use crate::error::Result;
 
 /// Per-token prices in pico-dollars, so list prices such as $0.075 / 1M stay exact.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct PicoPrice {
     input: i128,
     output: i128,
@@ -17,45 +24,147 @@ fn pico_per_token(per_million: f64) -> i128 {
     (per_million * 1e6).round() as i128
 }
 
+impl PicoPrice {
+    fn new(input: f64, output: f64, cached: Option<f64>) -> Self {
+        let input = pico_per_token(input);
+        Self {
+            input,
+            output: pico_per_token(output),
+            cached: cached.map_or(input, pico_per_token),
+        }
+    }
+}
+
+/// One dated price: from when, the base price, and tiers by input tokens (ascending).
+#[derive(Debug, Clone)]
+struct Dated {
+    from_ms: i64,
+    base: PicoPrice,
+    tiers: Vec<(i64, PicoPrice)>,
+}
+
+/// A model's dated prices, oldest first.
+type Schedule = Arc<[Dated]>;
+
 /// Looks up a model's price and computes an event's cost.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PriceTable {
-    models: HashMap<String, PicoPrice>,
+    exact: HashMap<String, Schedule>,
+    /// Glob patterns, most specific first.
+    patterns: Vec<(String, Schedule)>,
+    /// Model name → schedule found for it (patterns are matched once per name).
+    cache: RefCell<HashMap<String, Option<Schedule>>>,
+}
+
+/// Whether `name` matches the glob `pattern` (`*`: any run of characters, `?`: one).
+fn glob(pattern: &[char], name: &[char]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some(('*', rest)) => (0..=name.len()).any(|i| glob(rest, &name[i..])),
+        Some(('?', rest)) => !name.is_empty() && glob(rest, &name[1..]),
+        Some((c, rest)) => name.first() == Some(c) && glob(rest, &name[1..]),
+    }
+}
+
+fn is_pattern(s: &str) -> bool {
+    s.contains(['*', '?'])
 }
 
 impl PriceTable {
-    pub fn new<'a>(prices: impl IntoIterator<Item = (&'a String, &'a Price)>) -> Self {
-        let models = prices
-            .into_iter()
-            .map(|(m, p)| {
-                let input = pico_per_token(p.input_per_million);
-                let price = PicoPrice {
-                    input,
-                    output: pico_per_token(p.output_per_million),
-                    cached: p.cached_input_per_million.map_or(input, pico_per_token),
-                };
-                (m.clone(), price)
-            })
-            .collect();
-        Self { models }
+    pub fn new(prices: &BTreeMap<String, Prices>) -> Result<Self> {
+        let mut exact = HashMap::new();
+        let mut patterns = Vec::new();
+        for (name, p) in prices {
+            let mut dated: Vec<Dated> = p
+                .entries()
+                .iter()
+                .map(|e| {
+                    let mut tiers: Vec<(i64, PicoPrice)> = e
+                        .tiers
+                        .iter()
+                        .map(|t| {
+                            let price = PicoPrice::new(
+                                t.input_per_million,
+                                t.output_per_million,
+                                t.cached_input_per_million,
+                            );
+                            (t.above_input_tokens, price)
+                        })
+                        .collect();
+                    tiers.sort_by_key(|t| t.0);
+                    Ok(Dated {
+                        from_ms: price_from_ms(e)?,
+                        base: PicoPrice::new(
+                            e.input_per_million,
+                            e.output_per_million,
+                            e.cached_input_per_million,
+                        ),
+                        tiers,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            dated.sort_by_key(|d| d.from_ms);
+            let schedule: Schedule = dated.into();
+            if is_pattern(name) {
+                patterns.push((name.clone(), schedule));
+            } else {
+                exact.insert(name.clone(), schedule);
+            }
+        }
+        let literal = |p: &str| p.chars().filter(|c| !matches!(c, '*' | '?')).count();
+        patterns.sort_by(|a, b| literal(&b.0).cmp(&literal(&a.0)).then(a.0.cmp(&b.0)));
+        Ok(Self {
+            exact,
+            patterns,
+            cache: RefCell::default(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.models.is_empty()
+        self.exact.is_empty() && self.patterns.is_empty()
     }
 
-    /// Cost in nano-dollars of a call, `None` when the model has no price. Cached tokens are
-    /// part of `tokens_in` and are charged at the cached price only.
+    fn schedule(&self, model: &str) -> Option<Schedule> {
+        if let Some(s) = self.exact.get(model) {
+            return Some(s.clone());
+        }
+        if let Some(found) = self.cache.borrow().get(model) {
+            return found.clone();
+        }
+        let name: Vec<char> = model.chars().collect();
+        let found = self
+            .patterns
+            .iter()
+            .find(|(p, _)| glob(&p.chars().collect::<Vec<_>>(), &name))
+            .map(|(_, s)| s.clone());
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() < 100_000 {
+            cache.insert(model.to_string(), found.clone());
+        }
+        found
+    }
+
+    /// Cost in nano-dollars of a call at `time_ms`, `None` when the model has no price then.
+    /// Cached tokens are part of `tokens_in` and are charged at the cached price only.
     pub fn cost_nanos(
         &self,
         model: &str,
+        time_ms: i64,
         tokens_in: i64,
         tokens_out: i64,
         tokens_cached: i64,
     ) -> Option<i64> {
-        let p = self.models.get(model)?;
-        let cached = tokens_cached.clamp(0, tokens_in.max(0)) as i128;
-        let fresh = tokens_in.max(0) as i128 - cached;
+        let schedule = self.schedule(model)?;
+        let dated = schedule.iter().rev().find(|d| d.from_ms <= time_ms)?;
+        let tokens_in = tokens_in.max(0);
+        let p = dated
+            .tiers
+            .iter()
+            .rev()
+            .find(|(above, _)| tokens_in > *above)
+            .map_or(dated.base, |(_, p)| *p);
+        let cached = tokens_cached.clamp(0, tokens_in) as i128;
+        let fresh = tokens_in as i128 - cached;
         let pico = fresh * p.input + cached * p.cached + tokens_out.max(0) as i128 * p.output;
         // Round half up to whole nano-dollars.
         Some(((pico + 500) / 1000) as i64)
@@ -71,28 +180,89 @@ pub fn usd_to_nanos(usd: f64) -> i64 {
 mod tests {
     use super::*;
 
-    fn table() -> PriceTable {
-        let mut m = std::collections::BTreeMap::new();
-        m.insert(
-            "gpt-4o-mini".to_string(),
-            Price {
-                input_per_million: 0.15,
-                output_per_million: 0.6,
-                cached_input_per_million: Some(0.075),
-            },
-        );
-        PriceTable::new(&m)
+    fn table(toml_text: &str) -> PriceTable {
+        let prices: BTreeMap<String, Prices> = toml::from_str(toml_text).unwrap();
+        PriceTable::new(&prices).unwrap()
     }
+
+    const T: &str = r#"
+        ["gpt-4o-mini"]
+        input_per_million = 0.15
+        output_per_million = 0.6
+        cached_input_per_million = 0.075
+
+        ["gpt-4o*"]
+        input_per_million = 2.5
+        output_per_million = 10.0
+
+        ["gpt-*"]
+        input_per_million = 1.0
+        output_per_million = 1.0
+
+        [["gemini-pro"]]
+        from = "2026-01-01"
+        input_per_million = 1.25
+        output_per_million = 10.0
+        tiers = [{ above_input_tokens = 200000, input_per_million = 2.5, output_per_million = 15.0 }]
+
+        [["gemini-pro"]]
+        from = "2026-03-01"
+        input_per_million = 1.0
+        output_per_million = 8.0
+    "#;
+
+    const JAN: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    const MAR: i64 = 1_772_323_200_000; // 2026-03-01T00:00:00Z
 
     #[test]
     fn prices_fresh_cached_and_output_tokens() {
-        // 1000 fresh × 150 pico + 1000 cached × 75 pico + 500 out × 600 pico
-        // (150_000, 75_000 and 600_000 pico per token) = 525_000 nano-dollars ($0.000525).
-        assert_eq!(
-            table().cost_nanos("gpt-4o-mini", 2000, 500, 1000),
-            Some(525_000)
-        );
-        assert_eq!(table().cost_nanos("unknown", 2000, 500, 0), None);
+        // 1,000 fresh × 150,000 pico + 1,000 cached × 75,000 pico + 500 out × 600,000 pico
+        // = 525,000,000 pico = 525,000 nano-dollars ($0.000525).
+        let t = table(T);
+        assert_eq!(t.cost_nanos("gpt-4o-mini", JAN, 2000, 500, 1000), Some(525_000));
+        assert_eq!(t.cost_nanos("unknown", JAN, 2000, 500, 0), None);
+    }
+
+    #[test]
+    fn exact_names_beat_patterns_and_specific_patterns_beat_general_ones() {
+        let t = table(T);
+        // gpt-4o-2024: "gpt-4o*" (6 literal characters) beats "gpt-*" (4).
+        // 1,000 in × 2,500,000 pico + 100 out × 10,000,000 pico = 3,500,000 nano.
+        assert_eq!(t.cost_nanos("gpt-4o-2024", JAN, 1000, 100, 0), Some(3_500_000));
+        // gpt-3.5: only "gpt-*": 1,100 tokens × 1,000,000 pico = 1,100,000 nano.
+        assert_eq!(t.cost_nanos("gpt-3.5", JAN, 1000, 100, 0), Some(1_100_000));
+        // The exact name wins over both patterns (and a cached repeat of the lookup agrees).
+        for _ in 0..2 {
+            assert_eq!(t.cost_nanos("gpt-4o-mini", JAN, 1000, 0, 0), Some(150_000));
+        }
+    }
+
+    #[test]
+    fn tiers_and_dates_pick_the_price_of_the_call() {
+        let t = table(T);
+        // Before any `from`: unpriced.
+        assert_eq!(t.cost_nanos("gemini-pro", JAN - 1, 1000, 0, 0), None);
+        // January, short call: 1,000 × 1,250,000 + 1,000 × 10,000,000 pico = 11,250,000 nano.
+        assert_eq!(t.cost_nanos("gemini-pro", JAN, 1000, 1000, 0), Some(11_250_000));
+        // January, 200,000 input tokens is not above the tier: base price.
+        assert_eq!(t.cost_nanos("gemini-pro", JAN, 200_000, 0, 0), Some(250_000_000));
+        // 200,001 tokens: the whole call at the tier's price: 200,001 × 2,500,000 pico
+        // + 10 × 15,000,000 pico = 500,152,500 nano.
+        assert_eq!(t.cost_nanos("gemini-pro", JAN, 200_001, 10, 0), Some(500_152_500));
+        // From March the new price, and it has no tiers.
+        assert_eq!(t.cost_nanos("gemini-pro", MAR, 200_001, 10, 0), Some(200_081_000));
+        assert_eq!(t.cost_nanos("gemini-pro", MAR - 1, 1000, 1000, 0), Some(11_250_000));
+    }
+
+    #[test]
+    fn ten_million_tiny_costs_sum_exactly() {
+        let t = table(T);
+        // 3 input tokens of gpt-4o-mini: 450,000 pico = 450 nano-dollars each.
+        let total: i64 = (0..10_000_000)
+            .map(|_| t.cost_nanos("gpt-4o-mini", JAN, 3, 0, 0).unwrap())
+            .sum();
+        assert_eq!(total, 4_500_000_000);
+        assert_eq!(total as f64 / 1e9, 4.5);
     }
 
     #[test]
