@@ -341,6 +341,51 @@ fn runaway_loops_are_caught_in_the_window_of_the_third_identical_call() {
     );
 }
 
+#[test]
+fn cost_zscores_match_numpy_and_the_spike_stands_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(
+        dir.path(),
+        "spike.ndjson",
+        &[
+            "--count",
+            "60000",
+            "--rate",
+            "100",
+            "--seed",
+            "8",
+            "--scenario",
+            "cost-spike",
+        ],
+    );
+    let config = dir.path().join("cost.toml");
+    fs::write(&config, "[cost]\nbaseline_windows = 4\nmin_baseline = 3\n").unwrap();
+    let data = dir.path().join("data");
+    run(
+        &input,
+        &data,
+        &["--window", "1m", "--config", config.to_str().unwrap()],
+    );
+    python_check(&input, &data, 60_000, 60_000);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(root.join("tests/reference/check_cost.py"))
+        .args([data.to_str().unwrap(), "60000", "4", "3"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("checked"), "{text}");
+    // The onset (minute 5) is the window where checkout-assistant's cost jumps.
+    let top = query(
+        &data,
+        "SELECT window_start FROM metrics WHERE service = 'checkout-assistant' ORDER BY cost_zscore DESC NULLS LAST LIMIT 1",
+    );
+    assert_eq!(top[0]["window_start"], "2026-01-01T00:05:00Z", "{top:?}");
+    // The first windows have no baseline yet: null, not 0.
+    assert!(count(&data, "SELECT count(*) FROM metrics WHERE window_start < to_timestamp_millis(1767225720000) AND cost_zscore IS NOT NULL") == 0);
+}
+
 /// One window per calibration edge case, written as NDJSON, checked by the same reference.
 #[test]
 fn calibration_edge_cases_match_scikit_learn_and_numpy() {

@@ -213,6 +213,26 @@ impl Default for FeedbackConfig {
     }
 }
 
+/// `[cost]`: cost anomalies against the key's own recent windows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostConfig {
+    /// `cost_zscore` and `cost_robust_z` compare a window's cost per request with the key's
+    /// windows that started in the `baseline_windows` window lengths before it.
+    pub baseline_windows: u32,
+    /// Both are null until the baseline holds this many windows.
+    pub min_baseline: u32,
+}
+
+impl Default for CostConfig {
+    fn default() -> Self {
+        Self {
+            baseline_windows: 60,
+            min_baseline: 10,
+        }
+    }
+}
+
 /// `[loops]`: runaway agent and queue loops, per `session_id`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -249,6 +269,7 @@ pub struct ProcessorConfig {
     pub drift: DriftConfig,
     pub feedback: FeedbackConfig,
     pub loops: LoopConfig,
+    pub cost: CostConfig,
     /// Model name or glob pattern (`*`, `?`) → price(s). An exact name beats any pattern;
     /// among patterns the one with the most literal characters wins. Events that carry
     /// `cost_usd` keep their own cost. A `[prices]` table in the config replaces the built-in
@@ -265,6 +286,7 @@ impl Default for ProcessorConfig {
             drift: DriftConfig::default(),
             feedback: FeedbackConfig::default(),
             loops: LoopConfig::default(),
+            cost: CostConfig::default(),
             prices: builtin_prices(),
             custom_metrics: Vec::new(),
         }
@@ -336,6 +358,11 @@ impl ProcessorConfig {
             return Err(config_err!("drift.baseline_windows must be at least 1"));
         }
         self.drift.pinned()?;
+        if self.cost.baseline_windows == 0 || self.cost.min_baseline < 2 {
+            return Err(config_err!(
+                "cost.baseline_windows must be at least 1 and cost.min_baseline at least 2"
+            ));
+        }
         let l = &self.loops;
         if l.max_repeats < 2 || l.max_steps == 0 || l.max_sessions == 0 {
             return Err(config_err!(

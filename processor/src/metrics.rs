@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::Binning;
 use crate::drift::{bucket, DriftState, DriftValues};
 
+/// A key's cost per request in recent windows: (window start, USD per request).
+pub type CostSeries = std::collections::VecDeque<(i64, f64)>;
+
 /// Names of the built-in metric columns, in table order (after the key columns).
 pub const BUILTIN_COLUMNS: &[&str] = &[
     "window_start",
@@ -64,6 +67,8 @@ pub const BUILTIN_COLUMNS: &[&str] = &[
     "sessions",
     "runaway_sessions",
     "wasted_cost_usd",
+    "cost_zscore",
+    "cost_robust_z",
     "revision",
 ];
 
@@ -593,6 +598,48 @@ fn ratio(n: u64, d: u64) -> Option<f64> {
     (d > 0).then(|| n as f64 / d as f64)
 }
 
+/// A window's cost per request against the key's recent windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CostAnomaly {
+    pub zscore: Option<f64>,
+    pub robust_z: Option<f64>,
+}
+
+impl CostAnomaly {
+    /// z = (x − mean)/std (population std) and robust z = (x − median)/(1.4826·MAD) of `x`
+    /// against `baseline`; null below `min_baseline` values or when the spread is 0.
+    pub fn of(x: f64, baseline: &[f64], min_baseline: usize) -> Self {
+        let n = baseline.len();
+        if n < min_baseline.max(1) {
+            return Self::default();
+        }
+        let mean = baseline.iter().sum::<f64>() / n as f64;
+        let var = baseline
+            .iter()
+            .map(|y| (y - mean) * (y - mean))
+            .sum::<f64>()
+            / n as f64;
+        let std = var.sqrt();
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(|a, b| a.total_cmp(b));
+            let m = v.len() / 2;
+            if v.len() % 2 == 1 {
+                v[m]
+            } else {
+                (v[m - 1] + v[m]) / 2.0
+            }
+        };
+        let mut sorted = baseline.to_vec();
+        let med = median(&mut sorted);
+        let mut dev: Vec<f64> = baseline.iter().map(|y| (y - med).abs()).collect();
+        let mad = median(&mut dev);
+        Self {
+            zscore: (std > 0.0).then(|| (x - mean) / std),
+            robust_z: (mad > 0.0).then(|| (x - med) / (1.4826 * mad)),
+        }
+    }
+}
+
 /// Column builders for the built-in metrics of many windows × keys.
 pub struct CoreColumns {
     ints: Vec<Int64Builder>,
@@ -643,8 +690,16 @@ impl CoreColumns {
             .collect()
     }
 
-    /// Appends one row: `s` evaluated with `spec`'s bins, the window's drift, and its revision.
-    pub fn append(&mut self, s: &CoreState, spec: BinSpec, drift: &DriftValues, revision: u32) {
+    /// Appends one row: `s` evaluated with `spec`'s bins, the window's drift and cost
+    /// anomaly, and its revision.
+    pub fn append(
+        &mut self,
+        s: &CoreState,
+        spec: BinSpec,
+        drift: &DriftValues,
+        anomaly: CostAnomaly,
+        revision: u32,
+    ) {
         let q = |h: &Option<Box<Histogram<u32>>>, q: f64, scale: f64| {
             h.as_ref()
                 .filter(|h| !h.is_empty())
@@ -705,6 +760,8 @@ impl CoreColumns {
             drift.ks_quality,
             drift.js_prediction,
             Some(s.wasted_nanos as f64 / 1e9),
+            anomaly.zscore,
+            anomaly.robust_z,
         ];
         let floats = floats.into_iter().chain(calibration);
         for (b, v) in self.floats.iter_mut().zip(floats) {

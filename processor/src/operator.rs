@@ -24,7 +24,7 @@ use crate::drift::{Baseline, Categories, DriftState, DriftValues, Reference};
 use crate::error::{ProcessorError, Result};
 use crate::labels::{LabelJoin, LabelSnapshot, LabelStats};
 use crate::metrics::{Approval, BinSpec, CoreColumns, CoreState, Observation, StatusClass};
-use crate::metrics::{Calibration, BUILTIN_COLUMNS};
+use crate::metrics::{Calibration, CostAnomaly, CostSeries, BUILTIN_COLUMNS};
 use crate::price::{usd_to_nanos, PriceTable};
 use crate::sessions::{Session, SessionStats, Sessions, SessionsSnapshot};
 use crate::window::{SourceId, Watermarks, WindowSpec};
@@ -135,6 +135,10 @@ pub struct WindowOperator {
     /// `emitted_through` when revisions were last emitted: they go out at most once per
     /// window close, so late labels make few files, at points fixed by event time.
     revised_at: Option<i64>,
+    /// Per key: cost per request of its recent windows, for `cost_zscore`.
+    cost_history: HashMap<u32, CostSeries>,
+    cost_span: i64,
+    min_baseline: usize,
     sessions: Sessions,
     /// Sessions that ended, not yet handed out as `sessions` rows.
     ended: Vec<(Arc<str>, Session)>,
@@ -370,6 +374,9 @@ impl WindowOperator {
             revisable: BTreeMap::new(),
             revision_seq: 0,
             revised_at: None,
+            cost_history: HashMap::new(),
+            cost_span: spec.size * config.cost.baseline_windows as i64,
+            min_baseline: config.cost.min_baseline as usize,
             sessions: Sessions::new(&config.loops),
             ended: Vec::new(),
             sessions_at: None,
@@ -509,7 +516,13 @@ impl WindowOperator {
             r.revision += 1;
             let mut core = CoreColumns::default();
             let state = CoreState::for_revision(r.requests, r.calibration.clone(), r.late_labels);
-            core.append(&state, self.bin_spec, &DriftValues::default(), r.revision);
+            core.append(
+                &state,
+                self.bin_spec,
+                &DriftValues::default(),
+                CostAnomaly::default(),
+                r.revision,
+            );
             let fresh = core.finish();
             let old = r.row.as_ref().expect("filtered above");
             let mut columns = old.columns().to_vec();
@@ -672,6 +685,15 @@ impl WindowOperator {
             },
             revision_seq: self.revision_seq,
             revised_at: self.revised_at,
+            cost_history: {
+                let mut h: Vec<(u32, Vec<(i64, u64)>)> = self
+                    .cost_history
+                    .iter()
+                    .map(|(k, v)| (*k, v.iter().map(|(s, x)| (*s, x.to_bits())).collect()))
+                    .collect();
+                h.sort_by_key(|(k, _)| *k);
+                h
+            },
             sessions: self.sessions.snapshot(),
             ended: self
                 .ended
@@ -802,6 +824,16 @@ impl WindowOperator {
             .collect();
         self.revision_seq = snap.revision_seq;
         self.revised_at = snap.revised_at;
+        self.cost_history = snap
+            .cost_history
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.into_iter().map(|(s, x)| (s, f64::from_bits(x))).collect(),
+                )
+            })
+            .collect();
         self.sessions.restore(snap.sessions);
         self.ended = snap
             .ended
@@ -1182,8 +1214,15 @@ impl WindowOperator {
                     },
                 );
             }
+            let anomaly = cost_anomaly(
+                self.cost_history.entry(k).or_default(),
+                start - self.cost_span,
+                self.min_baseline,
+                start,
+                state,
+            );
             out.keys.append(start, end, key);
-            out.core.append(state, self.bin_spec, &drift, 0);
+            out.core.append(state, self.bin_spec, &drift, anomaly, 0);
             if let Some(cal) = &state.calibration {
                 self.bins.append(start, end, key, cal, self.bin_spec, 0);
             }
@@ -1250,6 +1289,8 @@ struct Snapshot {
     revisable_rows: String,
     revision_seq: u64,
     revised_at: Option<i64>,
+    /// Per key: (window start, cost per request as f64 bits).
+    cost_history: Vec<(u32, Vec<(i64, u64)>)>,
     sessions: SessionsSnapshot,
     ended: Vec<(String, Session)>,
     sessions_at: Option<i64>,
@@ -1289,6 +1330,28 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
             }
         })
         .collect()
+}
+
+/// A window's cost per request against `history` (the key's windows starting at `since` or
+/// later); then the window joins the history.
+fn cost_anomaly(
+    history: &mut CostSeries,
+    since: i64,
+    min_baseline: usize,
+    start: i64,
+    state: &CoreState,
+) -> CostAnomaly {
+    while history.front().is_some_and(|(s, _)| *s < since) {
+        history.pop_front();
+    }
+    if state.requests == 0 {
+        return CostAnomaly::default();
+    }
+    let x = state.cost_nanos as f64 / 1e9 / state.requests as f64;
+    let baseline: Vec<f64> = history.iter().map(|(_, v)| *v).collect();
+    let a = CostAnomaly::of(x, &baseline, min_baseline);
+    history.push_back((start, x));
+    a
 }
 
 /// A stable 64-bit hash of a session id (FNV-1a), for counting distinct sessions.

@@ -219,7 +219,10 @@ mod tests {
         // 1,000 fresh × 150,000 pico + 1,000 cached × 75,000 pico + 500 out × 600,000 pico
         // = 525,000,000 pico = 525,000 nano-dollars ($0.000525).
         let t = table(T);
-        assert_eq!(t.cost_nanos("gpt-4o-mini", JAN, 2000, 500, 1000), Some(525_000));
+        assert_eq!(
+            t.cost_nanos("gpt-4o-mini", JAN, 2000, 500, 1000),
+            Some(525_000)
+        );
         assert_eq!(t.cost_nanos("unknown", JAN, 2000, 500, 0), None);
     }
 
@@ -228,7 +231,10 @@ mod tests {
         let t = table(T);
         // gpt-4o-2024: "gpt-4o*" (6 literal characters) beats "gpt-*" (4).
         // 1,000 in × 2,500,000 pico + 100 out × 10,000,000 pico = 3,500,000 nano.
-        assert_eq!(t.cost_nanos("gpt-4o-2024", JAN, 1000, 100, 0), Some(3_500_000));
+        assert_eq!(
+            t.cost_nanos("gpt-4o-2024", JAN, 1000, 100, 0),
+            Some(3_500_000)
+        );
         // gpt-3.5: only "gpt-*": 1,100 tokens × 1,000,000 pico = 1,100,000 nano.
         assert_eq!(t.cost_nanos("gpt-3.5", JAN, 1000, 100, 0), Some(1_100_000));
         // The exact name wins over both patterns (and a cached repeat of the lookup agrees).
@@ -243,15 +249,30 @@ mod tests {
         // Before any `from`: unpriced.
         assert_eq!(t.cost_nanos("gemini-pro", JAN - 1, 1000, 0, 0), None);
         // January, short call: 1,000 × 1,250,000 + 1,000 × 10,000,000 pico = 11,250,000 nano.
-        assert_eq!(t.cost_nanos("gemini-pro", JAN, 1000, 1000, 0), Some(11_250_000));
+        assert_eq!(
+            t.cost_nanos("gemini-pro", JAN, 1000, 1000, 0),
+            Some(11_250_000)
+        );
         // January, 200,000 input tokens is not above the tier: base price.
-        assert_eq!(t.cost_nanos("gemini-pro", JAN, 200_000, 0, 0), Some(250_000_000));
+        assert_eq!(
+            t.cost_nanos("gemini-pro", JAN, 200_000, 0, 0),
+            Some(250_000_000)
+        );
         // 200,001 tokens: the whole call at the tier's price: 200,001 × 2,500,000 pico
         // + 10 × 15,000,000 pico = 500,152,500 nano.
-        assert_eq!(t.cost_nanos("gemini-pro", JAN, 200_001, 10, 0), Some(500_152_500));
+        assert_eq!(
+            t.cost_nanos("gemini-pro", JAN, 200_001, 10, 0),
+            Some(500_152_500)
+        );
         // From March the new price, and it has no tiers.
-        assert_eq!(t.cost_nanos("gemini-pro", MAR, 200_001, 10, 0), Some(200_081_000));
-        assert_eq!(t.cost_nanos("gemini-pro", MAR - 1, 1000, 1000, 0), Some(11_250_000));
+        assert_eq!(
+            t.cost_nanos("gemini-pro", MAR, 200_001, 10, 0),
+            Some(200_081_000)
+        );
+        assert_eq!(
+            t.cost_nanos("gemini-pro", MAR - 1, 1000, 1000, 0),
+            Some(11_250_000)
+        );
     }
 
     #[test]

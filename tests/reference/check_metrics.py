@@ -63,6 +63,7 @@ for raw in open(inp, "rb"):
             a["cost_unpriced"] += 1
         else:
             a["cost_nanos"] += c
+            a["cost_source_event" if e.get("cost_usd") is not None else "cost_source_table"] += 1
         if e.get("quality_score") is not None:
             a["q_sum"] += e["quality_score"]
             a["q_n"] += 1
@@ -93,7 +94,7 @@ glob = f"{data_dir}/metrics/**/*.parquet"
 con = duckdb.connect()
 rows = con.execute(
     f"SELECT epoch_ms(window_start) AS ws, epoch_ms(window_end) AS we, service, model, model_version, route, "
-    f"requests, errors, timeouts, refusals, tokens_in, tokens_out, cost_usd, cost_unpriced, quality_score_mean, "
+    f"requests, errors, timeouts, refusals, tokens_in, tokens_out, cost_usd, cost_unpriced, cost_source_event, cost_source_table, quality_score_mean, "
     f"flagged_rate, approval_rate, rejection_rate, latency_p50_ms, latency_p95_ms, latency_p99_ms, latency_max_ms, "
     f"late_events, date, hour FROM read_parquet('{glob}', hive_partitioning = true)"
 ).fetchall()
@@ -126,7 +127,7 @@ for k in sorted(extra, key=str)[:5]:
 
 for k in set(acc) & set(table):
     a, r = acc[k], table[k]
-    for name in ("requests", "errors", "timeouts", "refusals", "tokens_in", "tokens_out", "cost_unpriced"):
+    for name in ("requests", "errors", "timeouts", "refusals", "tokens_in", "tokens_out", "cost_unpriced", "cost_source_event", "cost_source_table"):
         check(name, k, a[name], r[name])
     check("late_events", k, 0, r["late_events"])
     check("cost_usd", k, a["cost_nanos"] / 1e9, r["cost_usd"], 1e-9)
