@@ -522,6 +522,8 @@ fn consume(config: &Config, stop_when_idle: Option<Duration>) -> Result<pipeline
             &k.feedback_topic,
         );
         fc.properties = k.properties.clone();
+        // Polled between event batches: it must not wait when there is nothing.
+        fc.poll_wait = Duration::ZERO;
         pipeline = pipeline.with_feedback(Box::new(KafkaFollower::new(&fc)?), true);
     }
     let mut kc = KafkaSourceConfig::new(&k.brokers, &k.group, &k.topic);

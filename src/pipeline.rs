@@ -1415,12 +1415,15 @@ impl Pipeline {
                 // End of input: the rest of the feedback joins, then every open window
                 // closes and is written.
                 if let Some(fsrc) = self.feedback.as_mut() {
-                    // A file to its end; a topic until it has nothing more for a while.
+                    // A file to its end; a topic until it has had nothing for half a second.
                     let mut quiet = 0;
-                    while !s.feedback.as_ref().is_some_and(|f| f.done) && quiet < 3 {
+                    while !s.feedback.as_ref().is_some_and(|f| f.done) && quiet < 10 {
                         match fsrc.next_batch(batch_size)? {
                             None => s.feedback.as_mut().expect("has feedback").done = true,
-                            Some(raw) if raw.is_empty() => quiet += 1,
+                            Some(raw) if raw.is_empty() => {
+                                quiet += 1;
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
                             Some(raw) => {
                                 quiet = 0;
                                 s.read_feedback(raw)?;

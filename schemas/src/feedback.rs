@@ -140,12 +140,12 @@ fn decode_one(payload: &[u8], limits: &Limits) -> Result<Feedback, String> {
 /// Why a feedback event joined no prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unmatched {
-    /// No prediction with this `event_id` is known (never seen, or evicted past
-    /// `feedback.max_pending`).
+    /// No prediction with this `event_id` is waiting for a label: never seen, sent with
+    /// `correct` already, or dropped past `feedback.max_pending`.
     Unknown,
     /// The prediction is older than `label_horizon` at the feedback's time.
     Expired,
-    /// The prediction already has a label (inline `correct` or earlier feedback).
+    /// The prediction already got its label from earlier feedback.
     Duplicate,
     /// Only a `label`, and the prediction has no `prediction` to compare it with.
     Unusable,
