@@ -287,7 +287,7 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
     let dir = r.data_dir.display();
     writeln!(
         out,
-        "\nexplore what it wrote (tables: events, metrics, metrics_latest, calibration_bins, dead_letter,\nfeedback_unmatched, sessions):"
+        "\nexplore what it wrote (tables: events, metrics, metrics_latest, calibration_bins, dead_letter,\nfeedback_unmatched, sessions, budgets):"
     )?;
     writeln!(
         out,

@@ -138,6 +138,11 @@ enum ToSink {
         seq: u64,
         sessions_at: Option<i64>,
     },
+    /// `budgets` rows of closed windows.
+    Budgets {
+        partition: i32,
+        batch: RecordBatch,
+    },
     /// `sessions` rows of sessions that ended, cut at window close `at`.
     Sessions {
         partition: i32,
@@ -186,6 +191,7 @@ struct SinkThread {
     metrics: WindowTable,
     calibration_bins: WindowTable,
     sessions: WindowTable,
+    budgets: WindowTable,
     /// Per feedback partition: its `dead_letter` and `feedback_unmatched` tables.
     feedback: HashMap<i32, (PositionedTable, PositionedTable)>,
     store: CheckpointStore,
@@ -300,6 +306,9 @@ impl SinkThread {
                     .remove_revisions_after(partition, seq)?;
                 self.sessions
                     .remove_at_after(partition, sessions_at.unwrap_or(i64::MIN))?;
+            }
+            ToSink::Budgets { partition, batch } => {
+                self.budgets.write(&batch, partition)?;
             }
             ToSink::Sessions {
                 partition,
@@ -434,6 +443,7 @@ impl SinkThread {
         let files = self.metrics.files_written()
             + self.calibration_bins.files_written()
             + self.sessions.files_written()
+            + self.budgets.files_written()
             + self
                 .events
                 .values()
@@ -564,13 +574,17 @@ impl Shared {
             })?;
             self.new_metrics.push(m);
         }
-        let (bins, sessions) = match self.parts.get_mut(&partition) {
+        let (bins, sessions, budgets) = match self.parts.get_mut(&partition) {
             Some(part) => (
                 part.op.take_calibration_bins()?,
                 part.op.take_sessions(false)?,
+                part.op.take_budget_rows()?,
             ),
-            None => (None, None),
+            None => (None, None, None),
         };
+        if let Some(batch) = budgets {
+            self.send(ToSink::Budgets { partition, batch })?;
+        }
         if let Some(batch) = bins {
             self.send(ToSink::CalibrationBins { partition, batch })?;
         }
@@ -1178,11 +1192,19 @@ impl Pipeline {
             source_name,
             &config.sink.parquet(),
         )?;
+        let budgets = WindowTable::new(
+            &config.data_dir,
+            "budgets",
+            inferwatch_schemas::tables::budgets_schema(),
+            source_name,
+            &config.sink.parquet(),
+        )?;
         if !options.checkpoints {
             // A run from the start of a source replaces its earlier windows.
             metrics.remove_all()?;
             calibration_bins.remove_all()?;
             sessions.remove_all()?;
+            budgets.remove_all()?;
         }
         let kafka = options
             .kafka_output
@@ -1201,6 +1223,7 @@ impl Pipeline {
             metrics,
             calibration_bins,
             sessions,
+            budgets,
             feedback: HashMap::new(),
             store: store.clone(),
             kafka,

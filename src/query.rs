@@ -21,6 +21,7 @@ pub const TABLES: &[&str] = &[
     "dead_letter",
     "feedback_unmatched",
     "sessions",
+    "budgets",
 ];
 
 /// Views over tables whose rows have revisions: only the latest revision of each window × key.

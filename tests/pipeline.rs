@@ -386,6 +386,94 @@ fn cost_zscores_match_numpy_and_the_spike_stands_out() {
     assert!(count(&data, "SELECT count(*) FROM metrics WHERE window_start < to_timestamp_millis(1767225720000) AND cost_zscore IS NOT NULL") == 0);
 }
 
+#[test]
+fn daily_budgets_add_up_per_service_and_tenant_and_reset_at_midnight() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = |id: &str, ts: &str, service: &str, tenant: &str, usd: f64| {
+        format!(
+            r#"{{"event_id":"{id}","timestamp":"{ts}","service":"{service}","model":"m","tenant":"{tenant}","cost_usd":{usd}}}"#
+        )
+    };
+    let lines = [
+        ev("a", "2026-01-01T00:10:00Z", "svc", "acme", 1.0),
+        ev("b", "2026-01-01T00:15:00Z", "free", "acme", 3.0),
+        ev("c", "2026-01-01T00:20:00Z", "svc", "other", 2.0),
+        ev("d", "2026-01-01T01:30:00Z", "svc", "acme", 4.0),
+        ev("e", "2026-01-02T00:05:00Z", "svc", "acme", 5.0),
+    ];
+    let input = dir.path().join("budget.ndjson");
+    fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let config = dir.path().join("budgets.toml");
+    fs::write(
+        &config,
+        "[budgets]\nservices = { svc = 10.0 }\ntenants = { acme = 5.0 }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    run(
+        &input,
+        &data,
+        &["--window", "1h", "--config", config.to_str().unwrap()],
+    );
+    // Spent since midnight through the window; burn = window cost per hour × 24 / budget.
+    let rows = query(
+        &data,
+        "SELECT service, budget_spent_usd AS spent, budget_burn_rate AS burn FROM metrics ORDER BY window_start, service",
+    );
+    let got: Vec<(String, Option<f64>, Option<f64>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["service"].as_str().unwrap().into(),
+                r["spent"].as_f64(),
+                r["burn"].as_f64(),
+            )
+        })
+        .collect();
+    let want = vec![
+        ("free".to_string(), None, None),
+        ("svc".to_string(), Some(3.0), Some(7.2)),
+        ("svc".to_string(), Some(7.0), Some(9.6)),
+        ("svc".to_string(), Some(5.0), Some(12.0)),
+    ];
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.0, w.0);
+        for (a, b) in [(g.1, w.1), (g.2, w.2)] {
+            assert!(
+                a.zip(b).is_none_or(|(a, b)| (a - b).abs() < 1e-12) && a.is_some() == b.is_some(),
+                "{got:?}"
+            );
+        }
+    }
+    // The tenant's spend spans services (acme's $3 on "free" counts too).
+    let tenant = query(
+        &data,
+        "SELECT spent_usd AS spent, window_cost_usd AS cost, burn_rate AS burn FROM budgets WHERE scope = 'tenant' ORDER BY window_start",
+    );
+    let t: Vec<(f64, f64, f64)> = tenant
+        .iter()
+        .map(|r| {
+            (
+                r["spent"].as_f64().unwrap(),
+                r["cost"].as_f64().unwrap(),
+                r["burn"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        t,
+        vec![(4.0, 4.0, 19.2), (8.0, 4.0, 19.2), (5.0, 5.0, 24.0)]
+    );
+    assert_eq!(
+        count(
+            &data,
+            "SELECT count(*) FROM budgets WHERE scope = 'service'"
+        ),
+        3
+    );
+}
+
 /// One window per calibration edge case, written as NDJSON, checked by the same reference.
 #[test]
 fn calibration_edge_cases_match_scikit_learn_and_numpy() {

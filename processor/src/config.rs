@@ -233,6 +233,16 @@ impl Default for CostConfig {
     }
 }
 
+/// `[budgets]`: daily budgets in US dollars (UTC days).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    /// Service name → daily budget.
+    pub services: BTreeMap<String, f64>,
+    /// Tenant → daily budget.
+    pub tenants: BTreeMap<String, f64>,
+}
+
 /// `[loops]`: runaway agent and queue loops, per `session_id`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -270,6 +280,7 @@ pub struct ProcessorConfig {
     pub feedback: FeedbackConfig,
     pub loops: LoopConfig,
     pub cost: CostConfig,
+    pub budgets: BudgetConfig,
     /// Model name or glob pattern (`*`, `?`) → price(s). An exact name beats any pattern;
     /// among patterns the one with the most literal characters wins. Events that carry
     /// `cost_usd` keep their own cost. A `[prices]` table in the config replaces the built-in
@@ -287,6 +298,7 @@ impl Default for ProcessorConfig {
             feedback: FeedbackConfig::default(),
             loops: LoopConfig::default(),
             cost: CostConfig::default(),
+            budgets: BudgetConfig::default(),
             prices: builtin_prices(),
             custom_metrics: Vec::new(),
         }
@@ -362,6 +374,16 @@ impl ProcessorConfig {
             return Err(config_err!(
                 "cost.baseline_windows must be at least 1 and cost.min_baseline at least 2"
             ));
+        }
+        for (scope, map) in [
+            ("services", &self.budgets.services),
+            ("tenants", &self.budgets.tenants),
+        ] {
+            if let Some((name, b)) = map.iter().find(|(_, b)| !(b.is_finite() && **b > 0.0)) {
+                return Err(config_err!(
+                    "budgets.{scope}.\"{name}\" = {b}: a daily budget is a positive number of dollars"
+                ));
+            }
         }
         let l = &self.loops;
         if l.max_repeats < 2 || l.max_steps == 0 || l.max_sessions == 0 {

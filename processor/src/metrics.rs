@@ -69,6 +69,8 @@ pub const BUILTIN_COLUMNS: &[&str] = &[
     "wasted_cost_usd",
     "cost_zscore",
     "cost_robust_z",
+    "budget_spent_usd",
+    "budget_burn_rate",
     "revision",
 ];
 
@@ -201,6 +203,8 @@ pub struct CoreState {
     pub awaiting: u64,
     /// Distributions that drift is measured on.
     pub drift: Option<Box<DriftState>>,
+    /// Cost per budgeted tenant (tenant id → nano-dollars).
+    pub tenant_costs: Vec<(u32, i64)>,
     /// Hashes of the sessions with events here (sorted and deduplicated when merged).
     session_ids: Vec<u64>,
     pub runaway_sessions: u64,
@@ -501,8 +505,18 @@ impl CoreState {
         }
         self.runaway_sessions += o.runaway_sessions;
         self.wasted_nanos += o.wasted_nanos;
+        for &(t, c) in &o.tenant_costs {
+            self.add_tenant_cost(t, c);
+        }
         if let Some(d) = &o.drift {
             self.drift.get_or_insert_with(Default::default).merge(d);
+        }
+    }
+
+    pub fn add_tenant_cost(&mut self, tenant: u32, nanos: i64) {
+        match self.tenant_costs.iter_mut().find(|(t, _)| *t == tenant) {
+            Some(e) => e.1 += nanos,
+            None => self.tenant_costs.push((tenant, nanos)),
         }
     }
 
@@ -698,6 +712,7 @@ impl CoreColumns {
         spec: BinSpec,
         drift: &DriftValues,
         anomaly: CostAnomaly,
+        budget: Option<(f64, f64)>,
         revision: u32,
     ) {
         let q = |h: &Option<Box<Histogram<u32>>>, q: f64, scale: f64| {
@@ -762,6 +777,8 @@ impl CoreColumns {
             Some(s.wasted_nanos as f64 / 1e9),
             anomaly.zscore,
             anomaly.robust_z,
+            budget.map(|b| b.0),
+            budget.map(|b| b.1),
         ];
         let floats = floats.into_iter().chain(calibration);
         for (b, v) in self.floats.iter_mut().zip(floats) {

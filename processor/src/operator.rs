@@ -135,6 +135,7 @@ pub struct WindowOperator {
     /// `emitted_through` when revisions were last emitted: they go out at most once per
     /// window close, so late labels make few files, at points fixed by event time.
     revised_at: Option<i64>,
+    budgets: Budgets,
     /// Per key: cost per request of its recent windows, for `cost_zscore`.
     cost_history: HashMap<u32, CostSeries>,
     cost_span: i64,
@@ -144,6 +145,76 @@ pub struct WindowOperator {
     ended: Vec<(Arc<str>, Session)>,
     /// `emitted_through` when `sessions` rows were last handed out.
     sessions_at: Option<i64>,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Daily budgets: spend per budgeted service and tenant since the start of the UTC day,
+/// from closed panes, and the `budgets` rows of closed windows.
+struct Budgets {
+    /// Budgets in nano-dollars.
+    services: HashMap<String, i64>,
+    tenant_ids: HashMap<String, u32>,
+    tenants: Vec<(String, i64)>,
+    /// (day, nano-dollars spent in that day's closed panes).
+    service_spend: HashMap<String, (i64, i64)>,
+    tenant_spend: HashMap<u32, (i64, i64)>,
+    rows: Vec<(i64, i64, &'static str, String, i64, i64, i64)>,
+}
+
+impl Budgets {
+    fn new(c: &crate::config::BudgetConfig) -> Self {
+        let nanos = |usd: &f64| (usd * 1e9).round() as i64;
+        Self {
+            services: c
+                .services
+                .iter()
+                .map(|(k, v)| (k.clone(), nanos(v)))
+                .collect(),
+            tenant_ids: c
+                .tenants
+                .keys()
+                .enumerate()
+                .map(|(i, k)| (k.clone(), i as u32))
+                .collect(),
+            tenants: c
+                .tenants
+                .iter()
+                .map(|(k, v)| (k.clone(), nanos(v)))
+                .collect(),
+            service_spend: HashMap::new(),
+            tenant_spend: HashMap::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn add(slot: &mut (i64, i64), day: i64, nanos: i64) {
+        if slot.0 < day {
+            *slot = (day, 0);
+        }
+        if slot.0 == day {
+            slot.1 += nanos;
+        }
+    }
+
+    /// A closed pane's spend counts towards its day.
+    fn retire(&mut self, pane: i64, service: &str, state: &CoreState) {
+        let day = pane.div_euclid(DAY_MS);
+        if self.services.contains_key(service) {
+            let slot = self
+                .service_spend
+                .entry(service.to_string())
+                .or_insert((day, 0));
+            Self::add(slot, day, state.cost_nanos);
+        }
+        for &(t, c) in &state.tenant_costs {
+            Self::add(self.tenant_spend.entry(t).or_insert((day, 0)), day, c);
+        }
+    }
+
+    fn spent(slot: Option<&(i64, i64)>, day: i64) -> i64 {
+        slot.filter(|s| s.0 == day).map_or(0, |s| s.1)
+    }
 }
 
 /// Rows of the `sessions` table, handed out when windows close.
@@ -374,6 +445,7 @@ impl WindowOperator {
             revisable: BTreeMap::new(),
             revision_seq: 0,
             revised_at: None,
+            budgets: Budgets::new(&config.budgets),
             cost_history: HashMap::new(),
             cost_span: spec.size * config.cost.baseline_windows as i64,
             min_baseline: config.cost.min_baseline as usize,
@@ -386,6 +458,38 @@ impl WindowOperator {
     /// This run has a feedback source: predictions without `correct` wait for labels.
     pub fn expect_feedback(&mut self, config: &crate::config::FeedbackConfig) {
         self.labels.get_or_insert_with(|| LabelJoin::new(config));
+    }
+
+    /// `budgets` rows of the windows closed since the last call.
+    pub fn take_budget_rows(&mut self) -> Result<Option<RecordBatch>> {
+        if self.budgets.rows.is_empty() {
+            return Ok(None);
+        }
+        let rows = std::mem::take(&mut self.budgets.rows);
+        let ts = |v: Vec<i64>| {
+            Arc::new(arrow::array::TimestampMillisecondArray::from(v).with_timezone("UTC"))
+                as ArrayRef
+        };
+        let usd = |v: Vec<f64>| Arc::new(Float64Array::from(v)) as ArrayRef;
+        let text = |v: Vec<&str>| Arc::new(StringArray::from(v)) as ArrayRef;
+        let size = self.spec.size as f64;
+        let columns = vec![
+            ts(rows.iter().map(|r| r.0).collect()),
+            ts(rows.iter().map(|r| r.1).collect()),
+            text(rows.iter().map(|r| r.2).collect()),
+            text(rows.iter().map(|r| r.3.as_str()).collect()),
+            usd(rows.iter().map(|r| r.4 as f64 / 1e9).collect()),
+            usd(rows.iter().map(|r| r.5 as f64 / 1e9).collect()),
+            usd(rows.iter().map(|r| r.6 as f64 / 1e9).collect()),
+            usd(rows
+                .iter()
+                .map(|r| r.6 as f64 / size * DAY_MS as f64 / r.4 as f64)
+                .collect()),
+        ];
+        Ok(Some(RecordBatch::try_new(
+            inferwatch_schemas::tables::budgets_schema(),
+            columns,
+        )?))
     }
 
     /// When `sessions` rows were last handed out (restored with a checkpoint).
@@ -521,6 +625,7 @@ impl WindowOperator {
                 self.bin_spec,
                 &DriftValues::default(),
                 CostAnomaly::default(),
+                None,
                 r.revision,
             );
             let fresh = core.finish();
@@ -694,6 +799,26 @@ impl WindowOperator {
                 h.sort_by_key(|(k, _)| *k);
                 h
             },
+            service_spend: {
+                let mut v: Vec<(String, (i64, i64))> = self
+                    .budgets
+                    .service_spend
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect();
+                v.sort();
+                v
+            },
+            tenant_spend: {
+                let mut v: Vec<(u32, (i64, i64))> = self
+                    .budgets
+                    .tenant_spend
+                    .iter()
+                    .map(|(k, v)| (*k, *v))
+                    .collect();
+                v.sort();
+                v
+            },
             sessions: self.sessions.snapshot(),
             ended: self
                 .ended
@@ -834,6 +959,8 @@ impl WindowOperator {
                 )
             })
             .collect();
+        self.budgets.service_spend = snap.service_spend.into_iter().collect();
+        self.budgets.tenant_spend = snap.tenant_spend.into_iter().collect();
         self.sessions.restore(snap.sessions);
         self.ended = snap
             .ended
@@ -902,6 +1029,7 @@ impl WindowOperator {
         let prediction = events.column(col::PREDICTION).as_string::<i32>();
         let event_id = events.column(col::EVENT_ID).as_string::<i32>();
         let session_id = events.column(col::SESSION_ID).as_string::<i32>();
+        let tenant = events.column(col::TENANT).as_string::<i32>();
         let tool = events.column(col::TOOL).as_string::<i32>();
         let input_hash = events.column(col::INPUT_HASH).as_string::<i32>();
         let flags = events.column(col::FLAGS).as_list::<i32>();
@@ -1017,6 +1145,12 @@ impl WindowOperator {
                 .entry(key)
                 .or_default()
                 .observe(&obs, self.bin_spec, awaits);
+            if let (Some(t), Some(c)) = (opt(tenant, i), costs[i]) {
+                if let Some(&id) = self.budgets.tenant_ids.get(t) {
+                    let state = self.panes.get_mut(&pane).and_then(|p| p.core.get_mut(&key));
+                    state.expect("observed above").add_tenant_cost(id, c);
+                }
+            }
             if self.custom.is_some() {
                 groups.entry((pane, key)).or_default().push(i as u32);
             }
@@ -1165,6 +1299,8 @@ impl WindowOperator {
         let slide = self.spec.slide;
         for (&p, pane) in self.panes.range_mut(from..t) {
             for (k, state) in pane.core.iter_mut() {
+                self.budgets
+                    .retire(p, &self.keys.values[*k as usize].service, state);
                 if let Some(d) = state.drift.take() {
                     self.baselines
                         .entry(*k)
@@ -1189,6 +1325,47 @@ impl WindowOperator {
         }
         let mut keys: Vec<u32> = core.keys().copied().collect();
         keys.sort_by(|a, b| self.keys.values[*a as usize].cmp(&self.keys.values[*b as usize]));
+        // Budgets: the window's cost per budgeted service and tenant, over all its keys.
+        let day = start.div_euclid(DAY_MS);
+        let mut service_cost: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut tenant_cost: BTreeMap<u32, i64> = BTreeMap::new();
+        for (k, st) in &core {
+            let service = self.keys.values[*k as usize].service.as_str();
+            if self.budgets.services.contains_key(service) {
+                *service_cost.entry(service).or_default() += st.cost_nanos;
+            }
+            for &(t, c) in &st.tenant_costs {
+                *tenant_cost.entry(t).or_default() += c;
+            }
+        }
+        let size = self.spec.size;
+        let burn =
+            |cost: i64, budget: i64| cost as f64 / size as f64 * DAY_MS as f64 / budget as f64;
+        let mut service_budget: HashMap<String, (f64, f64)> = HashMap::new();
+        for (service, &cost) in &service_cost {
+            let budget = self.budgets.services[*service];
+            let spent = Budgets::spent(self.budgets.service_spend.get(*service), day) + cost;
+            service_budget.insert(
+                service.to_string(),
+                (spent as f64 / 1e9, burn(cost, budget)),
+            );
+            self.budgets.rows.push((
+                start,
+                end,
+                "service",
+                service.to_string(),
+                budget,
+                spent,
+                cost,
+            ));
+        }
+        for (&t, &cost) in &tenant_cost {
+            let (name, budget) = self.budgets.tenants[t as usize].clone();
+            let spent = Budgets::spent(self.budgets.tenant_spend.get(&t), day) + cost;
+            self.budgets
+                .rows
+                .push((start, end, "tenant", name, budget, spent, cost));
+        }
         for k in keys {
             let key = &self.keys.values[k as usize];
             let state = &core[&k];
@@ -1222,7 +1399,9 @@ impl WindowOperator {
                 state,
             );
             out.keys.append(start, end, key);
-            out.core.append(state, self.bin_spec, &drift, anomaly, 0);
+            let budget = service_budget.get(&key.service).copied();
+            out.core
+                .append(state, self.bin_spec, &drift, anomaly, budget, 0);
             if let Some(cal) = &state.calibration {
                 self.bins.append(start, end, key, cal, self.bin_spec, 0);
             }
@@ -1291,6 +1470,9 @@ struct Snapshot {
     revised_at: Option<i64>,
     /// Per key: (window start, cost per request as f64 bits).
     cost_history: Vec<(u32, Vec<(i64, u64)>)>,
+    /// Budget spend of closed panes: (service or tenant id, (day, nano-dollars)).
+    service_spend: Vec<(String, (i64, i64))>,
+    tenant_spend: Vec<(u32, (i64, i64))>,
     sessions: SessionsSnapshot,
     ended: Vec<(String, Session)>,
     sessions_at: Option<i64>,

@@ -189,6 +189,23 @@ pub fn sessions_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The `budgets` table: per window and budgeted service or tenant with spend in it.
+pub fn budgets_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("window_start", timestamp_type(), false),
+        Field::new("window_end", timestamp_type(), false),
+        // "service" or "tenant".
+        Field::new("scope", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("budget_usd", DataType::Float64, false),
+        // Since the start of the window's UTC day, through the window's end.
+        Field::new("spent_usd", DataType::Float64, false),
+        Field::new("window_cost_usd", DataType::Float64, false),
+        // The window's spend rate projected over a day, over the budget.
+        Field::new("burn_rate", DataType::Float64, false),
+    ]))
+}
+
 /// Key columns of the `metrics` table; metric columns follow them.
 pub fn metrics_key_fields() -> Vec<Field> {
     vec![
