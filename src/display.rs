@@ -143,6 +143,12 @@ pub fn run_summary(r: &RunReport) {
     if let Some(f) = &p.feedback {
         feedback_summary(f);
     }
+    if p.sessions_evicted > 0 {
+        eprintln!(
+            "  {} sessions ended early past loops.max_sessions; raise it to track more at once",
+            thousands(p.sessions_evicted)
+        );
+    }
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {

@@ -57,6 +57,8 @@ pub struct Progress {
     pub source_done: Option<(u64, u64)>,
     /// Feedback counters, when the run has a feedback source.
     pub feedback: Option<FeedbackCounts>,
+    /// Sessions ended early past `loops.max_sessions`.
+    pub sessions_evicted: u64,
 }
 
 /// What became of the feedback events of a run.
@@ -956,6 +958,13 @@ impl Shared {
         Ok(())
     }
 
+    fn sessions_evicted(&self) -> u64 {
+        self.parts
+            .values()
+            .map(|p| p.op.session_stats().evicted)
+            .sum()
+    }
+
     fn feedback_counts(&self) -> Option<FeedbackCounts> {
         let fb = self.feedback.as_ref()?;
         let mut c = fb.counts;
@@ -1468,7 +1477,15 @@ impl Pipeline {
         }
         // Leaving the group checkpoints whatever is still assigned (nothing new by now).
         source.close();
-        let (stats, payloads, dead_letters, checkpoints_n, checkpoint_wait, feedback_counts) = {
+        let (
+            stats,
+            payloads,
+            dead_letters,
+            checkpoints_n,
+            checkpoint_wait,
+            feedback_counts,
+            sessions_evicted,
+        ) = {
             let mut s = self.shared.lock().expect("not poisoned");
             if let Some(e) = s.fatal.take() {
                 return Err(e);
@@ -1481,6 +1498,7 @@ impl Pipeline {
                 s.checkpoints,
                 s.checkpoint_wait,
                 s.feedback_counts(),
+                s.sessions_evicted(),
             )
         };
         let (files_written, checkpoint_time) = match self.sink.take().map(|h| h.join()) {
@@ -1500,6 +1518,7 @@ impl Pipeline {
             partitions: 0,
             source_done: source.progress(),
             feedback: feedback_counts,
+            sessions_evicted,
         };
         on_progress(&progress);
         let window_size_ms = {
@@ -1536,6 +1555,7 @@ impl Pipeline {
             partitions: s.parts.len(),
             source_done: source.progress(),
             feedback: s.feedback_counts(),
+            sessions_evicted: s.sessions_evicted(),
         }
     }
 }

@@ -400,6 +400,8 @@ fn daily_budgets_add_up_per_service_and_tenant_and_reset_at_midnight() {
         ev("c", "2026-01-01T00:20:00Z", "svc", "other", 2.0),
         ev("d", "2026-01-01T01:30:00Z", "svc", "acme", 4.0),
         ev("e", "2026-01-02T00:05:00Z", "svc", "acme", 5.0),
+        // A model with no price: counted as unpriced, its tokens still counted, no cost.
+        r#"{"event_id":"f","timestamp":"2026-01-02T00:06:00Z","service":"svc","model":"no-such-model","tokens_in":100,"tokens_out":7}"#.to_string(),
     ];
     let input = dir.path().join("budget.ndjson");
     fs::write(&input, lines.join("\n") + "\n").unwrap();
@@ -434,6 +436,7 @@ fn daily_budgets_add_up_per_service_and_tenant_and_reset_at_midnight() {
         ("free".to_string(), None, None),
         ("svc".to_string(), Some(3.0), Some(7.2)),
         ("svc".to_string(), Some(7.0), Some(9.6)),
+        ("svc".to_string(), Some(5.0), Some(12.0)),
         ("svc".to_string(), Some(5.0), Some(12.0)),
     ];
     assert_eq!(got.len(), want.len(), "{got:?}");
