@@ -210,21 +210,19 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
         "\nper service: the first half of the run ('before') and the last window, starting {}",
         inferwatch_schemas::time::format_rfc3339_ms(last)
     )?;
-    writeln!(
-        out,
-        "{:<18} {:<6} {:>8} {:>6} {:>8} {:>7} {:>5} {:>5} {:>6} {:>5} {:>5} {:>5}",
-        "service",
-        "period",
-        "events",
-        "err %",
-        "p99 ms",
-        "$/1k",
-        "qual",
-        "ece",
-        "ovconf",
-        "auroc",
-        "psi",
-        "js"
+    // One layout for the header and the rows.
+    macro_rules! line {
+        ($($cell:expr),* $(,)?) => {
+            writeln!(
+                out,
+                "{:<16} {:<6} {:>8} {:>6} {:>8} {:>7} {:>5} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
+                $($cell),*
+            )
+        };
+    }
+    line!(
+        "service", "period", "events", "err %", "p99 ms", "$/1k", "qual", "ece", "ovconf", "auroc",
+        "psi", "js", "loops"
     )?;
     for b in &rows {
         // Parquet strings may come back as Utf8View: cast, so either reads.
@@ -267,9 +265,7 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
             fmt_opt(a.is_valid(i).then(|| a.value(i)), d)
         };
         for i in 0..b.num_rows() {
-            writeln!(
-                out,
-                "{:<16} {:<6} {:>8} {:>6} {:>8} {:>7} {:>5} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
+            line!(
                 trim(service.value(i), 16),
                 period.value(i),
                 thousands(events.value(i) as u64),
