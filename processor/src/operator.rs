@@ -837,7 +837,9 @@ impl WindowOperator {
             .map_err(|e| ProcessorError::Checkpoint(format!("unreadable: {e}")))?;
         if snap.version != SNAPSHOT_VERSION {
             return Err(ProcessorError::Checkpoint(format!(
-                "format version {} is not {SNAPSHOT_VERSION}",
+                "it has format version {}, this inferwatch reads version {SNAPSHOT_VERSION}; \
+                 run the inferwatch that wrote it to drain the topic, or start over with a new \
+                 data dir (the consumer group then resumes from its committed offsets)",
                 snap.version
             )));
         }
