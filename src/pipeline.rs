@@ -207,32 +207,56 @@ struct SinkThread {
 impl SinkThread {
     fn tables(&mut self, partition: i32) -> Result<&mut (PositionedTable, PositionedTable)> {
         if !self.events.contains_key(&partition) {
-            let events = PositionedTable::new(
-                &self.data_dir,
-                "events",
-                events_schema(),
-                ev::TIMESTAMP,
-                &self.source,
-                partition,
-                self.max_rows,
-                &self.parquet,
-            )?;
-            let dead = PositionedTable::new(
-                &self.data_dir,
-                "dead_letter",
-                dead_letter_schema(),
-                3,
-                &self.source,
-                partition,
-                self.max_rows,
-                &self.parquet,
-            )?;
+            let source = self.source.clone();
+            let events =
+                self.positioned("events", events_schema(), ev::TIMESTAMP, &source, partition)?;
+            let dead =
+                self.positioned("dead_letter", dead_letter_schema(), 3, &source, partition)?;
             self.events.insert(partition, (events, dead));
         }
         Ok(self.events.get_mut(&partition).expect("inserted above"))
     }
 
     /// Completes the partition's files, and those of its co-partitioned feedback.
+    /// A table whose files cover offsets of `source`'s `partition`.
+    fn positioned(
+        &self,
+        table: &str,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        ts_col: usize,
+        source: &str,
+        partition: i32,
+    ) -> Result<PositionedTable> {
+        Ok(PositionedTable::new(
+            &self.data_dir,
+            table,
+            schema,
+            ts_col,
+            source,
+            partition,
+            self.max_rows,
+            &self.parquet,
+        )?)
+    }
+
+    /// The `dead_letter` and `feedback_unmatched` tables of a feedback partition.
+    fn feedback_tables(
+        &self,
+        source: &str,
+        partition: i32,
+    ) -> Result<(PositionedTable, PositionedTable)> {
+        Ok((
+            self.positioned("dead_letter", dead_letter_schema(), 3, source, partition)?,
+            self.positioned(
+                "feedback_unmatched",
+                feedback_unmatched_schema(),
+                1,
+                source,
+                partition,
+            )?,
+        ))
+    }
+
     fn flush(&mut self, partition: i32) -> Result<()> {
         if let Some((e, d)) = self.events.get_mut(&partition) {
             e.flush()?;
@@ -324,20 +348,7 @@ impl SinkThread {
                 partition,
                 from,
             } => {
-                let table = |name: &str, schema, ts_col| {
-                    PositionedTable::new(
-                        &self.data_dir,
-                        name,
-                        schema,
-                        ts_col,
-                        &source,
-                        partition,
-                        self.max_rows,
-                        &self.parquet,
-                    )
-                };
-                let d = table("dead_letter", dead_letter_schema(), 3)?;
-                let u = table("feedback_unmatched", feedback_unmatched_schema(), 1)?;
+                let (d, u) = self.feedback_tables(&source, partition)?;
                 d.remove_from(from)?;
                 u.remove_from(from)?;
                 if let Some((mut d, mut u)) = self.feedback.insert(partition, (d, u)) {
@@ -354,21 +365,8 @@ impl SinkThread {
                 last,
             } => {
                 if !self.feedback.contains_key(&partition) {
-                    let table = |name: &str, schema, ts_col| {
-                        PositionedTable::new(
-                            &self.data_dir,
-                            name,
-                            schema,
-                            ts_col,
-                            &source,
-                            partition,
-                            self.max_rows,
-                            &self.parquet,
-                        )
-                    };
-                    let d = table("dead_letter", dead_letter_schema(), 3)?;
-                    let u = table("feedback_unmatched", feedback_unmatched_schema(), 1)?;
-                    self.feedback.insert(partition, (d, u));
+                    let tables = self.feedback_tables(&source, partition)?;
+                    self.feedback.insert(partition, tables);
                 }
                 let (d, u) = self.feedback.get_mut(&partition).expect("inserted above");
                 if let Some(b) = &dead {
@@ -1180,41 +1178,20 @@ impl Pipeline {
     pub fn new(config: &Config, source_name: &str, options: RunOptions) -> Result<Self> {
         // Also checks the processor config before anything starts.
         let metrics_schema = WindowOperator::new(&config.processor)?.metrics_schema();
-        let metrics = WindowTable::new(
-            &config.data_dir,
-            "metrics",
-            metrics_schema,
-            source_name,
-            &config.sink.parquet(),
-        )?;
-        let calibration_bins = WindowTable::new(
-            &config.data_dir,
-            "calibration_bins",
-            inferwatch_schemas::tables::calibration_bins_schema(),
-            source_name,
-            &config.sink.parquet(),
-        )?;
-        let sessions = WindowTable::new(
-            &config.data_dir,
-            "sessions",
-            inferwatch_schemas::tables::sessions_schema(),
-            source_name,
-            &config.sink.parquet(),
-        )?;
-        let budgets = WindowTable::new(
-            &config.data_dir,
-            "budgets",
-            inferwatch_schemas::tables::budgets_schema(),
-            source_name,
-            &config.sink.parquet(),
-        )?;
-        if !options.checkpoints {
-            // A run from the start of a source replaces its earlier windows.
-            metrics.remove_all()?;
-            calibration_bins.remove_all()?;
-            sessions.remove_all()?;
-            budgets.remove_all()?;
-        }
+        let parquet = config.sink.parquet();
+        let table = |name: &str, schema| -> Result<WindowTable> {
+            let t = WindowTable::new(&config.data_dir, name, schema, source_name, &parquet)?;
+            if !options.checkpoints {
+                // A run from the start of a source replaces its earlier windows.
+                t.remove_all()?;
+            }
+            Ok(t)
+        };
+        use inferwatch_schemas::tables;
+        let metrics = table("metrics", metrics_schema)?;
+        let calibration_bins = table("calibration_bins", tables::calibration_bins_schema())?;
+        let sessions = table("sessions", tables::sessions_schema())?;
+        let budgets = table("budgets", tables::budgets_schema())?;
         let kafka = options
             .kafka_output
             .clone()

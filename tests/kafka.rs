@@ -234,19 +234,7 @@ fn sigkill_at_three_points_loses_and_duplicates_nothing() {
     let group = unique("g");
     let cfg = ["--config", config.to_str().unwrap(), "--window", "1m"];
     for (round, delay_ms) in [(0, 150u64), (1, 700), (2, 1300)] {
-        let mut child = spawn_run(b, &topic, &group, &data, &cfg);
-        // Wait until this round has made progress of its own, then kill without warning.
-        let before = events_files(&data);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while events_files(&data) <= before && Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        run_and_kill(b, &topic, &group, &data, &cfg, delay_ms);
         assert!(
             checkpoints_written(&data) > 0,
             "round {round} checkpointed before the kill"
@@ -257,6 +245,23 @@ fn sigkill_at_three_points_loses_and_duplicates_nothing() {
     let mut last = spawn_run(b, &topic, &group, &data, &args);
     wait_ok(&mut last, Duration::from_secs(240));
     assert_matches(&reference, &data);
+}
+
+/// Starts a processor, waits until it has written files of its own, lets it run `delay_ms`
+/// more, and kills it without warning (SIGKILL).
+fn run_and_kill(b: &str, topic: &str, group: &str, data: &Path, args: &[&str], delay_ms: u64) {
+    let mut child = spawn_run(b, topic, group, data, args);
+    let before = events_files(data);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while events_files(data) <= before && Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// Completed `events` files (any partition).
@@ -599,18 +604,7 @@ fn feedback_topic_joins_each_label_once_across_sigkills() {
         &feedback_topic,
     ];
     for delay_ms in [400u64, 1200] {
-        let mut child = spawn_run(b, &topic, &group, &data, &cfg);
-        let before = events_files(&data);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while events_files(&data) <= before && Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        run_and_kill(b, &topic, &group, &data, &cfg, delay_ms);
     }
     let mut args = vec!["--stop-when-idle", "8s"];
     args.extend_from_slice(&cfg);

@@ -70,9 +70,104 @@ struct Context {
     /// partitions that left.
     rebalanced: AtomicBool,
     revoked: Mutex<Vec<i32>>,
-    /// Kinds of broker-level error logged since messages last flowed: each is logged once,
-    /// not once per retry (librdkafka alternates between kinds while a broker is down).
-    errors_seen: Mutex<BTreeSet<String>>,
+    errors: ErrorLog,
+}
+
+/// Broker-level errors, logged once per kind until messages flow again rather than once per
+/// retry (librdkafka alternates between kinds while a broker is down).
+#[derive(Default)]
+struct ErrorLog {
+    /// What the client reads, for the log lines: "kafka" or "kafka (feedback)".
+    label: &'static str,
+    seen: Mutex<BTreeSet<String>>,
+}
+
+impl ErrorLog {
+    fn report(&self, error: KafkaError, reason: &str) {
+        let kind = format!("{:?}", error.rdkafka_error_code());
+        if self.seen.lock().expect("not poisoned").insert(kind) {
+            tracing::warn!(
+                "{}: {error}: {reason} (retrying; check that the brokers are reachable)",
+                self.label
+            );
+        }
+    }
+
+    /// A message arrived: trouble seen before is over.
+    fn receiving(&self) {
+        let mut seen = self.seen.lock().expect("not poisoned");
+        if !seen.is_empty() {
+            seen.clear();
+            tracing::info!("{}: receiving again", self.label);
+        }
+    }
+}
+
+/// Client settings every inferwatch consumer shares; `extra` follows them and the user's
+/// `properties` come last.
+fn client_config(cfg: &KafkaSourceConfig, extra: &[(&str, &str)]) -> ClientConfig {
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        // Bounded prefetch: at most this much per partition waits in librdkafka's queues.
+        .set("queued.max.messages.kbytes", "32768")
+        // Fetch messages up to 16 MiB whole, so an oversized payload reaches dead_letter
+        // instead of stalling its partition (not every broker returns a partial batch).
+        .set("fetch.message.max.bytes", "16777216")
+        // A topic created after the processor started is found within seconds.
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .set_log_level(RDKafkaLogLevel::Warning);
+    for (k, v) in extra {
+        cc.set(*k, *v);
+    }
+    for (k, v) in &cfg.properties {
+        cc.set(k, v);
+    }
+    cc
+}
+
+/// Polls up to `max` messages for at most `wait`, one batch per partition. `interrupted` is
+/// asked after every poll; when it says so, polling stops (it may drop batches first).
+fn poll_batches<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    errors: &ErrorLog,
+    name: &Arc<str>,
+    max: usize,
+    wait: Duration,
+    mut interrupted: impl FnMut(&mut BTreeMap<i32, RawBatch>) -> bool,
+) -> BTreeMap<i32, RawBatch> {
+    let deadline = Instant::now() + wait;
+    let mut pending: BTreeMap<i32, RawBatch> = BTreeMap::new();
+    let mut n = 0;
+    while n < max {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match consumer.poll(wait) {
+            None => break,
+            Some(Err(e)) => {
+                // Broker trouble is retried by librdkafka; the context logs it once.
+                tracing::debug!("poll {name}: {e}");
+                if Instant::now() >= deadline {
+                    break;
+                }
+            }
+            Some(Ok(msg)) => {
+                let p = msg.partition();
+                let batch = pending
+                    .entry(p)
+                    .or_insert_with(|| RawBatch::with_capacity(name.clone(), p, 1024, 1 << 18));
+                batch.push(msg.payload().unwrap_or_default(), msg.offset());
+                n += 1;
+                errors.receiving();
+            }
+        }
+        if interrupted(&mut pending) {
+            break;
+        }
+    }
+    pending
 }
 
 impl ClientContext for Context {
@@ -88,13 +183,7 @@ impl ClientContext for Context {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        // One line per kind of trouble until messages flow again, not one per retry.
-        let kind = format!("{:?}", error.rdkafka_error_code());
-        if self.errors_seen.lock().expect("not poisoned").insert(kind) {
-            tracing::warn!(
-                "kafka: {error}: {reason} (retrying; check that the brokers are reachable)"
-            );
-        }
+        self.errors.report(error, reason);
     }
 }
 
@@ -197,33 +286,24 @@ impl KafkaSource {
         cfg: &KafkaSourceConfig,
         owner: Arc<dyn PartitionOwner>,
     ) -> Result<Self, SourceError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &cfg.brokers)
-            .set("group.id", &cfg.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            // Bounded prefetch: at most this much per partition waits in librdkafka's queues.
-            .set("queued.max.messages.kbytes", "32768")
-            // Fetch messages up to 16 MiB whole, so an oversized payload reaches dead_letter
-            // instead of stalling its partition (not every broker returns a partial batch).
-            .set("fetch.message.max.bytes", "16777216")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("max.poll.interval.ms", "300000")
-            // A topic created after the processor started is found within seconds.
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            .set_log_level(RDKafkaLogLevel::Warning);
-        for (k, v) in &cfg.properties {
-            cc.set(k, v);
-        }
+        let cc = client_config(
+            cfg,
+            &[
+                ("partition.assignment.strategy", "cooperative-sticky"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "1000"),
+                ("max.poll.interval.ms", "300000"),
+            ],
+        );
         let context = Context {
             topic: cfg.topic.clone(),
             owner,
             rebalanced: AtomicBool::new(false),
             revoked: Mutex::new(Vec::new()),
-            errors_seen: Mutex::new(BTreeSet::new()),
+            errors: ErrorLog {
+                label: "kafka",
+                ..ErrorLog::default()
+            },
         };
         let consumer: BaseConsumer<Context> = cc
             .create_with_context(context)
@@ -276,43 +356,24 @@ impl Source for KafkaSource {
         if let Some(b) = self.ready.pop_front() {
             return Ok(Some(b));
         }
-        let deadline = Instant::now() + self.poll_wait;
-        let mut pending: BTreeMap<i32, RawBatch> = BTreeMap::new();
-        let mut n = 0;
         let ctx = self.consumer.context();
-        while n < max {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match self.consumer.poll(wait) {
-                None => break,
-                Some(Err(e)) => {
-                    // Broker trouble is retried by librdkafka; the context logs it once.
-                    tracing::debug!("poll: {e}");
-                    if Instant::now() >= deadline {
-                        break;
-                    }
+        let pending = poll_batches(
+            &self.consumer,
+            &ctx.errors,
+            &self.name,
+            max,
+            self.poll_wait,
+            |pending| {
+                if !ctx.rebalanced.swap(false, Ordering::SeqCst) {
+                    return false;
                 }
-                Some(Ok(msg)) => {
-                    let p = msg.partition();
-                    let batch = pending.entry(p).or_insert_with(|| {
-                        RawBatch::with_capacity(self.name.clone(), p, 1024, 1 << 18)
-                    });
-                    batch.push(msg.payload().unwrap_or_default(), msg.offset());
-                    n += 1;
-                    let mut seen = ctx.errors_seen.lock().expect("not poisoned");
-                    if !seen.is_empty() {
-                        seen.clear();
-                        tracing::info!("kafka: receiving again");
-                    }
-                }
-            }
-            if ctx.rebalanced.swap(false, Ordering::SeqCst) {
                 // Messages polled before a revocation belong to the partition's next owner.
                 for p in std::mem::take(&mut *ctx.revoked.lock().expect("not poisoned")) {
                     pending.remove(&p);
                 }
-                break;
-            }
-        }
+                true
+            },
+        );
         self.ready.extend(pending.into_values());
         Ok(Some(
             self.ready
@@ -356,17 +417,13 @@ impl Source for KafkaSource {
 }
 
 /// Logs broker trouble of the feedback consumer once per kind.
-#[derive(Default)]
 struct FollowerContext {
-    errors_seen: Mutex<BTreeSet<String>>,
+    errors: ErrorLog,
 }
 
 impl ClientContext for FollowerContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        let kind = format!("{:?}", error.rdkafka_error_code());
-        if self.errors_seen.lock().expect("not poisoned").insert(kind) {
-            tracing::warn!("kafka (feedback): {error}: {reason} (retrying)");
-        }
+        self.errors.report(error, reason);
     }
 }
 
@@ -384,21 +441,14 @@ pub struct KafkaFollower {
 
 impl KafkaFollower {
     pub fn new(cfg: &KafkaSourceConfig) -> Result<Self, SourceError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &cfg.brokers)
-            .set("group.id", &cfg.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("queued.max.messages.kbytes", "32768")
-            .set("fetch.message.max.bytes", "16777216")
-            .set("topic.metadata.refresh.interval.ms", "5000")
-            .set_log_level(RDKafkaLogLevel::Warning);
-        for (k, v) in &cfg.properties {
-            cc.set(k, v);
-        }
-        let consumer: BaseConsumer<FollowerContext> = cc
-            .create_with_context(FollowerContext::default())
+        let context = FollowerContext {
+            errors: ErrorLog {
+                label: "kafka (feedback)",
+                ..ErrorLog::default()
+            },
+        };
+        let consumer: BaseConsumer<FollowerContext> = client_config(cfg, &[])
+            .create_with_context(context)
             .map_err(kafka_err(&cfg.brokers))?;
         Ok(Self {
             consumer,
@@ -418,35 +468,15 @@ impl Source for KafkaFollower {
         if let Some(b) = self.ready.pop_front() {
             return Ok(Some(b));
         }
-        let deadline = Instant::now() + self.poll_wait;
-        let mut pending: BTreeMap<i32, RawBatch> = BTreeMap::new();
-        let mut n = 0;
-        while n < max {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match self.consumer.poll(wait) {
-                None => break,
-                Some(Err(e)) => {
-                    tracing::debug!("poll (feedback): {e}");
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                }
-                Some(Ok(msg)) => {
-                    self.consumer
-                        .context()
-                        .errors_seen
-                        .lock()
-                        .expect("not poisoned")
-                        .clear();
-                    let p = msg.partition();
-                    pending
-                        .entry(p)
-                        .or_insert_with(|| RawBatch::new(self.name.clone(), p))
-                        .push(msg.payload().unwrap_or_default(), msg.offset());
-                    n += 1;
-                }
-            }
-        }
+        let errors = &self.consumer.context().errors;
+        let pending = poll_batches(
+            &self.consumer,
+            errors,
+            &self.name,
+            max,
+            self.poll_wait,
+            |_| false,
+        );
         self.ready.extend(pending.into_values());
         Ok(Some(
             self.ready

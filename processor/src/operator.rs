@@ -225,8 +225,9 @@ pub struct SessionRows {
     pub batch: RecordBatch,
 }
 
-/// An emitted window × key that late labels can still change.
-#[derive(Debug, Clone)]
+/// An emitted window × key that late labels can still change. Checkpoints carry its last
+/// row separately, as Arrow IPC.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Revisable {
     end: i64,
     requests: u64,
@@ -235,6 +236,7 @@ struct Revisable {
     revision: u32,
     dirty: bool,
     /// The row as last emitted.
+    #[serde(skip)]
     row: Option<RecordBatch>,
 }
 
@@ -759,16 +761,7 @@ impl WindowOperator {
             revisable: self
                 .revisable
                 .iter()
-                .map(|(&(start, key), r)| RevisableSnap {
-                    start,
-                    key,
-                    end: r.end,
-                    requests: r.requests,
-                    calibration: r.calibration.clone(),
-                    late_labels: r.late_labels,
-                    revision: r.revision,
-                    dirty: r.dirty,
-                })
+                .map(|(&(start, key), r)| (start, key, r.clone()))
                 .collect(),
             revisable_rows: {
                 let rows: Vec<RecordBatch> = self
@@ -934,19 +927,9 @@ impl WindowOperator {
             .revisable
             .into_iter()
             .enumerate()
-            .map(|(i, r)| {
-                (
-                    (r.start, r.key),
-                    Revisable {
-                        end: r.end,
-                        requests: r.requests,
-                        calibration: r.calibration,
-                        late_labels: r.late_labels,
-                        revision: r.revision,
-                        dirty: r.dirty,
-                        row: rows.as_ref().map(|b| b.slice(i, 1)),
-                    },
-                )
+            .map(|(i, (start, key, r))| {
+                let row = rows.as_ref().map(|b| b.slice(i, 1));
+                ((start, key), Revisable { row, ..r })
             })
             .collect();
         self.revision_seq = snap.revision_seq;
@@ -1465,7 +1448,8 @@ struct Snapshot {
     baselines: Vec<(u32, Vec<(i64, DriftState)>)>,
     retired_through: Option<i64>,
     labels: Option<LabelSnapshot>,
-    revisable: Vec<RevisableSnap>,
+    /// (window start, key, state) of the revisable windows.
+    revisable: Vec<(i64, u32, Revisable)>,
     /// The revisable windows' last rows, one Arrow IPC stream (hex), in `revisable` order.
     revisable_rows: String,
     revision_seq: u64,
@@ -1478,18 +1462,6 @@ struct Snapshot {
     sessions: SessionsSnapshot,
     ended: Vec<(String, Session)>,
     sessions_at: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct RevisableSnap {
-    start: i64,
-    key: u32,
-    end: i64,
-    requests: u64,
-    calibration: Calibration,
-    late_labels: u64,
-    revision: u32,
-    dirty: bool,
 }
 
 fn hex(bytes: &[u8]) -> String {

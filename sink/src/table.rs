@@ -246,24 +246,13 @@ impl WindowTable {
     /// checkpoint taken at `seq` writes them again, perhaps cut differently.
     pub fn remove_revisions_after(&self, partition: i32, seq: u64) -> Result<usize> {
         let infix = format!("-{}-p{partition:05}-r", self.suffix);
-        let mut removed = 0;
-        for path in table_files(&self.dir)? {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            let Some(at) = name.find(&infix) else {
-                continue;
-            };
-            let n: Option<u64> = name[at + infix.len()..]
-                .strip_suffix(".parquet")
+        self.remove_where(|name| {
+            let n: Option<u64> = name
+                .find(&infix)
+                .and_then(|at| name[at + infix.len()..].strip_suffix(".parquet"))
                 .and_then(|n| n.parse().ok());
-            if n.is_some_and(|n| n > seq) {
-                fs::remove_file(&path).map_err(io_err("removing", &path))?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
+            n.is_some_and(|n| n > seq)
+        })
     }
 
     /// Writes `batch` whole as the partition's file for event time `at` (tables whose rows
@@ -284,22 +273,13 @@ impl WindowTable {
     /// Deletes the partition's [`WindowTable::write_at`] files for times after `at`.
     pub fn remove_at_after(&self, partition: i32, at: i64) -> Result<usize> {
         let tail = format!("-{}-p{partition:05}.parquet", self.suffix);
-        let mut removed = 0;
-        for path in table_files(&self.dir)? {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
+        self.remove_where(|name| {
             let t: Option<i64> = name
                 .strip_prefix('s')
                 .and_then(|n| n.strip_suffix(tail.as_str()))
                 .and_then(|n| n.parse().ok());
-            if t.is_some_and(|t| t > at) {
-                fs::remove_file(&path).map_err(io_err("removing", &path))?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
+            t.is_some_and(|t| t > at)
+        })
     }
 
     fn write_named(
@@ -336,16 +316,22 @@ impl WindowTable {
     /// Deletes every window file of this source (a replay from the start rewrites them).
     pub fn remove_all(&self) -> Result<usize> {
         let infix = format!("-{}-p", self.suffix);
+        self.remove_where(|name| {
+            (name.starts_with('w') || name.starts_with('s'))
+                && name.contains(&infix)
+                && name.ends_with(".parquet")
+        })
+    }
+
+    /// Deletes the table's files whose name `doomed` picks; returns how many.
+    fn remove_where(&self, doomed: impl Fn(&str) -> bool) -> Result<usize> {
         let mut removed = 0;
         for path in table_files(&self.dir)? {
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if (name.starts_with('w') || name.starts_with('s'))
-                && name.contains(&infix)
-                && name.ends_with(".parquet")
-            {
+            if doomed(name) {
                 fs::remove_file(&path).map_err(io_err("removing", &path))?;
                 removed += 1;
             }
