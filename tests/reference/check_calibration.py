@@ -17,11 +17,11 @@ usage: check_calibration.py INPUT.ndjson DATA_DIR SIZE_MS [BINS [equal_width|equ
 import json
 import sys
 from collections import defaultdict
-from datetime import datetime
 
 import numpy as np
 import pyarrow.dataset as ds
 from sklearn.metrics import brier_score_loss, roc_auc_score
+from common import event_ms
 
 inp, data_dir, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 BINS = int(sys.argv[4]) if len(sys.argv) > 4 else 10
@@ -31,12 +31,6 @@ if len(sys.argv) > 6:
     for line in open(sys.argv[6], "rb"):
         f = json.loads(line)
         labels.setdefault(f["event_id"], f["correct"])
-
-
-def event_ms(ts):
-    if isinstance(ts, (int, float)):
-        return int(ts)
-    return int(round(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000))
 
 
 groups = defaultdict(lambda: ([], []))

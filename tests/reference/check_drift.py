@@ -14,21 +14,15 @@ usage: check_drift.py INPUT.ndjson DATA_DIR SIZE_MS BASELINE_WINDOWS MIN_SAMPLES
 import json
 import sys
 from collections import Counter, defaultdict
-from datetime import datetime
 
 import numpy as np
 import pyarrow.dataset as ds
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
+from common import event_ms
 
 inp, data_dir, size, windows, min_samples = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
 pinned = tuple(map(int, sys.argv[6:8])) if len(sys.argv) > 6 else None
-
-
-def event_ms(ts):
-    if isinstance(ts, (int, float)):
-        return int(ts)
-    return int(round(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000))
 
 
 # key -> list of (time, confidence, quality, prediction)

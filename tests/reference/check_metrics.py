@@ -15,15 +15,10 @@ from datetime import datetime
 
 import duckdb
 import pyarrow.dataset as ds
+from common import event_ms
 
 inp, data_dir, size, slide, prices_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 prices = tomllib.load(open(prices_path, "rb"))
-
-
-def event_ms(ts):
-    if isinstance(ts, (int, float)):
-        return int(ts)
-    return int(round(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000))
 
 
 def cost_nanos(e):

@@ -11,18 +11,12 @@ usage: check_sessions.py INPUT.ndjson DATA_DIR SIZE_MS MAX_STEPS MAX_REPEATS
 import json
 import sys
 from collections import defaultdict
-from datetime import datetime
 
 import pyarrow.dataset as ds
+from common import event_ms
 
 inp, data_dir = sys.argv[1], sys.argv[2]
 size, max_steps, max_repeats = map(int, sys.argv[3:6])
-
-
-def event_ms(ts):
-    if isinstance(ts, (int, float)):
-        return int(ts)
-    return int(round(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000))
 
 
 events = ds.dataset(f"{data_dir}/events", format="parquet", partitioning="hive").to_table(columns=["event_id", "cost_usd"])
