@@ -1,6 +1,7 @@
 //! The one crate every inferwatch crate shares: event types, the Arrow schema of every table,
 //! validation, and decoding of raw JSON payloads straight into Arrow.
 
+pub mod alert;
 pub mod decode;
 pub mod event;
 pub mod feedback;
@@ -9,6 +10,7 @@ pub mod tables;
 pub mod time;
 pub mod validate;
 
+pub use alert::{Notice, NoticeKind, Severity};
 pub use decode::{DeadLetterBuilder, Decoded, EventDecoder, Reject};
 pub use event::InferenceEvent;
 pub use feedback::{decode_feedback, Feedback, Unmatched};
