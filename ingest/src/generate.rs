@@ -121,6 +121,9 @@ pub struct GeneratorConfig {
     /// When set, every prediction sent without `correct` gets a feedback event this many
     /// milliseconds after it (see [`Generator::next_feedback`]).
     pub feedback_delay_ms: Option<i64>,
+    /// When set, the trouble ends at this event index and traffic is steady again (an
+    /// incident that recovers, so a monitor should resolve what it raised).
+    pub recover_at: Option<u64>,
 }
 
 impl Default for GeneratorConfig {
@@ -134,6 +137,7 @@ impl Default for GeneratorConfig {
             max_jitter_ms: 2000,
             route_spread: 0,
             feedback_delay_ms: None,
+            recover_at: None,
         }
     }
 }
@@ -878,7 +882,7 @@ impl Generator {
         }
         let index = self.produced;
         self.produced += 1;
-        let after = index >= self.onset;
+        let after = index >= self.onset && self.cfg.recover_at.is_none_or(|r| index < r);
         let sc = self.cfg.scenario;
 
         let mut bad = None;

@@ -1,6 +1,7 @@
 //! The inferwatch processor: event-time windows with per-partition watermarks, mergeable
 //! metric state per (window, key), custom SQL metrics on DataFusion accumulators.
 
+pub mod alerts;
 pub mod config;
 pub mod custom;
 pub mod drift;
@@ -9,9 +10,11 @@ pub mod labels;
 pub mod metrics;
 pub mod operator;
 pub mod price;
+pub mod rules;
 pub mod sessions;
 pub mod window;
 
+pub use alerts::{AlertOutput, Alerting};
 pub use config::ProcessorConfig;
 pub use error::{ProcessorError, Result};
 pub use operator::{OperatorStats, Output, Revisions, WindowOperator};

@@ -18,6 +18,7 @@ use inferwatch_schemas::tables::{events as col, metrics_key_fields};
 use inferwatch_schemas::validate::COST_SOURCE_TABLE;
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::{AlertOutput, AlertSnapshot, Alerting};
 use crate::config::ProcessorConfig;
 use crate::custom::{BatchArgs, CustomMetrics, CustomState};
 use crate::drift::{Baseline, Categories, DriftState, DriftValues, Reference};
@@ -145,6 +146,8 @@ pub struct WindowOperator {
     ended: Vec<(Arc<str>, Session)>,
     /// `emitted_through` when `sessions` rows were last handed out.
     sessions_at: Option<i64>,
+    /// Alert rules and circuit breakers over this partition's closed windows.
+    alerts: Alerting,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -430,6 +433,7 @@ impl WindowOperator {
             panes: BTreeMap::new(),
             emitted_through: None,
             custom,
+            alerts: Alerting::new(&config.alerts, &Schema::new(fields.clone()), spec.size)?,
             schema: Arc::new(Schema::new(fields)),
             stats: OperatorStats::default(),
             bins: BinRows::new(),
@@ -455,6 +459,27 @@ impl WindowOperator {
             ended: Vec::new(),
             sessions_at: None,
         })
+    }
+
+    /// Runs the alert rules over rows of closed windows just emitted (`metrics`, and the
+    /// `budgets` rows of the same windows); [`WindowOperator::take_alerts`] hands out the
+    /// transitions.
+    pub fn evaluate_alerts(
+        &mut self,
+        metrics: Option<&RecordBatch>,
+        budgets: Option<&RecordBatch>,
+    ) -> Result<()> {
+        self.alerts.evaluate(metrics, budgets)
+    }
+
+    /// `alerts` rows and notices of the transitions since the last call.
+    pub fn take_alerts(&mut self) -> Result<Option<AlertOutput>> {
+        self.alerts.take()
+    }
+
+    /// (alerts firing, breakers not closed) in this partition now.
+    pub fn active_alerts(&self) -> (usize, usize) {
+        self.alerts.active()
     }
 
     /// This run has a feedback source: predictions without `correct` wait for labels.
@@ -819,6 +844,7 @@ impl WindowOperator {
                 .map(|(id, s)| (id.to_string(), s.clone()))
                 .collect(),
             sessions_at: self.sessions_at,
+            alerts: self.alerts.snapshot(),
         };
         serde_json::to_vec(&snap).map_err(|e| ProcessorError::Checkpoint(e.to_string()))
     }
@@ -953,6 +979,7 @@ impl WindowOperator {
             .map(|(id, s)| (Arc::from(id), s))
             .collect();
         self.sessions_at = snap.sessions_at;
+        self.alerts.restore(snap.alerts);
         if let Some(t) = snap.max_event_time {
             self.watermarks.advance(source, t, now);
         }
@@ -1462,6 +1489,9 @@ struct Snapshot {
     sessions: SessionsSnapshot,
     ended: Vec<(String, Session)>,
     sessions_at: Option<i64>,
+    /// Alert and breaker states (absent in checkpoints written before alerting: all ok).
+    #[serde(default)]
+    alerts: AlertSnapshot,
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -57,7 +57,7 @@ pub struct PriceTable {
 }
 
 /// Whether `name` matches the glob `pattern` (`*`: any run of characters, `?`: one).
-fn glob(pattern: &[char], name: &[char]) -> bool {
+pub(crate) fn glob(pattern: &[char], name: &[char]) -> bool {
     match pattern.split_first() {
         None => name.is_empty(),
         Some(('*', rest)) => (0..=name.len()).any(|i| glob(rest, &name[i..])),

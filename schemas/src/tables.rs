@@ -206,6 +206,40 @@ pub fn budgets_schema() -> SchemaRef {
     ]))
 }
 
+/// The `alerts` table: every transition of a rule's alert (`pending`, `firing`, `ok`,
+/// `resolved`, with reminders as `firing` rows marked `renotify`) and of a circuit breaker
+/// (`open`, `half_open`, `closed`), per window in which it happened.
+pub fn alerts_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("window_start", timestamp_type(), false),
+        Field::new("window_end", timestamp_type(), false),
+        // "alert" or "breaker".
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("previous", DataType::Utf8, false),
+        // "info", "warning" or "critical"; null on rows back to `ok`.
+        Field::new("severity", DataType::Utf8, true),
+        // Null on tenant budget rows.
+        Field::new("service", DataType::Utf8, true),
+        Field::new("model", DataType::Utf8, true),
+        Field::new("model_version", DataType::Utf8, true),
+        Field::new("route", DataType::Utf8, true),
+        Field::new("tenant", DataType::Utf8, true),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, true),
+        Field::new("op", DataType::Utf8, false),
+        Field::new("threshold", DataType::Float64, true),
+        Field::new("samples", DataType::Int64, true),
+        // Whether the transition was sent (Slack, `inference-alerts` / `inference-control`).
+        Field::new("notified", DataType::Boolean, false),
+        Field::new("renotify", DataType::Boolean, false),
+        // The notice id (outbox and Kafka), null when not notified.
+        Field::new("id", DataType::Utf8, true),
+        Field::new("summary", DataType::Utf8, false),
+    ]))
+}
+
 /// Key columns of the `metrics` table; metric columns follow them.
 pub fn metrics_key_fields() -> Vec<Field> {
     vec![
