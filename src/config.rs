@@ -108,6 +108,12 @@ pub struct KafkaConfig {
     /// many partitions as `topic`: partition p's feedback is joined by whoever owns events
     /// partition p, exactly once. "" (the default) reads no feedback.
     pub feedback_topic: String,
+    /// Every alert notice (firing, resolved, reminders, breakers) as JSON, keyed
+    /// `service/model`; "" turns it off.
+    pub alerts_topic: String,
+    /// Circuit-breaker transitions as JSON, keyed `service/model`, for services to fall back
+    /// on; "" turns it off.
+    pub control_topic: String,
     /// Extra librdkafka properties for every client, e.g. `"security.protocol" = "SASL_SSL"`.
     pub properties: std::collections::BTreeMap<String, String>,
 }
@@ -121,8 +127,68 @@ impl Default for KafkaConfig {
             dead_letter_topic: "inference-dead-letter".into(),
             metrics_topic: "inference-metrics".into(),
             feedback_topic: String::new(),
+            alerts_topic: "inference-alerts".into(),
+            control_topic: "inference-control".into(),
             properties: Default::default(),
         }
+    }
+}
+
+/// `[slack]`: incoming webhooks that get alert notices.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackSection {
+    /// Incoming-webhook URLs. Secrets: never printed or logged. `--slack-webhook` or the
+    /// `INFERWATCH_SLACK_WEBHOOK` environment variable add one.
+    pub webhooks: Vec<String>,
+    /// At least this long between two messages to one webhook (Slack allows about 1/s).
+    #[serde(deserialize_with = "duration")]
+    pub min_interval: Duration,
+    /// First wait after a 5xx or network error; doubles (with jitter) up to `max_backoff`.
+    #[serde(deserialize_with = "duration")]
+    pub initial_backoff: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    /// How long one request may take.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for SlackSection {
+    fn default() -> Self {
+        Self {
+            webhooks: Vec::new(),
+            min_interval: Duration::from_secs(1),
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for SlackSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackSection")
+            .field("webhooks", &format!("{} (redacted)", self.webhooks.len()))
+            .field("min_interval", &self.min_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlackSection {
+    /// One delivery config per webhook.
+    pub fn deliveries(&self) -> Result<Vec<inferwatch_sink::slack::SlackConfig>> {
+        self.webhooks
+            .iter()
+            .map(|w| {
+                let mut c = inferwatch_sink::slack::SlackConfig::new(w.clone())?;
+                c.min_interval = self.min_interval;
+                c.initial_backoff = self.initial_backoff;
+                c.max_backoff = self.max_backoff;
+                c.timeout = self.timeout;
+                Ok(c)
+            })
+            .collect()
     }
 }
 
@@ -136,6 +202,7 @@ pub struct Config {
     pub sink: SinkConfig,
     pub checkpoint: CheckpointConfig,
     pub kafka: KafkaConfig,
+    pub slack: SlackSection,
     #[serde(flatten)]
     pub processor: ProcessorConfig,
 }
@@ -148,6 +215,7 @@ impl Default for Config {
             sink: SinkConfig::default(),
             checkpoint: CheckpointConfig::default(),
             kafka: KafkaConfig::default(),
+            slack: SlackSection::default(),
             processor: ProcessorConfig::default(),
         }
     }
@@ -186,6 +254,7 @@ impl Config {
         if self.kafka.topic.is_empty() || self.kafka.group.is_empty() {
             anyhow::bail!("kafka.topic and kafka.group must not be empty");
         }
+        self.slack.deliveries().context("slack.webhooks")?;
         self.processor.validate()?;
         Ok(())
     }

@@ -104,6 +104,58 @@ impl ProgressLine {
             eprintln!();
         }
     }
+
+    /// Prints a line above the progress line (which the next update redraws).
+    pub fn print(&mut self, text: &str) {
+        if self.tty && self.drawn {
+            eprint!("\r\x1b[K");
+            self.drawn = false;
+        }
+        eprintln!("{text}");
+    }
+}
+
+/// One alert notice as a terminal line: severity, state, rule, key, value vs threshold,
+/// window end (UTC time of day); at most ~110 columns.
+pub fn notice_line(n: &inferwatch_schemas::Notice) -> String {
+    use inferwatch_schemas::{NoticeKind, Severity};
+    let mark = match (n.kind, n.state.as_str(), n.severity) {
+        (_, "resolved" | "closed", _) => "OK  ",
+        (NoticeKind::Breaker, "half_open", _) => "HALF",
+        (NoticeKind::Breaker, _, _) => "STOP",
+        (_, _, Severity::Critical) => "CRIT",
+        (_, _, Severity::Warning) => "WARN",
+        _ => "INFO",
+    };
+    let what = match n.kind {
+        NoticeKind::Alert if n.renotify => "still firing".to_string(),
+        NoticeKind::Alert => n.state.clone(),
+        NoticeKind::Breaker => format!("breaker {}", n.state.replace('_', "-")),
+    };
+    let value = match (n.kind, n.value) {
+        (NoticeKind::Breaker, _) => String::new(),
+        (_, Some(v)) => format!(
+            "{} {} {} {}",
+            n.metric,
+            inferwatch_processor::alerts::fmt_num(v),
+            if n.state == "resolved" { "vs" } else { n.op.as_str() },
+            n.threshold
+                .map_or("-".into(), inferwatch_processor::alerts::fmt_num)
+        ),
+        (_, None) => format!("{} no data", n.metric),
+    };
+    let time = inferwatch_schemas::time::format_rfc3339_ms(n.window_end);
+    let time = time.get(11..19).unwrap_or(&time);
+    // The key goes last: it is the part that may be cut to fit.
+    let mut line = format!(
+        "  {mark} {time} {what:<14} {:<16} {value:<30} {}",
+        n.rule,
+        n.key_label()
+    );
+    if line.chars().count() > 110 {
+        line = line.chars().take(109).collect::<String>() + "…";
+    }
+    line.trim_end().to_string()
 }
 
 /// The end of `inferwatch run`: totals, speed and memory.
@@ -286,14 +338,19 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
         out,
         "(ece/ovconf: label-weighted means over keys; psi = psi_confidence, js = js_prediction: means over keys;\n loops = runaway_sessions; - = too few events)"
     )?;
+    alerts_summary(&mut out, r, rt)?;
     let dir = r.data_dir.display();
     writeln!(
         out,
-        "\nexplore what it wrote (tables: events, metrics, metrics_latest, calibration_bins, dead_letter,\nfeedback_unmatched, sessions, budgets):"
+        "\nexplore what it wrote (tables: events, metrics, metrics_latest, calibration_bins, alerts,\ndead_letter, feedback_unmatched, sessions, budgets):"
     )?;
     writeln!(
         out,
         "  inferwatch query --data-dir {dir} \"SELECT window_start, service, model, route, ece, auroc, psi_confidence, revision FROM metrics_latest ORDER BY window_start DESC LIMIT 20\""
+    )?;
+    writeln!(
+        out,
+        "  inferwatch query --data-dir {dir} \"SELECT window_end, rule, state, severity, service, model, summary FROM alerts WHERE notified ORDER BY window_end\""
     )?;
     writeln!(
         out,
@@ -331,4 +388,53 @@ fn trim(s: &str, n: usize) -> String {
         t.push('…');
         t
     }
+}
+
+/// Per rule: notified transitions of the run (the `alerts` table).
+fn alerts_summary(
+    out: &mut impl std::io::Write,
+    r: &RunReport,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    let sql = "SELECT rule, kind, \
+        sum(CASE WHEN state = 'firing' AND NOT renotify THEN 1 ELSE 0 END) AS fired, \
+        sum(CASE WHEN state = 'resolved' THEN 1 ELSE 0 END) AS resolved, \
+        sum(CASE WHEN state = 'open' THEN 1 ELSE 0 END) AS opened, \
+        sum(CASE WHEN state = 'closed' THEN 1 ELSE 0 END) AS closed, \
+        count(DISTINCT concat(service, '/', model)) AS keys \
+        FROM alerts WHERE notified GROUP BY 1, 2 ORDER BY 2, 1";
+    let Ok(rows) = rt.block_on(crate::query::run(&r.data_dir, sql)) else {
+        writeln!(out, "\nalerts: none")?;
+        return Ok(());
+    };
+    if rows.iter().all(|b| b.num_rows() == 0) {
+        writeln!(out, "\nalerts: none notified")?;
+        return Ok(());
+    }
+    writeln!(out, "\nalerts notified in this run (rule: transitions over service/model keys)")?;
+    for b in &rows {
+        let text = |name: &str| -> anyhow::Result<datafusion::arrow::array::StringArray> {
+            let c = b.column_by_name(name).expect("selected");
+            let c =
+                datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?;
+            Ok(c.as_string::<i32>().clone())
+        };
+        let int = |name: &str| -> anyhow::Result<Vec<i64>> {
+            let c = b.column_by_name(name).expect("selected");
+            let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Int64)?;
+            Ok(c.as_primitive::<Int64Type>().values().to_vec())
+        };
+        let (rule, kind) = (text("rule")?, text("kind")?);
+        let (fired, resolved, opened, closed, keys) =
+            (int("fired")?, int("resolved")?, int("opened")?, int("closed")?, int("keys")?);
+        for i in 0..b.num_rows() {
+            let what = if kind.value(i) == "breaker" {
+                format!("breaker opened {}, closed {}", opened[i], closed[i])
+            } else {
+                format!("fired {}, resolved {}", fired[i], resolved[i])
+            };
+            writeln!(out, "  {:<18} {what:<28} on {} keys", rule.value(i), keys[i])?;
+        }
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! `inferwatch`: the command line. Thin: it parses flags and wires the crates together.
 
+mod alerting;
 mod config;
 mod display;
 mod pipeline;
@@ -50,6 +51,10 @@ struct Common {
     /// Window slide for hopping windows, e.g. 30s; must divide --window [config: window.slide].
     #[arg(long, value_parser = parse_duration)]
     slide: Option<Duration>,
+    /// Also post alerts to this Slack incoming webhook (a secret: never printed or logged)
+    /// [config: slack.webhooks].
+    #[arg(long, value_name = "URL", env = "INFERWATCH_SLACK_WEBHOOK", hide_env_values = true)]
+    slack_webhook: Option<String>,
 }
 
 impl Common {
@@ -67,6 +72,18 @@ impl Common {
         if let Some(s) = self.slide {
             c.processor.window.slide = Some(s);
         }
+        if let Some(w) = &self.slack_webhook {
+            c.slack.webhooks.push(w.clone());
+        }
+        let dir = c.data_dir.display().to_string();
+        let plain = dir
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "/._-".contains(ch));
+        c.processor.alerts.query_command = if plain {
+            format!("inferwatch query --data-dir {dir}")
+        } else {
+            format!("inferwatch query --data-dir '{}'", dir.replace('\'', "'\\''"))
+        };
         c.validate()?;
         Ok(c)
     }
@@ -88,6 +105,9 @@ enum Command {
         scenario: Scenario,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// End the trouble at this share of the run (e.g. 0.75), so its alerts resolve.
+        #[arg(long, value_name = "SHARE")]
+        recover_at: Option<f64>,
         #[command(flatten)]
         common: Common,
     },
@@ -108,7 +128,7 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// SQL over the tables (events, metrics, metrics_latest, calibration_bins, dead_letter,
+    /// SQL over the tables (events, metrics, metrics_latest, calibration_bins, alerts, dead_letter,
     /// feedback_unmatched); date and hour are partition columns.
     Query {
         /// Where the Parquet tables are [default: ./inferwatch-data].
@@ -148,6 +168,10 @@ enum Command {
         /// memory benchmarks).
         #[arg(long, default_value_t = 0)]
         routes: u32,
+        /// End the scenario's trouble at this share of the run (e.g. 0.75: trouble from the
+        /// middle to three quarters, steady after), so alerts resolve.
+        #[arg(long, value_name = "SHARE")]
+        recover_at: Option<f64>,
         /// Produce to Kafka instead of a file (keyed service/model).
         #[command(flatten)]
         kafka: KafkaArgs,
@@ -190,7 +214,12 @@ impl KafkaArgs {
 
 fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("INFERWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+        // The HTTP client logs request URLs at debug/trace, and a Slack webhook URL is a
+        // secret: its logs stay at warn whatever INFERWATCH_LOG says.
+        .add_directive("ureq=warn".parse().expect("valid directive"))
+        .add_directive("ureq_proto=warn".parse().expect("valid directive"))
+        .add_directive("rustls=warn".parse().expect("valid directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -245,6 +274,7 @@ fn real_main(cli: Cli) -> Result<()> {
             rate,
             scenario,
             seed,
+            recover_at,
             mut common,
         } => {
             if !(rate > 0.0 && rate.is_finite()) {
@@ -269,6 +299,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 start_ms: now_ms(),
                 total_events: total,
                 scenario,
+                recover_at: recover_point(recover_at, total)?,
                 // Labels for unlabeled predictions arrive two windows late: revisions.
                 feedback_delay_ms: Some(2 * config.processor.window.size.as_millis() as i64),
                 ..GeneratorConfig::default()
@@ -355,6 +386,7 @@ fn real_main(cli: Cli) -> Result<()> {
             feedback_out,
             feedback_delay,
             routes,
+            recover_at,
             kafka,
         } => {
             if !(rate > 0.0 && rate.is_finite()) {
@@ -366,6 +398,7 @@ fn real_main(cli: Cli) -> Result<()> {
                 total_events: count,
                 scenario,
                 route_spread: routes,
+                recover_at: recover_point(recover_at, count)?,
                 feedback_delay_ms: feedback_out
                     .is_some()
                     .then_some(feedback_delay.as_millis() as i64),
@@ -481,24 +514,57 @@ fn process(
     options: RunOptions,
     live: bool,
 ) -> Result<pipeline::RunReport> {
+    let delivery = start_delivery(config, None)?;
+    let options = RunOptions {
+        notify: delivery.as_ref().map(|d| d.enqueuer()),
+        ..options
+    };
     let mut pipeline = Pipeline::new(config, source.name(), options)?;
     if let Some(f) = feedback {
         pipeline = pipeline.with_feedback(f, false);
     }
-    run_pipeline(pipeline, source, live)
+    run_pipeline(pipeline, source, live, delivery)
+}
+
+/// Opens the alert outbox and starts delivery when there is a Slack webhook or an alert
+/// topic.
+fn start_delivery(
+    config: &Config,
+    topics: Option<alerting::AlertTopics>,
+) -> Result<Option<alerting::AlertDelivery>> {
+    alerting::AlertDelivery::start(
+        &config.data_dir,
+        &config.slack.deliveries()?,
+        topics.as_ref(),
+    )
 }
 
 fn run_pipeline(
     pipeline: Pipeline,
     source: Box<dyn Source>,
     live: bool,
+    delivery: Option<alerting::AlertDelivery>,
 ) -> Result<pipeline::RunReport> {
     let rt = runtime()?;
     let stop = stop_on_signal(&rt);
     let tty = std::io::stderr().is_terminal();
-    let mut line = display::ProgressLine::new(tty, live);
-    let report = pipeline.run(source, &stop, |p| line.update(p), |_| {});
-    line.done();
+    let line = std::cell::RefCell::new(display::ProgressLine::new(tty, live));
+    let report = pipeline.run(
+        source,
+        &stop,
+        |p| line.borrow_mut().update(p),
+        |n| line.borrow_mut().print(&display::notice_line(n)),
+    );
+    line.borrow_mut().done();
+    if let Some(d) = delivery {
+        // Give the loops a moment to send what the last windows raised; the rest waits in
+        // the outbox for the next start.
+        let wait = if stop.load(Ordering::Relaxed) { 2 } else { 30 };
+        let left = d.finish(Duration::from_secs(wait));
+        if left > 0 {
+            eprintln!("alerts: {left} notices wait in the outbox; they are delivered on the next start");
+        }
+    }
     report
 }
 
@@ -513,6 +579,18 @@ fn consume(config: &Config, stop_when_idle: Option<Duration>) -> Result<pipeline
             dead_letter_topic: k.dead_letter_topic.clone(),
             metrics_topic: k.metrics_topic.clone(),
         }),
+        notify: None,
+    };
+    let topics = alerting::AlertTopics {
+        brokers: k.brokers.clone(),
+        alerts: k.alerts_topic.clone(),
+        control: k.control_topic.clone(),
+        properties: k.properties.clone().into_iter().collect(),
+    };
+    let delivery = start_delivery(config, Some(topics))?;
+    let options = RunOptions {
+        notify: delivery.as_ref().map(|d| d.enqueuer()),
+        ..options
     };
     let mut pipeline = Pipeline::new(config, &k.topic, options)?;
     if !k.feedback_topic.is_empty() {
@@ -536,7 +614,7 @@ fn consume(config: &Config, stop_when_idle: Option<Duration>) -> Result<pipeline
         k.group,
         config.data_dir.display()
     );
-    run_pipeline(pipeline, Box::new(source), true)
+    run_pipeline(pipeline, Box::new(source), true, delivery)
 }
 
 /// `inferwatch generate --brokers`: the same traffic as the file, produced to Kafka.
@@ -612,6 +690,15 @@ fn produce(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `--recover-at SHARE` as an event index.
+fn recover_point(share: Option<f64>, total: u64) -> Result<Option<u64>> {
+    match share {
+        None => Ok(None),
+        Some(s) if s > 0.5 && s <= 1.0 => Ok(Some((s * total as f64) as u64)),
+        Some(s) => bail!("--recover-at {s}: give a share of the run after the onset (0.5), e.g. 0.75"),
+    }
 }
 
 fn now_ms() -> i64 {

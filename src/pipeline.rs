@@ -33,13 +33,14 @@ use inferwatch_schemas::feedback::UnmatchedBuilder;
 use inferwatch_schemas::tables::feedback_unmatched_schema;
 use inferwatch_schemas::tables::{dead_letter_schema, events as ev, events_schema};
 use inferwatch_schemas::{
-    decode_feedback, DeadLetterBuilder, EventDecoder, Feedback, Limits, RawBatch, Unmatched,
+    Notice, decode_feedback, DeadLetterBuilder, EventDecoder, Feedback, Limits, RawBatch, Unmatched,
 };
 use inferwatch_sink::{
     Checkpoint, CheckpointStore, KafkaOutput, KafkaOutputConfig, ParquetOptions, PositionedTable,
     WindowTable,
 };
 
+use crate::alerting::Enqueuer;
 use crate::config::Config;
 
 /// Live counters for the progress line.
@@ -103,6 +104,8 @@ pub struct RunOptions {
     pub stop_when_idle: Option<Duration>,
     /// Also send dead letters and metrics to Kafka topics.
     pub kafka_output: Option<KafkaOutputConfig>,
+    /// Where alert notices go (Slack, Kafka) through the outbox; `None`: table only.
+    pub notify: Option<Enqueuer>,
 }
 
 enum ToSink {
@@ -126,6 +129,12 @@ enum ToSink {
         partition: i32,
         batch: RecordBatch,
     },
+    /// `alerts` rows of closed windows, and the notices among them to deliver.
+    Alerts {
+        partition: i32,
+        rows: RecordBatch,
+        notices: Vec<Notice>,
+    },
     /// Metric and reliability-bin rows re-emitted after late labels.
     Revisions {
         partition: i32,
@@ -133,12 +142,13 @@ enum ToSink {
         metrics: RecordBatch,
         bins: Option<RecordBatch>,
     },
-    /// A checkpoint restored `partition` at revision `seq` and session cut `sessions_at`:
-    /// later revision and session files go.
+    /// A checkpoint restored `partition` at revision `seq`, session cut `sessions_at` and
+    /// windows emitted through `emitted_through`: later revision, session and alert files go.
     RevisionsFrom {
         partition: i32,
         seq: u64,
         sessions_at: Option<i64>,
+        emitted_through: Option<i64>,
     },
     /// `budgets` rows of closed windows.
     Budgets {
@@ -194,6 +204,9 @@ struct SinkThread {
     calibration_bins: WindowTable,
     sessions: WindowTable,
     budgets: WindowTable,
+    alerts: WindowTable,
+    /// Hands notices to the durable outbox of Slack and Kafka delivery, when configured.
+    notify: Option<Enqueuer>,
     /// Per feedback partition: its `dead_letter` and `feedback_unmatched` tables.
     feedback: HashMap<i32, (PositionedTable, PositionedTable)>,
     store: CheckpointStore,
@@ -326,15 +339,32 @@ impl SinkThread {
                 partition,
                 seq,
                 sessions_at,
+                emitted_through,
             } => {
                 self.metrics.remove_revisions_after(partition, seq)?;
                 self.calibration_bins
                     .remove_revisions_after(partition, seq)?;
                 self.sessions
                     .remove_at_after(partition, sessions_at.unwrap_or(i64::MIN))?;
+                // Alert rows of windows after the checkpoint are made again by the replay.
+                if let Some(through) = emitted_through {
+                    self.alerts.remove_windows_after(partition, through)?;
+                }
             }
             ToSink::Budgets { partition, batch } => {
                 self.budgets.write(&batch, partition)?;
+            }
+            ToSink::Alerts {
+                partition,
+                rows,
+                notices,
+            } => {
+                self.alerts.write(&rows, partition)?;
+                // In the outbox (fsynced) before the checkpoint that covers these windows;
+                // a replay re-adds the same ids, which the outbox ignores.
+                if let Some(n) = &self.notify {
+                    n.enqueue(&notices)?;
+                }
             }
             ToSink::Sessions {
                 partition,
@@ -444,6 +474,7 @@ impl SinkThread {
             + self.calibration_bins.files_written()
             + self.sessions.files_written()
             + self.budgets.files_written()
+            + self.alerts.files_written()
             + self
                 .events
                 .values()
@@ -482,8 +513,8 @@ struct Shared {
     dead_letters: u64,
     checkpoints: u64,
     checkpoint_wait: Duration,
-    /// Closed-window rows not yet shown to the caller.
-    new_metrics: Vec<RecordBatch>,
+    /// Notices not yet shown to the caller.
+    new_notices: Vec<Notice>,
     /// An error raised inside a rebalance callback, reported by the main loop.
     fatal: Option<anyhow::Error>,
     /// When the assignment last changed: the idle clock of `stop_when_idle` restarts there.
@@ -567,21 +598,33 @@ impl Shared {
     }
 
     fn emit_metrics(&mut self, partition: i32, batch: Option<RecordBatch>) -> Result<()> {
+        let (bins, sessions, budgets, alerts) = match self.parts.get_mut(&partition) {
+            Some(part) => {
+                let budgets = part.op.take_budget_rows()?;
+                part.op.evaluate_alerts(batch.as_ref(), budgets.as_ref())?;
+                (
+                    part.op.take_calibration_bins()?,
+                    part.op.take_sessions(false)?,
+                    budgets,
+                    part.op.take_alerts()?,
+                )
+            }
+            None => (None, None, None, None),
+        };
         if let Some(m) = batch {
             self.send(ToSink::Metrics {
                 partition,
-                batch: m.clone(),
+                batch: m,
             })?;
-            self.new_metrics.push(m);
         }
-        let (bins, sessions, budgets) = match self.parts.get_mut(&partition) {
-            Some(part) => (
-                part.op.take_calibration_bins()?,
-                part.op.take_sessions(false)?,
-                part.op.take_budget_rows()?,
-            ),
-            None => (None, None, None),
-        };
+        if let Some(a) = alerts {
+            self.new_notices.extend(a.notices.iter().cloned());
+            self.send(ToSink::Alerts {
+                partition,
+                rows: a.rows,
+                notices: a.notices,
+            })?;
+        }
         if let Some(batch) = budgets {
             self.send(ToSink::Budgets { partition, batch })?;
         }
@@ -619,6 +662,7 @@ impl Shared {
                     partition,
                     seq: op.revision_seq(),
                     sessions_at: op.sessions_at(),
+                    emitted_through: op.emitted_through(),
                 })?;
                 if let Some(fb) = self.feedback.as_mut().filter(|f| f.co_partitioned) {
                     fb.follow.push((partition, Some(c.feedback_offset)));
@@ -945,7 +989,6 @@ impl Shared {
             if let Some(fb) = self.feedback.as_mut() {
                 fb.counts.revised_rows += r.metrics.num_rows() as u64;
             }
-            self.new_metrics.push(r.metrics.clone());
             self.send(ToSink::Revisions {
                 partition: k,
                 seq: r.seq,
@@ -1192,6 +1235,7 @@ impl Pipeline {
         let calibration_bins = table("calibration_bins", tables::calibration_bins_schema())?;
         let sessions = table("sessions", tables::sessions_schema())?;
         let budgets = table("budgets", tables::budgets_schema())?;
+        let alerts = table("alerts", tables::alerts_schema())?;
         let kafka = options
             .kafka_output
             .clone()
@@ -1210,6 +1254,8 @@ impl Pipeline {
             calibration_bins,
             sessions,
             budgets,
+            alerts,
+            notify: options.notify.clone(),
             feedback: HashMap::new(),
             store: store.clone(),
             kafka,
@@ -1236,7 +1282,7 @@ impl Pipeline {
             dead_letters: 0,
             checkpoints: 0,
             checkpoint_wait: Duration::ZERO,
-            new_metrics: Vec::new(),
+            new_notices: Vec::new(),
             fatal: None,
             rebalanced_at: Instant::now(),
             seek_requests: Vec::new(),
@@ -1296,9 +1342,9 @@ impl Pipeline {
         mut source: Box<dyn Source>,
         stop: &AtomicBool,
         mut on_progress: impl FnMut(&Progress),
-        mut on_metrics: impl FnMut(&RecordBatch),
+        mut on_notice: impl FnMut(&Notice),
     ) -> Result<RunReport> {
-        match self.run_loop(source.as_mut(), stop, &mut on_progress, &mut on_metrics) {
+        match self.run_loop(source.as_mut(), stop, &mut on_progress, &mut on_notice) {
             Ok(report) => Ok(report),
             Err(e) => Err(self.sink_error(e)),
         }
@@ -1309,12 +1355,12 @@ impl Pipeline {
         source: &mut dyn Source,
         stop: &AtomicBool,
         on_progress: &mut impl FnMut(&Progress),
-        on_metrics: &mut impl FnMut(&RecordBatch),
+        on_notice: &mut impl FnMut(&Notice),
     ) -> Result<RunReport> {
         let started = Instant::now();
-        let mut keep = |batches: Vec<RecordBatch>| {
-            for batch in batches {
-                on_metrics(&batch);
+        let mut keep = |notices: Vec<Notice>| {
+            for n in &notices {
+                on_notice(n);
             }
         };
         let (batch_size, roll_interval, checkpoint_interval, checkpoints, stop_when_idle) = {
@@ -1389,7 +1435,7 @@ impl Pipeline {
                 }
                 s.release_feedback(false)?;
             }
-            keep(std::mem::take(&mut s.new_metrics));
+            keep(std::mem::take(&mut s.new_notices));
             for (p, off) in std::mem::take(&mut s.seek_requests) {
                 if !source.seek(p, off) {
                     // The batch past the checkpoint was dropped; restarting replays it.
@@ -1443,7 +1489,7 @@ impl Pipeline {
                 }
                 s.finish()?;
                 s.emit_revisions(true)?;
-                keep(std::mem::take(&mut s.new_metrics));
+                keep(std::mem::take(&mut s.new_notices));
             }
             if checkpoints {
                 let parts: Vec<i32> = s.parts.keys().copied().collect();

@@ -22,6 +22,7 @@ pub const TABLES: &[&str] = &[
     "feedback_unmatched",
     "sessions",
     "budgets",
+    "alerts",
 ];
 
 /// Views over tables whose rows have revisions: only the latest revision of each window × key.

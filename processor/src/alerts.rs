@@ -316,7 +316,13 @@ impl Alerting {
         };
         // What to record: (state, previous, severity, notified, renotify).
         let record = match (before, after) {
-            (None, Some(Phase::Pending { .. })) => Some(("pending", "ok", None, false)),
+            (None, Some(Phase::Pending { .. })) => {
+                let level = match input {
+                    Input::Breach(sev) => Some(sev),
+                    _ => None,
+                };
+                Some(("pending", "ok", level, false))
+            }
             (Some(Phase::Pending { .. }), None) => Some(("ok", "pending", None, false)),
             (prev, Some(Phase::Firing { severity, .. }))
                 if !matches!(prev, Some(Phase::Firing { .. })) =>

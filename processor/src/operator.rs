@@ -519,6 +519,11 @@ impl WindowOperator {
         )?))
     }
 
+    /// Start of the last window emitted (restored with a checkpoint).
+    pub fn emitted_through(&self) -> Option<i64> {
+        self.emitted_through
+    }
+
     /// When `sessions` rows were last handed out (restored with a checkpoint).
     pub fn sessions_at(&self) -> Option<i64> {
         self.sessions_at

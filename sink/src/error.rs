@@ -15,6 +15,11 @@ pub enum SinkError {
     Checkpoint { path: PathBuf, reason: String },
     #[error("kafka output: {0}")]
     Kafka(String),
+    #[error("alert outbox {}: {reason}", path.display())]
+    Outbox { path: PathBuf, reason: String },
+    /// Never carries the webhook URL: it is a credential.
+    #[error("slack: {0}")]
+    Slack(String),
     #[error(transparent)]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error(transparent)]

@@ -313,6 +313,20 @@ impl WindowTable {
         Ok(written)
     }
 
+    /// Deletes the partition's window files of windows starting after `start`: a replay from a
+    /// checkpoint that emitted windows through `start` writes them again.
+    pub fn remove_windows_after(&self, partition: i32, start: i64) -> Result<usize> {
+        let tail = format!("-{}-p{partition:05}.parquet", self.suffix);
+        self.remove_where(|name| {
+            let s: Option<i64> = name
+                .strip_suffix(tail.as_str())
+                .and_then(|n| n.strip_prefix('w'))
+                .and_then(|n| n.split('-').next())
+                .and_then(|n| n.parse().ok());
+            s.is_some_and(|s| s > start)
+        })
+    }
+
     /// Deletes every window file of this source (a replay from the start rewrites them).
     pub fn remove_all(&self) -> Result<usize> {
         let infix = format!("-{}-p", self.suffix);

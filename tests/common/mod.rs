@@ -3,3 +3,4 @@
 
 pub mod broker;
 pub mod cli;
+pub mod slack;

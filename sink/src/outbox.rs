@@ -1,0 +1,809 @@
+//! The alert outbox: notices to deliver (Slack, Kafka topics), kept in an fsynced
+//! append-only log under `<data_dir>/_outbox/outbox.log` so that a crash neither loses a
+//! notice nor delivers one twice.
+//!
+//! One record per line, `<crc32 of the JSON, 8 hex digits> <JSON>\n`:
+//!
+//! * `{"op":"add","id":..,"dest":..,"at_ms":..,"payload":..}`: something to deliver;
+//! * `{"op":"done","id":..,"outcome":"delivered"|"rejected: ..","at_ms":..}`: delivered or
+//!   given up on.
+//!
+//! Ids are remembered after delivery (for [`DONE_RETENTION_MS`]): a replay after a crash adds
+//! the same ids again, and they must not go out twice. The log is rewritten (compacted) at
+//! open and whenever it grows past [`COMPACT_BYTES`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{io_err, Result, SinkError};
+use crate::file::persist;
+
+/// The outbox directory under a data directory.
+pub const OUTBOX_DIR: &str = "_outbox";
+/// The log's file name in the outbox directory.
+pub const LOG_FILE: &str = "outbox.log";
+/// The log is compacted when it grows past this (or past twice its compacted size).
+pub const COMPACT_BYTES: u64 = 4 << 20;
+/// How long delivered ids are remembered: longer than any replay can reach back.
+pub const DONE_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// One thing to deliver to one destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Deterministic (a replay makes the same id): the outbox delivers each id once.
+    pub id: String,
+    /// Which delivery loop takes it, e.g. `slack`.
+    pub dest: String,
+    /// When it was made, ms since the Unix epoch; decides how long its id is remembered.
+    pub at_ms: i64,
+    /// What to send, as the destination wants it.
+    pub payload: Value,
+}
+
+/// A record as read back.
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Record {
+    Add {
+        id: String,
+        dest: String,
+        at_ms: i64,
+        payload: Value,
+    },
+    Done {
+        id: String,
+        outcome: String,
+        #[serde(default)]
+        at_ms: Option<i64>,
+    },
+}
+
+/// A record as written (borrowed: payloads are not copied to write them).
+#[derive(Serialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum RecordOut<'a> {
+    Add {
+        id: &'a str,
+        dest: &'a str,
+        at_ms: i64,
+        payload: &'a Value,
+    },
+    Done {
+        id: &'a str,
+        outcome: &'a str,
+        at_ms: i64,
+    },
+}
+
+fn encode(rec: &RecordOut<'_>, out: &mut Vec<u8>) {
+    let json = serde_json::to_vec(rec).expect("outbox records serialize");
+    out.extend_from_slice(format!("{:08x} ", crc32fast::hash(&json)).as_bytes());
+    out.extend_from_slice(&json);
+    out.push(b'\n');
+}
+
+/// Why a line could not be read, or `Ok` with its record.
+fn decode(line: &[u8]) -> std::result::Result<Record, String> {
+    if line.len() < 10 || line[8] != b' ' {
+        return Err("not `<crc32> <json>`".into());
+    }
+    let crc = std::str::from_utf8(&line[..8])
+        .ok()
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or("the checksum is not 8 hex digits")?;
+    let json = &line[9..];
+    if crc32fast::hash(json) != crc {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_slice(json).map_err(|e| format!("unreadable record: {e}"))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+struct Done {
+    at_ms: i64,
+    outcome: String,
+}
+
+enum Known {
+    /// Pending under (dest, sequence number).
+    Pending(String, u64),
+    Done(Done),
+}
+
+/// The outbox of one process. Not shared between processes: one run per data directory.
+pub struct Outbox {
+    path: PathBuf,
+    file: File,
+    /// Bytes in the log.
+    len: u64,
+    /// The log is compacted when `len` passes this.
+    compact_at: u64,
+    /// Add order.
+    seq: u64,
+    /// Pending entries per destination, oldest first.
+    queues: HashMap<String, BTreeMap<u64, Entry>>,
+    pending: usize,
+    ids: HashMap<String, Known>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("path", &self.path)
+            .field("pending", &self.pending)
+            .field("ids", &self.ids.len())
+            .finish()
+    }
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `dir` (`<data_dir>/_outbox`) and replays its log. A
+    /// torn last record (a crash in the middle of a write) is dropped; damage before intact
+    /// records is an error.
+    pub fn open(dir: &Path) -> Result<Outbox> {
+        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+        let path = dir.join(LOG_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err("reading", &path)(e)),
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err("opening", &path))?;
+        let mut ob = Outbox {
+            path,
+            file,
+            len: 0,
+            compact_at: COMPACT_BYTES,
+            seq: 0,
+            queues: HashMap::new(),
+            pending: 0,
+            ids: HashMap::new(),
+        };
+        ob.replay(&bytes)?;
+        ob.compact()?;
+        if ob.pending > 0 {
+            tracing::info!(
+                "alert outbox: {} notices still to deliver from the last run",
+                ob.pending
+            );
+        }
+        Ok(ob)
+    }
+
+    fn replay(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut pos = 0;
+        let mut line_no = 0;
+        while pos < bytes.len() {
+            line_no += 1;
+            let (line, next) = match bytes[pos..].iter().position(|&b| b == b'\n') {
+                Some(n) => (&bytes[pos..pos + n], Some(pos + n + 1)),
+                None => (&bytes[pos..], None),
+            };
+            let rec = match next {
+                None => Err("no newline at the end".to_string()),
+                Some(_) => decode(line),
+            };
+            match rec {
+                Ok(rec) => self.apply(rec),
+                Err(why) => {
+                    // Torn tail: nothing intact follows. Otherwise the file is damaged.
+                    let rest = next.map_or(&[][..], |n| &bytes[n..]);
+                    let intact_after = rest
+                        .split(|&b| b == b'\n')
+                        .zip(rest.split(|&b| b == b'\n').skip(1))
+                        .any(|(l, _)| decode(l).is_ok());
+                    if intact_after {
+                        return Err(SinkError::Outbox {
+                            path: self.path.clone(),
+                            reason: format!(
+                                "line {line_no} (byte {pos}) is damaged ({why}) and intact \
+                                 records follow it; move the file away to start with an empty \
+                                 outbox (notices pending in it will then not be delivered), \
+                                 or delete the damaged line"
+                            ),
+                        });
+                    }
+                    tracing::warn!(
+                        "alert outbox {}: dropping a torn record at the end (line {line_no}, {why}), \
+                         left by a crash in the middle of a write",
+                        self.path.display()
+                    );
+                    self.file
+                        .set_len(pos as u64)
+                        .and_then(|_| self.file.sync_data())
+                        .map_err(io_err("truncating", &self.path))?;
+                    break;
+                }
+            }
+            pos = next.unwrap_or(bytes.len());
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, rec: Record) {
+        match rec {
+            Record::Add {
+                id,
+                dest,
+                at_ms,
+                payload,
+            } => {
+                if !self.ids.contains_key(&id) {
+                    self.insert(Entry {
+                        id,
+                        dest,
+                        at_ms,
+                        payload,
+                    });
+                }
+            }
+            Record::Done { id, outcome, at_ms } => {
+                let at_ms = match self.take_pending(&id) {
+                    Some(e) => e.at_ms,
+                    None => match self.ids.get(&id) {
+                        Some(Known::Done(d)) => d.at_ms,
+                        _ => at_ms.unwrap_or_else(now_ms),
+                    },
+                };
+                self.ids.insert(id, Known::Done(Done { at_ms, outcome }));
+            }
+        }
+    }
+
+    fn insert(&mut self, e: Entry) {
+        self.seq += 1;
+        self.ids
+            .insert(e.id.clone(), Known::Pending(e.dest.clone(), self.seq));
+        self.queues
+            .entry(e.dest.clone())
+            .or_default()
+            .insert(self.seq, e);
+        self.pending += 1;
+    }
+
+    fn take_pending(&mut self, id: &str) -> Option<Entry> {
+        let Some(Known::Pending(dest, seq)) = self.ids.get(id) else {
+            return None;
+        };
+        let q = self.queues.get_mut(dest)?;
+        let e = q.remove(seq)?;
+        if q.is_empty() {
+            self.queues.remove(&e.dest);
+        }
+        self.pending -= 1;
+        Some(e)
+    }
+
+    /// Appends and fsyncs; on failure the log is cut back so no half record stays.
+    fn append(&mut self, buf: &[u8]) -> Result<()> {
+        let res = self.file.write_all(buf).and_then(|_| self.file.sync_data());
+        if let Err(e) = res {
+            let _ = self.file.set_len(self.len);
+            return Err(io_err("appending to", &self.path)(e));
+        }
+        self.len += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Adds the entries whose ids the outbox does not know yet (pending or delivered), with
+    /// one fsync; returns how many were new.
+    pub fn add(&mut self, entries: Vec<Entry>) -> Result<usize> {
+        let mut fresh: Vec<Entry> = Vec::with_capacity(entries.len());
+        for e in entries {
+            if !self.ids.contains_key(&e.id) && !fresh.iter().any(|f| f.id == e.id) {
+                fresh.push(e);
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        let mut buf = Vec::new();
+        for e in &fresh {
+            encode(
+                &RecordOut::Add {
+                    id: &e.id,
+                    dest: &e.dest,
+                    at_ms: e.at_ms,
+                    payload: &e.payload,
+                },
+                &mut buf,
+            );
+        }
+        self.append(&buf)?;
+        let n = fresh.len();
+        for e in fresh {
+            self.insert(e);
+        }
+        self.maybe_compact();
+        Ok(n)
+    }
+
+    /// The oldest pending entry for `dest`.
+    pub fn next(&self, dest: &str) -> Option<Entry> {
+        self.queues
+            .get(dest)
+            .and_then(|q| q.values().next())
+            .cloned()
+    }
+
+    pub fn pending(&self, dest: &str) -> usize {
+        self.queues.get(dest).map_or(0, |q| q.len())
+    }
+
+    pub fn pending_total(&self) -> usize {
+        self.pending
+    }
+
+    /// Marks a pending entry delivered (`"delivered"`) or given up on (`"rejected: why"`),
+    /// durably, before the caller moves on. Ids that are not pending are left as they are.
+    pub fn done(&mut self, id: &str, outcome: &str) -> Result<()> {
+        let Some(Known::Pending(dest, seq)) = self.ids.get(id) else {
+            return Ok(());
+        };
+        let at_ms = self.queues[dest][seq].at_ms;
+        let mut buf = Vec::new();
+        encode(&RecordOut::Done { id, outcome, at_ms }, &mut buf);
+        self.append(&buf)?;
+        self.take_pending(id);
+        self.ids.insert(
+            id.to_string(),
+            Known::Done(Done {
+                at_ms,
+                outcome: outcome.to_string(),
+            }),
+        );
+        self.maybe_compact();
+        Ok(())
+    }
+
+    fn maybe_compact(&mut self) {
+        if self.len > self.compact_at {
+            if let Err(e) = self.compact() {
+                tracing::warn!("alert outbox: compaction failed, the log keeps growing: {e}");
+            }
+        }
+    }
+
+    /// Rewrites the log with only what is still needed: the pending entries in add order,
+    /// and the ids of entries done within [`DONE_RETENTION_MS`].
+    pub fn compact(&mut self) -> Result<()> {
+        let cutoff = now_ms().saturating_sub(DONE_RETENTION_MS);
+        self.ids.retain(|_, k| match k {
+            Known::Done(d) => d.at_ms >= cutoff,
+            Known::Pending(..) => true,
+        });
+        let mut buf = Vec::new();
+        let mut done: Vec<(&String, &Done)> = self
+            .ids
+            .iter()
+            .filter_map(|(id, k)| match k {
+                Known::Done(d) => Some((id, d)),
+                Known::Pending(..) => None,
+            })
+            .collect();
+        done.sort_by_key(|(id, d)| (d.at_ms, *id));
+        for (id, d) in done {
+            encode(
+                &RecordOut::Done {
+                    id,
+                    outcome: &d.outcome,
+                    at_ms: d.at_ms,
+                },
+                &mut buf,
+            );
+        }
+        let mut pending: Vec<(u64, &Entry)> = self
+            .queues
+            .values()
+            .flat_map(|q| q.iter().map(|(s, e)| (*s, e)))
+            .collect();
+        pending.sort_by_key(|(s, _)| *s);
+        for (_, e) in pending {
+            encode(
+                &RecordOut::Add {
+                    id: &e.id,
+                    dest: &e.dest,
+                    at_ms: e.at_ms,
+                    payload: &e.payload,
+                },
+                &mut buf,
+            );
+        }
+        let dir = self.path.parent().expect("the log lives in a directory");
+        let tmp = dir.join(format!(".{LOG_FILE}.tmp"));
+        let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+        f.write_all(&buf).map_err(io_err("writing", &tmp))?;
+        persist(f, &tmp, &self.path)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(io_err("opening", &self.path))?;
+        self.len = buf.len() as u64;
+        self.compact_at = COMPACT_BYTES.max(2 * self.len);
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn log_len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// An [`Outbox`] shared between the thread that adds notices and the delivery loops, which
+/// wait for work on it.
+#[derive(Clone)]
+pub struct SharedOutbox {
+    inner: Arc<(Mutex<Outbox>, Condvar)>,
+}
+
+impl std::fmt::Debug for SharedOutbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.lock().fmt(f)
+    }
+}
+
+impl SharedOutbox {
+    pub fn new(outbox: Outbox) -> Self {
+        Self {
+            inner: Arc::new((Mutex::new(outbox), Condvar::new())),
+        }
+    }
+
+    /// [`Outbox::open`], shared.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Outbox::open(dir).map(Self::new)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Outbox> {
+        // Every change is written before memory is updated, so the state stays usable.
+        self.inner.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// [`Outbox::add`], waking the delivery loops.
+    pub fn add(&self, entries: Vec<Entry>) -> Result<usize> {
+        let n = self.lock().add(entries)?;
+        if n > 0 {
+            self.inner.1.notify_all();
+        }
+        Ok(n)
+    }
+
+    /// The oldest pending entry for `dest`, waiting up to `timeout` for one.
+    pub fn wait_next(&self, dest: &str, timeout: Duration) -> Option<Entry> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.lock();
+        loop {
+            if let Some(e) = g.next(dest) {
+                return Some(e);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            g = self
+                .inner
+                .1
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// [`Outbox::done`], waking anyone waiting for a drain.
+    pub fn done(&self, id: &str, outcome: &str) -> Result<()> {
+        self.lock().done(id, outcome)?;
+        self.inner.1.notify_all();
+        Ok(())
+    }
+
+    pub fn pending(&self, dest: &str) -> usize {
+        self.lock().pending(dest)
+    }
+
+    pub fn pending_total(&self) -> usize {
+        self.lock().pending_total()
+    }
+
+    /// Waits until nothing is pending for `dest` or `deadline` passes; returns how many
+    /// entries are still pending.
+    pub fn wait_drained(&self, dest: &str, deadline: Instant) -> usize {
+        let mut g = self.lock();
+        loop {
+            let n = g.pending(dest);
+            let now = Instant::now();
+            if n == 0 || now >= deadline {
+                return n;
+            }
+            g = self
+                .inner
+                .1
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(id: &str, dest: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            dest: dest.into(),
+            at_ms: now_ms(),
+            payload: json!({"text": format!("notice {id}"), "n": [1, 2.5, null]}),
+        }
+    }
+
+    fn ids(ob: &Outbox, dest: &str) -> Vec<String> {
+        // Drains a copy of the queue order without marking anything done.
+        ob.queues
+            .get(dest)
+            .map(|q| q.values().map(|e| e.id.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn add_done_and_reopen_keeps_only_the_pending_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ob.next("slack"), None);
+        let n = ob
+            .add(vec![
+                entry("a", "slack"),
+                entry("b", "slack"),
+                entry("k", "kafka"),
+                entry("c", "slack"),
+            ])
+            .unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(ob.next("slack").unwrap(), entry_like(&ob, "a"));
+        assert_eq!(ob.pending("slack"), 3);
+        assert_eq!(ob.pending("kafka"), 1);
+        assert_eq!(ob.pending_total(), 4);
+        ob.done("a", "delivered").unwrap();
+        ob.done("k", "rejected: 400 invalid_payload").unwrap();
+        ob.done("nope", "delivered").unwrap();
+        assert_eq!(ob.next("slack").unwrap().id, "b");
+        let payload = ob.next("slack").unwrap().payload;
+        drop(ob);
+
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ids(&ob, "slack"), ["b", "c"]);
+        assert_eq!(ob.pending("kafka"), 0);
+        assert_eq!(ob.pending_total(), 2);
+        assert_eq!(ob.next("slack").unwrap().payload, payload);
+        ob.done("b", "delivered").unwrap();
+        drop(ob);
+        let ob = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ob.next("slack").unwrap().id, "c");
+    }
+
+    fn entry_like(ob: &Outbox, id: &str) -> Entry {
+        ob.queues
+            .values()
+            .flat_map(|q| q.values())
+            .find(|e| e.id == id)
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn known_ids_are_ignored_pending_or_done_and_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        assert_eq!(
+            ob.add(vec![entry("a", "slack"), entry("a", "slack")])
+                .unwrap(),
+            1
+        );
+        ob.add(vec![entry("b", "slack")]).unwrap();
+        ob.done("a", "delivered").unwrap();
+        assert_eq!(
+            ob.add(vec![entry("a", "slack"), entry("b", "slack")])
+                .unwrap(),
+            0
+        );
+        drop(ob);
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        let n = ob
+            .add(vec![
+                entry("a", "slack"),
+                entry("b", "slack"),
+                entry("c", "slack"),
+            ])
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(ids(&ob, "slack"), ["b", "c"]);
+    }
+
+    #[test]
+    fn a_torn_tail_is_truncated_and_damage_in_the_middle_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(LOG_FILE);
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        ob.add(vec![entry("a", "slack")]).unwrap();
+        ob.add(vec![entry("b", "slack")]).unwrap();
+        drop(ob);
+        let good = fs::read(&log).unwrap();
+
+        // A crash in the middle of an append: half a record, no newline.
+        let mut torn = good.clone();
+        let mut rec = Vec::new();
+        encode(
+            &RecordOut::Add {
+                id: "c",
+                dest: "slack",
+                at_ms: 1,
+                payload: &json!({"x": 1}),
+            },
+            &mut rec,
+        );
+        torn.extend_from_slice(&rec[..rec.len() / 2]);
+        fs::write(&log, &torn).unwrap();
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ids(&ob, "slack"), ["a", "b"]);
+        assert_eq!(fs::read(&log).unwrap(), good);
+        // The log is appendable again after the cut.
+        ob.add(vec![entry("c", "slack")]).unwrap();
+        drop(ob);
+        let ob = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ids(&ob, "slack"), ["a", "b", "c"]);
+        drop(ob);
+
+        // A complete last line with a bad checksum is a torn tail too.
+        let good = fs::read(&log).unwrap();
+        let mut bad_tail = good.clone();
+        bad_tail.extend_from_slice(b"00000000 {\"op\":\"done\",\"id\":\"a\"}\n");
+        fs::write(&log, &bad_tail).unwrap();
+        let ob = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ids(&ob, "slack"), ["a", "b", "c"]);
+        drop(ob);
+
+        // Damage followed by intact records: an error naming the file.
+        let text = String::from_utf8(fs::read(&log).unwrap()).unwrap();
+        let first_nl = text.find('\n').unwrap();
+        let damaged = format!("{}X{}", &text[..first_nl - 3], &text[first_nl - 2..]);
+        fs::write(&log, damaged).unwrap();
+        let err = Outbox::open(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("outbox.log") && err.contains("line 1"),
+            "{err}"
+        );
+        assert!(err.contains("move the file away"), "{err}");
+    }
+
+    #[test]
+    fn compaction_keeps_pending_order_and_recent_done_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        let old = Entry {
+            at_ms: now_ms() - DONE_RETENTION_MS - 3_600_000,
+            ..entry("old", "slack")
+        };
+        let mut batch = vec![old];
+        for i in 0..50 {
+            batch.push(entry(
+                &format!("e{i:02}"),
+                if i % 3 == 0 { "kafka" } else { "slack" },
+            ));
+        }
+        ob.add(batch).unwrap();
+        ob.done("old", "delivered").unwrap();
+        for i in (0..50).step_by(2) {
+            ob.done(&format!("e{i:02}"), "delivered").unwrap();
+        }
+        let before = ob.log_len();
+        ob.compact().unwrap();
+        assert!(ob.log_len() < before);
+        let expect: Vec<String> = (0..50)
+            .filter(|i| i % 2 == 1 && i % 3 != 0)
+            .map(|i| format!("e{i:02}"))
+            .collect();
+        assert_eq!(ids(&ob, "slack"), expect);
+        drop(ob);
+
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ids(&ob, "slack"), expect);
+        assert_eq!(ob.pending("kafka"), 8);
+        // Recent done ids are still known; the one past the retention is forgotten.
+        assert_eq!(
+            ob.add(vec![entry("e00", "slack"), entry("e02", "kafka")])
+                .unwrap(),
+            0
+        );
+        assert_eq!(ob.add(vec![entry("old", "slack")]).unwrap(), 1);
+        let text = fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+        assert!(text.contains(r#""op":"done","id":"e00","outcome":"delivered""#));
+    }
+
+    #[test]
+    fn the_log_is_compacted_when_it_grows_past_the_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        let big = "x".repeat(64 * 1024);
+        let mut round = 0;
+        // Add and deliver ~6 MiB: the log must stay bounded.
+        for _ in 0..12 {
+            let batch: Vec<Entry> = (0..8)
+                .map(|i| {
+                    round += 1;
+                    Entry {
+                        payload: json!({"text": big, "i": i}),
+                        ..entry(&format!("r{round}"), "slack")
+                    }
+                })
+                .collect();
+            ob.add(batch).unwrap();
+            while let Some(e) = ob.next("slack") {
+                ob.done(&e.id, "delivered").unwrap();
+            }
+        }
+        assert!(
+            ob.log_len() <= COMPACT_BYTES + 600 * 1024,
+            "{}",
+            ob.log_len()
+        );
+        assert_eq!(
+            ob.log_len(),
+            fs::metadata(dir.path().join(LOG_FILE)).unwrap().len()
+        );
+        drop(ob);
+        let mut ob = Outbox::open(dir.path()).unwrap();
+        assert_eq!(ob.pending_total(), 0);
+        assert_eq!(ob.add(vec![entry("r1", "slack")]).unwrap(), 0);
+    }
+
+    #[test]
+    fn shared_outbox_wakes_waiters_and_reports_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = SharedOutbox::open(dir.path()).unwrap();
+        assert_eq!(ob.wait_next("slack", Duration::from_millis(20)), None);
+        let waiter = {
+            let ob = ob.clone();
+            std::thread::spawn(move || ob.wait_next("slack", Duration::from_secs(10)))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        ob.add(vec![entry("a", "slack")]).unwrap();
+        assert_eq!(waiter.join().unwrap().unwrap().id, "a");
+        assert_eq!(ob.pending("slack"), 1);
+        let finisher = {
+            let ob = ob.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                ob.done("a", "delivered").unwrap();
+            })
+        };
+        let left = ob.wait_drained("slack", Instant::now() + Duration::from_secs(10));
+        assert_eq!(left, 0);
+        finisher.join().unwrap();
+        ob.add(vec![entry("b", "slack")]).unwrap();
+        let t = Instant::now();
+        assert_eq!(
+            ob.wait_drained("slack", Instant::now() + Duration::from_millis(50)),
+            1
+        );
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        assert_eq!(ob.pending_total(), 1);
+    }
+}
