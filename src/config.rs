@@ -277,6 +277,10 @@ mod tests {
             c.processor.window.max_out_of_orderness,
             d.processor.window.max_out_of_orderness
         );
+        assert_eq!(c.processor.alerts.rules, d.processor.alerts.rules);
+        assert_eq!(c.processor.alerts.renotify, d.processor.alerts.renotify);
+        assert_eq!(c.kafka.alerts_topic, d.kafka.alerts_topic);
+        assert_eq!(c.slack.min_interval, d.slack.min_interval);
     }
 
     #[test]

@@ -138,7 +138,11 @@ pub fn notice_line(n: &inferwatch_schemas::Notice) -> String {
             "{} {} {} {}",
             n.metric,
             inferwatch_processor::alerts::fmt_num(v),
-            if n.state == "resolved" { "vs" } else { n.op.as_str() },
+            if n.state == "resolved" {
+                "vs"
+            } else {
+                n.op.as_str()
+            },
             n.threshold
                 .map_or("-".into(), inferwatch_processor::alerts::fmt_num)
         ),
@@ -411,7 +415,10 @@ fn alerts_summary(
         writeln!(out, "\nalerts: none notified")?;
         return Ok(());
     }
-    writeln!(out, "\nalerts notified in this run (rule: transitions over service/model keys)")?;
+    writeln!(
+        out,
+        "\nalerts notified in this run (rule: transitions over service/model keys)"
+    )?;
     for b in &rows {
         let text = |name: &str| -> anyhow::Result<datafusion::arrow::array::StringArray> {
             let c = b.column_by_name(name).expect("selected");
@@ -421,19 +428,32 @@ fn alerts_summary(
         };
         let int = |name: &str| -> anyhow::Result<Vec<i64>> {
             let c = b.column_by_name(name).expect("selected");
-            let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Int64)?;
+            let c = datafusion::arrow::compute::cast(
+                c,
+                &datafusion::arrow::datatypes::DataType::Int64,
+            )?;
             Ok(c.as_primitive::<Int64Type>().values().to_vec())
         };
         let (rule, kind) = (text("rule")?, text("kind")?);
-        let (fired, resolved, opened, closed, keys) =
-            (int("fired")?, int("resolved")?, int("opened")?, int("closed")?, int("keys")?);
+        let (fired, resolved, opened, closed, keys) = (
+            int("fired")?,
+            int("resolved")?,
+            int("opened")?,
+            int("closed")?,
+            int("keys")?,
+        );
         for i in 0..b.num_rows() {
             let what = if kind.value(i) == "breaker" {
                 format!("breaker opened {}, closed {}", opened[i], closed[i])
             } else {
                 format!("fired {}, resolved {}", fired[i], resolved[i])
             };
-            writeln!(out, "  {:<18} {what:<28} on {} keys", rule.value(i), keys[i])?;
+            writeln!(
+                out,
+                "  {:<18} {what:<28} on {} keys",
+                rule.value(i),
+                keys[i]
+            )?;
         }
     }
     Ok(())

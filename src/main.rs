@@ -53,7 +53,12 @@ struct Common {
     slide: Option<Duration>,
     /// Also post alerts to this Slack incoming webhook (a secret: never printed or logged)
     /// [config: slack.webhooks].
-    #[arg(long, value_name = "URL", env = "INFERWATCH_SLACK_WEBHOOK", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "INFERWATCH_SLACK_WEBHOOK",
+        hide_env_values = true
+    )]
     slack_webhook: Option<String>,
 }
 
@@ -82,7 +87,10 @@ impl Common {
         c.processor.alerts.query_command = if plain {
             format!("inferwatch query --data-dir {dir}")
         } else {
-            format!("inferwatch query --data-dir '{}'", dir.replace('\'', "'\\''"))
+            format!(
+                "inferwatch query --data-dir '{}'",
+                dir.replace('\'', "'\\''")
+            )
         };
         c.validate()?;
         Ok(c)
@@ -562,7 +570,9 @@ fn run_pipeline(
         let wait = if stop.load(Ordering::Relaxed) { 2 } else { 30 };
         let left = d.finish(Duration::from_secs(wait));
         if left > 0 {
-            eprintln!("alerts: {left} notices wait in the outbox; they are delivered on the next start");
+            eprintln!(
+                "alerts: {left} notices wait in the outbox; they are delivered on the next start"
+            );
         }
     }
     report
@@ -697,7 +707,9 @@ fn recover_point(share: Option<f64>, total: u64) -> Result<Option<u64>> {
     match share {
         None => Ok(None),
         Some(s) if s > 0.5 && s <= 1.0 => Ok(Some((s * total as f64) as u64)),
-        Some(s) => bail!("--recover-at {s}: give a share of the run after the onset (0.5), e.g. 0.75"),
+        Some(s) => {
+            bail!("--recover-at {s}: give a share of the run after the onset (0.5), e.g. 0.75")
+        }
     }
 }
 

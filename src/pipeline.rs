@@ -33,7 +33,7 @@ use inferwatch_schemas::feedback::UnmatchedBuilder;
 use inferwatch_schemas::tables::feedback_unmatched_schema;
 use inferwatch_schemas::tables::{dead_letter_schema, events as ev, events_schema};
 use inferwatch_schemas::{
-    Notice, decode_feedback, DeadLetterBuilder, EventDecoder, Feedback, Limits, RawBatch, Unmatched,
+    decode_feedback, DeadLetterBuilder, EventDecoder, Feedback, Limits, Notice, RawBatch, Unmatched,
 };
 use inferwatch_sink::{
     Checkpoint, CheckpointStore, KafkaOutput, KafkaOutputConfig, ParquetOptions, PositionedTable,
@@ -1589,7 +1589,6 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::atomic::AtomicUsize;
 
-    use datafusion::arrow::array::StringArray;
     use inferwatch_ingest::SourceError;
 
     /// A scripted two-partition source: batches, and pauses that show up as empty polls.
@@ -1645,6 +1644,11 @@ mod tests {
             ..Config::default()
         };
         config.processor.window.idle_timeout = Duration::from_millis(150);
+        // A rule that fires on any window of "quiet": its notice says when the window closed.
+        config.processor.alerts.rules = vec![toml::from_str(
+            "name = 'seen'\nmetric = 'requests'\nop = '>='\nwarning = 1\nmatch = { service = 'quiet' }",
+        )
+        .unwrap()];
         // Partition 1 stops after its first minute; partition 0 goes on for five.
         let mut steps: VecDeque<Option<RawBatch>> = VecDeque::new();
         steps.push_back(Some(batch(1, "quiet", 0..50, 0)));
@@ -1667,9 +1671,8 @@ mod tests {
                 Box::new(source),
                 &stop,
                 |_| {},
-                |m| {
-                    let services = m.column(2).as_any().downcast_ref::<StringArray>().unwrap();
-                    if services.iter().any(|s| s == Some("quiet")) {
+                |n| {
+                    if n.service == "quiet" {
                         quiet_closed_with_steps_left.get_or_insert(left.load(Ordering::SeqCst));
                     }
                 },

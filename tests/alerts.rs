@@ -39,7 +39,10 @@ fn config(dir: &Path, body: &str, slack: Option<&str>) -> PathBuf {
     }
     text.push_str("[alerts]\nrenotify = \"1h\"\n");
     text.push_str(body);
-    let path = dir.join(format!("config-{}.toml", fs::read_dir(dir).unwrap().count()));
+    let path = dir.join(format!(
+        "config-{}.toml",
+        fs::read_dir(dir).unwrap().count()
+    ));
     fs::write(&path, text).unwrap();
     path
 }
@@ -94,7 +97,11 @@ fn assert_slack_format(msg: &Value) {
     let text = msg["text"].as_str().expect("top-level fallback text");
     assert!(!text.is_empty() && text.chars().count() <= 3000);
     let blocks = msg["blocks"].as_array().expect("blocks");
-    assert!(!blocks.is_empty() && blocks.len() <= 50, "{} blocks", blocks.len());
+    assert!(
+        !blocks.is_empty() && blocks.len() <= 50,
+        "{} blocks",
+        blocks.len()
+    );
     for b in blocks {
         match b["type"].as_str().unwrap() {
             "header" => {
@@ -123,7 +130,11 @@ fn query_sql(msg: &Value) -> String {
     let at = all.find("inferwatch query").expect("a query command");
     let cmd = &all[at..];
     let start = cmd.find('"').unwrap() + 1;
-    let end = cmd[start..].find("\"`").or_else(|| cmd[start..].rfind('"')).unwrap() + start;
+    let end = cmd[start..]
+        .find("\"`")
+        .or_else(|| cmd[start..].rfind('"'))
+        .unwrap()
+        + start;
     cmd[start..end]
         .replace("\\\"", "\"")
         .replace("&gt;", ">")
@@ -139,7 +150,10 @@ fn an_ece_incident_fires_one_critical_alert_then_one_resolve() {
     let data = dir.path().join("data");
     let cfg = config(dir.path(), ECE_RULE, Some(&slack.url()));
     let out = run(&input, &data, &["--config", cfg.to_str().unwrap()]);
-    assert!(!out.contains(SECRET), "the webhook URL reached the output:\n{out}");
+    assert!(
+        !out.contains(SECRET),
+        "the webhook URL reached the output:\n{out}"
+    );
 
     let got = slack.wait_delivered(2, Duration::from_secs(10));
     assert_eq!(got.len(), 2, "one firing, one resolve: {got:#?}");
@@ -163,7 +177,12 @@ fn an_ece_incident_fires_one_critical_alert_then_one_resolve() {
     let notified: Vec<_> = rows
         .iter()
         .filter(|r| r["notified"] == true)
-        .map(|r| (r["state"].as_str().unwrap(), r["severity"].as_str().unwrap()))
+        .map(|r| {
+            (
+                r["state"].as_str().unwrap(),
+                r["severity"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(notified.len(), 2, "{notified:?}");
     assert_eq!(notified[0], ("firing", "critical"));
@@ -176,7 +195,10 @@ fn an_ece_incident_fires_one_critical_alert_then_one_resolve() {
     // The value is the metrics row's ECE, and the message's query command shows it.
     let sql = query_sql(&fire);
     let shown = query(&data, &sql);
-    assert!(!shown.is_empty(), "the query in the message returns rows: {sql}");
+    assert!(
+        !shown.is_empty(),
+        "the query in the message returns rows: {sql}"
+    );
     let ece_in_metrics = count_f64(
         &data,
         &format!(
@@ -188,13 +210,20 @@ fn an_ece_incident_fires_one_critical_alert_then_one_resolve() {
     );
     assert!((ece_in_metrics - fired["value"].as_f64().unwrap()).abs() < 1e-12);
     assert!(
-        shown.iter().any(|r| r["ece"].as_f64() == Some(ece_in_metrics)),
+        shown
+            .iter()
+            .any(|r| r["ece"].as_f64() == Some(ece_in_metrics)),
         "{shown:?}"
     );
 }
 
 fn count_f64(data: &Path, sql: &str) -> f64 {
-    query(data, sql)[0].values().next().unwrap().as_f64().unwrap()
+    query(data, sql)[0]
+        .values()
+        .next()
+        .unwrap()
+        .as_f64()
+        .unwrap()
 }
 
 #[test]
@@ -231,7 +260,10 @@ match = { service = "support-bot", model = "gpt-4o-mini", model_version = "2024-
             .find(|r| r["state"] == s)
             .map_or(0, |r| r["n"].as_i64().unwrap())
     };
-    assert!(n("pending") >= 2 && n("ok") >= 2, "it does flap: {states:?}");
+    assert!(
+        n("pending") >= 2 && n("ok") >= 2,
+        "it does flap: {states:?}"
+    );
     assert_eq!(n("firing"), 0, "{states:?}");
     assert!(slack.requests().is_empty(), "nothing was sent");
 }
@@ -263,7 +295,10 @@ fn slack_errors_are_retried_and_429_waits_for_retry_after() {
         "the first message is retried, in order"
     );
     let waited = all[6].at - all[5].at;
-    assert!(waited >= Duration::from_secs(2), "429 Retry-After: 2 waited {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "429 Retry-After: 2 waited {waited:?}"
+    );
 }
 
 /// Runs `inferwatch run` over `input` in the background; stderr to `log`.
@@ -326,10 +361,17 @@ fn alerts_raised_while_slack_is_down_survive_a_kill_and_go_out_once() {
     std::thread::sleep(Duration::from_millis(300));
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(outbox_adds(&data), reference.len(), "every message waits in the outbox");
+    assert_eq!(
+        outbox_adds(&data),
+        reference.len(),
+        "every message waits in the outbox"
+    );
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.contains("slack"), "the outage is logged:\n{text}");
-    assert!(!text.contains(SECRET), "the webhook URL reached the log:\n{text}");
+    assert!(
+        !text.contains(SECRET),
+        "the webhook URL reached the log:\n{text}"
+    );
 
     // Restart with Slack up on the same URL: the replay raises the same alerts again (known
     // to the outbox), and what waited goes out, once.
@@ -337,10 +379,17 @@ fn alerts_raised_while_slack_is_down_survive_a_kill_and_go_out_once() {
     let out = run(&input, &data, &["--config", cfg.to_str().unwrap()]);
     assert!(!out.contains(SECRET));
     std::thread::sleep(Duration::from_millis(500));
-    let mut got: Vec<String> = slack.delivered().into_iter().map(|r| strip(r.body)).collect();
+    let mut got: Vec<String> = slack
+        .delivered()
+        .into_iter()
+        .map(|r| strip(r.body))
+        .collect();
     got.sort();
     assert_eq!(got.len(), reference.len(), "each message exactly once");
-    assert!(got == reference, "the same messages as the uninterrupted run");
+    assert!(
+        got == reference,
+        "the same messages as the uninterrupted run"
+    );
 
     // A third run delivers nothing new.
     run(&input, &data, &["--config", cfg.to_str().unwrap()]);
@@ -397,7 +446,12 @@ samples = "labeled"
         "SELECT state, count(*) AS n FROM alerts GROUP BY state",
     )
     .into_iter()
-    .map(|r| (r["state"].as_str().unwrap().to_string(), r["n"].as_i64().unwrap()))
+    .map(|r| {
+        (
+            r["state"].as_str().unwrap().to_string(),
+            r["n"].as_i64().unwrap(),
+        )
+    })
     .collect();
     assert_eq!(alerts.get("firing").copied(), Some(30), "{alerts:?}");
     let sections: usize = got
@@ -420,9 +474,15 @@ fn bad_rules_stop_the_start_with_a_clear_error() {
     let input = generate(dir.path(), "few.ndjson", &["--count", "100"]);
     let data = dir.path().join("data");
     for (rule, want) in [
-        ("name='a'\nmetric='eec'\nop='>'\nwarning=1", "did you mean \"ece\""),
+        (
+            "name='a'\nmetric='eec'\nop='>'\nwarning=1",
+            "did you mean \"ece\"",
+        ),
         ("name='a'\nmetric='ece'\nop='=>'\nwarning=1", "op \"=>\""),
-        ("name='a'\nmetric='ece'\nop='>'\nwarning=1\naction='page'", "action \"page\""),
+        (
+            "name='a'\nmetric='ece'\nop='>'\nwarning=1\naction='page'",
+            "action \"page\"",
+        ),
     ] {
         let cfg = config(dir.path(), &format!("[[alerts.rules]]\n{rule}\n"), None);
         let out = inferwatch(&[
@@ -436,11 +496,20 @@ fn bad_rules_stop_the_start_with_a_clear_error() {
         ]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(want) && err.contains("alerts.rules[0]"), "{err}");
+        assert!(
+            err.contains(want) && err.contains("alerts.rules[0]"),
+            "{err}"
+        );
     }
     // A bad webhook URL is refused without printing it.
     let cfg = config(dir.path(), "", Some("ftp://example.com/SECRETPATH"));
-    let out = inferwatch(&["run", "--source", "file:/dev/null", "--config", cfg.to_str().unwrap()]);
+    let out = inferwatch(&[
+        "run",
+        "--source",
+        "file:/dev/null",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("slack"), "{err}");
     assert!(!err.contains("SECRETPATH"), "{err}");

@@ -634,3 +634,174 @@ fn feedback_topic_joins_each_label_once_across_sigkills() {
         .to_string();
     assert!(header.contains("feedback_offset="), "{header}");
 }
+
+/// Every message of `topic` from the start, until it has been quiet for 5 s.
+fn read_topic(brokers: &str, topic: &str) -> Vec<Value> {
+    let consumer = check_consumer(brokers, topic);
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while last.elapsed() < Duration::from_secs(5) {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("consume");
+            out.push(serde_json::from_slice(m.payload().unwrap()).expect("JSON notice"));
+            last = Instant::now();
+        }
+    }
+    out
+}
+
+#[test]
+fn alerts_and_breaker_transitions_reach_their_topics_once_and_in_order_across_sigkills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let b = brokers();
+    let (topic, alerts, control) = (unique("ev"), unique("alerts"), unique("control"));
+    create_topic(b, &topic, PARTITIONS);
+    create_topic(b, &alerts, 3);
+    create_topic(b, &control, 3);
+    // Ten minutes; support-bot overconfident from minute 5 to 7.
+    let args = [
+        "--count",
+        "60000",
+        "--rate",
+        "100",
+        "--seed",
+        "5",
+        "--scenario",
+        "miscalibration",
+        "--recover-at",
+        "0.7",
+    ];
+    produce(b, &topic, &args);
+    let input = generate(dir, "in.ndjson", &args);
+    let rules = r#"
+[alerts]
+breaker_cooldown = "1m"
+breaker_recovery_windows = 2
+[[alerts.rules]]
+name = "ece"
+metric = "ece"
+op = ">"
+critical = 0.2
+samples = "labeled"
+min_samples = 30
+action = "break"
+match = { service = "support-bot" }
+"#;
+    let config = dir.join("alerts.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nbatch_size = 500\n[checkpoint]\ninterval = \"300ms\"\n\
+             [kafka]\nalerts_topic = \"{alerts}\"\ncontrol_topic = \"{control}\"\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n{rules}"
+        ),
+    )
+    .unwrap();
+    let cfg = ["--config", config.to_str().unwrap(), "--window", "1m"];
+
+    // The file run says which transitions there are.
+    let ref_data = dir.join("ref-data");
+    run(&input, &ref_data, &cfg);
+    let notified = |data: &Path| -> Vec<String> {
+        query(
+            data,
+            "SELECT id FROM alerts WHERE notified ORDER BY window_end, kind, service, model, model_version, route, state",
+        )
+        .into_iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+    };
+    let expected = notified(&ref_data);
+
+    let data = dir.join("kafka-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let group = unique("g");
+    for delay_ms in [300u64, 1500] {
+        run_and_kill(b, &topic, &group, &data, &cfg, delay_ms);
+    }
+    let mut args = vec!["--stop-when-idle", "8s"];
+    args.extend_from_slice(&cfg);
+    let mut last = spawn_run(b, &topic, &group, &data, &args);
+    wait_ok(&mut last, Duration::from_secs(240));
+
+    let mut got_table = notified(&data);
+    got_table.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(
+        got_table, want,
+        "the same notified transitions as the file run"
+    );
+
+    // inference-alerts: every notice once.
+    let on_alerts = read_topic(b, &alerts);
+    let mut ids: Vec<String> = on_alerts
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let dupes: Vec<_> = ids
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| &w[0])
+        .collect();
+    let missing: Vec<_> = want.iter().filter(|i| !ids.contains(i)).collect();
+    let extra: Vec<_> = ids.iter().filter(|i| !want.contains(i)).collect();
+    assert!(
+        dupes.is_empty() && missing.is_empty() && extra.is_empty(),
+        "each notice exactly once on {alerts}: duplicates {dupes:?}, missing {missing:?}, extra {extra:?} ({} vs {})",
+        ids.len(),
+        want.len()
+    );
+
+    // inference-control: per breaker, a chain of transitions in window order, matching the
+    // table, through open → half_open → closed at least once.
+    let on_control = read_topic(b, &control);
+    assert!(on_control.iter().all(|n| n["kind"] == "breaker"));
+    let mut chains: std::collections::BTreeMap<String, Vec<&Value>> = Default::default();
+    for n in &on_control {
+        let key = format!(
+            "{}/{}",
+            n["service"].as_str().unwrap(),
+            n["model"].as_str().unwrap()
+        );
+        chains.entry(key).or_default().push(n);
+    }
+    assert!(!chains.is_empty(), "breakers moved");
+    let mut full_cycle = false;
+    for (key, chain) in &chains {
+        let mut state = "closed";
+        let mut at = i64::MIN;
+        let mut states = Vec::new();
+        for n in chain {
+            assert_eq!(
+                n["previous"], state,
+                "{key}: transitions out of order: {chain:?}"
+            );
+            let w = n["window_end"].as_i64().unwrap();
+            assert!(w > at, "{key}: window order");
+            at = w;
+            state = n["state"].as_str().unwrap();
+            states.push(state);
+        }
+        full_cycle |= states
+            .windows(3)
+            .any(|w| w == ["open", "half_open", "closed"]);
+        let (svc, model) = key.split_once('/').unwrap();
+        let table: Vec<String> = query(
+            &data,
+            &format!(
+                "SELECT state FROM alerts WHERE kind = 'breaker' AND service = '{svc}' AND model = '{model}' ORDER BY window_end"
+            ),
+        )
+        .into_iter()
+        .map(|r| r["state"].as_str().unwrap().to_string())
+        .collect();
+        assert_eq!(table, states, "{key}: topic and table agree");
+    }
+    assert!(
+        full_cycle,
+        "a breaker opened, half-opened and closed: {chains:?}"
+    );
+}

@@ -59,6 +59,9 @@ enum Input {
 /// A breaker's key.
 type Pair = (String, String);
 
+/// Per closed window (start, end), in time order: what it says about each (rule, key).
+type Readings = BTreeMap<(i64, i64), Vec<(usize, AlertKey, Reading)>>;
+
 /// The checkpointed part of [`Alerting`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AlertSnapshot {
@@ -123,7 +126,7 @@ impl Alerting {
             return Ok(());
         }
         // (window, rule, key) → reading, windows in time order.
-        let mut windows: BTreeMap<(i64, i64), Vec<(usize, AlertKey, Reading)>> = BTreeMap::new();
+        let mut windows = Readings::new();
         for (table, batch) in [(Table::Metrics, metrics), (Table::Budgets, budgets)] {
             if let Some(b) = batch.filter(|b| b.num_rows() > 0) {
                 self.read(table, b, &mut windows)?;
@@ -135,12 +138,7 @@ impl Alerting {
         Ok(())
     }
 
-    fn read(
-        &self,
-        table: Table,
-        batch: &RecordBatch,
-        out: &mut BTreeMap<(i64, i64), Vec<(usize, AlertKey, Reading)>>,
-    ) -> Result<()> {
+    fn read(&self, table: Table, batch: &RecordBatch, out: &mut Readings) -> Result<()> {
         let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
         let ends = batch.column(1).as_primitive::<TimestampMillisecondType>();
         let text = |name: &str| -> Option<&StringArray> {
@@ -847,13 +845,16 @@ mod tests {
         Alerting::new(&cfg, &schema(), W).unwrap()
     }
 
-    /// Metrics rows of window `w` (its index): (service, ece, labeled).
-    fn window(w: i64, rows: &[(&str, Option<f64>, u64)]) -> RecordBatch {
+    /// (service, ece, labeled)
+    type Row<'a> = (&'a str, Option<f64>, u64);
+
+    /// Metrics rows of window `w` (its index).
+    fn window(w: i64, rows: &[Row]) -> RecordBatch {
         let ts = |v: i64| {
             Arc::new(TimestampMillisecondArray::from(vec![v; rows.len()]).with_timezone("UTC"))
                 as ArrayRef
         };
-        let s = |f: &dyn Fn(&(&str, Option<f64>, u64)) -> Option<String>| {
+        let s = |f: &dyn Fn(&Row) -> Option<String>| {
             Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef
         };
         let fields = [

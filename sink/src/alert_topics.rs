@@ -2,6 +2,10 @@
 //! `inference-control` (circuit-breaker transitions) — one at a time, in outbox order, each
 //! acknowledged by the brokers before it is marked done. Keyed `service/model`, so one
 //! breaker's transitions land in one partition, in order.
+//!
+//! A process killed after the brokers stored a message but before the outbox marked it
+//! done would send it again. So at start the loop reads the topic back from a little before
+//! its oldest pending entry and marks the ids it finds there done: exactly once on the topic.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,6 +85,7 @@ pub fn spawn_topic_delivery(
     let stats = Arc::new(TopicStats::default());
     let st = stats.clone();
     let name = format!("inferwatch-{dest}");
+    reconcile(&outbox, &dest, &cfg);
     let handle = std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || run(producer, outbox, &dest, &cfg.topic, &stop, &st))
@@ -150,4 +155,115 @@ fn send(producer: &BaseProducer<Outcome>, topic: &str, entry: &Entry) -> Result<
             return Err(format!("no answer from the brokers for {topic}"));
         }
     }
+}
+
+/// Marks done the pending entries of `dest` that are already on the topic (sent by a
+/// process that died before it could record so).
+fn reconcile(outbox: &SharedOutbox, dest: &str, cfg: &TopicConfig) {
+    let pending = outbox.pending_entries(dest);
+    let Some(oldest) = pending.iter().map(|e| e.at_ms).min() else {
+        return;
+    };
+    match ids_since(cfg, oldest - 60_000) {
+        Ok(found) => {
+            let mut n = 0;
+            let suffix = format!(":{dest}");
+            let on_topic =
+                |e: &&Entry| found.contains(e.id.strip_suffix(suffix.as_str()).unwrap_or(&e.id));
+            for e in pending.iter().filter(on_topic) {
+                if outbox.done(&e.id, "delivered (found on the topic at start)").is_ok() {
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                tracing::info!("{dest}: {n} alerts sent before a restart were already on {}", cfg.topic);
+            }
+        }
+        Err(e) => tracing::warn!(
+            "{dest}: cannot read {} back to skip alerts sent before a restart ({e}); they may be sent twice",
+            cfg.topic
+        ),
+    }
+}
+
+/// The notice ids of the messages on `cfg.topic` produced at or after
+/// `since_ms`.
+fn ids_since(
+    cfg: &TopicConfig,
+    since_ms: i64,
+) -> Result<std::collections::HashSet<String>, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", "inferwatch-outbox-reconcile")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    for (k, v) in &cfg.properties {
+        cc.set(k, v);
+    }
+    let consumer: BaseConsumer = cc.create().map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(10);
+    let meta = consumer
+        .fetch_metadata(Some(&cfg.topic), timeout)
+        .map_err(|e| e.to_string())?;
+    let partitions: Vec<i32> = meta
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut times = TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for &p in &partitions {
+        let (_, high) = consumer
+            .fetch_watermarks(&cfg.topic, p, timeout)
+            .map_err(|e| e.to_string())?;
+        ends.insert(p, high);
+        times
+            .add_partition_offset(&cfg.topic, p, Offset::Offset(since_ms))
+            .map_err(|e| e.to_string())?;
+    }
+    let starts = consumer
+        .offsets_for_times(times, timeout)
+        .map_err(|e| e.to_string())?;
+    let mut assign = TopicPartitionList::new();
+    for el in starts.elements() {
+        // No message at or after the time (an end offset): nothing to read there.
+        let Offset::Offset(start) = el.offset() else {
+            continue;
+        };
+        if ends.get(&el.partition()).is_some_and(|&h| h > start) {
+            assign
+                .add_partition_offset(&cfg.topic, el.partition(), Offset::Offset(start))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let mut found = std::collections::HashSet::new();
+    if assign.count() == 0 {
+        return Ok(found);
+    }
+    consumer.assign(&assign).map_err(|e| e.to_string())?;
+    let mut open: std::collections::HashSet<i32> =
+        assign.elements().iter().map(|e| e.partition()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !open.is_empty() && Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.map_err(|e| e.to_string())?;
+        if let Some(id) = m
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(String::from))
+        {
+            found.insert(id);
+        }
+        if m.offset() + 1 >= ends[&m.partition()] {
+            open.remove(&m.partition());
+        }
+    }
+    if !open.is_empty() {
+        return Err("timed out reading the topic".into());
+    }
+    Ok(found)
 }

@@ -347,6 +347,14 @@ impl Outbox {
         self.queues.get(dest).map_or(0, |q| q.len())
     }
 
+    /// Every pending entry of `dest`, oldest first.
+    pub fn pending_entries(&self, dest: &str) -> Vec<Entry> {
+        self.queues
+            .get(dest)
+            .map(|q| q.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn pending_total(&self) -> usize {
         self.pending
     }
@@ -519,6 +527,11 @@ impl SharedOutbox {
 
     pub fn pending_total(&self) -> usize {
         self.lock().pending_total()
+    }
+
+    /// [`Outbox::pending_entries`].
+    pub fn pending_entries(&self, dest: &str) -> Vec<Entry> {
+        self.lock().pending_entries(dest)
     }
 
     /// Waits until nothing is pending for `dest` or `deadline` passes; returns how many
