@@ -1,6 +1,10 @@
-//! Alert delivery: notices go into the durable outbox (`<data_dir>/_outbox`), and one loop
-//! per destination drains it — each Slack webhook, the `inference-alerts` topic (every
-//! notice) and the `inference-control` topic (breaker transitions).
+//! Alert delivery: notices go into the durable outbox, and one loop per destination drains it
+//! — each Slack webhook, the `inference-alerts` topic (every notice) and the
+//! `inference-control` topic (breaker transitions).
+//!
+//! The outbox is one log per source partition, `<data_dir>/_outbox/<source>/p<N>/`: a
+//! partition's notices are made by whichever processor owns it, so its log moves with it
+//! like its checkpoint, and a replay by the next owner finds the ids already there.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,9 +35,13 @@ pub struct AlertTopics {
 #[derive(Clone)]
 pub struct Enqueuer {
     outbox: SharedOutbox,
+    /// `<data_dir>/_outbox/<source>`
+    dir: std::path::PathBuf,
     slack: Vec<String>,
     alerts: Option<String>,
     control: Option<String>,
+    /// Every destination.
+    dests: Vec<String>,
 }
 
 impl std::fmt::Debug for Enqueuer {
@@ -65,13 +73,51 @@ fn fnv(parts: &[&str]) -> String {
     format!("{h:016x}")
 }
 
+fn log_name(partition: i32) -> String {
+    format!("p{partition:05}")
+}
+
 impl Enqueuer {
-    /// Makes the outbox entries of `notices` and adds them (fsynced); entries already known
-    /// (a replay after a crash) are skipped. Returns how many were new.
-    pub fn enqueue(&self, notices: &[Notice]) -> Result<usize> {
+    /// Opens `partition`'s log (when it arrives): what it holds pending goes out.
+    pub fn open(&self, partition: i32) -> Result<()> {
+        let name = log_name(partition);
+        self.outbox
+            .open_log(&name, &self.dir.join(&name))
+            .with_context(|| format!("opening the alert outbox of partition {partition}"))
+    }
+
+    /// Waits up to `wait` until every destination has nothing pending in the open logs;
+    /// returns how many notices still wait.
+    pub fn drain(&self, wait: Duration) -> usize {
+        let pending = self.outbox.pending_total();
+        if pending == 0 {
+            return 0;
+        }
+        if !wait.is_zero() {
+            eprintln!(
+                "alerts: delivering {pending} notices (waiting up to {}s)",
+                wait.as_secs()
+            );
+        }
+        let deadline = Instant::now() + wait;
+        self.dests
+            .iter()
+            .map(|d| self.outbox.wait_drained(d, deadline))
+            .sum()
+    }
+
+    /// Closes `partition`'s log (it leaves this processor) once nothing of it is in flight.
+    pub fn release(&self, partition: i32) {
+        self.outbox.release(&log_name(partition));
+    }
+
+    /// Makes the outbox entries of `partition`'s `notices` and adds them (fsynced); entries
+    /// already known (a replay after a crash) are skipped. Returns how many were new.
+    pub fn enqueue(&self, partition: i32, notices: &[Notice]) -> Result<usize> {
         if notices.is_empty() {
             return Ok(0);
         }
+        self.open(partition)?;
         let at_ms = now_ms();
         let mut entries = Vec::new();
         if !self.slack.is_empty() {
@@ -120,7 +166,7 @@ impl Enqueuer {
                 });
             }
         }
-        Ok(self.outbox.add(entries)?)
+        Ok(self.outbox.add_to(&log_name(partition), entries)?)
     }
 }
 
@@ -129,7 +175,6 @@ pub struct AlertDelivery {
     enqueuer: Enqueuer,
     stop: Arc<AtomicBool>,
     loops: Vec<Loop>,
-    dests: Vec<String>,
 }
 
 enum Loop {
@@ -142,6 +187,7 @@ impl AlertDelivery {
     /// there is nowhere to deliver (the `alerts` table still records everything).
     pub fn start(
         data_dir: &Path,
+        source: &str,
         webhooks: &[SlackConfig],
         topics: Option<&AlertTopics>,
     ) -> Result<Option<Self>> {
@@ -149,9 +195,10 @@ impl AlertDelivery {
         if webhooks.is_empty() && topics.is_none() {
             return Ok(None);
         }
-        let dir = data_dir.join("_outbox");
-        let outbox = SharedOutbox::open(&dir)
-            .with_context(|| format!("opening the alert outbox in {}", dir.display()))?;
+        let dir = data_dir
+            .join("_outbox")
+            .join(inferwatch_sink::sanitize_component(source));
+        let outbox = SharedOutbox::empty();
         let stop = Arc::new(AtomicBool::new(false));
         let mut loops = Vec::new();
         let mut dests = Vec::new();
@@ -182,20 +229,17 @@ impl AlertDelivery {
         };
         let alerts = topic_dest(topics.map_or("", |t| t.alerts.as_str()))?;
         let control = topic_dest(topics.map_or("", |t| t.control.as_str()))?;
-        let waiting = outbox.pending_total();
-        if waiting > 0 {
-            tracing::info!("alert outbox: {waiting} notices from an earlier run wait for delivery");
-        }
         Ok(Some(Self {
             enqueuer: Enqueuer {
                 outbox,
+                dir,
+                dests,
                 slack: slack_dests,
                 alerts,
                 control,
             },
             stop,
             loops,
-            dests,
         }))
     }
 
@@ -206,11 +250,7 @@ impl AlertDelivery {
     /// Waits up to `wait` for the outbox to drain, then stops the loops. Returns how many
     /// notices are still waiting (they go out on the next start).
     pub fn finish(self, wait: Duration) -> usize {
-        let deadline = Instant::now() + wait;
-        let mut left = 0;
-        for d in &self.dests {
-            left += self.enqueuer.outbox.wait_drained(d, deadline);
-        }
+        let left = self.enqueuer.drain(wait);
         self.stop.store(true, Ordering::Relaxed);
         for l in self.loops {
             match l {

@@ -522,7 +522,7 @@ fn process(
     options: RunOptions,
     live: bool,
 ) -> Result<pipeline::RunReport> {
-    let delivery = start_delivery(config, None)?;
+    let delivery = start_delivery(config, source.name(), None)?;
     let options = RunOptions {
         notify: delivery.as_ref().map(|d| d.enqueuer()),
         ..options
@@ -538,10 +538,12 @@ fn process(
 /// topic.
 fn start_delivery(
     config: &Config,
+    source: &str,
     topics: Option<alerting::AlertTopics>,
 ) -> Result<Option<alerting::AlertDelivery>> {
     alerting::AlertDelivery::start(
         &config.data_dir,
+        source,
         &config.slack.deliveries()?,
         topics.as_ref(),
     )
@@ -597,7 +599,7 @@ fn consume(config: &Config, stop_when_idle: Option<Duration>) -> Result<pipeline
         control: k.control_topic.clone(),
         properties: k.properties.clone().into_iter().collect(),
     };
-    let delivery = start_delivery(config, Some(topics))?;
+    let delivery = start_delivery(config, &k.topic, Some(topics))?;
     let options = RunOptions {
         notify: delivery.as_ref().map(|d| d.enqueuer()),
         ..options

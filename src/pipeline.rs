@@ -285,6 +285,9 @@ impl SinkThread {
     fn handle(&mut self, msg: ToSink) -> Result<()> {
         match msg {
             ToSink::Start { partition, from } => {
+                if let Some(n) = &self.notify {
+                    n.open(partition)?;
+                }
                 let (e, d) = self.tables(partition)?;
                 e.abort()?;
                 d.abort()?;
@@ -300,6 +303,10 @@ impl SinkThread {
                 first,
                 last,
             } => {
+                if let Some(n) = &self.notify {
+                    // A partition's pending notices go out as soon as it is ours.
+                    n.open(partition)?;
+                }
                 let (ev_table, dl_table) = self.tables(partition)?;
                 let empty = RecordBatch::new_empty(dead_letter_schema());
                 // Both tables roll together so they always cover the same offsets.
@@ -363,7 +370,7 @@ impl SinkThread {
                 // In the outbox (fsynced) before the checkpoint that covers these windows;
                 // a replay re-adds the same ids, which the outbox ignores.
                 if let Some(n) = &self.notify {
-                    n.enqueue(&notices)?;
+                    n.enqueue(partition, &notices)?;
                 }
             }
             ToSink::Sessions {
@@ -434,6 +441,9 @@ impl SinkThread {
                 }
             }
             ToSink::Abort { partition } => {
+                if let Some(n) = &self.notify {
+                    n.release(partition);
+                }
                 if let Some((mut e, mut d)) = self.events.remove(&partition) {
                     e.abort()?;
                     d.abort()?;
@@ -454,6 +464,9 @@ impl SinkThread {
         if release {
             self.events.remove(&partition);
             self.feedback.remove(&partition);
+            if let Some(n) = &self.notify {
+                n.release(partition);
+            }
         }
         self.checkpoint_time += started.elapsed();
         Ok(())
@@ -1496,6 +1509,15 @@ impl Pipeline {
                 let commits = s.checkpoint_and_wait(&parts, false)?;
                 drop(s);
                 source.commit(&commits);
+            }
+        }
+        if checkpoints {
+            // Deliver what the last windows raised while their partitions are still ours:
+            // leaving the group hands the outbox logs over with the partitions.
+            let notify = self.shared.lock().expect("not poisoned").options.notify.clone();
+            if let Some(n) = notify {
+                let wait = if stop.load(Ordering::Relaxed) { 2 } else { 30 };
+                n.drain(Duration::from_secs(wait));
             }
         }
         // Leaving the group checkpoints whatever is still assigned (nothing new by now).

@@ -314,13 +314,25 @@ fn spawn_file_run(input: &Path, data: &Path, cfg: &Path, log: &Path) -> std::pro
         .unwrap()
 }
 
-/// Adds in the outbox log.
+/// Adds in the outbox logs (one per source partition, under `_outbox/<source>/p<N>/`).
 fn outbox_adds(data: &Path) -> usize {
-    fs::read_to_string(data.join("_outbox").join("outbox.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("\"op\":\"add\""))
-        .count()
+    fn walk(p: &Path, n: &mut usize) {
+        for e in fs::read_dir(p).into_iter().flatten().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, n);
+            } else if path.file_name().is_some_and(|f| f == "outbox.log") {
+                *n += fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains("\"op\":\"add\""))
+                    .count();
+            }
+        }
+    }
+    let mut n = 0;
+    walk(&data.join("_outbox"), &mut n);
+    n
 }
 
 #[test]

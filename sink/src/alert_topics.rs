@@ -4,8 +4,9 @@
 //! breaker's transitions land in one partition, in order.
 //!
 //! A process killed after the brokers stored a message but before the outbox marked it
-//! done would send it again. So at start the loop reads the topic back from a little before
-//! its oldest pending entry and marks the ids it finds there done: exactly once on the topic.
+//! done would send it again. So before sending from an outbox log it has not seen yet (at
+//! start, or when a partition arrives) the loop reads the topic back from a little before the
+//! log's oldest pending entry and marks the ids it finds there done: exactly once on the topic.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,10 +86,9 @@ pub fn spawn_topic_delivery(
     let stats = Arc::new(TopicStats::default());
     let st = stats.clone();
     let name = format!("inferwatch-{dest}");
-    reconcile(&outbox, &dest, &cfg);
     let handle = std::thread::Builder::new()
         .name(name.clone())
-        .spawn(move || run(producer, outbox, &dest, &cfg.topic, &stop, &st))
+        .spawn(move || run(producer, outbox, &dest, &cfg, &stop, &st))
         .map_err(|e| SinkError::Kafka(format!("cannot start thread {name}: {e}")))?;
     Ok((handle, stats))
 }
@@ -97,16 +97,26 @@ fn run(
     producer: BaseProducer<Outcome>,
     outbox: SharedOutbox,
     dest: &str,
-    topic: &str,
+    cfg: &TopicConfig,
     stop: &AtomicBool,
     stats: &TopicStats,
 ) {
+    let topic = cfg.topic.as_str();
     let mut failing: Option<String> = None;
     let mut backoff = Duration::from_millis(500);
+    // Logs whose pending entries were checked against the topic.
+    let mut reconciled = std::collections::HashSet::new();
     while !stop.load(Ordering::Relaxed) {
-        let Some(entry) = outbox.wait_next(dest, Duration::from_millis(200)) else {
+        let Some((log, entry)) = outbox.wait_next_from(dest, Duration::from_millis(200)) else {
             continue;
         };
+        if reconciled.insert(log.clone()) {
+            // A log first seen here may hold entries its last writer sent but could not
+            // mark done; look for them on the topic before sending anything of it.
+            outbox.not_sent(&entry.id);
+            reconcile(&outbox, &log, dest, cfg);
+            continue;
+        }
         match send(&producer, topic, &entry) {
             Ok(()) => {
                 if let Err(e) = outbox.done(&entry.id, "delivered") {
@@ -120,6 +130,7 @@ fn run(
                 backoff = Duration::from_millis(500);
             }
             Err(e) => {
+                outbox.not_sent(&entry.id);
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 if failing.as_deref() != Some(e.as_str()) {
                     tracing::warn!("{dest}: {e}; alerts wait in the outbox and are retried (does topic {topic} exist?)");
@@ -159,8 +170,8 @@ fn send(producer: &BaseProducer<Outcome>, topic: &str, entry: &Entry) -> Result<
 
 /// Marks done the pending entries of `dest` that are already on the topic (sent by a
 /// process that died before it could record so).
-fn reconcile(outbox: &SharedOutbox, dest: &str, cfg: &TopicConfig) {
-    let pending = outbox.pending_entries(dest);
+fn reconcile(outbox: &SharedOutbox, log: &str, dest: &str, cfg: &TopicConfig) {
+    let pending = outbox.pending_entries_in(log, dest);
     let Some(oldest) = pending.iter().map(|e| e.at_ms).min() else {
         return;
     };

@@ -454,11 +454,42 @@ impl Outbox {
     }
 }
 
-/// An [`Outbox`] shared between the thread that adds notices and the delivery loops, which
-/// wait for work on it.
+/// Outbox logs — one per source partition, which move with the partition between
+/// processors — shared between the thread that adds notices and the delivery loops.
+///
+/// A partition's notices are made only by the processor that owns the partition, so each
+/// log has one writer at a time; [`SharedOutbox::release`] hands a log back (when its
+/// partition leaves this processor) once no entry of it is being sent. The delivery loops
+/// see one queue per destination: the oldest pending entry over every open log.
 #[derive(Clone)]
 pub struct SharedOutbox {
-    inner: Arc<(Mutex<Outbox>, Condvar)>,
+    inner: Arc<(Mutex<Logs>, Condvar)>,
+}
+
+/// The open logs by name, and which log each entry being sent came from.
+#[derive(Debug, Default)]
+pub struct Logs {
+    open: BTreeMap<String, Outbox>,
+    sending: HashMap<String, String>,
+}
+
+impl Logs {
+    fn owner(&self, id: &str) -> Option<&str> {
+        self.sending.get(id).map(String::as_str).or_else(|| {
+            self.open
+                .iter()
+                .find(|(_, o)| matches!(o.ids.get(id), Some(Known::Pending(..))))
+                .map(|(n, _)| n.as_str())
+        })
+    }
+
+    /// The oldest pending entry of `dest` over every log (each log in its own order).
+    fn next(&self, dest: &str) -> Option<(&str, Entry)> {
+        self.open
+            .iter()
+            .filter_map(|(n, o)| o.next(dest).map(|e| (n.as_str(), e)))
+            .min_by_key(|(n, e)| (e.at_ms, *n))
+    }
 }
 
 impl std::fmt::Debug for SharedOutbox {
@@ -467,26 +498,88 @@ impl std::fmt::Debug for SharedOutbox {
     }
 }
 
+/// The name of the log a single-log outbox uses.
+const DEFAULT_LOG: &str = "";
+
 impl SharedOutbox {
-    pub fn new(outbox: Outbox) -> Self {
+    /// No log open yet: see [`SharedOutbox::open_log`].
+    pub fn empty() -> Self {
         Self {
-            inner: Arc::new((Mutex::new(outbox), Condvar::new())),
+            inner: Arc::new((Mutex::new(Logs::default()), Condvar::new())),
         }
     }
 
-    /// [`Outbox::open`], shared.
+    /// One log, for callers with one writer.
+    pub fn new(outbox: Outbox) -> Self {
+        let s = Self::empty();
+        s.lock().open.insert(DEFAULT_LOG.to_string(), outbox);
+        s
+    }
+
+    /// [`Outbox::open`] as the only log.
     pub fn open(dir: &Path) -> Result<Self> {
         Outbox::open(dir).map(Self::new)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Outbox> {
+    /// Opens the log in `dir` under `name`, unless it is open; wakes the delivery loops for
+    /// what it holds pending.
+    pub fn open_log(&self, name: &str, dir: &Path) -> Result<()> {
+        if self.lock().open.contains_key(name) {
+            return Ok(());
+        }
+        let outbox = Outbox::open(dir)?;
+        self.lock().open.entry(name.to_string()).or_insert(outbox);
+        self.inner.1.notify_all();
+        Ok(())
+    }
+
+    /// Closes log `name` once no entry of it is being sent, and what it holds pending stays
+    /// on disk for whoever opens it next. It waits at most `RELEASE_WAIT`, so a slow
+    /// destination cannot stall a rebalance: past it, a send still in flight may be repeated
+    /// by the next owner.
+    pub fn release(&self, name: &str) {
+        const RELEASE_WAIT: Duration = Duration::from_secs(1);
+        let until = Instant::now() + RELEASE_WAIT;
+        let mut g = self.lock();
+        while g.sending.values().any(|n| n == name) && Instant::now() < until {
+            g = self
+                .inner
+                .1
+                .wait_timeout(g, Duration::from_millis(100))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        g.open.remove(name);
+    }
+
+    /// Names of the open logs.
+    pub fn logs(&self) -> Vec<String> {
+        self.lock().open.keys().cloned().collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Logs> {
         // Every change is written before memory is updated, so the state stays usable.
         self.inner.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// [`Outbox::add`], waking the delivery loops.
+    /// Adds to the only (first) log, waking the delivery loops.
     pub fn add(&self, entries: Vec<Entry>) -> Result<usize> {
-        let n = self.lock().add(entries)?;
+        let name = self.lock().open.keys().next().cloned().unwrap_or_default();
+        self.add_to(&name, entries)
+    }
+
+    /// [`Outbox::add`] to log `name` (open), waking the delivery loops.
+    pub fn add_to(&self, name: &str, entries: Vec<Entry>) -> Result<usize> {
+        let n = {
+            let mut g = self.lock();
+            let Some(o) = g.open.get_mut(name) else {
+                return Err(SinkError::Outbox {
+                    path: PathBuf::from(name),
+                    reason: "the outbox log is not open".into(),
+                });
+            };
+            o.add(entries)?
+        };
         if n > 0 {
             self.inner.1.notify_all();
         }
@@ -495,11 +588,19 @@ impl SharedOutbox {
 
     /// The oldest pending entry for `dest`, waiting up to `timeout` for one.
     pub fn wait_next(&self, dest: &str, timeout: Duration) -> Option<Entry> {
+        self.wait_next_from(dest, timeout).map(|(_, e)| e)
+    }
+
+    /// [`SharedOutbox::wait_next`] with the name of the entry's log. The entry counts as
+    /// being sent until [`SharedOutbox::done`] or [`SharedOutbox::not_sent`].
+    pub fn wait_next_from(&self, dest: &str, timeout: Duration) -> Option<(String, Entry)> {
         let deadline = Instant::now() + timeout;
         let mut g = self.lock();
         loop {
-            if let Some(e) = g.next(dest) {
-                return Some(e);
+            if let Some((name, e)) = g.next(dest) {
+                let name = name.to_string();
+                g.sending.insert(e.id.clone(), name.clone());
+                return Some((name, e));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -514,24 +615,45 @@ impl SharedOutbox {
         }
     }
 
-    /// [`Outbox::done`], waking anyone waiting for a drain.
-    pub fn done(&self, id: &str, outcome: &str) -> Result<()> {
-        self.lock().done(id, outcome)?;
+    /// The entry taken by `wait_next` was not sent (it will be taken again).
+    pub fn not_sent(&self, id: &str) {
+        self.lock().sending.remove(id);
         self.inner.1.notify_all();
-        Ok(())
+    }
+
+    /// [`Outbox::done`] in the entry's log, waking anyone waiting for a drain or a release.
+    pub fn done(&self, id: &str, outcome: &str) -> Result<()> {
+        let r = {
+            let mut g = self.lock();
+            let r = match g.owner(id).map(str::to_string) {
+                Some(name) => match g.open.get_mut(&name) {
+                    Some(o) => o.done(id, outcome),
+                    None => Ok(()),
+                },
+                None => Ok(()),
+            };
+            g.sending.remove(id);
+            r
+        };
+        self.inner.1.notify_all();
+        r
     }
 
     pub fn pending(&self, dest: &str) -> usize {
-        self.lock().pending(dest)
+        self.lock().open.values().map(|o| o.pending(dest)).sum()
     }
 
     pub fn pending_total(&self) -> usize {
-        self.lock().pending_total()
+        self.lock().open.values().map(|o| o.pending_total()).sum()
     }
 
-    /// [`Outbox::pending_entries`].
-    pub fn pending_entries(&self, dest: &str) -> Vec<Entry> {
-        self.lock().pending_entries(dest)
+    /// Pending entries of `dest` in log `name`, oldest first.
+    pub fn pending_entries_in(&self, name: &str, dest: &str) -> Vec<Entry> {
+        self.lock()
+            .open
+            .get(name)
+            .map(|o| o.pending_entries(dest))
+            .unwrap_or_default()
     }
 
     /// Waits until nothing is pending for `dest` or `deadline` passes; returns how many
@@ -539,7 +661,7 @@ impl SharedOutbox {
     pub fn wait_drained(&self, dest: &str, deadline: Instant) -> usize {
         let mut g = self.lock();
         loop {
-            let n = g.pending(dest);
+            let n: usize = g.open.values().map(|o| o.pending(dest)).sum();
             let now = Instant::now();
             if n == 0 || now >= deadline {
                 return n;

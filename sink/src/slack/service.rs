@@ -202,6 +202,7 @@ impl Loop {
             if let Some(last) = self.last_start {
                 let wait = self.cfg.min_interval.saturating_sub(last.elapsed());
                 if !self.sleep(wait) {
+                    self.outbox.not_sent(&entry.id);
                     break;
                 }
             }
@@ -236,6 +237,8 @@ impl Loop {
                 self.mark(entry, "delivered")
             }
             Attempt::RateLimited(wait) => {
+                // Not held while waiting: its log may move to another processor meanwhile.
+                self.outbox.not_sent(&entry.id);
                 self.failures += 1;
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
                 if self.logged.insert("429".into()) {
@@ -247,6 +250,7 @@ impl Loop {
                 self.sleep(wait)
             }
             Attempt::Failed(kind, detail) => {
+                self.outbox.not_sent(&entry.id);
                 self.failures += 1;
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
                 let wait = self.backoff();
