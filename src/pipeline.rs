@@ -180,6 +180,8 @@ enum ToSink {
     },
     /// Complete every open file (time-based roll for sources without checkpoints).
     Flush,
+    /// Answer once everything sent before has been handled.
+    Barrier(SyncSender<()>),
     /// Complete the partition's files, then write its checkpoint. `release`: the partition
     /// leaves this processor. `done` gets the result when someone waits for it.
     Checkpoint {
@@ -415,6 +417,9 @@ impl SinkThread {
                 if let (Some(k), Some(b)) = (&self.kafka, &dead) {
                     k.dead_letters(b)?;
                 }
+            }
+            ToSink::Barrier(done) => {
+                let _ = done.send(());
             }
             ToSink::Flush => {
                 for (e, d) in self.events.values_mut() {
@@ -1514,7 +1519,16 @@ impl Pipeline {
         if checkpoints {
             // Deliver what the last windows raised while their partitions are still ours:
             // leaving the group hands the outbox logs over with the partitions.
-            let notify = self.shared.lock().expect("not poisoned").options.notify.clone();
+            let (notify, barrier) = {
+                let s = self.shared.lock().expect("not poisoned");
+                let (tx, rx) = sync_channel(1);
+                let sent = s.options.notify.is_some() && s.send(ToSink::Barrier(tx)).is_ok();
+                (s.options.notify.clone(), sent.then_some(rx))
+            };
+            // The last windows' notices are in the outbox once the writer got this far.
+            if let Some(rx) = barrier {
+                let _ = rx.recv();
+            }
             if let Some(n) = notify {
                 let wait = if stop.load(Ordering::Relaxed) { 2 } else { 30 };
                 n.drain(Duration::from_secs(wait));

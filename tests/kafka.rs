@@ -748,11 +748,27 @@ match = { service = "support-bot" }
         .collect();
     let missing: Vec<_> = want.iter().filter(|i| !ids.contains(i)).collect();
     let extra: Vec<_> = ids.iter().filter(|i| !want.contains(i)).collect();
+    let logs = || -> String {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .flat_map(|t| {
+                t.lines()
+                    .filter(|l| l.contains("alert") || l.contains("outbox") || l.contains("kafka-"))
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert!(
         dupes.is_empty() && missing.is_empty() && extra.is_empty(),
-        "each notice exactly once on {alerts}: duplicates {dupes:?}, missing {missing:?}, extra {extra:?} ({} vs {})",
+        "each notice exactly once on {alerts}: duplicates {dupes:?}, missing {missing:?}, extra {extra:?} ({} vs {})\n{}",
         ids.len(),
-        want.len()
+        want.len(),
+        logs()
     );
 
     // inference-control: per breaker, a chain of transitions in window order, matching the
