@@ -545,6 +545,7 @@ impl Alerting {
                 op: rule.op.as_str().to_string(),
                 threshold: t.threshold,
                 samples: t.samples,
+                samples_column: rule.samples.clone().unwrap_or_default(),
                 window_start: t.start,
                 window_end: t.end,
                 query: self.query(rule, &t.key, t.end),

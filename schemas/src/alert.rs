@@ -58,8 +58,12 @@ pub struct Notice {
     pub value: Option<f64>,
     pub op: String,
     pub threshold: Option<f64>,
-    /// Events in the window (`requests`), when the rule reads the metrics table.
+    /// The value of the rule's `samples` column in the window (`requests`, or e.g. `labeled`
+    /// for calibration rules), when the rule reads the metrics table.
     pub samples: Option<u64>,
+    /// Which column `samples` counts.
+    #[serde(default)]
+    pub samples_column: String,
     /// Window of the transition, ms since the Unix epoch.
     pub window_start: i64,
     pub window_end: i64,

@@ -223,7 +223,11 @@ fn section(n: &Notice) -> String {
             ));
         }
         if let Some(samples) = n.samples {
-            s.push_str(&format!(" · {}", plural(samples as usize, "request")));
+            let what = match n.samples_column.as_str() {
+                "" | "requests" => plural(samples as usize, "request"),
+                column => format!("{column} {samples}"),
+            };
+            s.push_str(&format!(" · {what}"));
         }
     }
     s.push_str(&format!(

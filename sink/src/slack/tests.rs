@@ -254,6 +254,7 @@ fn notice(i: usize) -> Notice {
         op: ">".into(),
         threshold: Some(1000.0),
         samples: Some(532),
+        samples_column: "requests".into(),
         window_start: 1_714_557_600_000,
         window_end: 1_714_557_900_000,
         query: "inferwatch query --table metrics --service support-bot --from 2024-05-01T10:00:00Z"
