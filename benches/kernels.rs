@@ -5,7 +5,9 @@
 //!   ([`EventDecoder::decode`]);
 //! * `aggregate/8192`: [`WindowOperator::process_batch`] on an already decoded batch;
 //! * `decode_aggregate/8192`: both;
-//! * `parquet_events/8192`: the `events` table's Parquet encoding (zstd, in memory).
+//! * `parquet_events/8192`: the `events` table's Parquet encoding (zstd, in memory);
+//! * `alerts/<keys>`: the built-in alert rules over one closed window's `metrics` rows
+//!   ([`Alerting::evaluate`]), throughput in rows (keys).
 //!
 //! `cargo bench --bench kernels`; every figure is per batch, throughput in events.
 
@@ -18,7 +20,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use inferwatch_ingest::generate::{Generator, GeneratorConfig, Scenario};
 use inferwatch_processor::config::WindowConfig;
-use inferwatch_processor::{ProcessorConfig, SourceId, WindowOperator};
+use inferwatch_processor::{Alerting, ProcessorConfig, SourceId, WindowOperator};
 use inferwatch_schemas::{EventDecoder, RawBatch};
 use inferwatch_sink::ParquetOptions;
 
@@ -236,8 +238,59 @@ fn bench_generate(c: &mut Criterion) {
     g.finish();
 }
 
+/// The built-in rules over one window of ~2,000 keys (the replay benchmark's key count).
+fn bench_alerts(c: &mut Criterion) {
+    let cfg = GeneratorConfig {
+        total_events: 400_000,
+        rate: 100_000.0,
+        route_spread: 50,
+        ..GeneratorConfig::default()
+    };
+    let mut gen = Generator::new(cfg);
+    let mut op = operator();
+    let mut decoder = EventDecoder::default();
+    loop {
+        let mut raw = RawBatch::with_capacity(Arc::from("bench"), 0, N, N * 400);
+        while raw.len() < N {
+            let offset = gen.produced() as i64;
+            let buf = raw.buffer_mut();
+            let start = buf.len();
+            if !gen.next_payload(buf) {
+                break;
+            }
+            raw.commit_tail(start, offset);
+        }
+        if raw.is_empty() {
+            break;
+        }
+        let events = decoder.decode(&raw).events;
+        op.process_batch(&source_id(&raw), events, Instant::now())
+            .expect("process_batch");
+    }
+    let metrics = op.finish().expect("finish").expect("rows");
+    let rows = metrics.num_rows() as u64;
+    let config = ProcessorConfig::default();
+    let mut alerting =
+        Alerting::new(&config.alerts, &op.metrics_schema(), 3_600_000).expect("built-in rules");
+    let mut g = c.benchmark_group("alerts");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(rows));
+    g.bench_function(rows.to_string(), |b| {
+        b.iter(|| {
+            alerting
+                .evaluate(Some(black_box(&metrics)), None)
+                .expect("evaluate");
+            alerting.take().expect("take")
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     kernels,
+    bench_alerts,
     bench_generate,
     bench_decode,
     bench_aggregate,
