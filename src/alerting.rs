@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use inferwatch_schemas::alert::stable_id;
 use inferwatch_schemas::{Notice, NoticeKind};
 use inferwatch_sink::alert_topics::{spawn_topic_delivery, TopicConfig};
 use inferwatch_sink::outbox::{Entry, SharedOutbox};
@@ -59,18 +60,6 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// 64-bit FNV-1a, hex: ids made from other ids.
-fn fnv(parts: &[&str]) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0x1f)) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x100000001b3);
-        }
-    }
-    format!("{h:016x}")
 }
 
 fn log_name(partition: i32) -> String {
@@ -138,7 +127,7 @@ impl Enqueuer {
                         let i = i.to_string();
                         parts.extend([dest.as_str(), i.as_str()]);
                         entries.push(Entry {
-                            id: format!("slack-{}", fnv(&parts)),
+                            id: format!("slack-{}", stable_id(&parts)),
                             dest: dest.clone(),
                             at_ms,
                             payload: message.clone(),
@@ -206,7 +195,7 @@ impl AlertDelivery {
         for cfg in webhooks {
             // Named by a hash of the URL: stable across restarts and reorderings, and no
             // secret on disk in the outbox.
-            let dest = format!("slack-{}", &fnv(&[cfg.webhook_url.expose()])[..8]);
+            let dest = format!("slack-{}", &stable_id(&[cfg.webhook_url.expose()])[..8]);
             let d = slack::spawn_slack(outbox.clone(), dest.clone(), cfg.clone(), stop.clone())?;
             loops.push(Loop::Slack(d));
             slack_dests.push(dest.clone());

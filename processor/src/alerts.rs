@@ -20,6 +20,7 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMillisecondType};
+use inferwatch_schemas::alert::stable_id;
 use inferwatch_schemas::tables::{alerts_schema, budgets_schema};
 use inferwatch_schemas::time::format_rfc3339_ms;
 use inferwatch_schemas::{Notice, NoticeKind, Severity};
@@ -513,7 +514,7 @@ impl Alerting {
     fn record(&mut self, t: Transition) {
         let rule = &self.rules[t.rule];
         let id = t.notified.then(|| {
-            notice_id(&[
+            stable_id(&[
                 match t.kind {
                     NoticeKind::Alert => "alert",
                     NoticeKind::Breaker => "breaker",
@@ -710,18 +711,6 @@ pub fn fmt_num(v: f64) -> String {
     } else {
         s
     }
-}
-
-/// 128-bit FNV-1a of the parts, hex: stable across runs and builds.
-fn notice_id(parts: &[&str]) -> String {
-    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0x1f)) {
-            h ^= b as u128;
-            h = h.wrapping_mul(0x0000000001000000000000000000013B);
-        }
-    }
-    format!("{h:032x}")
 }
 
 #[derive(Default)]

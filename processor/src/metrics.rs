@@ -207,6 +207,10 @@ pub struct CoreState {
     pub tenant_costs: Vec<(u32, i64)>,
     /// Hashes of the sessions with events here (sorted and deduplicated when merged).
     session_ids: Vec<u64>,
+    /// `session_ids.len()` after its last deduplication: it is deduplicated again at twice
+    /// that, so a key with thousands of distinct sessions does not sort on every event.
+    #[serde(default)]
+    session_ids_deduped: usize,
     pub runaway_sessions: u64,
     pub wasted_nanos: i64,
 }
@@ -455,9 +459,10 @@ impl CoreState {
         }
         if let Some(h) = o.session {
             self.session_ids.push(h);
-            if self.session_ids.len() >= 4096 {
+            if self.session_ids.len() >= (2 * self.session_ids_deduped).max(4096) {
                 self.session_ids.sort_unstable();
                 self.session_ids.dedup();
+                self.session_ids_deduped = self.session_ids.len();
             }
         }
         self.runaway_sessions += o.step.became_runaway as u64;
@@ -502,6 +507,7 @@ impl CoreState {
             self.session_ids.extend_from_slice(&o.session_ids);
             self.session_ids.sort_unstable();
             self.session_ids.dedup();
+            self.session_ids_deduped = self.session_ids.len();
         }
         self.runaway_sessions += o.runaway_sessions;
         self.wasted_nanos += o.wasted_nanos;

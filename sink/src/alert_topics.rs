@@ -30,6 +30,18 @@ pub struct TopicConfig {
     pub properties: Vec<(String, String)>,
 }
 
+impl TopicConfig {
+    /// The brokers and the extra properties; each client adds its own settings.
+    fn client(&self) -> ClientConfig {
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            cc.set(k, v);
+        }
+        cc
+    }
+}
+
 /// Delivery counters of one loop.
 #[derive(Debug, Default)]
 pub struct TopicStats {
@@ -71,15 +83,11 @@ pub fn spawn_topic_delivery(
     cfg: TopicConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<(JoinHandle<()>, Arc<TopicStats>)> {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.brokers)
+    let producer: BaseProducer<Outcome> = cfg
+        .client()
         .set("enable.idempotence", "true")
         .set("linger.ms", "0")
-        .set("message.timeout.ms", "10000");
-    for (k, v) in &cfg.properties {
-        cc.set(k, v);
-    }
-    let producer: BaseProducer<Outcome> = cc
+        .set("message.timeout.ms", "10000")
         .set_log_level(RDKafkaLogLevel::Warning)
         .create_with_context(Outcome::default())
         .map_err(|e| SinkError::Kafka(e.to_string()))?;
@@ -205,15 +213,13 @@ fn ids_since(
 ) -> Result<std::collections::HashSet<String>, String> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.brokers)
+    let consumer: BaseConsumer = cfg
+        .client()
         .set("group.id", "inferwatch-outbox-reconcile")
         .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed");
-    for (k, v) in &cfg.properties {
-        cc.set(k, v);
-    }
-    let consumer: BaseConsumer = cc.create().map_err(|e| e.to_string())?;
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(|e| e.to_string())?;
     let timeout = Duration::from_secs(10);
     let meta = consumer
         .fetch_metadata(Some(&cfg.topic), timeout)

@@ -539,17 +539,13 @@ impl SharedOutbox {
     /// by the next owner.
     pub fn release(&self, name: &str) {
         const RELEASE_WAIT: Duration = Duration::from_secs(1);
-        let until = Instant::now() + RELEASE_WAIT;
-        let mut g = self.lock();
-        while g.sending.values().any(|n| n == name) && Instant::now() < until {
-            g = self
-                .inner
-                .1
-                .wait_timeout(g, Duration::from_millis(100))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+        let closed = self.wait_until(Instant::now() + RELEASE_WAIT, |g| {
+            let busy = g.sending.values().any(|n| n == name);
+            (!busy).then(|| g.open.remove(name))
+        });
+        if closed.is_none() {
+            self.lock().open.remove(name);
         }
-        g.open.remove(name);
     }
 
     /// Names of the open logs.
@@ -594,13 +590,25 @@ impl SharedOutbox {
     /// [`SharedOutbox::wait_next`] with the name of the entry's log. The entry counts as
     /// being sent until [`SharedOutbox::done`] or [`SharedOutbox::not_sent`].
     pub fn wait_next_from(&self, dest: &str, timeout: Duration) -> Option<(String, Entry)> {
-        let deadline = Instant::now() + timeout;
+        self.wait_until(Instant::now() + timeout, |g| {
+            let (name, e) = g.next(dest)?;
+            let name = name.to_string();
+            g.sending.insert(e.id.clone(), name.clone());
+            Some((name, e))
+        })
+    }
+
+    /// Runs `ready` under the lock until it returns something or `deadline` passes, waking
+    /// whenever the logs change.
+    fn wait_until<T>(
+        &self,
+        deadline: Instant,
+        mut ready: impl FnMut(&mut Logs) -> Option<T>,
+    ) -> Option<T> {
         let mut g = self.lock();
         loop {
-            if let Some((name, e)) = g.next(dest) {
-                let name = name.to_string();
-                g.sending.insert(e.id.clone(), name.clone());
-                return Some((name, e));
+            if let Some(t) = ready(&mut g) {
+                return Some(t);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -659,20 +667,9 @@ impl SharedOutbox {
     /// Waits until nothing is pending for `dest` or `deadline` passes; returns how many
     /// entries are still pending.
     pub fn wait_drained(&self, dest: &str, deadline: Instant) -> usize {
-        let mut g = self.lock();
-        loop {
-            let n: usize = g.open.values().map(|o| o.pending(dest)).sum();
-            let now = Instant::now();
-            if n == 0 || now >= deadline {
-                return n;
-            }
-            g = self
-                .inner
-                .1
-                .wait_timeout(g, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let pending = |g: &mut Logs| g.open.values().map(|o| o.pending(dest)).sum::<usize>();
+        self.wait_until(deadline, |g| (pending(g) == 0).then_some(0))
+            .unwrap_or_else(|| pending(&mut self.lock()))
     }
 }
 
