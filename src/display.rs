@@ -408,11 +408,17 @@ fn alerts_summary(
         count(DISTINCT concat(service, '/', model)) AS keys \
         FROM alerts WHERE notified GROUP BY 1, 2 ORDER BY 2, 1";
     let Ok(rows) = rt.block_on(crate::query::run(&r.data_dir, sql)) else {
-        writeln!(out, "\nalerts: none")?;
+        writeln!(
+            out,
+            "\nalerts: none (try --scenario miscalibration --recover-at 0.8)"
+        )?;
         return Ok(());
     };
     if rows.iter().all(|b| b.num_rows() == 0) {
-        writeln!(out, "\nalerts: none notified")?;
+        writeln!(
+            out,
+            "\nalerts: none notified (steady traffic; try --scenario miscalibration --recover-at 0.8)"
+        )?;
         return Ok(());
     }
     writeln!(
