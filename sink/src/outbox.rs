@@ -82,6 +82,19 @@ enum RecordOut<'a> {
     },
 }
 
+/// Appends the `add` record of `e` to `buf`.
+fn encode_add(e: &Entry, buf: &mut Vec<u8>) {
+    encode(
+        &RecordOut::Add {
+            id: &e.id,
+            dest: &e.dest,
+            at_ms: e.at_ms,
+            payload: &e.payload,
+        },
+        buf,
+    );
+}
+
 fn encode(rec: &RecordOut<'_>, out: &mut Vec<u8>) {
     let json = serde_json::to_vec(rec).expect("outbox records serialize");
     out.extend_from_slice(format!("{:08x} ", crc32fast::hash(&json)).as_bytes());
@@ -316,15 +329,7 @@ impl Outbox {
         }
         let mut buf = Vec::new();
         for e in &fresh {
-            encode(
-                &RecordOut::Add {
-                    id: &e.id,
-                    dest: &e.dest,
-                    at_ms: e.at_ms,
-                    payload: &e.payload,
-                },
-                &mut buf,
-            );
+            encode_add(e, &mut buf);
         }
         self.append(&buf)?;
         let n = fresh.len();
@@ -424,15 +429,7 @@ impl Outbox {
             .collect();
         pending.sort_by_key(|(s, _)| *s);
         for (_, e) in pending {
-            encode(
-                &RecordOut::Add {
-                    id: &e.id,
-                    dest: &e.dest,
-                    at_ms: e.at_ms,
-                    payload: &e.payload,
-                },
-                &mut buf,
-            );
+            encode_add(e, &mut buf);
         }
         let dir = self.path.parent().expect("the log lives in a directory");
         let tmp = dir.join(format!(".{LOG_FILE}.tmp"));
