@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use inferwatch_schemas::alert::stable_id;
+use inferwatch_schemas::time::now_ms;
 use inferwatch_schemas::{Notice, NoticeKind};
 use inferwatch_sink::alert_topics::{spawn_topic_delivery, TopicConfig};
 use inferwatch_sink::outbox::{Entry, SharedOutbox};
@@ -53,13 +54,6 @@ impl std::fmt::Debug for Enqueuer {
             .field("control", &self.control)
             .finish()
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn log_name(partition: i32) -> String {
@@ -211,7 +205,7 @@ impl AlertDelivery {
                 topic: topic.to_string(),
                 properties: t.properties.clone(),
             };
-            let (h, _) = spawn_topic_delivery(outbox.clone(), dest.clone(), cfg, stop.clone())?;
+            let h = spawn_topic_delivery(outbox.clone(), dest.clone(), cfg, stop.clone())?;
             loops.push(Loop::Topic(h));
             dests.push(dest.clone());
             Ok(Some(dest))

@@ -156,12 +156,13 @@ pub struct SlackSection {
 
 impl Default for SlackSection {
     fn default() -> Self {
+        use inferwatch_sink::slack::SlackConfig as D;
         Self {
             webhooks: Vec::new(),
-            min_interval: Duration::from_secs(1),
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(300),
-            timeout: Duration::from_secs(10),
+            min_interval: D::MIN_INTERVAL,
+            initial_backoff: D::INITIAL_BACKOFF,
+            max_backoff: D::MAX_BACKOFF,
+            timeout: D::TIMEOUT,
         }
     }
 }

@@ -137,14 +137,14 @@ pub fn notice_line(n: &inferwatch_schemas::Notice) -> String {
         (_, Some(v)) => format!(
             "{} {} {} {}",
             n.metric,
-            inferwatch_processor::alerts::fmt_num(v),
+            inferwatch_schemas::alert::fmt_num(v),
             if n.state == "resolved" {
                 "vs"
             } else {
                 n.op.as_str()
             },
             n.threshold
-                .map_or("-".into(), inferwatch_processor::alerts::fmt_num)
+                .map_or("-".into(), inferwatch_schemas::alert::fmt_num)
         ),
         (_, None) => format!("{} no data", n.metric),
     };

@@ -10,7 +10,9 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use inferwatch_schemas::time::now_ms;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -713,11 +715,4 @@ fn recover_point(share: Option<f64>, total: u64) -> Result<Option<u64>> {
             bail!("--recover-at {s}: give a share of the run after the onset (0.5), e.g. 0.75")
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -20,7 +20,7 @@ use arrow::array::{
 };
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Schema, SchemaRef, TimestampMillisecondType};
-use inferwatch_schemas::alert::stable_id;
+use inferwatch_schemas::alert::{fmt_num, stable_id};
 use inferwatch_schemas::tables::{alerts_schema, budgets_schema};
 use inferwatch_schemas::time::format_rfc3339_ms;
 use inferwatch_schemas::{Notice, NoticeKind, Severity};
@@ -111,10 +111,6 @@ impl Alerting {
             rows: Rows::default(),
             notices: Vec::new(),
         })
-    }
-
-    pub fn rules(&self) -> &[Rule] {
-        &self.rules
     }
 
     /// Runs the rules over closed windows: `metrics` and `budgets` rows of the same windows.
@@ -291,9 +287,7 @@ impl Alerting {
         let before = self.states.get(&id).copied();
         let after = match (before, input) {
             (_, Input::NoData) => before,
-            (None, Input::Healthy) => None,
-            (Some(Phase::Pending { .. }), Input::Healthy) => None,
-            (Some(Phase::Firing { .. }), Input::Healthy) => None,
+            (_, Input::Healthy) => None,
             (None, Input::Breach(sev)) | (Some(Phase::Pending { .. }), Input::Breach(sev)) => {
                 let count = match before {
                     Some(Phase::Pending { count }) => count + 1,
@@ -699,20 +693,6 @@ fn summary(
     }
 }
 
-/// Four significant digits, no exponent for everyday magnitudes.
-pub fn fmt_num(v: f64) -> String {
-    if v == 0.0 || !v.is_finite() {
-        return format!("{v}");
-    }
-    let digits = (3 - v.abs().log10().floor() as i32).clamp(0, 12) as usize;
-    let s = format!("{v:.digits$}");
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
-}
-
 #[derive(Default)]
 struct Rows {
     len: usize,
@@ -847,33 +827,12 @@ mod tests {
         let s = |f: &dyn Fn(&Row) -> Option<String>| {
             Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef
         };
-        let fields = [
-            "window_start",
-            "window_end",
-            "service",
-            "model",
-            "model_version",
-            "route",
-        ]
-        .iter()
-        .map(|n| Field::new(*n, DataType::Utf8, true))
-        .chain([
+        let mut fields = inferwatch_schemas::tables::metrics_key_fields();
+        fields.extend([
             Field::new("requests", DataType::UInt64, true),
             Field::new("labeled", DataType::UInt64, true),
             Field::new("ece", DataType::Float64, true),
-        ])
-        .collect::<Vec<_>>();
-        let mut fields = fields;
-        fields[0] = Field::new(
-            "window_start",
-            inferwatch_schemas::tables::timestamp_type(),
-            false,
-        );
-        fields[1] = Field::new(
-            "window_end",
-            inferwatch_schemas::tables::timestamp_type(),
-            false,
-        );
+        ]);
         RecordBatch::try_new(
             Arc::new(Schema::new(fields)),
             vec![

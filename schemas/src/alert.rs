@@ -104,3 +104,34 @@ pub fn stable_id(parts: &[&str]) -> String {
     }
     format!("{h:032x}")
 }
+
+/// Four significant digits; plain notation from 0.001 to a million, scientific outside:
+/// how notices show values (terminal, Slack, the `summary` column).
+pub fn fmt_num(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "∞" } else { "-∞" }.into();
+    }
+    if v == 0.0 {
+        return "0".into();
+    }
+    let a = v.abs();
+    if (1e-3..1e6).contains(&a) {
+        let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+        trim_zeros(format!("{v:.decimals$}"))
+    } else {
+        let s = format!("{v:.3e}");
+        let (mantissa, exp) = s.split_once('e').expect("scientific notation");
+        format!("{}e{exp}", trim_zeros(mantissa.to_string()))
+    }
+}
+
+fn trim_zeros(s: String) -> String {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}

@@ -42,6 +42,14 @@ pub fn date_hour(ms: EpochMs) -> (String, u32) {
 }
 
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds, e.g. `2026-01-01T00:00:00.000Z`.
+/// Wall-clock time now, ms since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> EpochMs {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as EpochMs)
+        .unwrap_or(0)
+}
+
 pub fn format_rfc3339_ms(ms: EpochMs) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);

@@ -8,7 +8,7 @@
 //! start, or when a partition arrives) the loop reads the topic back from a little before the
 //! log's oldest pending entry and marks the ids it finds there done: exactly once on the topic.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -40,13 +40,6 @@ impl TopicConfig {
         }
         cc
     }
-}
-
-/// Delivery counters of one loop.
-#[derive(Debug, Default)]
-pub struct TopicStats {
-    pub delivered: AtomicU64,
-    pub retries: AtomicU64,
 }
 
 /// The outcome of the message in flight.
@@ -82,7 +75,7 @@ pub fn spawn_topic_delivery(
     dest: String,
     cfg: TopicConfig,
     stop: Arc<AtomicBool>,
-) -> Result<(JoinHandle<()>, Arc<TopicStats>)> {
+) -> Result<JoinHandle<()>> {
     let producer: BaseProducer<Outcome> = cfg
         .client()
         .set("enable.idempotence", "true")
@@ -91,14 +84,12 @@ pub fn spawn_topic_delivery(
         .set_log_level(RDKafkaLogLevel::Warning)
         .create_with_context(Outcome::default())
         .map_err(|e| SinkError::Kafka(e.to_string()))?;
-    let stats = Arc::new(TopicStats::default());
-    let st = stats.clone();
     let name = format!("inferwatch-{dest}");
     let handle = std::thread::Builder::new()
         .name(name.clone())
-        .spawn(move || run(producer, outbox, &dest, &cfg, &stop, &st))
+        .spawn(move || run(producer, outbox, &dest, &cfg, &stop))
         .map_err(|e| SinkError::Kafka(format!("cannot start thread {name}: {e}")))?;
-    Ok((handle, stats))
+    Ok(handle)
 }
 
 fn run(
@@ -107,7 +98,6 @@ fn run(
     dest: &str,
     cfg: &TopicConfig,
     stop: &AtomicBool,
-    stats: &TopicStats,
 ) {
     let topic = cfg.topic.as_str();
     let mut failing: Option<String> = None;
@@ -131,7 +121,6 @@ fn run(
                     tracing::error!("{dest}: cannot mark a delivered alert in the outbox: {e}");
                     return;
                 }
-                stats.delivered.fetch_add(1, Ordering::Relaxed);
                 if failing.take().is_some() {
                     tracing::info!("{dest}: delivering again");
                 }
@@ -139,7 +128,6 @@ fn run(
             }
             Err(e) => {
                 outbox.not_sent(&entry.id);
-                stats.retries.fetch_add(1, Ordering::Relaxed);
                 if failing.as_deref() != Some(e.as_str()) {
                     tracing::warn!("{dest}: {e}; alerts wait in the outbox and are retried (does topic {topic} exist?)");
                     failing = Some(e);

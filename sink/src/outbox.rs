@@ -17,7 +17,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use inferwatch_schemas::time::now_ms;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -116,13 +118,6 @@ fn decode(line: &[u8]) -> std::result::Result<Record, String> {
         return Err("checksum mismatch".into());
     }
     serde_json::from_slice(json).map_err(|e| format!("unreadable record: {e}"))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 struct Done {
@@ -543,11 +538,6 @@ impl SharedOutbox {
         if closed.is_none() {
             self.lock().open.remove(name);
         }
-    }
-
-    /// Names of the open logs.
-    pub fn logs(&self) -> Vec<String> {
-        self.lock().open.keys().cloned().collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, Logs> {

@@ -112,6 +112,12 @@ pub struct SlackConfig {
 }
 
 impl SlackConfig {
+    /// Defaults: Slack allows about one message per second per webhook.
+    pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+    pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+    pub const TIMEOUT: Duration = Duration::from_secs(10);
+
     /// Defaults for everything but the URL, which must be `https://` (or `http://`, for
     /// tests and proxies) with a host.
     pub fn new(webhook_url: impl Into<String>) -> Result<Self> {
@@ -127,10 +133,10 @@ impl SlackConfig {
         }
         Ok(Self {
             webhook_url,
-            min_interval: Duration::from_secs(1),
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(300),
-            timeout: Duration::from_secs(10),
+            min_interval: Self::MIN_INTERVAL,
+            initial_backoff: Self::INITIAL_BACKOFF,
+            max_backoff: Self::MAX_BACKOFF,
+            timeout: Self::TIMEOUT,
         })
     }
 }

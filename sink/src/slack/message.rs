@@ -8,6 +8,7 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+pub use inferwatch_schemas::alert::fmt_num;
 use inferwatch_schemas::{Notice, NoticeKind, Severity};
 use serde_json::{json, Value};
 
@@ -296,36 +297,6 @@ fn fit(escaped: &str, max: usize) -> String {
     }
     out.push('…');
     out
-}
-
-/// Four significant digits; plain notation from 0.001 to a million, scientific outside.
-pub fn fmt_num(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "∞" } else { "-∞" }.into();
-    }
-    if v == 0.0 {
-        return "0".into();
-    }
-    let a = v.abs();
-    if (1e-3..1e6).contains(&a) {
-        let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
-        trim_zeros(format!("{v:.decimals$}"))
-    } else {
-        let s = format!("{v:.3e}");
-        let (mantissa, exp) = s.split_once('e').expect("scientific notation");
-        format!("{}e{exp}", trim_zeros(mantissa.to_string()))
-    }
-}
-
-fn trim_zeros(s: String) -> String {
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
 }
 
 /// RFC 3339 in UTC to the second, e.g. `2024-05-01T10:05:00Z`.
