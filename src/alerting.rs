@@ -7,7 +7,6 @@
 //! like its checkpoint, and a replay by the next owner finds the ids already there.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,6 +19,7 @@ use inferwatch_schemas::{Notice, NoticeKind};
 use inferwatch_sink::alert_topics::{spawn_topic_delivery, TopicConfig};
 use inferwatch_sink::outbox::{Entry, SharedOutbox};
 use inferwatch_sink::slack::{self, SlackConfig};
+use inferwatch_sink::Store;
 
 /// Kafka topics for notices.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub struct AlertTopics {
     pub alerts: String,
     /// Circuit-breaker transitions, as JSON; "" for none.
     pub control: String,
-    pub properties: Vec<(String, String)>,
+    pub properties: inferwatch_schemas::ClientProperties,
 }
 
 /// Adds notices to the outbox, one entry per destination (cheap to clone; used by the sink
@@ -38,7 +38,7 @@ pub struct AlertTopics {
 pub struct Enqueuer {
     outbox: SharedOutbox,
     /// `<data_dir>/_outbox/<source>`
-    dir: std::path::PathBuf,
+    dir: Store,
     slack: Vec<String>,
     alerts: Option<String>,
     control: Option<String>,
@@ -65,7 +65,7 @@ impl Enqueuer {
     pub fn open(&self, partition: i32) -> Result<()> {
         let name = log_name(partition);
         self.outbox
-            .open_log(&name, &self.dir.join(&name))
+            .open_log(&name, &self.dir.child(&name))
             .with_context(|| format!("opening the alert outbox of partition {partition}"))
     }
 
@@ -169,7 +169,7 @@ impl AlertDelivery {
     /// Opens the outbox under `data_dir` and starts a loop per destination. `None` when
     /// there is nowhere to deliver (the `alerts` table still records everything).
     pub fn start(
-        data_dir: &Path,
+        data_dir: &Store,
         source: &str,
         webhooks: &[SlackConfig],
         topics: Option<&AlertTopics>,
@@ -178,9 +178,10 @@ impl AlertDelivery {
         if webhooks.is_empty() && topics.is_none() {
             return Ok(None);
         }
-        let dir = data_dir
-            .join("_outbox")
-            .join(inferwatch_sink::sanitize_component(source));
+        let dir = data_dir.child(&format!(
+            "_outbox/{}",
+            inferwatch_sink::sanitize_component(source)
+        ));
         let outbox = SharedOutbox::empty();
         let stop = Arc::new(AtomicBool::new(false));
         let mut loops = Vec::new();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use inferwatch_processor::config::parse_duration;
 use inferwatch_processor::ProcessorConfig;
-use inferwatch_sink::ParquetOptions;
+use inferwatch_sink::{ParquetOptions, Store, StoreOptions};
 use serde::{Deserialize, Deserializer};
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -115,7 +115,7 @@ pub struct KafkaConfig {
     /// on; "" turns it off.
     pub control_topic: String,
     /// Extra librdkafka properties for every client, e.g. `"security.protocol" = "SASL_SSL"`.
-    pub properties: std::collections::BTreeMap<String, String>,
+    pub properties: inferwatch_schemas::ClientProperties,
 }
 
 impl Default for KafkaConfig {
@@ -193,12 +193,46 @@ impl SlackSection {
     }
 }
 
+/// `[storage]`: the object store behind `data_dir = "s3://bucket/prefix"`. Every key falls
+/// back to the standard AWS environment variable, which is the better place for the keys.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// S3 endpoint of a non-AWS store, e.g. `http://minio:9000` (env `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// Region (env `AWS_REGION`; `us-east-1` when an endpoint is set and no region is).
+    pub region: Option<String>,
+    /// Access key id (env `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: Option<String>,
+    /// Secret access key (env `AWS_SECRET_ACCESS_KEY`). A secret: never printed or logged.
+    pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for StorageSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.options().fmt(f)
+    }
+}
+
+impl StorageSection {
+    pub fn options(&self) -> StoreOptions {
+        StoreOptions {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Where the Parquet tables go.
+    /// Where the Parquet tables, checkpoints and the alert outbox go: a local directory, or
+    /// `s3://bucket/prefix` for processors on many machines.
     pub data_dir: PathBuf,
+    pub storage: StorageSection,
     pub source: SourceConfig,
     pub sink: SinkConfig,
     pub checkpoint: CheckpointConfig,
@@ -212,6 +246,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./inferwatch-data"),
+            storage: StorageSection::default(),
             source: SourceConfig::default(),
             sink: SinkConfig::default(),
             checkpoint: CheckpointConfig::default(),
@@ -239,6 +274,12 @@ impl Config {
         Ok(config)
     }
 
+    /// Opens `data_dir`; an object store is checked (bucket, credentials) before anything
+    /// runs.
+    pub fn open_store(&self) -> Result<Store> {
+        open_store(&self.data_dir, &self.storage.options())
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.source.batch_size == 0 {
             anyhow::bail!("source.batch_size must be at least 1");
@@ -259,6 +300,14 @@ impl Config {
         self.processor.validate()?;
         Ok(())
     }
+}
+
+/// Opens `data_dir` (a path or a URL) as a store.
+pub fn open_store(data_dir: &Path, options: &StoreOptions) -> Result<Store> {
+    let location = data_dir
+        .to_str()
+        .with_context(|| format!("data_dir {} is not valid UTF-8", data_dir.display()))?;
+    Ok(Store::open(location, options)?)
 }
 
 #[cfg(test)]
@@ -282,6 +331,23 @@ mod tests {
         assert_eq!(c.processor.alerts.renotify, d.processor.alerts.renotify);
         assert_eq!(c.kafka.alerts_topic, d.kafka.alerts_topic);
         assert_eq!(c.slack.min_interval, d.slack.min_interval);
+        assert_eq!(c.kafka.properties, d.kafka.properties);
+        assert_eq!(c.storage.endpoint, d.storage.endpoint);
+        assert_eq!(c.storage.secret_access_key, d.storage.secret_access_key);
+        // The commented settings are real keys: uncommented, they parse.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with("\"s") || rest.starts_with("endpoint") => rest,
+                Some(rest) if rest.starts_with("region") || rest.contains("_key") => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse(&uncommented).expect("uncommented settings parse");
+        assert_eq!(c.kafka.properties.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(c.storage.endpoint.as_deref(), Some("http://minio:9000"));
+        assert!(!format!("{c:?}").contains("sasl.password\": \"..."), "redacted");
     }
 
     #[test]

@@ -224,7 +224,7 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
         return Ok(());
     }
     let span = rt.block_on(crate::query::run(
-        &r.data_dir,
+        &r.store,
         "SELECT CAST(min(window_start) AS BIGINT) AS first, CAST(max(window_start) AS BIGINT) AS last FROM metrics",
     ))?;
     let ints = |name: &str| -> Option<i64> {
@@ -260,7 +260,7 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
          WHERE CAST(window_start AS BIGINT) = {last} OR CAST(window_start AS BIGINT) < {middle}
          GROUP BY 1, 2 ORDER BY 1, 2"
     );
-    let rows = rt.block_on(crate::query::run(&r.data_dir, &sql))?;
+    let rows = rt.block_on(crate::query::run(&r.store, &sql))?;
     writeln!(
         out,
         "\nper service: the first half of the run ('before') and the last window, starting {}",
@@ -343,7 +343,7 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
         "(ece/ovconf: label-weighted means over keys; psi = psi_confidence, js = js_prediction: means over keys;\n loops = runaway_sessions; - = too few events)"
     )?;
     alerts_summary(&mut out, r, rt)?;
-    let dir = r.data_dir.display();
+    let dir = r.store.display();
     writeln!(
         out,
         "\nexplore what it wrote (tables: events, metrics, metrics_latest, calibration_bins, alerts,\ndead_letter, feedback_unmatched, sessions, budgets):"
@@ -407,7 +407,7 @@ fn alerts_summary(
         sum(CASE WHEN state = 'closed' THEN 1 ELSE 0 END) AS closed, \
         count(DISTINCT concat(service, '/', model)) AS keys \
         FROM alerts WHERE notified GROUP BY 1, 2 ORDER BY 2, 1";
-    let Ok(rows) = rt.block_on(crate::query::run(&r.data_dir, sql)) else {
+    let Ok(rows) = rt.block_on(crate::query::run(&r.store, sql)) else {
         writeln!(
             out,
             "\nalerts: none (try --scenario miscalibration --recover-at 0.8)"

@@ -141,7 +141,8 @@ enum Command {
     /// SQL over the tables (events, metrics, metrics_latest, calibration_bins, alerts, dead_letter,
     /// feedback_unmatched); date and hour are partition columns.
     Query {
-        /// Where the Parquet tables are [default: ./inferwatch-data].
+        /// Where the Parquet tables are: a directory or s3://bucket/prefix (credentials and
+        /// endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL).
         #[arg(long, value_name = "DIR", default_value = "./inferwatch-data")]
         data_dir: PathBuf,
         #[arg(long, value_enum, default_value = "table")]
@@ -185,6 +186,10 @@ enum Command {
         /// Produce to Kafka instead of a file (keyed service/model).
         #[command(flatten)]
         kafka: KafkaArgs,
+        /// Config file whose [kafka] section (brokers, topic, properties such as TLS and
+        /// SASL settings) the producer uses; flags override it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -380,7 +385,8 @@ fn real_main(cli: Cli) -> Result<()> {
             sql,
         } => {
             let rt = runtime()?;
-            let batches = rt.block_on(query::run(&data_dir, &sql))?;
+            let store = config::open_store(&data_dir, &inferwatch_sink::StoreOptions::default())?;
+            let batches = rt.block_on(query::run(&store, &sql))?;
             let text = query::render(&batches, format)?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "{text}")?;
@@ -398,6 +404,7 @@ fn real_main(cli: Cli) -> Result<()> {
             routes,
             recover_at,
             kafka,
+            config,
         } => {
             if !(rate > 0.0 && rate.is_finite()) {
                 bail!("--rate must be a positive number of events per second");
@@ -419,18 +426,18 @@ fn real_main(cli: Cli) -> Result<()> {
                     format!("--start {s:?} is not an RFC 3339 time such as 2026-01-01T00:00:00Z")
                 })?;
             }
-            match &kafka.brokers {
-                Some(brokers) => {
-                    let topic = kafka
-                        .topic
-                        .clone()
-                        .unwrap_or_else(|| "inference-events".into());
-                    if kafka.feedback_topic.is_some() {
+            let mut file_config = Config::load(config.as_deref())?;
+            kafka.apply(&mut file_config);
+            let k = &file_config.kafka;
+            match k.brokers.is_empty() {
+                false => {
+                    let feedback = (!k.feedback_topic.is_empty()).then_some(&k.feedback_topic);
+                    if feedback.is_some() {
                         cfg.feedback_delay_ms = Some(feedback_delay.as_millis() as i64);
                     }
-                    produce(cfg, brokers, &topic, kafka.feedback_topic.as_deref())
+                    produce(cfg, k, feedback.map(String::as_str))
                 }
-                None => generate(
+                true => generate(
                     cfg,
                     &out.context("--out FILE is required (or --brokers HOST:PORT)")?,
                     feedback_out.as_deref(),
@@ -524,12 +531,13 @@ fn process(
     options: RunOptions,
     live: bool,
 ) -> Result<pipeline::RunReport> {
-    let delivery = start_delivery(config, source.name(), None)?;
+    let store = config.open_store()?;
+    let delivery = start_delivery(config, &store, source.name(), None)?;
     let options = RunOptions {
         notify: delivery.as_ref().map(|d| d.enqueuer()),
         ..options
     };
-    let mut pipeline = Pipeline::new(config, source.name(), options)?;
+    let mut pipeline = Pipeline::new(config, &store, source.name(), options)?;
     if let Some(f) = feedback {
         pipeline = pipeline.with_feedback(f, false);
     }
@@ -540,15 +548,11 @@ fn process(
 /// topic.
 fn start_delivery(
     config: &Config,
+    store: &inferwatch_sink::Store,
     source: &str,
     topics: Option<alerting::AlertTopics>,
 ) -> Result<Option<alerting::AlertDelivery>> {
-    alerting::AlertDelivery::start(
-        &config.data_dir,
-        source,
-        &config.slack.deliveries()?,
-        topics.as_ref(),
-    )
+    alerting::AlertDelivery::start(store, source, &config.slack.deliveries()?, topics.as_ref())
 }
 
 fn run_pipeline(
@@ -592,6 +596,7 @@ fn consume(config: &Config, stop_when_idle: Option<Duration>) -> Result<pipeline
             brokers: k.brokers.clone(),
             dead_letter_topic: k.dead_letter_topic.clone(),
             metrics_topic: k.metrics_topic.clone(),
+            properties: k.properties.clone(),
         }),
         notify: None,
     };
@@ -599,14 +604,16 @@ fn consume(config: &Config, stop_when_idle: Option<Duration>) -> Result<pipeline
         brokers: k.brokers.clone(),
         alerts: k.alerts_topic.clone(),
         control: k.control_topic.clone(),
-        properties: k.properties.clone().into_iter().collect(),
+        properties: k.properties.clone(),
     };
-    let delivery = start_delivery(config, &k.topic, Some(topics))?;
+    // Checked before anything is consumed: a wrong key or bucket stops the run here.
+    let store = config.open_store()?;
+    let delivery = start_delivery(config, &store, &k.topic, Some(topics))?;
     let options = RunOptions {
         notify: delivery.as_ref().map(|d| d.enqueuer()),
         ..options
     };
-    let mut pipeline = Pipeline::new(config, &k.topic, options)?;
+    let mut pipeline = Pipeline::new(config, &store, &k.topic, options)?;
     if !k.feedback_topic.is_empty() {
         let mut fc = KafkaSourceConfig::new(
             &k.brokers,
@@ -626,7 +633,7 @@ fn consume(config: &Config, stop_when_idle: Option<Duration>) -> Result<pipeline
         k.topic,
         k.brokers,
         k.group,
-        config.data_dir.display()
+        store.display()
     );
     run_pipeline(pipeline, Box::new(source), true, delivery)
 }
@@ -634,10 +641,10 @@ fn consume(config: &Config, stop_when_idle: Option<Duration>) -> Result<pipeline
 /// `inferwatch generate --brokers`: the same traffic as the file, produced to Kafka.
 fn produce(
     cfg: GeneratorConfig,
-    brokers: &str,
-    topic: &str,
+    kafka: &config::KafkaConfig,
     feedback_topic: Option<&str>,
 ) -> Result<()> {
+    let (brokers, topic) = (kafka.brokers.as_str(), kafka.topic.as_str());
     #[derive(serde::Deserialize)]
     struct KeyFields<'a> {
         #[serde(borrow)]
@@ -645,9 +652,9 @@ fn produce(
         #[serde(borrow)]
         model: std::borrow::Cow<'a, str>,
     }
-    let producer = EventProducer::new(brokers, topic)?;
+    let producer = EventProducer::with_properties(brokers, topic, &kafka.properties)?;
     let feedback = feedback_topic
-        .map(|t| EventProducer::new(brokers, t))
+        .map(|t| EventProducer::with_properties(brokers, t, &kafka.properties))
         .transpose()?;
     let mut fbuf = Vec::new();
     let mut feedback_sent = 0u64;

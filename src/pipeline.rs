@@ -17,7 +17,6 @@
 //! from offsets and windows, so nothing is duplicated.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -37,7 +36,7 @@ use inferwatch_schemas::{
 };
 use inferwatch_sink::{
     Checkpoint, CheckpointStore, KafkaOutput, KafkaOutputConfig, ParquetOptions, PositionedTable,
-    WindowTable,
+    SinkError, Store, WindowTable,
 };
 
 use crate::alerting::Enqueuer;
@@ -87,7 +86,8 @@ pub struct RunReport {
     /// Window size of the run, ms.
     pub window_size_ms: i64,
     pub files_written: u64,
-    pub data_dir: PathBuf,
+    /// Where the tables were written.
+    pub store: Store,
     /// Wall time the processing thread waited for checkpoints (rebalances, shutdown).
     pub checkpoint_wait: Duration,
     /// Time the sink thread spent completing files and writing checkpoints.
@@ -197,7 +197,7 @@ enum ToSink {
 }
 
 struct SinkThread {
-    data_dir: PathBuf,
+    data_dir: Store,
     source: String,
     max_rows: usize,
     parquet: ParquetOptions,
@@ -217,16 +217,22 @@ struct SinkThread {
     acks: Sender<(i32, i64)>,
     /// Time spent completing files and writing checkpoints.
     checkpoint_time: Duration,
+    /// Per partition, the offsets (events, feedback) its last durable checkpoint covers, or
+    /// where it started: what a processor that lost the partition cleans up from.
+    committed: HashMap<i32, (i64, Option<i64>)>,
 }
 
 impl SinkThread {
     fn tables(&mut self, partition: i32) -> Result<&mut (PositionedTable, PositionedTable)> {
         if !self.events.contains_key(&partition) {
             let source = self.source.clone();
-            let events =
+            let mut events =
                 self.positioned("events", events_schema(), ev::TIMESTAMP, &source, partition)?;
-            let dead =
+            let mut dead =
                 self.positioned("dead_letter", dead_letter_schema(), 3, &source, partition)?;
+            let generation = self.store.generation(partition);
+            events.set_generation(generation);
+            dead.set_generation(generation);
             self.events.insert(partition, (events, dead));
         }
         Ok(self.events.get_mut(&partition).expect("inserted above"))
@@ -260,16 +266,19 @@ impl SinkThread {
         source: &str,
         partition: i32,
     ) -> Result<(PositionedTable, PositionedTable)> {
-        Ok((
-            self.positioned("dead_letter", dead_letter_schema(), 3, source, partition)?,
-            self.positioned(
-                "feedback_unmatched",
-                feedback_unmatched_schema(),
-                1,
-                source,
-                partition,
-            )?,
-        ))
+        let mut dead =
+            self.positioned("dead_letter", dead_letter_schema(), 3, source, partition)?;
+        let mut unmatched = self.positioned(
+            "feedback_unmatched",
+            feedback_unmatched_schema(),
+            1,
+            source,
+            partition,
+        )?;
+        let generation = self.store.generation(partition);
+        dead.set_generation(generation);
+        unmatched.set_generation(generation);
+        Ok((dead, unmatched))
     }
 
     fn flush(&mut self, partition: i32) -> Result<()> {
@@ -289,6 +298,12 @@ impl SinkThread {
             ToSink::Start { partition, from } => {
                 if let Some(n) = &self.notify {
                     n.open(partition)?;
+                }
+                self.committed.entry(partition).or_default().0 = from;
+                // Tables made before the claim carry no generation: make them anew.
+                if let Some((mut e, mut d)) = self.events.remove(&partition) {
+                    e.abort()?;
+                    d.abort()?;
                 }
                 let (e, d) = self.tables(partition)?;
                 e.abort()?;
@@ -387,6 +402,7 @@ impl SinkThread {
                 partition,
                 from,
             } => {
+                self.committed.entry(partition).or_default().1 = Some(from);
                 let (d, u) = self.feedback_tables(&source, partition)?;
                 d.remove_from(from)?;
                 u.remove_from(from)?;
@@ -446,6 +462,8 @@ impl SinkThread {
                 }
             }
             ToSink::Abort { partition } => {
+                self.store.release(partition);
+                self.committed.remove(&partition);
                 if let Some(n) = &self.notify {
                     n.release(partition);
                 }
@@ -464,16 +482,55 @@ impl SinkThread {
 
     fn checkpoint(&mut self, partition: i32, ckpt: &Checkpoint, release: bool) -> Result<()> {
         let started = Instant::now();
+        let held = self.store.generation(partition);
         self.flush(partition)?;
-        self.store.save(partition, ckpt)?;
+        if let Err(e) = self.store.save(partition, ckpt) {
+            if let (SinkError::Fenced { .. }, Some(g)) = (&e, held) {
+                self.drop_fenced(partition, g)?;
+            }
+            return Err(e.into());
+        }
+        self.committed
+            .insert(partition, (ckpt.next_offset, ckpt.feedback_offset));
         if release {
             self.events.remove(&partition);
             self.feedback.remove(&partition);
+            self.committed.remove(&partition);
+            self.store.release(partition);
             if let Some(n) = &self.notify {
                 n.release(partition);
             }
         }
         self.checkpoint_time += started.elapsed();
+        Ok(())
+    }
+
+    /// Another processor took `partition` over while this one held generation `g`: delete
+    /// what this one wrote after its last commit (files named with `g`, so never the new
+    /// owner's) and stop writing the partition.
+    fn drop_fenced(&mut self, partition: i32, g: u64) -> Result<()> {
+        let (from, feedback_from) = self.committed.remove(&partition).unwrap_or_default();
+        let mut removed = 0;
+        if let Some((mut e, mut d)) = self.events.remove(&partition) {
+            e.abort()?;
+            d.abort()?;
+            removed += e.remove_generation_from(g, from)? + d.remove_generation_from(g, from)?;
+        }
+        if let Some((mut d, mut u)) = self.feedback.remove(&partition) {
+            d.abort()?;
+            u.abort()?;
+            if let Some(f) = feedback_from {
+                removed += d.remove_generation_from(g, f)? + u.remove_generation_from(g, f)?;
+            }
+        }
+        if let Some(n) = &self.notify {
+            n.release(partition);
+        }
+        tracing::error!(
+            "partition {partition} was taken over by another processor: removed the {removed} \
+             files this one wrote after its last checkpoint (offset {from}); it writes the \
+             partition no more"
+        );
         Ok(())
     }
 
@@ -666,7 +723,8 @@ impl Shared {
             op.expect_feedback(&self.config.processor.feedback);
         }
         let ckpt = if self.options.checkpoints {
-            self.store.load(partition)?
+            // Claimed, not just read: a previous owner that still writes can commit no more.
+            self.store.claim(partition)?
         } else {
             None
         };
@@ -1233,15 +1291,21 @@ pub struct Pipeline {
     sink: Option<JoinHandle<Result<(u64, Duration)>>>,
     acks: Receiver<(i32, i64)>,
     feedback: Option<Box<dyn Source>>,
+    data_dir: Store,
 }
 
 impl Pipeline {
-    pub fn new(config: &Config, source_name: &str, options: RunOptions) -> Result<Self> {
+    pub fn new(
+        config: &Config,
+        data_dir: &Store,
+        source_name: &str,
+        options: RunOptions,
+    ) -> Result<Self> {
         // Also checks the processor config before anything starts.
         let metrics_schema = WindowOperator::new(&config.processor)?.metrics_schema();
         let parquet = config.sink.parquet();
         let table = |name: &str, schema| -> Result<WindowTable> {
-            let t = WindowTable::new(&config.data_dir, name, schema, source_name, &parquet)?;
+            let t = WindowTable::new(data_dir, name, schema, source_name, &parquet)?;
             if !options.checkpoints {
                 // A run from the start of a source replaces its earlier windows.
                 t.remove_all()?;
@@ -1261,9 +1325,9 @@ impl Pipeline {
             .transpose()?;
         let (tx, rx) = sync_channel::<ToSink>(4);
         let (ack_tx, acks) = channel();
-        let store = CheckpointStore::new(&config.data_dir, source_name);
+        let store = CheckpointStore::new(data_dir, source_name);
         let sink = SinkThread {
-            data_dir: config.data_dir.clone(),
+            data_dir: data_dir.clone(),
             source: source_name.to_string(),
             max_rows: config.sink.max_file_rows,
             parquet: config.sink.parquet(),
@@ -1279,6 +1343,7 @@ impl Pipeline {
             kafka,
             acks: ack_tx,
             checkpoint_time: Duration::ZERO,
+            committed: HashMap::new(),
         };
         let sink = std::thread::Builder::new()
             .name("inferwatch-sink".into())
@@ -1311,6 +1376,7 @@ impl Pipeline {
             sink: Some(sink),
             acks,
             feedback: None,
+            data_dir: data_dir.clone(),
         })
     }
 
@@ -1419,6 +1485,9 @@ impl Pipeline {
                         let since = last_payload.max(s.rebalanced_at);
                         let limit = if s.parts.is_empty() { d * 3 } else { d };
                         if now.duration_since(since) >= limit {
+                            if let Some(why) = source.stalled() {
+                                anyhow::bail!("{why}");
+                            }
                             finished = true;
                             break;
                         }
@@ -1588,13 +1657,7 @@ impl Pipeline {
             progress,
             window_size_ms,
             files_written,
-            data_dir: self
-                .shared
-                .lock()
-                .expect("not poisoned")
-                .config
-                .data_dir
-                .clone(),
+            store: self.data_dir.clone(),
             checkpoint_wait,
             checkpoint_time,
         })
@@ -1699,7 +1762,8 @@ mod tests {
             steps,
             left: left.clone(),
         };
-        let pipeline = Pipeline::new(&config, "script", RunOptions::default()).unwrap();
+        let store = Store::local(dir.path());
+        let pipeline = Pipeline::new(&config, &store, "script", RunOptions::default()).unwrap();
         let mut quiet_closed_with_steps_left = None;
         let stop = AtomicBool::new(false);
         pipeline

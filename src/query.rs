@@ -1,7 +1,6 @@
 //! `inferwatch query`: SQL over the Parquet tables with DataFusion, `date` and `hour` as
 //! partition columns.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -12,6 +11,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::prelude::SessionContext;
+use inferwatch_sink::Store;
 
 /// Tables inferwatch writes, in the order `query` registers them.
 pub const TABLES: &[&str] = &[
@@ -31,21 +31,35 @@ pub const VIEWS: &[(&str, &str)] = &[
     ("calibration_bins_latest", "calibration_bins"),
 ];
 
-/// A session with every table under `data_dir` that has at least one file.
-pub async fn session(data_dir: &Path) -> Result<(SessionContext, Vec<&'static str>)> {
+/// The URL of `table`'s directory for DataFusion, registering the object store first.
+fn table_url(ctx: &SessionContext, data_dir: &Store, table: &str) -> Result<ListingTableUrl> {
+    if let Some((store, root)) = data_dir.object_store() {
+        // One store per bucket; the prefix is part of the table URL.
+        let bucket = root.split('/').take(3).collect::<Vec<_>>().join("/");
+        let bucket_url = url::Url::parse(&bucket).with_context(|| format!("data_dir {root}"))?;
+        ctx.register_object_store(&bucket_url, store);
+        return Ok(ListingTableUrl::parse(format!("{root}/{table}/"))?);
+    }
+    let dir = data_dir.local_dir().expect("a local store").join(table);
+    let dir = std::fs::canonicalize(&dir).with_context(|| format!("reading {}", dir.display()))?;
+    Ok(ListingTableUrl::parse(format!("{}/", dir.display()))?)
+}
+
+/// A session with every table under `data_dir` that has at least one file. Listing an
+/// object store is blocking work: it runs off the async threads.
+pub async fn session(data_dir: &Store) -> Result<(SessionContext, Vec<&'static str>)> {
     let ctx = SessionContext::new();
     let mut registered = Vec::new();
     for table in TABLES {
-        let dir = data_dir.join(table);
-        let has_files = inferwatch_sink::table_files(&dir)?
-            .iter()
-            .any(|p| p.extension().is_some_and(|e| e == "parquet"));
+        let store = data_dir.clone();
+        let has_files = tokio::task::spawn_blocking(move || {
+            inferwatch_sink::table_files(&store, table).map(|f| !f.is_empty())
+        })
+        .await??;
         if !has_files {
             continue;
         }
-        let dir =
-            std::fs::canonicalize(&dir).with_context(|| format!("reading {}", dir.display()))?;
-        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+        let url = table_url(&ctx, data_dir, table)?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(vec![
@@ -76,7 +90,7 @@ pub async fn session(data_dir: &Path) -> Result<(SessionContext, Vec<&'static st
 }
 
 /// Runs `sql` and returns all rows.
-pub async fn run(data_dir: &Path, sql: &str) -> Result<Vec<RecordBatch>> {
+pub async fn run(data_dir: &Store, sql: &str) -> Result<Vec<RecordBatch>> {
     let (ctx, registered) = session(data_dir).await?;
     if registered.is_empty() {
         anyhow::bail!(

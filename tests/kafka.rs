@@ -6,180 +6,16 @@
 //! generated events: same `event_id`s exactly once, same dead letters, same `metrics` rows.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::Value;
 
 mod common;
 use common::broker::{brokers, create_topic, external, free_port, unique, Tansu};
 use common::cli::*;
-
-const PARTITIONS: i32 = 4;
-
-/// Produces the generator's traffic to `topic` with `inferwatch generate --brokers`.
-fn produce(brokers: &str, topic: &str, args: &[&str]) {
-    let mut all = vec!["generate", "--brokers", brokers, "--topic", topic];
-    all.extend_from_slice(args);
-    ok(&all);
-}
-
-/// `inferwatch run --brokers` as a child process.
-fn spawn_run(brokers: &str, topic: &str, group: &str, data: &Path, extra: &[&str]) -> Child {
-    let log = data.with_extension(format!("{}.log", unique("run")));
-    Command::new(BIN)
-        .args([
-            "run",
-            "--brokers",
-            brokers,
-            "--topic",
-            topic,
-            "--group",
-            group,
-        ])
-        .args(["--data-dir", data.to_str().unwrap()])
-        .args(extra)
-        .env("INFERWATCH_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("inferwatch runs")
-}
-
-/// Waits for a child run to exit 0 within `limit`.
-fn wait_ok(child: &mut Child, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "inferwatch run exited with {status}");
-            return;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("inferwatch run did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Runs the Kafka processor until the topic has been quiet for a few seconds.
-fn consume_all(brokers: &str, topic: &str, group: &str, data: &Path, extra: &[&str]) {
-    let mut args = vec!["--stop-when-idle", "8s", "--window", "1m"];
-    args.extend_from_slice(extra);
-    let mut child = spawn_run(brokers, topic, group, data, &args);
-    wait_ok(&mut child, Duration::from_secs(240));
-}
-
-/// The metric rows of a data dir, as sorted JSON lines (every column).
-fn metric_rows(data: &Path) -> Vec<String> {
-    let rows = query(
-        data,
-        "SELECT * EXCLUDE (date, hour) FROM metrics ORDER BY window_start, service, model, model_version, route",
-    );
-    rows.into_iter()
-        .map(|r| Value::Object(r).to_string())
-        .collect()
-}
-
-fn event_ids(data: &Path) -> (i64, i64) {
-    let r = &query(
-        data,
-        "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events",
-    )[0];
-    (r["n"].as_i64().unwrap(), r["d"].as_i64().unwrap())
-}
-
-/// The file run every Kafka run must match.
-struct Reference {
-    data: PathBuf,
-    valid: i64,
-    dead: i64,
-    metrics: Vec<String>,
-}
-
-fn reference(dir: &Path, args: &[&str]) -> Reference {
-    let input = generate(dir, "ref.ndjson", args);
-    let data = dir.join("ref-data");
-    run(&input, &data, &["--window", "1m"]);
-    let valid = count(&data, "SELECT count(*) FROM events");
-    let dead = count(&data, "SELECT count(*) FROM dead_letter");
-    assert_eq!(valid + dead, lines(&input));
-    Reference {
-        metrics: metric_rows(&data),
-        data,
-        valid,
-        dead,
-    }
-}
-
-fn assert_matches(reference: &Reference, data: &Path) {
-    let (n, distinct) = event_ids(data);
-    assert_eq!(
-        distinct, reference.valid,
-        "every valid event_id is in events"
-    );
-    assert_eq!(n, reference.valid, "and only once");
-    let ids = |d: &Path| -> BTreeSet<String> {
-        query(d, "SELECT DISTINCT event_id FROM events")
-            .into_iter()
-            .map(|r| r["event_id"].as_str().unwrap().to_string())
-            .collect()
-    };
-    assert!(
-        ids(data) == ids(&reference.data),
-        "the same event_ids as the file run"
-    );
-    assert_eq!(
-        count(data, "SELECT count(*) FROM dead_letter"),
-        reference.dead,
-        "each bad payload once"
-    );
-    let got = metric_rows(data);
-    assert_eq!(
-        got.len(),
-        reference.metrics.len(),
-        "as many metric rows as the file run"
-    );
-    for (g, r) in got.iter().zip(&reference.metrics) {
-        assert_eq!(g, r, "metric rows differ");
-    }
-}
-
-const TRAFFIC: &[&str] = &[
-    "--count",
-    "200000",
-    "--rate",
-    "2000",
-    "--seed",
-    "31",
-    "--scenario",
-    "malformed",
-];
-
-/// A fresh topic holding `TRAFFIC`, and the file run of the same events.
-fn traffic_topic(prefix: &str, dir: &Path) -> (&'static str, String, Reference) {
-    let b = brokers();
-    let topic = unique(prefix);
-    create_topic(b, &topic, PARTITIONS);
-    produce(b, &topic, TRAFFIC);
-    (b, topic, reference(dir, TRAFFIC))
-}
-
-/// A plain consumer of `topic` from the start, for checking what inferwatch produced.
-fn check_consumer(brokers: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("check"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    consumer
-}
+use common::runs::*;
 
 #[test]
 fn kafka_run_writes_each_event_once_and_matches_the_file_run() {
@@ -199,7 +35,9 @@ fn kafka_run_writes_each_event_once_and_matches_the_file_run() {
     assert_eq!(ckpts, PARTITIONS as usize);
 }
 
-/// The newest modification time of any checkpoint under `data`.
+/// How many checkpoint generations with a position exist under `data`
+/// (`_checkpoints/<source>/p<N>/g<G>.ckpt`; a claim of a partition without one is not
+/// counted).
 fn checkpoints_written(data: &Path) -> usize {
     let Ok(dirs) = std::fs::read_dir(data.join("_checkpoints")) else {
         return 0;
@@ -207,8 +45,29 @@ fn checkpoints_written(data: &Path) -> usize {
     dirs.flatten()
         .filter_map(|d| std::fs::read_dir(d.path()).ok())
         .flat_map(|d| d.flatten())
+        .filter_map(|p| std::fs::read_dir(p.path()).ok())
+        .flat_map(|d| d.flatten())
         .filter(|f| f.file_name().to_string_lossy().ends_with(".ckpt"))
+        .filter(|f| {
+            std::fs::read(f.path()).is_ok_and(|b| b.starts_with(b"inferwatch-checkpoint v1 next"))
+        })
         .count()
+}
+
+/// The latest checkpoint generation of `partition` of `source` under `data`.
+fn latest_checkpoint(data: &Path, source: &str, partition: i32) -> Vec<u8> {
+    let dir = data
+        .join("_checkpoints")
+        .join(source)
+        .join(format!("p{partition:05}"));
+    let mut gens: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+        .collect();
+    gens.sort();
+    std::fs::read(gens.last().expect("a checkpoint")).unwrap()
 }
 
 #[test]
@@ -629,7 +488,7 @@ fn feedback_topic_joins_each_label_once_across_sigkills() {
         "no feedback went unmatched"
     );
     // Checkpoints carry the feedback position.
-    let ckpt = std::fs::read(data.join("_checkpoints").join(&topic).join("p00000.ckpt")).unwrap();
+    let ckpt = latest_checkpoint(&data, &topic, 0);
     let header = String::from_utf8_lossy(&ckpt[..ckpt.iter().position(|&c| c == b'\n').unwrap()])
         .to_string();
     assert!(header.contains("feedback_offset="), "{header}");

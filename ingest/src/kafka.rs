@@ -13,14 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use inferwatch_schemas::RawBatch;
+use inferwatch_schemas::{ClientProperties, RawBatch};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use crate::source::{Source, SourceError};
 
@@ -33,7 +33,7 @@ pub struct KafkaSourceConfig {
     pub group: String,
     pub topic: String,
     /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...), applied last.
-    pub properties: BTreeMap<String, String>,
+    pub properties: ClientProperties,
     /// How long one `next_batch` waits for messages before returning what it has.
     pub poll_wait: Duration,
 }
@@ -44,7 +44,7 @@ impl KafkaSourceConfig {
             brokers: brokers.into(),
             group: group.into(),
             topic: topic.into(),
-            properties: BTreeMap::new(),
+            properties: ClientProperties::new(),
             poll_wait: Duration::from_millis(100),
         }
     }
@@ -70,6 +70,11 @@ struct Context {
     /// partitions that left.
     rebalanced: AtomicBool,
     revoked: Mutex<Vec<i32>>,
+    /// Start offsets of partitions just assigned from a checkpoint, for [`KafkaSource`]'s
+    /// position tracking.
+    starts: Mutex<Vec<(i32, i64)>>,
+    /// Set at the first assignment: the group and the brokers were reached.
+    joined: AtomicBool,
     errors: ErrorLog,
 }
 
@@ -80,14 +85,47 @@ struct ErrorLog {
     /// What the client reads, for the log lines: "kafka" or "kafka (feedback)".
     label: &'static str,
     seen: Mutex<BTreeSet<String>>,
+    /// Secrets to keep out of the log lines.
+    properties: ClientProperties,
+    /// librdkafka's text for the last error that concerns the data itself (a batch it could
+    /// not read): the consumer's poll returns only the code, this keeps the position.
+    last_unreadable: Mutex<Option<String>>,
+    /// The last connection-level error (TLS, SASL, unreachable brokers), for a run that
+    /// never got going.
+    last: Mutex<Option<String>>,
 }
 
 impl ErrorLog {
+    fn new(label: &'static str, properties: &ClientProperties) -> Self {
+        Self {
+            label,
+            properties: properties.clone(),
+            ..Self::default()
+        }
+    }
+
     fn report(&self, error: KafkaError, reason: &str) {
+        let reason = self.properties.scrub(reason);
+        if error.rdkafka_error_code().is_some_and(unreadable_code) {
+            *self.last_unreadable.lock().expect("not poisoned") = Some(reason);
+            return;
+        }
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) {
+            // The position asked for is gone (retention deleted it, or it is past the end):
+            // events between were never read. Not ours to hide.
+            tracing::error!(
+                "{}: {reason}: events between the checkpoint and the new position were \
+                 deleted by the brokers before this processor read them",
+                self.label
+            );
+            return;
+        }
+        *self.last.lock().expect("not poisoned") = Some(format!("{error}: {reason}"));
         let kind = format!("{:?}", error.rdkafka_error_code());
         if self.seen.lock().expect("not poisoned").insert(kind) {
             tracing::warn!(
-                "{}: {error}: {reason} (retrying; check that the brokers are reachable)",
+                "{}: {error}: {reason} (retrying; check that the brokers are reachable and \
+                 the security settings in [kafka.properties])",
                 self.label
             );
         }
@@ -123,22 +161,104 @@ fn client_config(cfg: &KafkaSourceConfig, extra: &[(&str, &str)]) -> ClientConfi
     for (k, v) in extra {
         cc.set(*k, *v);
     }
-    for (k, v) in &cfg.properties {
+    for (k, v) in cfg.properties.iter() {
         cc.set(k, v);
     }
     cc
 }
 
+/// Error codes that concern the data rather than the connection: a batch compressed with a
+/// codec the client lacks, corrupt compressed bytes, a malformed or oversized batch.
+/// librdkafka reports such a batch once and moves past it, so a source that saw one stops.
+fn unreadable_code(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        BadCompression
+            | NotImplemented
+            | BadMessage
+            | InvalidMessage
+            | InvalidMessageSize
+            | MessageSizeTooLarge
+            | UnsupportedCompressionType
+            | UnsupportedForMessageFormat
+            | InvalidRecord
+    )
+}
+
+/// The offset librdkafka names in its text ("... message at 1234 of 56 bytes failed",
+/// "Message at offset 1234 might be too large ...").
+fn offset_in(reason: &str) -> Option<i64> {
+    let words: Vec<&str> = reason.split_whitespace().collect();
+    words.windows(2).find_map(|w| match w[0] {
+        "at" | "offset" => w[1].trim_end_matches([',', ':', ')']).parse().ok(),
+        _ => None,
+    })
+}
+
+/// The error for a batch the client could not read. librdkafka's poll names only the code;
+/// the partition is the one whose next offset the batch covers, among `positions` (next
+/// offset per partition, where known) and the current assignment.
+fn unreadable_error<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    errors: &ErrorLog,
+    topic: &str,
+    positions: &BTreeMap<i32, i64>,
+    e: &KafkaError,
+) -> SourceError {
+    let reason = errors
+        .last_unreadable
+        .lock()
+        .expect("not poisoned")
+        .take()
+        .unwrap_or_else(|| e.to_string());
+    let offset = offset_in(&reason);
+    let assigned: Vec<i32> = consumer
+        .assignment()
+        .map(|t| {
+            t.elements_for_topic(topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut candidates: Vec<i32> = assigned
+        .iter()
+        .copied()
+        .filter(|p| match (positions.get(p), offset) {
+            (Some(&next), Some(at)) => next >= at,
+            _ => true,
+        })
+        .collect();
+    let exact: Vec<i32> = candidates
+        .iter()
+        .copied()
+        .filter(|p| offset.is_some() && positions.get(p).copied() == offset)
+        .collect();
+    if exact.len() == 1 && candidates.iter().all(|p| positions.contains_key(p)) {
+        candidates = exact;
+    }
+    SourceError::Unreadable {
+        topic: topic.to_string(),
+        partitions: candidates,
+        offset,
+        reason,
+    }
+}
+
 /// Polls up to `max` messages for at most `wait`, one batch per partition. `interrupted` is
 /// asked after every poll; when it says so, polling stops (it may drop batches first).
+/// `positions` tracks the next offset of every partition seen. A batch the client cannot
+/// read ends the poll with [`SourceError::Unreadable`]: nothing after it is handed on.
 fn poll_batches<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     errors: &ErrorLog,
     name: &Arc<str>,
     max: usize,
     wait: Duration,
+    positions: &mut BTreeMap<i32, i64>,
     mut interrupted: impl FnMut(&mut BTreeMap<i32, RawBatch>) -> bool,
-) -> BTreeMap<i32, RawBatch> {
+) -> Result<BTreeMap<i32, RawBatch>, SourceError> {
     let deadline = Instant::now() + wait;
     let mut pending: BTreeMap<i32, RawBatch> = BTreeMap::new();
     let mut n = 0;
@@ -146,6 +266,12 @@ fn poll_batches<C: ConsumerContext>(
         let wait = deadline.saturating_duration_since(Instant::now());
         match consumer.poll(wait) {
             None => break,
+            Some(Err(
+                e @ (KafkaError::MessageConsumption(code)
+                | KafkaError::MessageConsumptionFatal(code)),
+            )) if unreadable_code(code) => {
+                return Err(unreadable_error(consumer, errors, name, positions, &e));
+            }
             Some(Err(e)) => {
                 // Broker trouble is retried by librdkafka; the context logs it once.
                 tracing::debug!("poll {name}: {e}");
@@ -159,6 +285,7 @@ fn poll_batches<C: ConsumerContext>(
                     .entry(p)
                     .or_insert_with(|| RawBatch::with_capacity(name.clone(), p, 1024, 1 << 18));
                 batch.push(msg.payload().unwrap_or_default(), msg.offset());
+                positions.insert(p, msg.offset() + 1);
                 n += 1;
                 errors.receiving();
             }
@@ -167,7 +294,7 @@ fn poll_batches<C: ConsumerContext>(
             break;
         }
     }
-    pending
+    Ok(pending)
 }
 
 impl ClientContext for Context {
@@ -206,9 +333,11 @@ impl ConsumerContext for Context {
         self.rebalanced.store(true, Ordering::SeqCst);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.joined.store(true, Ordering::SeqCst);
                 tracing::info!("assigned partitions {parts:?} of {}", self.topic);
                 for (p, from) in self.owner.assigned(&self.topic, &parts) {
                     if let Some(off) = from {
+                        self.starts.lock().expect("not poisoned").push((p, off));
                         if let Err(e) =
                             tpl.set_partition_offset(&self.topic, p, Offset::Offset(off))
                         {
@@ -275,8 +404,11 @@ fn commit(consumer: &BaseConsumer<Context>, topic: &str, offsets: &[(i32, i64)],
 pub struct KafkaSource {
     consumer: BaseConsumer<Context>,
     name: Arc<str>,
+    brokers: String,
     poll_wait: Duration,
     ready: VecDeque<RawBatch>,
+    /// Next offset per partition, where known: names the partition of an unreadable batch.
+    positions: BTreeMap<i32, i64>,
 }
 
 impl KafkaSource {
@@ -300,22 +432,20 @@ impl KafkaSource {
             owner,
             rebalanced: AtomicBool::new(false),
             revoked: Mutex::new(Vec::new()),
-            errors: ErrorLog {
-                label: "kafka",
-                ..ErrorLog::default()
-            },
+            starts: Mutex::new(Vec::new()),
+            joined: AtomicBool::new(false),
+            errors: ErrorLog::new("kafka", &cfg.properties),
         };
-        let consumer: BaseConsumer<Context> = cc
-            .create_with_context(context)
-            .map_err(kafka_err(&cfg.brokers))?;
-        consumer
-            .subscribe(&[&cfg.topic])
-            .map_err(kafka_err(&cfg.brokers))?;
+        let consumer: BaseConsumer<Context> =
+            cc.create_with_context(context).map_err(kafka_err(cfg))?;
+        consumer.subscribe(&[&cfg.topic]).map_err(kafka_err(cfg))?;
         Ok(Self {
             consumer,
             name: Arc::from(cfg.topic.as_str()),
+            brokers: cfg.brokers.clone(),
             poll_wait: cfg.poll_wait,
             ready: VecDeque::new(),
+            positions: BTreeMap::new(),
         })
     }
 }
@@ -343,8 +473,14 @@ impl KafkaSource {
     }
 }
 
-fn kafka_err(brokers: &str) -> impl Fn(KafkaError) -> SourceError + '_ {
-    move |e| SourceError::Kafka(format!("{e} (brokers {brokers})"))
+fn kafka_err(cfg: &KafkaSourceConfig) -> impl Fn(KafkaError) -> SourceError + '_ {
+    move |e| {
+        let text = cfg.properties.scrub(&e.to_string());
+        SourceError::Kafka(format!(
+            "{text} (brokers {}; check [kafka.properties])",
+            cfg.brokers
+        ))
+    }
 }
 
 impl Source for KafkaSource {
@@ -357,12 +493,14 @@ impl Source for KafkaSource {
             return Ok(Some(b));
         }
         let ctx = self.consumer.context();
+        let mut revoked = Vec::new();
         let pending = poll_batches(
             &self.consumer,
             &ctx.errors,
             &self.name,
             max,
             self.poll_wait,
+            &mut self.positions,
             |pending| {
                 if !ctx.rebalanced.swap(false, Ordering::SeqCst) {
                     return false;
@@ -370,11 +508,18 @@ impl Source for KafkaSource {
                 // Messages polled before a revocation belong to the partition's next owner.
                 for p in std::mem::take(&mut *ctx.revoked.lock().expect("not poisoned")) {
                     pending.remove(&p);
+                    revoked.push(p);
                 }
                 true
             },
         );
-        self.ready.extend(pending.into_values());
+        for p in revoked {
+            self.positions.remove(&p);
+        }
+        self.positions.extend(std::mem::take(
+            &mut *ctx.starts.lock().expect("not poisoned"),
+        ));
+        self.ready.extend(pending?.into_values());
         Ok(Some(
             self.ready
                 .pop_front()
@@ -384,6 +529,20 @@ impl Source for KafkaSource {
 
     fn is_bounded(&self) -> bool {
         false
+    }
+
+    fn stalled(&self) -> Option<String> {
+        let ctx = self.consumer.context();
+        if ctx.joined.load(Ordering::SeqCst) {
+            return None;
+        }
+        let last = ctx.errors.last.lock().expect("not poisoned").clone()?;
+        Some(format!(
+            "never got a partition of {} from {}: {last}. Check the brokers and the security \
+             settings in [kafka.properties] (security.protocol, ssl.ca.location, \
+             sasl.mechanism, sasl.username, sasl.password)",
+            self.name, self.brokers
+        ))
     }
 
     fn commit(&mut self, offsets: &[(i32, i64)]) {
@@ -398,6 +557,7 @@ impl Source for KafkaSource {
     fn seek(&mut self, partition: i32, offset: i64) -> bool {
         // Batches already buffered for the partition come from the old position.
         self.ready.retain(|b| b.partition != partition);
+        self.positions.insert(partition, offset);
         match self.consumer.seek(
             &self.name,
             partition,
@@ -437,24 +597,23 @@ pub struct KafkaFollower {
     name: Arc<str>,
     poll_wait: Duration,
     ready: VecDeque<RawBatch>,
+    positions: BTreeMap<i32, i64>,
 }
 
 impl KafkaFollower {
     pub fn new(cfg: &KafkaSourceConfig) -> Result<Self, SourceError> {
         let context = FollowerContext {
-            errors: ErrorLog {
-                label: "kafka (feedback)",
-                ..ErrorLog::default()
-            },
+            errors: ErrorLog::new("kafka (feedback)", &cfg.properties),
         };
         let consumer: BaseConsumer<FollowerContext> = client_config(cfg, &[])
             .create_with_context(context)
-            .map_err(kafka_err(&cfg.brokers))?;
+            .map_err(kafka_err(cfg))?;
         Ok(Self {
             consumer,
             name: Arc::from(cfg.topic.as_str()),
             poll_wait: cfg.poll_wait,
             ready: VecDeque::new(),
+            positions: BTreeMap::new(),
         })
     }
 }
@@ -475,8 +634,9 @@ impl Source for KafkaFollower {
             &self.name,
             max,
             self.poll_wait,
+            &mut self.positions,
             |_| false,
-        );
+        )?;
         self.ready.extend(pending.into_values());
         Ok(Some(
             self.ready
@@ -492,6 +652,10 @@ impl Source for KafkaFollower {
     fn follow(&mut self, partition: i32, offset: Option<i64>) {
         let mut tpl = TopicPartitionList::new();
         let at = offset.map_or(Offset::Beginning, Offset::Offset);
+        match offset {
+            Some(o) => self.positions.insert(partition, o),
+            None => self.positions.remove(&partition),
+        };
         if let Err(e) = tpl
             .add_partition_offset(&self.name, partition, at)
             .and_then(|_| self.consumer.incremental_assign(&tpl))
@@ -502,10 +666,29 @@ impl Source for KafkaFollower {
 
     fn unfollow(&mut self, partition: i32) {
         self.ready.retain(|b| b.partition != partition);
+        self.positions.remove(&partition);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.name, partition);
         if let Err(e) = self.consumer.incremental_unassign(&tpl) {
             tracing::warn!("leaving partition {partition} of {}: {e}", self.name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_read_from_librdkafka_texts() {
+        let decompress = "Decompression (codec 0x1) of message at 4096 of 812 bytes failed: \
+                          Local: Not implemented";
+        assert_eq!(offset_in(decompress), Some(4096));
+        let large = "Message at offset 77 might be too large to fetch, try increasing \
+                     receive.message.max.bytes";
+        assert_eq!(offset_in(large), Some(77));
+        assert_eq!(offset_in("Local: Bad compressed data"), None);
+        assert!(unreadable_code(RDKafkaErrorCode::BadCompression));
+        assert!(!unreadable_code(RDKafkaErrorCode::BrokerTransportFailure));
     }
 }

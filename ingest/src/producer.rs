@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! use inferwatch_ingest::EventProducer;
-//! use inferwatch_schemas::InferenceEvent;
+//! use inferwatch_schemas::{ClientProperties, InferenceEvent};
 //!
 //! let producer = EventProducer::new("localhost:9092", "inference-events")?;
 //! let mut ev = InferenceEvent::new("req-1", 1_767_225_600_000, "search", "gpt-4o-mini");
@@ -14,10 +14,9 @@
 //! # Ok::<(), inferwatch_ingest::ProducerError>(())
 //! ```
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use inferwatch_schemas::InferenceEvent;
+use inferwatch_schemas::{ClientProperties, InferenceEvent};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,10 +31,19 @@ use rdkafka::producer::{
 pub enum ProducerError {
     #[error("kafka producer: {0}")]
     Kafka(#[from] KafkaError),
+    /// The client could not be created from its settings (secrets already taken out).
+    #[error("kafka producer: {0} (check [kafka.properties])")]
+    Settings(String),
     #[error("serialising the event: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("{pending} messages not delivered within {timeout:?}: are the brokers reachable?")]
-    Undelivered { pending: i32, timeout: Duration },
+    #[error("{pending} messages not delivered within {timeout:?}: are the brokers reachable?{}",
+        cause.as_ref().map(|c| format!(" (last broker error: {c})")).unwrap_or_default())]
+    Undelivered {
+        pending: i32,
+        timeout: Duration,
+        /// The last connection or authentication error the client reported, if any.
+        cause: Option<String>,
+    },
     #[error("{failed} messages were rejected by the brokers, e.g.: {example}")]
     Failed { failed: u64, example: String },
 }
@@ -45,6 +53,9 @@ pub enum ProducerError {
 pub struct DeliveryCounter {
     failed: AtomicU64,
     example: Mutex<Option<String>>,
+    /// The last client-level error (TLS, SASL, connection), secrets scrubbed.
+    last_error: Mutex<Option<String>>,
+    properties: ClientProperties,
 }
 
 impl ClientContext for DeliveryCounter {
@@ -54,7 +65,9 @@ impl ClientContext for DeliveryCounter {
 
     fn error(&self, error: KafkaError, reason: &str) {
         // Retried by librdkafka; a delivery that fails for good is reported by `flush`.
-        tracing::debug!("kafka producer: {error}: {reason}");
+        let text = self.properties.scrub(&format!("{error}: {reason}"));
+        tracing::debug!("kafka producer: {text}");
+        *self.last_error.lock().expect("not poisoned") = Some(text);
     }
 }
 
@@ -84,14 +97,14 @@ pub struct EventProducer {
 
 impl EventProducer {
     pub fn new(brokers: &str, topic: &str) -> Result<Self, ProducerError> {
-        Self::with_properties(brokers, topic, &BTreeMap::new())
+        Self::with_properties(brokers, topic, &ClientProperties::new())
     }
 
     /// `properties` are extra librdkafka settings (`security.protocol`, `sasl.*`, ...).
     pub fn with_properties(
         brokers: &str,
         topic: &str,
-        properties: &BTreeMap<String, String>,
+        properties: &ClientProperties,
     ) -> Result<Self, ProducerError> {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", brokers)
@@ -101,11 +114,18 @@ impl EventProducer {
             .set("queue.buffering.max.messages", "200000")
             .set("message.max.bytes", "10485760")
             .set_log_level(RDKafkaLogLevel::Warning);
-        for (k, v) in properties {
+        for (k, v) in properties.iter() {
             cc.set(k, v);
         }
+        let context = DeliveryCounter {
+            properties: properties.clone(),
+            ..DeliveryCounter::default()
+        };
+        let producer = cc
+            .create_with_context(context)
+            .map_err(|e| ProducerError::Settings(properties.scrub(&e.to_string())))?;
         Ok(Self {
-            producer: cc.create_with_context(DeliveryCounter::default())?,
+            producer,
             topic: topic.to_string(),
         })
     }
@@ -156,6 +176,13 @@ impl EventProducer {
             Err(KafkaError::Flush(_)) => Err(ProducerError::Undelivered {
                 pending: self.producer.in_flight_count(),
                 timeout,
+                cause: self
+                    .producer
+                    .context()
+                    .last_error
+                    .lock()
+                    .expect("not poisoned")
+                    .clone(),
             }),
             Err(e) => Err(e.into()),
         }

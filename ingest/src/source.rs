@@ -20,6 +20,30 @@ pub enum SourceError {
     },
     #[error("kafka: {0}")]
     Kafka(String),
+    /// A record batch the client could not decompress or decode. The source stops rather
+    /// than run past it: the partition's checkpoint stays before the batch.
+    #[error(
+        "kafka topic {topic} {}: the record batch at offset {} cannot be read: {reason}. \
+         Stopped without skipping it: the partition resumes at this batch after a restart. \
+         Check the producer's compression codec and the topic's data",
+        partition_words(partitions),
+        offset.map_or("(unknown)".to_string(), |o| o.to_string())
+    )]
+    Unreadable {
+        topic: String,
+        /// The partition, or the few it can be among when the client did not say.
+        partitions: Vec<i32>,
+        offset: Option<i64>,
+        /// The client's own words.
+        reason: String,
+    },
+}
+
+fn partition_words(p: &[i32]) -> String {
+    match p {
+        [one] => format!("partition {one}"),
+        many => format!("partition (one of {many:?})"),
+    }
 }
 
 /// A stream of raw payloads. Sources are nouns and do no decoding: they hand bytes and their
@@ -39,6 +63,13 @@ pub trait Source: Send {
     /// (done, total) in the source's own unit (bytes for files, events for the generator),
     /// when the source knows its size.
     fn progress(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// Why the source never delivered anything, when it could not reach its input at all
+    /// (brokers unreachable, TLS or SASL refused): a run that stops when idle reports it
+    /// instead of ending with nothing read.
+    fn stalled(&self) -> Option<String> {
         None
     }
 

@@ -18,6 +18,8 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
+use inferwatch_schemas::ClientProperties;
+
 use crate::error::{Result, SinkError};
 use crate::outbox::{Entry, SharedOutbox};
 
@@ -26,8 +28,8 @@ use crate::outbox::{Entry, SharedOutbox};
 pub struct TopicConfig {
     pub brokers: String,
     pub topic: String,
-    /// Extra librdkafka properties (security settings).
-    pub properties: Vec<(String, String)>,
+    /// `[kafka.properties]` (security settings).
+    pub properties: ClientProperties,
 }
 
 impl TopicConfig {
@@ -35,7 +37,7 @@ impl TopicConfig {
     fn client(&self) -> ClientConfig {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &self.brokers);
-        for (k, v) in &self.properties {
+        for (k, v) in self.properties.iter() {
             cc.set(k, v);
         }
         cc
@@ -83,7 +85,7 @@ pub fn spawn_topic_delivery(
         .set("message.timeout.ms", "10000")
         .set_log_level(RDKafkaLogLevel::Warning)
         .create_with_context(Outcome::default())
-        .map_err(|e| SinkError::Kafka(e.to_string()))?;
+        .map_err(|e| SinkError::Kafka(cfg.properties.scrub(&e.to_string())))?;
     let name = format!("inferwatch-{dest}");
     let handle = std::thread::Builder::new()
         .name(name.clone())
@@ -207,7 +209,7 @@ fn ids_since(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .create()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| cfg.properties.scrub(&e.to_string()))?;
     let timeout = Duration::from_secs(10);
     let meta = consumer
         .fetch_metadata(Some(&cfg.topic), timeout)

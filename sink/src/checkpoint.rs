@@ -1,19 +1,27 @@
-//! Checkpoint files: one per source partition, `<data_dir>/_checkpoints/<source>/p<N>.ckpt`.
+//! Checkpoints: per source partition, a numbered series
+//! `<data_dir>/_checkpoints/<source>/p<N>/g<generation>.ckpt`.
 //!
 //! A checkpoint says "every offset before `next_offset` is in durable files, and `state` is
-//! the processor's open-window state right after them". It is written like a table file —
-//! temporary name, fsync, rename, fsync of the directory — and only after the files it
-//! covers are durable, so after a crash the pair (files, checkpoint) is always consistent.
+//! the processor's open-window state right after them". It is written only after the files
+//! it covers are durable, so after a crash the pair (files, checkpoint) is consistent.
+//!
+//! Each commit creates the next generation with a conditional write that fails if it
+//! exists. A processor that receives a partition first *claims* it by writing the next
+//! generation itself; from then on a previous owner that still believes it holds the
+//! partition (a long pause, a network partition) fails its next commit and learns it lost
+//! the partition ([`SinkError::Fenced`]). Two owners can never both commit. The latest
+//! generation is the partition's checkpoint; older ones are deleted as new ones land.
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use crate::error::{io_err, Result, SinkError};
-use crate::file::persist;
+use crate::error::{Result, SinkError};
 use crate::partition::sanitize_component;
+use crate::store::Store;
 
 const MAGIC: &str = "inferwatch-checkpoint v1";
+/// The header of a claim made before the partition had any checkpoint.
+const NONE: &str = "inferwatch-checkpoint v1 none";
 
 /// A partition's progress and processor state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,93 +35,213 @@ pub struct Checkpoint {
     pub feedback_offset: Option<i64>,
 }
 
-/// Where one source's checkpoints live.
+/// Where one source's checkpoints live, and the generation this processor holds of each of
+/// its partitions. Clones share the generations.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
-    dir: PathBuf,
+    store: Store,
+    held: Arc<Mutex<HashMap<i32, u64>>>,
+    /// Written into every generation this processor makes, so no two processors ever write
+    /// the same bytes (a conditional write that finds its own bytes there took effect).
+    owner: u64,
 }
 
 impl CheckpointStore {
-    pub fn new(data_dir: &Path, source: &str) -> Self {
+    pub fn new(store: &Store, source: &str) -> Self {
         Self {
-            dir: data_dir
-                .join("_checkpoints")
-                .join(sanitize_component(source)),
+            store: store.child(&format!("_checkpoints/{}", sanitize_component(source))),
+            held: Arc::default(),
+            owner: fastrand::u64(..),
         }
     }
 
-    fn path(&self, partition: i32) -> PathBuf {
-        self.dir.join(format!("p{partition:05}.ckpt"))
+    fn dir(partition: i32) -> String {
+        format!("p{partition:05}")
     }
 
-    /// The partition's checkpoint, if one was written.
+    fn key(partition: i32, generation: u64) -> String {
+        format!("{}/g{generation:012}.ckpt", Self::dir(partition))
+    }
+
+    /// The generations written for `partition`, oldest first. A checkpoint of the layout
+    /// before generations (`p<N>.ckpt`) counts as generation 0.
+    fn generations(&self, partition: i32) -> Result<Vec<(u64, String)>> {
+        let mut out: Vec<(u64, String)> = self
+            .store
+            .list(&format!("{}/", Self::dir(partition)))?
+            .into_iter()
+            .filter_map(|k| {
+                let name = k.rsplit('/').next()?;
+                let g = name
+                    .strip_prefix('g')?
+                    .strip_suffix(".ckpt")?
+                    .parse()
+                    .ok()?;
+                Some((g, k))
+            })
+            .collect();
+        out.sort();
+        if out.is_empty() {
+            let legacy = format!("{}.ckpt", Self::dir(partition));
+            if self.store.get(&legacy)?.is_some() {
+                out.push((0, legacy));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The partition's latest checkpoint and its generation (0 when there is none).
+    fn latest(&self, partition: i32) -> Result<(u64, Option<Checkpoint>)> {
+        let Some((g, key)) = self.generations(partition)?.pop() else {
+            return Ok((0, None));
+        };
+        match self.store.get(&key)? {
+            Some(bytes) => Ok((g, decode(&bytes, &self.where_(&key))?)),
+            // Deleted between listing and reading: a newer generation exists.
+            None => self.latest(partition),
+        }
+    }
+
+    fn where_(&self, key: &str) -> String {
+        format!("{}/{key}", self.store.display())
+    }
+
+    /// The partition's latest checkpoint, if one was written (read only).
     pub fn load(&self, partition: i32) -> Result<Option<Checkpoint>> {
-        let path = self.path(partition);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("reading", &path)(e)),
-        };
-        let bad = |why: &str| SinkError::Checkpoint {
-            path: path.clone(),
-            reason: why.to_string(),
-        };
-        let nl = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| bad("no header line"))?;
-        let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| bad("header is not UTF-8"))?;
-        let mut fields = header
-            .strip_prefix(MAGIC)
-            .ok_or_else(|| bad("header does not start with `inferwatch-checkpoint v1`"))?
-            .split_whitespace();
-        let next_offset = fields
-            .next()
-            .and_then(|f| f.strip_prefix("next_offset="))
-            .and_then(|n| n.parse::<i64>().ok())
-            .ok_or_else(|| bad("header is not `inferwatch-checkpoint v1 next_offset=N`"))?;
-        let feedback_offset = match fields.next() {
-            None => None,
-            Some(f) => Some(
-                f.strip_prefix("feedback_offset=")
-                    .and_then(|n| n.parse::<i64>().ok())
-                    .ok_or_else(|| bad("unreadable feedback_offset in the header"))?,
-            ),
-        };
-        Ok(Some(Checkpoint {
-            next_offset,
-            state: bytes[nl + 1..].to_vec(),
-            feedback_offset,
-        }))
+        Ok(self.latest(partition)?.1)
     }
 
-    /// Writes the partition's checkpoint atomically and durably.
-    pub fn save(&self, partition: i32, ckpt: &Checkpoint) -> Result<()> {
-        fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
-        let path = self.path(partition);
-        let tmp = self.dir.join(format!(".p{partition:05}.ckpt.tmp"));
-        let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-        let mut header = format!("{MAGIC} next_offset={}", ckpt.next_offset);
-        if let Some(f) = ckpt.feedback_offset {
-            header.push_str(&format!(" feedback_offset={f}"));
+    /// Takes the partition over: reads its latest checkpoint and writes the next generation
+    /// (a copy), so that whoever held it before can no longer commit. Returns the
+    /// checkpoint to resume from.
+    pub fn claim(&self, partition: i32) -> Result<Option<Checkpoint>> {
+        loop {
+            let (g, ckpt) = self.latest(partition)?;
+            let next = g + 1;
+            let bytes = match &ckpt {
+                Some(c) => encode(c, self.owner),
+                None => format!("{NONE} owner={:016x}\n", self.owner).into_bytes(),
+            };
+            if self.store.put_new(&Self::key(partition, next), bytes)? {
+                self.held
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(partition, next);
+                self.prune(partition, next)?;
+                return Ok(ckpt);
+            }
+            // Another processor claimed or committed it at the same moment: read again.
         }
-        header.push('\n');
-        f.write_all(header.as_bytes())
-            .and_then(|_| f.write_all(&ckpt.state))
-            .map_err(io_err("writing", &tmp))?;
-        persist(f, &tmp, &path)
     }
+
+    /// The generation this processor holds of `partition`, once claimed.
+    pub fn generation(&self, partition: i32) -> Option<u64> {
+        self.held
+            .lock()
+            .expect("not poisoned")
+            .get(&partition)
+            .copied()
+    }
+
+    /// Forgets a partition that left this processor.
+    pub fn release(&self, partition: i32) {
+        self.held.lock().expect("not poisoned").remove(&partition);
+    }
+
+    /// Commits the partition's next checkpoint, atomically and durably. Fails with
+    /// [`SinkError::Fenced`] when another processor claimed the partition since.
+    pub fn save(&self, partition: i32, ckpt: &Checkpoint) -> Result<()> {
+        let held = self.generation(partition);
+        let next =
+            held.map_or_else(|| self.latest(partition).map(|(g, _)| g + 1), |g| Ok(g + 1))?;
+        if !self
+            .store
+            .put_new(&Self::key(partition, next), encode(ckpt, self.owner))?
+        {
+            self.release(partition);
+            return Err(SinkError::Fenced {
+                partition,
+                generation: next,
+            });
+        }
+        self.held
+            .lock()
+            .expect("not poisoned")
+            .insert(partition, next);
+        self.prune(partition, next)
+    }
+
+    /// Deletes generations older than the one before `current` (and the pre-generation
+    /// file), keeping one spare.
+    fn prune(&self, partition: i32, current: u64) -> Result<()> {
+        for (g, key) in self.generations(partition)? {
+            if g + 1 < current {
+                self.store.delete(&key)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode(ckpt: &Checkpoint, owner: u64) -> Vec<u8> {
+    let mut header = format!("{MAGIC} next_offset={}", ckpt.next_offset);
+    if let Some(f) = ckpt.feedback_offset {
+        header.push_str(&format!(" feedback_offset={f}"));
+    }
+    header.push_str(&format!(" owner={owner:016x}\n"));
+    let mut out = header.into_bytes();
+    out.extend_from_slice(&ckpt.state);
+    out
+}
+
+fn decode(bytes: &[u8], path: &str) -> Result<Option<Checkpoint>> {
+    let bad = |why: &str| SinkError::Checkpoint {
+        path: path.into(),
+        reason: why.to_string(),
+    };
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| bad("no header line"))?;
+    let header = std::str::from_utf8(&bytes[..nl]).map_err(|_| bad("header is not UTF-8"))?;
+    if header == NONE || header.starts_with(&format!("{NONE} ")) {
+        return Ok(None);
+    }
+    let mut fields = header
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| bad("header does not start with `inferwatch-checkpoint v1`"))?
+        .split_whitespace();
+    let next_offset = fields
+        .next()
+        .and_then(|f| f.strip_prefix("next_offset="))
+        .and_then(|n| n.parse::<i64>().ok())
+        .ok_or_else(|| bad("header is not `inferwatch-checkpoint v1 next_offset=N`"))?;
+    let mut feedback_offset = None;
+    for f in fields {
+        if let Some(n) = f.strip_prefix("feedback_offset=") {
+            let n = n.parse::<i64>();
+            feedback_offset = Some(n.map_err(|_| bad("unreadable feedback_offset in the header"))?);
+        } else if !f.starts_with("owner=") {
+            return Err(bad(&format!("unknown header field {f:?}")));
+        }
+    }
+    Ok(Some(Checkpoint {
+        next_offset,
+        state: bytes[nl + 1..].to_vec(),
+        feedback_offset,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn checkpoints_round_trip_and_missing_ones_are_none() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::new(dir.path(), "inference-events");
-        assert_eq!(store.load(3).unwrap(), None);
+        let store = CheckpointStore::new(&Store::local(dir.path()), "inference-events");
+        assert_eq!(store.claim(3).unwrap(), None);
         let c = Checkpoint {
             next_offset: 12_345,
             state: b"{\"x\":1}\n\0binary".to_vec(),
@@ -127,17 +255,65 @@ mod tests {
             ..c
         };
         store.save(3, &newer).unwrap();
-        assert_eq!(store.load(3).unwrap(), Some(newer));
+        assert_eq!(store.load(3).unwrap(), Some(newer.clone()));
         assert_eq!(store.load(4).unwrap(), None);
+        // Only the latest generation and one spare are kept.
+        let left = fs::read_dir(dir.path().join("_checkpoints/inference-events/p00003"))
+            .unwrap()
+            .count();
+        assert_eq!(left, 2);
+    }
+
+    #[test]
+    fn a_claim_fences_the_previous_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = CheckpointStore::new(&Store::local(dir.path()), "t");
+        let b = CheckpointStore::new(&Store::local(dir.path()), "t");
+        let c = |n| Checkpoint {
+            next_offset: n,
+            state: vec![1, 2, 3],
+            feedback_offset: None,
+        };
+        a.claim(0).unwrap();
+        a.save(0, &c(10)).unwrap();
+        // b takes partition 0 over while a still believes it owns it.
+        assert_eq!(b.claim(0).unwrap(), Some(c(10)));
+        let err = a.save(0, &c(20)).unwrap_err();
+        assert!(
+            matches!(err, SinkError::Fenced { partition: 0, .. }),
+            "{err}"
+        );
+        b.save(0, &c(30)).unwrap();
+        assert_eq!(b.load(0).unwrap(), Some(c(30)));
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_old_layout_is_generation_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("_checkpoints/t")).unwrap();
+        let old = Checkpoint {
+            next_offset: 5,
+            state: b"s".to_vec(),
+            feedback_offset: Some(2),
+        };
+        let legacy = b"inferwatch-checkpoint v1 next_offset=5 feedback_offset=2\ns";
+        fs::write(dir.path().join("_checkpoints/t/p00001.ckpt"), legacy).unwrap();
+        let store = CheckpointStore::new(&Store::local(dir.path()), "t");
+        assert_eq!(store.claim(1).unwrap(), Some(old));
+        assert!(!dir.path().join("_checkpoints/t/p00001.ckpt").exists());
     }
 
     #[test]
     fn a_damaged_checkpoint_is_an_error_that_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::new(dir.path(), "t");
-        fs::create_dir_all(dir.path().join("_checkpoints/t")).unwrap();
-        fs::write(dir.path().join("_checkpoints/t/p00000.ckpt"), b"garbage").unwrap();
+        let store = CheckpointStore::new(&Store::local(dir.path()), "t");
+        fs::create_dir_all(dir.path().join("_checkpoints/t/p00000")).unwrap();
+        fs::write(
+            dir.path().join("_checkpoints/t/p00000/g000000000001.ckpt"),
+            b"garbage",
+        )
+        .unwrap();
         let err = store.load(0).unwrap_err().to_string();
-        assert!(err.contains("p00000.ckpt"), "{err}");
+        assert!(err.contains("g000000000001.ckpt"), "{err}");
     }
 }

@@ -1,5 +1,5 @@
-//! Writing one Parquet file so that readers never see half of it: temporary name, fsync,
-//! rename, fsync of the directory.
+//! Writing one Parquet file so that readers never see half of it: on local disk a temporary
+//! name, fsync, rename, fsync of the directory; on an object store one PUT.
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -11,6 +11,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::{io_err, Result};
+use crate::store::Store;
 
 /// Parquet settings shared by every table.
 #[derive(Debug, Clone)]
@@ -39,25 +40,20 @@ impl ParquetOptions {
     }
 }
 
-/// Writes `batches` as the Parquet file `path`, atomically: readers see the old file or the
-/// whole new one. An existing file of that name is replaced.
+/// Writes `batches` as the Parquet file `key` of `store`, atomically: readers see the old
+/// file or the whole new one. An existing file of that name is replaced.
 pub fn write_atomic(
-    path: &Path,
+    store: &Store,
+    key: &str,
     schema: SchemaRef,
     batches: &[RecordBatch],
     props: WriterProperties,
 ) -> Result<()> {
-    let dir = path.parent().expect("table files live in a directory");
-    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-    let name = path.file_name().expect("file name").to_string_lossy();
-    // A leading dot and a non-.parquet suffix hide it from DataFusion, DuckDB and pyarrow.
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-    let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
+    let mut writer = ArrowWriter::try_new(store.create(key)?, schema, Some(props))?;
     for b in batches {
         writer.write(b)?;
     }
-    persist(writer.into_inner()?, &tmp, path)
+    store.finish(writer.into_inner()?, key)
 }
 
 /// Makes a fully written temporary file durable under its final name: fsync, rename over

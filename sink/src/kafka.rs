@@ -22,6 +22,8 @@ use rdkafka::producer::{
     BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
 };
 
+use inferwatch_schemas::ClientProperties;
+
 use crate::error::{Result, SinkError};
 
 /// Topic names; an empty name turns that output off.
@@ -30,6 +32,8 @@ pub struct KafkaOutputConfig {
     pub brokers: String,
     pub dead_letter_topic: String,
     pub metrics_topic: String,
+    /// `[kafka.properties]`, applied after the settings below.
+    pub properties: ClientProperties,
 }
 
 /// Logs failed deliveries once per distinct error, and counts them.
@@ -74,22 +78,23 @@ pub struct KafkaOutput {
 /// How long a send waits for room in a full queue before dropping the message.
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
-fn kafka(e: KafkaError) -> SinkError {
-    SinkError::Kafka(e.to_string())
-}
 
 impl KafkaOutput {
     pub fn new(cfg: KafkaOutputConfig) -> Result<Self> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", &cfg.brokers)
+        let mut cc = ClientConfig::new();
+        cc.set("bootstrap.servers", &cfg.brokers)
             .set("enable.idempotence", "true")
             .set("linger.ms", "20")
             .set("message.max.bytes", "10485760")
             // Give up on a message (and log it) after 30 s rather than librdkafka's 5 min.
             .set("message.timeout.ms", "30000")
-            .set_log_level(RDKafkaLogLevel::Warning)
+            .set_log_level(RDKafkaLogLevel::Warning);
+        for (k, v) in cfg.properties.iter() {
+            cc.set(k, v);
+        }
+        let producer = cc
             .create_with_context(DeliveryLog::default())
-            .map_err(kafka)?;
+            .map_err(|e| SinkError::Kafka(cfg.properties.scrub(&e.to_string())))?;
         Ok(Self { producer, cfg })
     }
 

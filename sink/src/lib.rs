@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod outbox;
 pub mod partition;
 pub mod slack;
+pub mod store;
 pub mod table;
 
 pub use checkpoint::{Checkpoint, CheckpointStore};
@@ -18,4 +19,5 @@ pub use kafka::{KafkaOutput, KafkaOutputConfig};
 pub use outbox::{Entry, Outbox, SharedOutbox};
 pub use partition::{sanitize_component, HivePartition};
 pub use slack::{spawn_slack, Secret, SlackConfig, SlackDelivery, SlackStats};
+pub use store::{Store, StoreOptions};
 pub use table::{table_files, PositionedTable, WindowTable};

@@ -1,6 +1,8 @@
-//! The alert outbox: notices to deliver (Slack, Kafka topics), kept in an fsynced
-//! append-only log under `<data_dir>/_outbox/outbox.log` so that a crash neither loses a
-//! notice nor delivers one twice.
+//! The alert outbox: notices to deliver (Slack, Kafka topics), kept in a durable
+//! append-only log so that a crash neither loses a notice nor delivers one twice. On local
+//! disk the log is one fsynced file, `outbox.log`; objects cannot be appended to, so on an
+//! object store it is a base object `outbox-<G>.log` and one object `outbox-<G>-<N>.seg` per
+//! append, folded into the next base when the log is compacted (see [`LogFile`]).
 //!
 //! One record per line, `<crc32 of the JSON, 8 hex digits> <JSON>\n`:
 //!
@@ -13,9 +15,9 @@
 //! open and whenever it grows past [`COMPACT_BYTES`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -25,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{io_err, Result, SinkError};
-use crate::file::persist;
+use crate::store::Store;
 
 /// The outbox directory under a data directory.
 pub const OUTBOX_DIR: &str = "_outbox";
@@ -131,10 +133,155 @@ enum Known {
     Done(Done),
 }
 
-/// The outbox of one process. Not shared between processes: one run per data directory.
+/// Where the log's bytes live.
+enum LogFile {
+    /// One file, appended to and fsynced.
+    Local { path: PathBuf, file: File },
+    /// Generation `gen`'s base object and `segs` appended objects after it.
+    Object { store: Store, gen: u64, segs: u64 },
+}
+
+impl LogFile {
+    /// Opens the log in `store` and reads all of it.
+    fn open(store: &Store) -> Result<(LogFile, Vec<u8>)> {
+        if let Some(dir) = store.local_dir() {
+            std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+            let path = dir.join(LOG_FILE);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(io_err("reading", &path)(e)),
+            };
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err("opening", &path))?;
+            return Ok((LogFile::Local { path, file }, bytes));
+        }
+        // Bases `outbox-<G>.log` and segments `outbox-<G>-<N>.seg`: the newest base wins, and
+        // only its own segments follow it (older ones are left by a compaction cut short).
+        let keys = store.list("")?;
+        let parse = |k: &str| -> Option<(u64, Option<u64>)> {
+            let rest = k.strip_prefix("outbox-")?;
+            if let Some(g) = rest.strip_suffix(".log") {
+                return Some((g.parse().ok()?, None));
+            }
+            let (g, n) = rest.strip_suffix(".seg")?.split_once('-')?;
+            Some((g.parse().ok()?, Some(n.parse().ok()?)))
+        };
+        let parsed: Vec<(u64, Option<u64>, &String)> = keys
+            .iter()
+            .filter_map(|k| parse(k).map(|(g, n)| (g, n, k)))
+            .collect();
+        let gen = parsed
+            .iter()
+            .filter(|(_, n, _)| n.is_none())
+            .map(|(g, ..)| *g)
+            .max();
+        let gen = gen.unwrap_or(0);
+        let mut bytes = store
+            .get(&format!("outbox-{gen:06}.log"))?
+            .unwrap_or_default();
+        let mut segs: Vec<(u64, &String)> = parsed
+            .iter()
+            .filter(|(g, n, _)| *g == gen && n.is_some())
+            .map(|(_, n, k)| (n.expect("a segment"), *k))
+            .collect();
+        segs.sort();
+        for (_, k) in &segs {
+            bytes.extend(store.get(k)?.unwrap_or_default());
+        }
+        let segs = segs.last().map_or(0, |(n, _)| *n);
+        Ok((
+            LogFile::Object {
+                store: store.clone(),
+                gen,
+                segs,
+            },
+            bytes,
+        ))
+    }
+
+    fn name(&self) -> String {
+        match self {
+            LogFile::Local { path, .. } => path.display().to_string(),
+            LogFile::Object { store, .. } => format!("{}/outbox", store.display()),
+        }
+    }
+
+    /// Appends `buf` durably; on failure a local log is cut back to `len` so no half record
+    /// stays.
+    fn append(&mut self, buf: &[u8], len: u64) -> Result<()> {
+        match self {
+            LogFile::Local { path, file } => {
+                let res = file.write_all(buf).and_then(|_| file.sync_data());
+                if let Err(e) = res {
+                    let _ = file.set_len(len);
+                    return Err(io_err("appending to", path.as_path())(e));
+                }
+                Ok(())
+            }
+            LogFile::Object { store, gen, segs } => {
+                let key = format!("outbox-{gen:06}-{:09}.seg", *segs + 1);
+                if !store.put_new(&key, buf.to_vec())? {
+                    return Err(SinkError::Outbox {
+                        path: format!("{}/{key}", store.display()).into(),
+                        reason: "written by another processor at the same time; only the \
+                                 owner of a partition writes its outbox"
+                            .into(),
+                    });
+                }
+                *segs += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Cuts a torn last record off a local log.
+    fn truncate(&mut self, len: u64) -> Result<()> {
+        if let LogFile::Local { path, file } = self {
+            file.set_len(len)
+                .and_then(|_| file.sync_data())
+                .map_err(io_err("truncating", path.as_path()))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole log with `buf`, atomically.
+    fn rewrite(&mut self, buf: Vec<u8>) -> Result<()> {
+        match self {
+            LogFile::Local { path, file } => {
+                let dir = path
+                    .parent()
+                    .expect("the log lives in a directory")
+                    .to_path_buf();
+                Store::local(&dir).put(LOG_FILE, buf)?;
+                *file = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(io_err("opening", path.as_path()))?;
+                Ok(())
+            }
+            LogFile::Object { store, gen, segs } => {
+                let next = *gen + 1;
+                store.put(&format!("outbox-{next:06}.log"), buf)?;
+                let old = format!("outbox-{:06}", *gen);
+                for k in store.list("")? {
+                    if k.starts_with(&old) {
+                        store.delete(&k)?;
+                    }
+                }
+                (*gen, *segs) = (next, 0);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The outbox of one partition's notices. One writer at a time: the partition's owner.
 pub struct Outbox {
-    path: PathBuf,
-    file: File,
+    log: LogFile,
     /// Bytes in the log.
     len: u64,
     /// The log is compacted when `len` passes this.
@@ -150,7 +297,7 @@ pub struct Outbox {
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
-            .field("path", &self.path)
+            .field("log", &self.log.name())
             .field("pending", &self.pending)
             .field("ids", &self.ids.len())
             .finish()
@@ -158,25 +305,12 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Outbox {
-    /// Opens (or creates) the outbox in `dir` (`<data_dir>/_outbox`) and replays its log. A
-    /// torn last record (a crash in the middle of a write) is dropped; damage before intact
-    /// records is an error.
-    pub fn open(dir: &Path) -> Result<Outbox> {
-        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-        let path = dir.join(LOG_FILE);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err("reading", &path)(e)),
-        };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err("opening", &path))?;
+    /// Opens (or creates) the outbox in `store` and replays its log. A torn last record (a
+    /// crash in the middle of a write) is dropped; damage before intact records is an error.
+    pub fn open(store: &Store) -> Result<Outbox> {
+        let (log, bytes) = LogFile::open(store)?;
         let mut ob = Outbox {
-            path,
-            file,
+            log,
             len: 0,
             compact_at: COMPACT_BYTES,
             seq: 0,
@@ -219,7 +353,7 @@ impl Outbox {
                         .any(|(l, _)| decode(l).is_ok());
                     if intact_after {
                         return Err(SinkError::Outbox {
-                            path: self.path.clone(),
+                            path: self.log.name().into(),
                             reason: format!(
                                 "line {line_no} (byte {pos}) is damaged ({why}) and intact \
                                  records follow it; move the file away to start with an empty \
@@ -231,12 +365,9 @@ impl Outbox {
                     tracing::warn!(
                         "alert outbox {}: dropping a torn record at the end (line {line_no}, {why}), \
                          left by a crash in the middle of a write",
-                        self.path.display()
+                        self.log.name()
                     );
-                    self.file
-                        .set_len(pos as u64)
-                        .and_then(|_| self.file.sync_data())
-                        .map_err(io_err("truncating", &self.path))?;
+                    self.log.truncate(pos as u64)?;
                     break;
                 }
             }
@@ -299,13 +430,9 @@ impl Outbox {
         Some(e)
     }
 
-    /// Appends and fsyncs; on failure the log is cut back so no half record stays.
+    /// Appends durably; on failure the log is cut back so no half record stays.
     fn append(&mut self, buf: &[u8]) -> Result<()> {
-        let res = self.file.write_all(buf).and_then(|_| self.file.sync_data());
-        if let Err(e) = res {
-            let _ = self.file.set_len(self.len);
-            return Err(io_err("appending to", &self.path)(e));
-        }
+        self.log.append(buf, self.len)?;
         self.len += buf.len() as u64;
         Ok(())
     }
@@ -382,7 +509,9 @@ impl Outbox {
     }
 
     fn maybe_compact(&mut self) {
-        if self.len > self.compact_at {
+        // An object-store log is read object by object at open: keep the count small.
+        let many_objects = matches!(self.log, LogFile::Object { segs, .. } if segs >= 64);
+        if self.len > self.compact_at || many_objects {
             if let Err(e) = self.compact() {
                 tracing::warn!("alert outbox: compaction failed, the log keeps growing: {e}");
             }
@@ -426,16 +555,9 @@ impl Outbox {
         for (_, e) in pending {
             encode_add(e, &mut buf);
         }
-        let dir = self.path.parent().expect("the log lives in a directory");
-        let tmp = dir.join(format!(".{LOG_FILE}.tmp"));
-        let mut f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-        f.write_all(&buf).map_err(io_err("writing", &tmp))?;
-        persist(f, &tmp, &self.path)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(io_err("opening", &self.path))?;
-        self.len = buf.len() as u64;
+        let len = buf.len() as u64;
+        self.log.rewrite(buf)?;
+        self.len = len;
         self.compact_at = COMPACT_BYTES.max(2 * self.len);
         Ok(())
     }
@@ -509,17 +631,17 @@ impl SharedOutbox {
     }
 
     /// [`Outbox::open`] as the only log.
-    pub fn open(dir: &Path) -> Result<Self> {
-        Outbox::open(dir).map(Self::new)
+    pub fn open(store: &Store) -> Result<Self> {
+        Outbox::open(store).map(Self::new)
     }
 
-    /// Opens the log in `dir` under `name`, unless it is open; wakes the delivery loops for
-    /// what it holds pending.
-    pub fn open_log(&self, name: &str, dir: &Path) -> Result<()> {
+    /// Opens the log in `store` under `name`, unless it is open; wakes the delivery loops
+    /// for what it holds pending.
+    pub fn open_log(&self, name: &str, store: &Store) -> Result<()> {
         if self.lock().open.contains_key(name) {
             return Ok(());
         }
-        let outbox = Outbox::open(dir)?;
+        let outbox = Outbox::open(store)?;
         self.lock().open.entry(name.to_string()).or_insert(outbox);
         self.inner.1.notify_all();
         Ok(())
@@ -664,6 +786,7 @@ impl SharedOutbox {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::fs;
 
     fn entry(id: &str, dest: &str) -> Entry {
         Entry {
@@ -685,7 +808,7 @@ mod tests {
     #[test]
     fn add_done_and_reopen_keeps_only_the_pending_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ob = Outbox::open(dir.path()).unwrap();
+        let mut ob = Outbox::open(&Store::local(dir.path())).unwrap();
         assert_eq!(ob.next("slack"), None);
         let n = ob
             .add(vec![
@@ -707,14 +830,14 @@ mod tests {
         let payload = ob.next("slack").unwrap().payload;
         drop(ob);
 
-        let mut ob = Outbox::open(dir.path()).unwrap();
+        let mut ob = Outbox::open(&Store::local(dir.path())).unwrap();
         assert_eq!(ids(&ob, "slack"), ["b", "c"]);
         assert_eq!(ob.pending("kafka"), 0);
         assert_eq!(ob.pending_total(), 2);
         assert_eq!(ob.next("slack").unwrap().payload, payload);
         ob.done("b", "delivered").unwrap();
         drop(ob);
-        let ob = Outbox::open(dir.path()).unwrap();
+        let ob = Outbox::open(&Store::local(dir.path())).unwrap();
         assert_eq!(ob.next("slack").unwrap().id, "c");
     }
 
@@ -730,7 +853,7 @@ mod tests {
     #[test]
     fn known_ids_are_ignored_pending_or_done_and_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ob = Outbox::open(dir.path()).unwrap();
+        let mut ob = Outbox::open(&Store::local(dir.path())).unwrap();
         assert_eq!(
             ob.add(vec![entry("a", "slack"), entry("a", "slack")])
                 .unwrap(),
@@ -744,7 +867,7 @@ mod tests {
             0
         );
         drop(ob);
-        let mut ob = Outbox::open(dir.path()).unwrap();
+        let mut ob = Outbox::open(&Store::local(dir.path())).unwrap();
         let n = ob
             .add(vec![
                 entry("a", "slack"),
@@ -760,7 +883,7 @@ mod tests {
     fn a_torn_tail_is_truncated_and_damage_in_the_middle_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join(LOG_FILE);
-        let mut ob = Outbox::open(dir.path()).unwrap();
+        let mut ob = Outbox::open(&Store::local(dir.path())).unwrap();
         ob.add(vec![entry("a", "slack")]).unwrap();
         ob.add(vec![entry("b", "slack")]).unwrap();
         drop(ob);
@@ -780,13 +903,13 @@ mod tests {
         );
         torn.extend_from_slice(&rec[..rec.len() / 2]);
         fs::write(&log, &torn).unwrap();
-        let mut ob = Outbox::open(dir.path()).unwrap();
+        let mut ob = Outbox::open(&Store::local(dir.path())).unwrap();
         assert_eq!(ids(&ob, "slack"), ["a", "b"]);
         assert_eq!(fs::read(&log).unwrap(), good);
         // The log is appendable again after the cut.
         ob.add(vec![entry("c", "slack")]).unwrap();
         drop(ob);
-        let ob = Outbox::open(dir.path()).unwrap();
+        let ob = Outbox::open(&Store::local(dir.path())).unwrap();
         assert_eq!(ids(&ob, "slack"), ["a", "b", "c"]);
         drop(ob);
 
@@ -795,7 +918,7 @@ mod tests {
         let mut bad_tail = good.clone();
         bad_tail.extend_from_slice(b"00000000 {\"op\":\"done\",\"id\":\"a\"}\n");
         fs::write(&log, &bad_tail).unwrap();
-        let ob = Outbox::open(dir.path()).unwrap();
+        let ob = Outbox::open(&Store::local(dir.path())).unwrap();
         assert_eq!(ids(&ob, "slack"), ["a", "b", "c"]);
         drop(ob);
 
@@ -804,7 +927,9 @@ mod tests {
         let first_nl = text.find('\n').unwrap();
         let damaged = format!("{}X{}", &text[..first_nl - 3], &text[first_nl - 2..]);
         fs::write(&log, damaged).unwrap();
-        let err = Outbox::open(dir.path()).unwrap_err().to_string();
+        let err = Outbox::open(&Store::local(dir.path()))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("outbox.log") && err.contains("line 1"),
             "{err}"
@@ -815,7 +940,7 @@ mod tests {
     #[test]
     fn compaction_keeps_pending_order_and_recent_done_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ob = Outbox::open(dir.path()).unwrap();
+        let mut ob = Outbox::open(&Store::local(dir.path())).unwrap();
         let old = Entry {
             at_ms: now_ms() - DONE_RETENTION_MS - 3_600_000,
             ..entry("old", "slack")
@@ -842,7 +967,7 @@ mod tests {
         assert_eq!(ids(&ob, "slack"), expect);
         drop(ob);
 
-        let mut ob = Outbox::open(dir.path()).unwrap();
+        let mut ob = Outbox::open(&Store::local(dir.path())).unwrap();
         assert_eq!(ids(&ob, "slack"), expect);
         assert_eq!(ob.pending("kafka"), 8);
         // Recent done ids are still known; the one past the retention is forgotten.
@@ -859,7 +984,7 @@ mod tests {
     #[test]
     fn the_log_is_compacted_when_it_grows_past_the_threshold() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ob = Outbox::open(dir.path()).unwrap();
+        let mut ob = Outbox::open(&Store::local(dir.path())).unwrap();
         let big = "x".repeat(64 * 1024);
         let mut round = 0;
         // Add and deliver ~6 MiB: the log must stay bounded.
@@ -888,7 +1013,7 @@ mod tests {
             fs::metadata(dir.path().join(LOG_FILE)).unwrap().len()
         );
         drop(ob);
-        let mut ob = Outbox::open(dir.path()).unwrap();
+        let mut ob = Outbox::open(&Store::local(dir.path())).unwrap();
         assert_eq!(ob.pending_total(), 0);
         assert_eq!(ob.add(vec![entry("r1", "slack")]).unwrap(), 0);
     }
@@ -896,7 +1021,7 @@ mod tests {
     #[test]
     fn shared_outbox_wakes_waiters_and_reports_drains() {
         let dir = tempfile::tempdir().unwrap();
-        let ob = SharedOutbox::open(dir.path()).unwrap();
+        let ob = SharedOutbox::open(&Store::local(dir.path())).unwrap();
         assert_eq!(ob.wait_next("slack", Duration::from_millis(20)), None);
         let waiter = {
             let ob = ob.clone();

@@ -26,7 +26,12 @@ impl HivePartition {
 
     /// `date=2026-01-01/hour=05`.
     pub fn path(&self) -> PathBuf {
-        PathBuf::from(format!("date={}", self.date)).join(format!("hour={:02}", self.hour))
+        PathBuf::from(self.key())
+    }
+
+    /// `date=2026-01-01/hour=05`, as a store key.
+    pub fn key(&self) -> String {
+        format!("date={}/hour={:02}", self.date, self.hour)
     }
 }
 

@@ -6,8 +6,6 @@
 //! - [`WindowTable`] (`metrics`): one file per window, named after the window and the source.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::filter_record_batch;
@@ -15,45 +13,41 @@ use arrow::datatypes::{SchemaRef, TimestampMillisecondType};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-use crate::error::{io_err, Result};
-use crate::file::{persist, write_atomic, ParquetOptions};
+use crate::error::Result;
+use crate::file::{write_atomic, ParquetOptions};
 use crate::partition::{sanitize_component, split_by_hour, HivePartition};
+use crate::store::{NewObject, Store};
 
-/// Every Parquet file of `table`, recursively, sorted.
-pub fn table_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = match fs::read_dir(&d) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io_err("listing", &d)(e)),
-        };
-        for entry in entries {
-            let entry = entry.map_err(io_err("listing", &d))?;
-            let path = entry.path();
-            let ft = entry.file_type().map_err(io_err("reading", &path))?;
-            if ft.is_dir() {
-                stack.push(path);
-            } else if ft.is_file() {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+/// Every Parquet file of `table` in `store` (keys), sorted; hidden temporary files are left
+/// out.
+pub fn table_files(store: &Store, table: &str) -> Result<Vec<String>> {
+    Ok(store
+        .list(&format!("{table}/"))?
+        .into_iter()
+        .filter(|k| {
+            let name = file_name(k);
+            name.ends_with(".parquet") && !name.starts_with('.')
+        })
+        .collect())
 }
 
-/// A file being written: rows stream into a hidden temporary file, which is renamed to its
-/// final name (which carries the offset range) when the file rolls.
+/// The last component of a key.
+fn file_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+/// A file being written: rows stream into a hidden temporary file (or memory, for an object
+/// store), which gets its final name (which carries the offset range) when the file rolls.
 struct OpenFile {
-    tmp: PathBuf,
-    writer: ArrowWriter<File>,
+    /// The directory key: `<table>/date=…/hour=…`.
+    dir: String,
+    writer: ArrowWriter<NewObject>,
 }
 
 /// A table whose files hold a contiguous range of one source partition's offsets.
 pub struct PositionedTable {
-    dir: PathBuf,
+    store: Store,
+    table: String,
     schema: SchemaRef,
     ts_col: usize,
     props: WriterProperties,
@@ -63,13 +57,16 @@ pub struct PositionedTable {
     rows: usize,
     range: Option<(i64, i64)>,
     files_written: u64,
+    /// Appended to file names as `-g<N>`: the checkpoint generation of the owner writing
+    /// them, so files of two owners of one partition never share a name.
+    generation: Option<u64>,
 }
 
 impl PositionedTable {
     /// `ts_col` is the timestamp column that picks each row's `date=/hour=` partition.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        data_dir: &Path,
+        store: &Store,
         table: &str,
         schema: SchemaRef,
         ts_col: usize,
@@ -79,7 +76,8 @@ impl PositionedTable {
         parquet: &ParquetOptions,
     ) -> Result<Self> {
         Ok(Self {
-            dir: data_dir.join(table),
+            store: store.clone(),
+            table: table.to_string(),
             schema,
             ts_col,
             props: parquet.writer_properties()?,
@@ -89,12 +87,18 @@ impl PositionedTable {
             rows: 0,
             range: None,
             files_written: 0,
+            generation: None,
         })
+    }
+
+    /// Names the files completed from now on after checkpoint generation `g`.
+    pub fn set_generation(&mut self, g: Option<u64>) {
+        self.generation = g;
     }
 
     /// Writes `batch`, which covers source offsets `first..=last` (it may be empty: the range
     /// still counts). Rolls the files when they reach `max_rows`; returns the files completed.
-    pub fn append(&mut self, batch: &RecordBatch, first: i64, last: i64) -> Result<Vec<PathBuf>> {
+    pub fn append(&mut self, batch: &RecordBatch, first: i64, last: i64) -> Result<Vec<String>> {
         let start = self.range.map_or(first, |(f, _)| f.min(first));
         self.range = Some((start, self.range.map_or(last, |(_, l)| l.max(last))));
         if batch.num_rows() > 0 {
@@ -102,13 +106,16 @@ impl PositionedTable {
                 let file = match self.open.entry(part) {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
-                        let dir = self.dir.join(e.key().path());
-                        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-                        let tmp = dir.join(format!(".{}-{start:020}.parquet.tmp", self.prefix));
-                        let f = File::create(&tmp).map_err(io_err("creating", &tmp))?;
-                        let writer =
-                            ArrowWriter::try_new(f, self.schema.clone(), Some(self.props.clone()))?;
-                        e.insert(OpenFile { tmp, writer })
+                        let dir = format!("{}/{}", self.table, e.key().key());
+                        let obj = self
+                            .store
+                            .create(&format!("{dir}/{}-{start:020}.parquet", self.prefix))?;
+                        let writer = ArrowWriter::try_new(
+                            obj,
+                            self.schema.clone(),
+                            Some(self.props.clone()),
+                        )?;
+                        e.insert(OpenFile { dir, writer })
                     }
                 };
                 file.writer.write(&rows)?;
@@ -137,16 +144,20 @@ impl PositionedTable {
 
     /// Completes every open file: footer, fsync, rename to its final name, fsync of the
     /// directory. Afterwards the rows are durable.
-    pub fn flush(&mut self) -> Result<Vec<PathBuf>> {
+    pub fn flush(&mut self) -> Result<Vec<String>> {
         let Some((first, last)) = self.range.take() else {
             return Ok(Vec::new());
         };
-        let name = format!("{}-{first:020}-{last:020}.parquet", self.prefix);
+        let tag = self
+            .generation
+            .map(|g| format!("-g{g:06}"))
+            .unwrap_or_default();
+        let name = format!("{}-{first:020}-{last:020}{tag}.parquet", self.prefix);
         let mut written = Vec::new();
         for (_, open) in std::mem::take(&mut self.open) {
-            let path = open.tmp.with_file_name(&name);
-            persist(open.writer.into_inner()?, &open.tmp, &path)?;
-            written.push(path);
+            let key = format!("{}/{name}", open.dir);
+            self.store.finish(open.writer.into_inner()?, &key)?;
+            written.push(key);
         }
         self.rows = 0;
         self.files_written += written.len() as u64;
@@ -157,12 +168,7 @@ impl PositionedTable {
     /// processor, which rewrites those rows): their temporary files are removed.
     pub fn abort(&mut self) -> Result<()> {
         for (_, open) in std::mem::take(&mut self.open) {
-            drop(open.writer);
-            match fs::remove_file(&open.tmp) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("removing", &open.tmp)(e)),
-            }
+            self.store.discard(open.writer.inner())?;
         }
         self.range = None;
         self.rows = 0;
@@ -173,21 +179,32 @@ impl PositionedTable {
     /// any temporary files a crash left: processing restarts at `from` and rewrites them,
     /// perhaps with other boundaries. Returns how many files were removed.
     pub fn remove_from(&self, from: i64) -> Result<usize> {
+        self.remove_where(from, None)
+    }
+
+    /// Deletes this partition's files of checkpoint generation `g` whose first offset is at
+    /// or after `from`: what this processor wrote after its last commit, once it learned
+    /// another one took the partition over. Files of other generations are not touched.
+    pub fn remove_generation_from(&self, g: u64, from: i64) -> Result<usize> {
+        self.remove_where(from, Some(g))
+    }
+
+    fn remove_where(&self, from: i64, generation: Option<u64>) -> Result<usize> {
         let mut removed = 0;
-        for path in table_files(&self.dir)? {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            let stale_tmp =
-                name.starts_with(&format!(".{}-", self.prefix)) && name.ends_with(".tmp");
+        let tag = generation.map(|g| format!("-g{g:06}.parquet"));
+        for key in self.store.list(&format!("{}/", self.table))? {
+            let name = file_name(&key);
+            let stale_tmp = generation.is_none()
+                && name.starts_with(&format!(".{}-", self.prefix))
+                && name.ends_with(".tmp");
             let covered = name
                 .strip_prefix(&format!("{}-", self.prefix))
                 .and_then(|rest| rest.split('-').next())
                 .and_then(|first| first.parse::<i64>().ok())
-                .is_some_and(|first| first >= from);
+                .is_some_and(|first| first >= from)
+                && tag.as_ref().is_none_or(|t| name.ends_with(t.as_str()));
             if stale_tmp || covered {
-                fs::remove_file(&path).map_err(io_err("removing", &path))?;
+                self.store.delete(&key)?;
                 removed += 1;
             }
         }
@@ -197,7 +214,8 @@ impl PositionedTable {
 
 /// The `metrics` table: one file per window and source partition, partitioned by window start.
 pub struct WindowTable {
-    dir: PathBuf,
+    store: Store,
+    table: String,
     schema: SchemaRef,
     props: WriterProperties,
     suffix: String,
@@ -206,14 +224,15 @@ pub struct WindowTable {
 
 impl WindowTable {
     pub fn new(
-        data_dir: &Path,
+        store: &Store,
         table: &str,
         schema: SchemaRef,
         source: &str,
         parquet: &ParquetOptions,
     ) -> Result<Self> {
         Ok(Self {
-            dir: data_dir.join(table),
+            store: store.clone(),
+            table: table.to_string(),
             schema,
             props: parquet.writer_properties()?,
             suffix: sanitize_component(source),
@@ -227,7 +246,7 @@ impl WindowTable {
 
     /// Writes rows of one source partition (columns 0 and 1 are `window_start`,
     /// `window_end`), one file per window: a replay of the partition overwrites them.
-    pub fn write(&mut self, batch: &RecordBatch, partition: i32) -> Result<Vec<PathBuf>> {
+    pub fn write(&mut self, batch: &RecordBatch, partition: i32) -> Result<Vec<String>> {
         self.write_named(batch, partition, "")
     }
 
@@ -238,7 +257,7 @@ impl WindowTable {
         batch: &RecordBatch,
         partition: i32,
         seq: u64,
-    ) -> Result<Vec<PathBuf>> {
+    ) -> Result<Vec<String>> {
         self.write_named(batch, partition, &format!("-r{seq:09}"))
     }
 
@@ -257,17 +276,18 @@ impl WindowTable {
 
     /// Writes `batch` whole as the partition's file for event time `at` (tables whose rows
     /// are cut at window closes, such as `sessions`): a replay overwrites it.
-    pub fn write_at(&mut self, batch: &RecordBatch, partition: i32, at: i64) -> Result<PathBuf> {
+    pub fn write_at(&mut self, batch: &RecordBatch, partition: i32, at: i64) -> Result<String> {
         let name = format!("s{at:013}-{}-p{partition:05}.parquet", self.suffix);
-        let path = self.dir.join(HivePartition::of(at).path()).join(name);
+        let key = format!("{}/{}/{name}", self.table, HivePartition::of(at).key());
         write_atomic(
-            &path,
+            &self.store,
+            &key,
             self.schema.clone(),
             std::slice::from_ref(batch),
             self.props.clone(),
         )?;
         self.files_written += 1;
-        Ok(path)
+        Ok(key)
     }
 
     /// Deletes the partition's [`WindowTable::write_at`] files for times after `at`.
@@ -287,7 +307,7 @@ impl WindowTable {
         batch: &RecordBatch,
         partition: i32,
         tag: &str,
-    ) -> Result<Vec<PathBuf>> {
+    ) -> Result<Vec<String>> {
         let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
         let ends = batch.column(1).as_primitive::<TimestampMillisecondType>();
         let mut windows: BTreeMap<(i64, i64), ()> = BTreeMap::new();
@@ -305,9 +325,15 @@ impl WindowTable {
                 "w{start:013}-{end:013}-{}-p{partition:05}{tag}.parquet",
                 self.suffix
             );
-            let path = self.dir.join(HivePartition::of(start).path()).join(name);
-            write_atomic(&path, self.schema.clone(), &[rows], self.props.clone())?;
-            written.push(path);
+            let key = format!("{}/{}/{name}", self.table, HivePartition::of(start).key());
+            write_atomic(
+                &self.store,
+                &key,
+                self.schema.clone(),
+                &[rows],
+                self.props.clone(),
+            )?;
+            written.push(key);
         }
         self.files_written += written.len() as u64;
         Ok(written)
@@ -340,13 +366,9 @@ impl WindowTable {
     /// Deletes the table's files whose name `doomed` picks; returns how many.
     fn remove_where(&self, doomed: impl Fn(&str) -> bool) -> Result<usize> {
         let mut removed = 0;
-        for path in table_files(&self.dir)? {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if doomed(name) {
-                fs::remove_file(&path).map_err(io_err("removing", &path))?;
+        for key in table_files(&self.store, &self.table)? {
+            if doomed(file_name(&key)) {
+                self.store.delete(&key)?;
                 removed += 1;
             }
         }

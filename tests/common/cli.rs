@@ -8,11 +8,27 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_inferwatch");
 
+/// Environment every `inferwatch` child of this test binary gets (object-store credentials),
+/// set once before the first child starts; the process's own environment is not touched.
+static CHILD_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Sets [`CHILD_ENV`]; later calls must pass the same variables.
+pub fn child_env(vars: Vec<(String, String)>) {
+    let set = CHILD_ENV.get_or_init(|| vars.clone());
+    assert_eq!(set, &vars, "one environment per test binary");
+}
+
+/// The binary, with [`CHILD_ENV`].
+pub fn command() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, v) in CHILD_ENV.get().into_iter().flatten() {
+        c.env(k, v);
+    }
+    c
+}
+
 pub fn inferwatch(args: &[&str]) -> Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("inferwatch runs");
+    let out = command().args(args).output().expect("inferwatch runs");
     out
 }
 

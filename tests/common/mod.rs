@@ -3,4 +3,6 @@
 
 pub mod broker;
 pub mod cli;
+pub mod runs;
+pub mod s3;
 pub mod slack;

@@ -306,7 +306,7 @@ fn log_text(dir: &std::path::Path) -> String {
 fn server_errors_are_retried_with_backoff_until_delivered() {
     let server = Server::start(vec![reply(500, "oops"); 5], reply(200, "ok"));
     let dir = tempfile::tempdir().unwrap();
-    let outbox = SharedOutbox::open(dir.path()).unwrap();
+    let outbox = SharedOutbox::open(&crate::store::Store::local(dir.path())).unwrap();
     outbox.add(vec![entry("only")]).unwrap();
     let r = run(&outbox, cfg(&server.url));
     assert_eq!(r.drain(30), 0);
@@ -325,7 +325,7 @@ fn server_errors_are_retried_with_backoff_until_delivered() {
         (1, 5, 0)
     );
     drop(outbox);
-    let reopened = Outbox::open(dir.path()).unwrap();
+    let reopened = Outbox::open(&crate::store::Store::local(dir.path())).unwrap();
     assert_eq!(reopened.pending_total(), 0);
     assert!(log_text(dir.path()).contains(r#""id":"only","outcome":"delivered""#));
 }
@@ -336,7 +336,7 @@ fn a_429_waits_for_retry_after_without_backoff_growth() {
     limited.headers.push(("Retry-After", "2".into()));
     let server = Server::start(vec![limited, reply(429, "rate_limited")], reply(200, "ok"));
     let dir = tempfile::tempdir().unwrap();
-    let outbox = SharedOutbox::open(dir.path()).unwrap();
+    let outbox = SharedOutbox::open(&crate::store::Store::local(dir.path())).unwrap();
     outbox.add(vec![entry("a")]).unwrap();
     let r = run(&outbox, cfg(&server.url));
     assert_eq!(r.drain(30), 0);
@@ -360,7 +360,7 @@ fn a_429_waits_for_retry_after_without_backoff_growth() {
 fn requests_to_one_webhook_start_at_least_min_interval_apart() {
     let server = Server::start(Vec::new(), reply(200, "ok"));
     let dir = tempfile::tempdir().unwrap();
-    let outbox = SharedOutbox::open(dir.path()).unwrap();
+    let outbox = SharedOutbox::open(&crate::store::Store::local(dir.path())).unwrap();
     outbox
         .add(vec![entry("m1"), entry("m2"), entry("m3")])
         .unwrap();
@@ -385,7 +385,7 @@ fn requests_to_one_webhook_start_at_least_min_interval_apart() {
 fn a_rejected_message_is_marked_and_the_next_one_still_goes_out() {
     let server = Server::start(vec![reply(400, "invalid_payload")], reply(200, "ok"));
     let dir = tempfile::tempdir().unwrap();
-    let outbox = SharedOutbox::open(dir.path()).unwrap();
+    let outbox = SharedOutbox::open(&crate::store::Store::local(dir.path())).unwrap();
     outbox.add(vec![entry("bad"), entry("good")]).unwrap();
     let r = run(&outbox, cfg(&server.url));
     assert_eq!(r.drain(30), 0);
@@ -419,7 +419,7 @@ fn pending_messages_survive_a_restart_and_go_out_once() {
     // Slack is down; the run stops before anything got through.
     {
         let down = Server::start(Vec::new(), reply(503, "down"));
-        let outbox = SharedOutbox::open(dir.path()).unwrap();
+        let outbox = SharedOutbox::open(&crate::store::Store::local(dir.path())).unwrap();
         assert_eq!(outbox.add(entries.clone()).unwrap(), 3);
         let r = run(&outbox, cfg(&down.url));
         let seen = down.wait_for(3, Duration::from_secs(20));
@@ -434,7 +434,7 @@ fn pending_messages_survive_a_restart_and_go_out_once() {
     // The next run replays (re-adds the same ids) and Slack is back.
     let up = Server::start(Vec::new(), reply(200, "ok"));
     {
-        let outbox = SharedOutbox::open(dir.path()).unwrap();
+        let outbox = SharedOutbox::open(&crate::store::Store::local(dir.path())).unwrap();
         assert_eq!(outbox.pending("slack"), 3);
         assert_eq!(outbox.add(entries.clone()).unwrap(), 0);
         let r = run(&outbox, cfg(&up.url));
@@ -449,7 +449,7 @@ fn pending_messages_survive_a_restart_and_go_out_once() {
     }
 
     // A third run has nothing to send, even when the same notices are replayed again.
-    let outbox = SharedOutbox::open(dir.path()).unwrap();
+    let outbox = SharedOutbox::open(&crate::store::Store::local(dir.path())).unwrap();
     assert_eq!(outbox.pending_total(), 0);
     assert_eq!(outbox.add(entries).unwrap(), 0);
 }
@@ -499,7 +499,7 @@ fn the_webhook_url_never_reaches_the_log() {
     let span = tracing::info_span!("url_secrecy_test");
     let _entered = span.enter();
     let dir = tempfile::tempdir().unwrap();
-    let outbox = SharedOutbox::open(dir.path()).unwrap();
+    let outbox = SharedOutbox::open(&crate::store::Store::local(dir.path())).unwrap();
 
     // Nothing listens: connection refused.
     let refused = {

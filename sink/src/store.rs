@@ -1,0 +1,657 @@
+//! Where everything the processor writes lives: a local directory (the default) or a prefix
+//! in an S3-compatible bucket (`s3://bucket/prefix`), behind one small interface of whole
+//! objects addressed by relative `/`-separated keys such as `metrics/date=…/hour=…/w….parquet`.
+//!
+//! Every write is atomic: readers see the old object or the whole new one. On local disk
+//! that is a temporary name, fsync, rename and an fsync of the directory; an object PUT is
+//! atomic by itself. [`Store::put_new`] is the conditional write checkpoints are committed
+//! with: it fails when the key exists (`link(2)` locally, `If-None-Match: *` on S3), so two
+//! processors that both believe they own a partition cannot both commit.
+//!
+//! Object-store calls are retried while the server is unreachable or failing (a log line
+//! when trouble starts and one when it ends), so a store outage stalls the pipeline instead
+//! of failing it; answers that will not change (denied, not found) return at once.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjPath;
+use object_store::{
+    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+
+use crate::error::{io_err, Result, SinkError};
+
+/// A local directory or an object-store prefix. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<Backend>,
+}
+
+enum Backend {
+    Local(PathBuf),
+    Object(Remote),
+}
+
+struct Remote {
+    store: Arc<dyn ObjectStore>,
+    /// The prefix inside the bucket ("" for the bucket root).
+    prefix: String,
+    /// `s3://bucket/prefix`, for messages.
+    url: String,
+    /// Drives the async client for the synchronous sink.
+    rt: Arc<tokio::runtime::Runtime>,
+    /// True while calls are failing and being retried (one log line per outage).
+    troubled: Arc<AtomicBool>,
+    /// Secret values to keep out of error messages.
+    secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.display())
+    }
+}
+
+/// Object-store credentials and endpoint from config; each falls back to the standard AWS
+/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL`).
+#[derive(Clone, Default)]
+pub struct StoreOptions {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    /// A secret: never printed.
+    pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "(redacted)"),
+            )
+            .finish()
+    }
+}
+
+/// The schemes a `data_dir` may use in this build.
+pub const SUPPORTED: &str = "a local path, file://PATH or s3://BUCKET/PREFIX";
+
+impl Store {
+    /// A local directory.
+    pub fn local(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            backend: Arc::new(Backend::Local(dir.into())),
+        }
+    }
+
+    /// Opens `location`: a local path, `file://PATH` or `s3://bucket/prefix`. An object
+    /// store is checked before anything is read: the bucket must exist, the credentials
+    /// must allow listing and writing, and the server must honour conditional writes.
+    pub fn open(location: &str, options: &StoreOptions) -> Result<Self> {
+        match location.split_once("://") {
+            None => Ok(Self::local(location)),
+            Some(("file", path)) => Ok(Self::local(path)),
+            Some(("s3" | "s3a", rest)) => {
+                let store = Self {
+                    backend: Arc::new(Backend::Object(Remote::s3(rest, options)?)),
+                };
+                store.check()?;
+                Ok(store)
+            }
+            Some((scheme, _)) => Err(SinkError::Store(format!(
+                "data_dir {location:?}: the scheme {scheme}:// is not supported by this build \
+                 (use {SUPPORTED})"
+            ))),
+        }
+    }
+
+    /// `s3://bucket/prefix` or the local directory, for messages.
+    pub fn display(&self) -> String {
+        match &*self.backend {
+            Backend::Local(p) => p.display().to_string(),
+            Backend::Object(r) => r.url.clone(),
+        }
+    }
+
+    /// The directory, when the store is local disk.
+    pub fn local_dir(&self) -> Option<&Path> {
+        match &*self.backend {
+            Backend::Local(p) => Some(p),
+            Backend::Object(_) => None,
+        }
+    }
+
+    /// The object store and the URL of its root, for query engines to register.
+    pub fn object_store(&self) -> Option<(Arc<dyn ObjectStore>, String)> {
+        match &*self.backend {
+            Backend::Local(_) => None,
+            Backend::Object(r) => Some((r.store.clone(), r.url.clone())),
+        }
+    }
+
+    /// A store rooted at `key` inside this one.
+    pub fn child(&self, key: &str) -> Store {
+        match &*self.backend {
+            Backend::Local(p) => Store::local(p.join(key)),
+            Backend::Object(r) => Store {
+                backend: Arc::new(Backend::Object(r.child(key))),
+            },
+        }
+    }
+
+    /// Writes `bytes` as `key`, replacing any object of that name, atomically and durably.
+    pub fn put(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        match &*self.backend {
+            Backend::Local(root) => {
+                let path = root.join(key);
+                let (tmp, file) = create_tmp(&path)?;
+                write_all(file, &tmp, &bytes).and_then(|f| crate::file::persist(f, &tmp, &path))
+            }
+            Backend::Object(r) => {
+                let payload = PutPayload::from(bytes);
+                r.retry("writing", key, || {
+                    let (s, p, payload) = (r.store.clone(), r.path(key), payload.clone());
+                    async move { s.put(&p, payload).await.map(|_| ()) }
+                })
+            }
+        }
+    }
+
+    /// Writes `bytes` as `key` only if no object of that name exists: `Ok(false)` when one
+    /// does (someone else wrote it first).
+    pub fn put_new(&self, key: &str, bytes: Vec<u8>) -> Result<bool> {
+        match &*self.backend {
+            Backend::Local(root) => {
+                let path = root.join(key);
+                let (tmp, file) = create_tmp(&path)?;
+                let file = write_all(file, &tmp, &bytes)?;
+                file.sync_all().map_err(io_err("syncing", &tmp))?;
+                // link(2) fails if the name exists: the local form of If-None-Match.
+                let linked = fs::hard_link(&tmp, &path);
+                let _ = fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => {
+                        sync_dir(&path)?;
+                        Ok(true)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(io_err("creating", &path)(e)),
+                }
+            }
+            Backend::Object(r) => {
+                let payload = PutPayload::from(bytes.clone());
+                let opts = || PutOptions::from(PutMode::Create);
+                let res = r.retry_with("writing", key, true, || {
+                    let (s, p, payload) = (r.store.clone(), r.path(key), payload.clone());
+                    async move { s.put_opts(&p, payload, opts()).await.map(|_| ()) }
+                });
+                match res {
+                    Ok(()) => Ok(true),
+                    // A retried write (ours, or the client's own) may find its first attempt,
+                    // whose answer was lost: the same bytes there are this write.
+                    Err(SinkError::Exists(_)) => {
+                        Ok(self.get(key)?.is_some_and(|there| there == bytes))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The object `key`, or `None` when there is none.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match &*self.backend {
+            Backend::Local(root) => {
+                let path = root.join(key);
+                match fs::read(&path) {
+                    Ok(b) => Ok(Some(b)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(io_err("reading", &path)(e)),
+                }
+            }
+            Backend::Object(r) => {
+                let res = r.retry("reading", key, || {
+                    let (s, p) = (r.store.clone(), r.path(key));
+                    async move { s.get(&p).await?.bytes().await.map(|b| b.to_vec()) }
+                });
+                match res {
+                    Ok(b) => Ok(Some(b)),
+                    Err(SinkError::Missing(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// Every object under `prefix` (a key ending in `/`, or "" for all), as keys relative
+    /// to the store, sorted. Hidden temporary files of local disk are included: callers
+    /// that clean up look for them.
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        match &*self.backend {
+            Backend::Local(root) => list_local(root, prefix),
+            Backend::Object(r) => {
+                let mut keys: Vec<String> = r
+                    .retry("listing", prefix, || {
+                        let (s, p) = (r.store.clone(), r.path(prefix.trim_end_matches('/')));
+                        async move { s.list(Some(&p)).map_ok(|m| m.location).try_collect::<Vec<ObjPath>>().await }
+                    })?
+                    .into_iter()
+                    .filter_map(|loc: ObjPath| r.relative(loc.as_ref()))
+                    .collect();
+                keys.sort();
+                Ok(keys)
+            }
+        }
+    }
+
+    /// Deletes `key`; an object that is not there is no error.
+    pub fn delete(&self, key: &str) -> Result<()> {
+        match &*self.backend {
+            Backend::Local(root) => {
+                let path = root.join(key);
+                match fs::remove_file(&path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(io_err("removing", &path)(e)),
+                }
+            }
+            Backend::Object(r) => {
+                match r.retry("deleting", key, || {
+                    let (s, p) = (r.store.clone(), r.path(key));
+                    async move { s.delete(&p).await }
+                }) {
+                    Ok(()) | Err(SinkError::Missing(_)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The check [`Store::open`] runs: list, write, and a conditional write that must fail.
+    fn check(&self) -> Result<()> {
+        let Backend::Object(r) = &*self.backend else {
+            return Ok(());
+        };
+        let probe = format!(
+            "_inferwatch/probe-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        );
+        let once = || {
+            let (s, p) = (r.store.clone(), r.path(&probe));
+            r.rt.block_on(async move {
+                s.list_with_delimiter(Some(&p)).await?;
+                let opts = PutOptions::from(PutMode::Create);
+                s.put_opts(&p, PutPayload::from_static(b"probe"), opts)
+                    .await
+                    .map(|_| ())
+            })
+        };
+        once().map_err(|e| r.fatal("cannot use", &e))?;
+        let second = once();
+        let _ = r.rt.block_on({
+            let (s, p) = (r.store.clone(), r.path(&probe));
+            async move { s.delete(&p).await }
+        });
+        use object_store::Error as E;
+        match second {
+            Err(E::AlreadyExists { .. } | E::Precondition { .. }) => Ok(()),
+            Err(e) => Err(r.fatal("cannot use", &e)),
+            Ok(()) => Err(SinkError::Store(format!(
+                "{}: the server ignores conditional writes (If-None-Match: *), so two \
+                 processors could both commit a partition's checkpoint; use a store that \
+                 supports them (AWS S3, MinIO, SeaweedFS, R2)",
+                r.url
+            ))),
+        }
+    }
+}
+
+impl Remote {
+    fn s3(rest: &str, o: &StoreOptions) -> Result<Self> {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(SinkError::Store(format!(
+                "data_dir s3://{rest}: name a bucket, e.g. s3://my-bucket/inferwatch"
+            )));
+        }
+        let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(v) = &o.endpoint {
+            b = b.with_endpoint(v);
+        }
+        if let Some(v) = &o.region {
+            b = b.with_region(v);
+        }
+        if let Some(v) = &o.access_key_id {
+            b = b.with_access_key_id(v);
+        }
+        if let Some(v) = &o.secret_access_key {
+            b = b.with_secret_access_key(v);
+        }
+        let endpoint = o
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .or_else(|| std::env::var("AWS_ENDPOINT").ok());
+        if endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+        {
+            b = b.with_allow_http(true);
+        }
+        if o.region.is_none() && std::env::var_os("AWS_REGION").is_none() && endpoint.is_some() {
+            // S3-compatible servers accept any region; the client needs one to sign.
+            b = b.with_region("us-east-1");
+        }
+        // Our own loop retries without end while the server is away; the client's retries
+        // only smooth single hiccups.
+        b = b
+            .with_retry(RetryConfig {
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(10),
+                ..RetryConfig::default()
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120)),
+            );
+        let url = format!("s3://{}", rest.trim_end_matches('/'));
+        let secrets = [
+            o.secret_access_key.clone(),
+            std::env::var("AWS_SECRET_ACCESS_KEY").ok(),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|s| s.len() >= 4)
+        .collect();
+        let store = b
+            .build()
+            .map_err(|e| SinkError::Store(format!("{url}: {e}")))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("inferwatch-store")
+            .enable_all()
+            .build()
+            .map_err(|e| SinkError::Store(format!("{url}: starting the client: {e}")))?;
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: prefix.trim_matches('/').to_string(),
+            url,
+            rt: Arc::new(rt),
+            troubled: Arc::new(AtomicBool::new(false)),
+            secrets,
+        })
+    }
+
+    fn child(&self, key: &str) -> Remote {
+        Remote {
+            store: self.store.clone(),
+            url: format!("{}/{}", self.url, key.trim_matches('/')),
+            prefix: join(&self.prefix, key),
+            rt: self.rt.clone(),
+            troubled: self.troubled.clone(),
+            secrets: self.secrets.clone(),
+        }
+    }
+
+    fn path(&self, key: &str) -> ObjPath {
+        ObjPath::from(join(&self.prefix, key))
+    }
+
+    /// `location` relative to the prefix.
+    fn relative(&self, location: &str) -> Option<String> {
+        if self.prefix.is_empty() {
+            return Some(location.to_string());
+        }
+        location
+            .strip_prefix(&self.prefix)
+            .and_then(|r| r.strip_prefix('/'))
+            .map(str::to_string)
+    }
+
+    fn scrub(&self, text: String) -> String {
+        self.secrets
+            .iter()
+            .fold(text, |t, s| t.replace(s.as_str(), "(redacted)"))
+    }
+
+    /// An error that will not go away by retrying, as the caller should see it.
+    fn fatal(&self, what: &str, e: &object_store::Error) -> SinkError {
+        use object_store::Error as E;
+        let hint = match e {
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+                " (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy)"
+            }
+            E::NotFound { .. } => " (does the bucket exist?)",
+            _ => " (check the bucket name, AWS_ENDPOINT_URL and the credentials)",
+        };
+        SinkError::Store(self.scrub(format!("{what} {}: {e}{hint}", self.url)))
+    }
+
+    fn retry<T, F, Fut>(&self, what: &'static str, key: &str, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        self.retry_with(what, key, false, op)
+    }
+
+    /// Runs `op` until it succeeds or fails for a reason retrying cannot change. Missing
+    /// objects come back as [`SinkError::Missing`], and existing ones (for conditional
+    /// writes) as [`SinkError::Exists`].
+    fn retry_with<T, F, Fut>(&self, what: &'static str, key: &str, create: bool, op: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        use object_store::Error as E;
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match self.rt.block_on(op()) {
+                Ok(t) => {
+                    if self.troubled.swap(false, Ordering::Relaxed) {
+                        tracing::info!("object store {}: reachable again", self.url);
+                    }
+                    return Ok(t);
+                }
+                Err(E::NotFound { .. }) => return Err(SinkError::Missing(key.to_string())),
+                Err(E::AlreadyExists { .. }) if create => {
+                    return Err(SinkError::Exists(key.to_string()))
+                }
+                Err(E::Precondition { .. }) if create => {
+                    return Err(SinkError::Exists(key.to_string()))
+                }
+                Err(
+                    e @ (E::PermissionDenied { .. }
+                    | E::Unauthenticated { .. }
+                    | E::NotSupported { .. }
+                    | E::NotImplemented { .. }
+                    | E::InvalidPath { .. }
+                    | E::UnknownConfigurationKey { .. }),
+                ) => {
+                    return Err(self.fatal(what, &e));
+                }
+                Err(e) => {
+                    if !self.troubled.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "object store {}: {what} {key} failed: {}; retrying until it \
+                             answers (nothing is lost meanwhile)",
+                            self.url,
+                            self.scrub(e.to_string())
+                        );
+                    }
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// An object being written piece by piece (a Parquet file growing batch by batch): a hidden
+/// temporary file on local disk, memory for an object store. [`Store::finish`] puts it in
+/// place under its final key, atomically.
+pub struct NewObject {
+    kind: NewKind,
+}
+
+enum NewKind {
+    File { file: File, tmp: PathBuf },
+    Memory(Vec<u8>),
+}
+
+impl Write for NewObject {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.kind {
+            NewKind::File { file, .. } => file.write(buf),
+            NewKind::Memory(v) => v.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.kind {
+            NewKind::File { file, .. } => file.flush(),
+            NewKind::Memory(_) => Ok(()),
+        }
+    }
+}
+
+impl Store {
+    /// Starts an object that will be named `key` (or a sibling of it) when finished.
+    pub fn create(&self, key: &str) -> Result<NewObject> {
+        let kind = match &*self.backend {
+            Backend::Local(root) => {
+                let (tmp, file) = create_tmp(&root.join(key))?;
+                NewKind::File { file, tmp }
+            }
+            Backend::Object(_) => NewKind::Memory(Vec::new()),
+        };
+        Ok(NewObject { kind })
+    }
+
+    /// Makes `obj` durable as `key`, which must be in the directory it was created for.
+    pub fn finish(&self, obj: NewObject, key: &str) -> Result<()> {
+        match (obj.kind, &*self.backend) {
+            (NewKind::File { file, tmp }, Backend::Local(root)) => {
+                crate::file::persist(file, &tmp, &root.join(key))
+            }
+            (NewKind::Memory(buf), _) => self.put(key, buf),
+            (NewKind::File { .. }, Backend::Object(_)) => unreachable!("made by this store"),
+        }
+    }
+
+    /// Removes what an unfinished object left behind (the caller then drops it).
+    pub fn discard(&self, obj: &NewObject) -> Result<()> {
+        if let NewKind::File { tmp, .. } = &obj.kind {
+            match fs::remove_file(tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removing", tmp)(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    let key = key.trim_matches('/');
+    match (prefix.is_empty(), key.is_empty()) {
+        (true, _) => key.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) => format!("{prefix}/{key}"),
+    }
+}
+
+/// Creates `path`'s directory and a hidden temporary file beside it (a leading dot and a
+/// `.tmp` suffix hide it from DataFusion, DuckDB and pyarrow).
+pub(crate) fn create_tmp(path: &Path) -> Result<(PathBuf, File)> {
+    let dir = path.parent().expect("files live in a directory");
+    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    let name = path.file_name().expect("file name").to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let file = File::create(&tmp).map_err(io_err("creating", &tmp))?;
+    Ok((tmp, file))
+}
+
+fn write_all(mut file: File, tmp: &Path, bytes: &[u8]) -> Result<File> {
+    file.write_all(bytes).map_err(io_err("writing", tmp))?;
+    Ok(file)
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    let dir = path.parent().expect("files live in a directory");
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing directory", dir))
+}
+
+fn list_local(root: &Path, prefix: &str) -> Result<Vec<String>> {
+    let start = root.join(prefix.trim_end_matches('/'));
+    let mut out = Vec::new();
+    let mut stack = vec![start];
+    while let Some(d) = stack.pop() {
+        let entries = match fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => continue,
+            Err(e) => return Err(io_err("listing", &d)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err("listing", &d))?;
+            let path = entry.path();
+            let ft = entry.file_type().map_err(io_err("reading", &path))?;
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file() {
+                if let Ok(rel) = path.strip_prefix(root) {
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_store_writes_lists_and_refuses_a_second_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::local(dir.path());
+        s.put("t/date=x/a.parquet", b"one".to_vec()).unwrap();
+        assert!(s.put_new("c/p1/0001.ckpt", b"c1".to_vec()).unwrap());
+        assert!(!s.put_new("c/p1/0001.ckpt", b"c2".to_vec()).unwrap());
+        assert_eq!(s.get("c/p1/0001.ckpt").unwrap().unwrap(), b"c1");
+        assert_eq!(s.get("nope").unwrap(), None);
+        assert_eq!(s.list("t/").unwrap(), vec!["t/date=x/a.parquet"]);
+        assert_eq!(s.list("").unwrap().len(), 2);
+        s.delete("t/date=x/a.parquet").unwrap();
+        s.delete("t/date=x/a.parquet").unwrap();
+        assert!(s.list("t/").unwrap().is_empty());
+        assert_eq!(s.child("c").list("").unwrap(), vec!["p1/0001.ckpt"]);
+    }
+
+    #[test]
+    fn unsupported_schemes_are_refused_by_name() {
+        let err = Store::open("gs://bucket/x", &StoreOptions::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("gs://") && text.contains("s3://"), "{text}");
+        assert!(Store::open("s3:///x", &StoreOptions::default()).is_err());
+    }
+}

@@ -1,0 +1,319 @@
+//! Object storage end to end, against a real S3-compatible server (SeaweedFS on free loopback
+//! ports; `INFERWATCH_TEST_S3` for any other): tables, checkpoints and the outbox in a
+//! bucket; exactly once across SIGKILLs and a server outage; clear errors for a wrong key or
+//! a missing bucket; processors on many machines sharing one bucket and one group.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use inferwatch_sink::Store;
+
+mod common;
+use common::broker::unique;
+use common::cli::*;
+use common::runs::*;
+use common::s3::{self, Seaweed};
+
+/// The shared server, with its credentials in every child's environment.
+fn s3() -> &'static Seaweed {
+    let s = s3::shared();
+    child_env(s.env());
+    s
+}
+
+/// Objects under `prefix` of the store at `url`.
+fn objects(s3: &Seaweed, url: &str, prefix: &str) -> usize {
+    Store::open(url, &s3.options())
+        .and_then(|s| s.list(prefix))
+        .map_or(0, |k| k.iter().filter(|k| k.ends_with(".parquet")).count())
+}
+
+const SMALL: &[&str] = &[
+    "--count",
+    "60000",
+    "--rate",
+    "1000",
+    "--seed",
+    "17",
+    "--scenario",
+    "malformed",
+];
+
+#[test]
+fn a_file_replay_into_a_bucket_equals_the_local_run_and_other_engines_read_it() {
+    let s3 = s3();
+    let dir = tempfile::tempdir().unwrap();
+    let reference = reference(dir.path(), SMALL);
+    let input = dir.path().join("ref.ndjson");
+    let url = s3.url(&unique("replay"));
+    let remote = Path::new(&url);
+    run(&input, remote, &["--window", "1m"]);
+    assert_matches(&reference, remote);
+    // A second replay replaces its files instead of adding to them.
+    run(&input, remote, &["--window", "1m"]);
+    assert_matches(&reference, remote);
+    // pyarrow and DuckDB read the bucket as it is.
+    let prefix = url.trim_start_matches(&format!("s3://{}/", s3.bucket));
+    let out = std::process::Command::new("python3")
+        .arg("tests/reference/check_s3.py")
+        .args([&s3.endpoint, &s3.bucket, prefix])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(counts["events"], reference.valid);
+    assert_eq!(counts["metrics"], reference.metrics.len() as i64);
+    assert_eq!(counts["duckdb_events"], reference.valid);
+}
+
+#[test]
+fn a_wrong_key_or_a_missing_bucket_is_a_clear_error_before_anything_is_read() {
+    let s3 = s3();
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(dir.path(), "in.ndjson", &["--count", "100"]);
+    let source = format!("file:{}", input.display());
+    let wrong = "Wr0ng-Secret-Value-4242";
+    let out = command()
+        .args(["run", "--source", &source, "--data-dir", &s3.url("denied")])
+        .env("AWS_SECRET_ACCESS_KEY", wrong)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "a wrong key must fail: {err}");
+    assert!(err.contains(&s3.bucket), "names the bucket: {err}");
+    assert!(!err.contains(wrong), "never the secret: {err}");
+    assert!(!err.contains("events"), "nothing was read: {err}");
+
+    let out = command()
+        .args(["run", "--source", &source])
+        .args(["--data-dir", "s3://no-such-bucket-inferwatch/x"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "a missing bucket must fail: {err}");
+    assert!(err.contains("no-such-bucket-inferwatch"), "{err}");
+    assert!(!err.contains(&s3.secret_key), "{err}");
+
+    let out = inferwatch(&["run", "--source", &source, "--data-dir", "gs://bucket/x"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && err.contains("gs://"), "{err}");
+    assert!(
+        !Path::new("gs:").exists(),
+        "no local folder named after the scheme"
+    );
+}
+
+/// Runs `inferwatch run --brokers` into `url` until `files()` grows, then `delay_ms` more,
+/// then SIGKILLs it.
+fn run_and_kill(
+    b: &str,
+    topic: &str,
+    url: &str,
+    args: &[&str],
+    delay_ms: u64,
+    files: impl Fn() -> usize,
+) {
+    let mut child = spawn_run(b, topic, "s3-crash", Path::new(url), args);
+    let before = files();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while files() <= before && Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_kafka_run_into_a_bucket_keeps_each_event_once_across_two_sigkills() {
+    let s3 = s3();
+    let dir = tempfile::tempdir().unwrap();
+    let (b, topic, reference) = traffic_topic_with("s3crash", dir.path(), SMALL);
+    let url = s3.url(&unique("crash"));
+    let config = dir.path().join("fast.toml");
+    std::fs::write(
+        &config,
+        "[source]\nbatch_size = 500\n[checkpoint]\ninterval = \"300ms\"\n\
+         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n",
+    )
+    .unwrap();
+    let args = ["--window", "1m", "--config", config.to_str().unwrap()];
+    let files = || objects(s3, &url, "events/");
+    run_and_kill(b, &topic, &url, &args, 400, files);
+    run_and_kill(b, &topic, &url, &args, 900, files);
+    let mut all = vec!["--stop-when-idle", "8s"];
+    all.extend_from_slice(&args);
+    let mut child = spawn_run(b, &topic, "s3-crash", Path::new(&url), &all);
+    wait_ok(&mut child, Duration::from_secs(240));
+    assert_matches(&reference, Path::new(&url));
+}
+
+/// `inferwatch run --brokers` with `env` over the binary's own.
+fn spawn_with_env(
+    b: &str,
+    topic: &str,
+    url: &str,
+    args: &[&str],
+    env: &[(String, String)],
+) -> (Child, std::path::PathBuf) {
+    let log = log_path(Path::new(url));
+    let child = command()
+        .args(["run", "--brokers", b, "--topic", topic, "--group", "outage"])
+        .args(["--data-dir", url])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("INFERWATCH_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, log)
+}
+
+#[test]
+fn a_store_outage_of_ten_seconds_mid_run_loses_nothing_and_says_so_once() {
+    s3();
+    let mut own = Seaweed::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (b, topic, reference) = traffic_topic_with("outage", dir.path(), SMALL);
+    let url = own.url(&unique("outage"));
+    let config = dir.path().join("fast.toml");
+    std::fs::write(
+        &config,
+        "[source]\nbatch_size = 500\n[checkpoint]\ninterval = \"300ms\"\n",
+    )
+    .unwrap();
+    let args = [
+        "--window",
+        "1m",
+        "--config",
+        config.to_str().unwrap(),
+        "--stop-when-idle",
+        "8s",
+    ];
+    let (mut child, log) = spawn_with_env(b, &topic, &url, &args, &own.env());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while objects(&own, &url, "events/") == 0 {
+        assert!(Instant::now() < deadline, "no files written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    own.stop();
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the processor waits for the store"
+    );
+    own.resume();
+    wait_ok(&mut child, Duration::from_secs(240));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let retrying = text.matches("retrying until it answers").count();
+    assert!(retrying >= 1, "the outage is logged: {text}");
+    assert!(
+        retrying <= 2,
+        "once per outage, not once per retry: {retrying}\n{text}"
+    );
+    assert!(text.contains("reachable again"), "{text}");
+    assert!(!text.contains(&own.secret_key));
+    let remote = Path::new(&url);
+    let env = own.env();
+    let q = |sql: &str| -> i64 {
+        let out = command()
+            .args(["query", "--data-dir", &url, "--format", "json", sql])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(out.stdout.split(|&c| c == b'\n').next().unwrap()).unwrap();
+        v[0].as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(q("SELECT count(*) FROM events"), reference.valid);
+    assert_eq!(
+        q("SELECT count(DISTINCT event_id) FROM events"),
+        reference.valid
+    );
+    assert_eq!(q("SELECT count(*) FROM dead_letter"), reference.dead);
+    assert_eq!(
+        q("SELECT count(*) FROM metrics"),
+        reference.metrics.len() as i64
+    );
+    let _ = remote;
+}
+
+#[test]
+fn three_processors_share_one_bucket_and_one_killed_is_taken_over() {
+    let s3 = s3();
+    let dir = tempfile::tempdir().unwrap();
+    let (b, topic, reference) = traffic_topic("scale", dir.path());
+    let url = s3.url(&unique("scale"));
+    let config = dir.path().join("group.toml");
+    // Slow enough that all three are busy when one dies.
+    std::fs::write(
+        &config,
+        "[source]\nbatch_size = 200\n[checkpoint]\ninterval = \"500ms\"\n\
+         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n",
+    )
+    .unwrap();
+    let args = [
+        "--window",
+        "1m",
+        "--config",
+        config.to_str().unwrap(),
+        "--stop-when-idle",
+        "10s",
+    ];
+    // Each processor in its own empty working directory: nothing is shared but the bucket.
+    let mut procs: Vec<Child> = (0..3)
+        .map(|i| {
+            let cwd = dir.path().join(format!("machine-{i}"));
+            std::fs::create_dir_all(&cwd).unwrap();
+            command()
+                .current_dir(&cwd)
+                .args(["run", "--brokers", b, "--topic", &topic, "--group", "scale"])
+                .args(["--data-dir", &url])
+                .args(args)
+                .env("INFERWATCH_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(cwd.join("run.log")).unwrap())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while objects(s3, &url, "events/") < 6 {
+        assert!(Instant::now() < deadline, "the group wrote no files");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    procs[1].kill().unwrap();
+    procs[1].wait().unwrap();
+    for i in [0, 2] {
+        wait_ok(&mut procs[i], Duration::from_secs(300));
+    }
+    assert_matches(&reference, Path::new(&url));
+    // The survivors took the dead one's partitions over from its checkpoints in the bucket.
+    let logs: String = [0, 2]
+        .iter()
+        .map(|i| std::fs::read_to_string(dir.path().join(format!("machine-{i}/run.log"))).unwrap())
+        .collect();
+    assert!(logs.contains("resuming from checkpoint"), "{logs}");
+    for i in 0..3 {
+        let cwd = dir.path().join(format!("machine-{i}"));
+        let left: Vec<_> = std::fs::read_dir(&cwd).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "no local state beside the log: {left:?}");
+    }
+}
