@@ -345,9 +345,15 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let c = Config::parse(&uncommented).expect("uncommented settings parse");
-        assert_eq!(c.kafka.properties.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(
+            c.kafka.properties.get("security.protocol"),
+            Some("SASL_SSL")
+        );
         assert_eq!(c.storage.endpoint.as_deref(), Some("http://minio:9000"));
-        assert!(!format!("{c:?}").contains("sasl.password\": \"..."), "redacted");
+        assert!(
+            !format!("{c:?}").contains("sasl.password\": \"..."),
+            "redacted"
+        );
     }
 
     #[test]

@@ -1461,11 +1461,20 @@ impl Pipeline {
         let mut last_roll = Instant::now();
         let mut last_payload = Instant::now();
         let mut finished = false;
+        let mut source_error: Option<anyhow::Error> = None;
 
         while !stop.load(Ordering::Relaxed) {
-            let raw = source
-                .next_batch(batch_size)
-                .with_context(|| format!("reading from {}", source.name()))?;
+            let raw = match source.next_batch(batch_size) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    // Stop as on a signal: what was read before is made durable (files,
+                    // checkpoints), and the error ends the run after that.
+                    let name = source.name().to_string();
+                    source_error =
+                        Some(anyhow::Error::new(e).context(format!("reading from {name}")));
+                    break;
+                }
+            };
             let now = Instant::now();
             let mut s = self.shared.lock().expect("not poisoned");
             if let Some(e) = s.fatal.take() {
@@ -1599,7 +1608,8 @@ impl Pipeline {
                 let _ = rx.recv();
             }
             if let Some(n) = notify {
-                let wait = if stop.load(Ordering::Relaxed) { 2 } else { 30 };
+                let stopping = stop.load(Ordering::Relaxed) || source_error.is_some();
+                let wait = if stopping { 2 } else { 30 };
                 n.drain(Duration::from_secs(wait));
             }
         }
@@ -1634,6 +1644,9 @@ impl Pipeline {
             Some(Err(_)) => anyhow::bail!("the Parquet writer panicked"),
             None => (0, Duration::ZERO),
         };
+        if let Some(e) = source_error {
+            return Err(e);
+        }
         let progress = Progress {
             elapsed: started.elapsed(),
             payloads,

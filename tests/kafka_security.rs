@@ -242,15 +242,27 @@ fn sasl_scram_reads_everything_and_a_wrong_password_is_refused_clearly() {
         ];
         create_topic_with(&broker.addr, &topic, 2, &props);
         ok(&[
-            "generate", "--config", cfg.to_str().unwrap(), "--brokers", &broker.addr,
-            "--topic", &topic, "--count", "2000", "--seed", "9",
+            "generate",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--brokers",
+            &broker.addr,
+            "--topic",
+            &topic,
+            "--count",
+            "2000",
+            "--seed",
+            "9",
         ]);
         let data = dir.path().join(format!("data-{mechanism}"));
         let out = run_once(&broker.addr, &topic, &data, &cfg, "4s");
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "{mechanism}: {err}");
         assert!(!err.contains(secret), "{mechanism}: {err}");
-        assert_eq!(count(&data, "SELECT count(DISTINCT event_id) FROM events"), 2000);
+        assert_eq!(
+            count(&data, "SELECT count(DISTINCT event_id) FROM events"),
+            2000
+        );
 
         // The wrong password: the brokers' refusal, clearly, and never the password.
         let wrong = "Wr0ng-pa55-not-shown";
@@ -258,10 +270,19 @@ fn sasl_scram_reads_everything_and_a_wrong_password_is_refused_clearly() {
         let data = dir.path().join(format!("wrong-{mechanism}"));
         let out = run_once(&broker.addr, &topic, &data, &cfg, "2s");
         let err = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(!out.status.success(), "{mechanism}: a wrong password must fail: {err}");
+        assert!(
+            !out.status.success(),
+            "{mechanism}: a wrong password must fail: {err}"
+        );
         assert!(err.contains("never got a partition"), "{mechanism}: {err}");
-        assert!(err.contains("Authentication") || err.contains("SASL"), "{mechanism}: {err}");
-        assert!(!err.contains(wrong) && !err.contains(secret), "{mechanism}: {err}");
+        assert!(
+            err.contains("Authentication") || err.contains("SASL"),
+            "{mechanism}: {err}"
+        );
+        assert!(
+            !err.contains(wrong) && !err.contains(secret),
+            "{mechanism}: {err}"
+        );
         assert_eq!(parquet_files(&data), 0);
     }
 }

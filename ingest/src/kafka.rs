@@ -249,7 +249,8 @@ fn unreadable_error<C: ConsumerContext>(
 /// Polls up to `max` messages for at most `wait`, one batch per partition. `interrupted` is
 /// asked after every poll; when it says so, polling stops (it may drop batches first).
 /// `positions` tracks the next offset of every partition seen. A batch the client cannot
-/// read ends the poll with [`SourceError::Unreadable`]: nothing after it is handed on.
+/// read ends the poll: what came before it is returned with the
+/// [`SourceError::Unreadable`], which the caller reports once that is handed on.
 fn poll_batches<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     errors: &ErrorLog,
@@ -258,7 +259,7 @@ fn poll_batches<C: ConsumerContext>(
     wait: Duration,
     positions: &mut BTreeMap<i32, i64>,
     mut interrupted: impl FnMut(&mut BTreeMap<i32, RawBatch>) -> bool,
-) -> Result<BTreeMap<i32, RawBatch>, SourceError> {
+) -> (BTreeMap<i32, RawBatch>, Option<SourceError>) {
     let deadline = Instant::now() + wait;
     let mut pending: BTreeMap<i32, RawBatch> = BTreeMap::new();
     let mut n = 0;
@@ -270,7 +271,8 @@ fn poll_batches<C: ConsumerContext>(
                 e @ (KafkaError::MessageConsumption(code)
                 | KafkaError::MessageConsumptionFatal(code)),
             )) if unreadable_code(code) => {
-                return Err(unreadable_error(consumer, errors, name, positions, &e));
+                let err = unreadable_error(consumer, errors, name, positions, &e);
+                return (pending, Some(err));
             }
             Some(Err(e)) => {
                 // Broker trouble is retried by librdkafka; the context logs it once.
@@ -294,7 +296,7 @@ fn poll_batches<C: ConsumerContext>(
             break;
         }
     }
-    Ok(pending)
+    (pending, None)
 }
 
 impl ClientContext for Context {
@@ -409,6 +411,8 @@ pub struct KafkaSource {
     ready: VecDeque<RawBatch>,
     /// Next offset per partition, where known: names the partition of an unreadable batch.
     positions: BTreeMap<i32, i64>,
+    /// An unreadable batch, reported once what was read before it is handed on.
+    failed: Option<SourceError>,
 }
 
 impl KafkaSource {
@@ -446,6 +450,7 @@ impl KafkaSource {
             poll_wait: cfg.poll_wait,
             ready: VecDeque::new(),
             positions: BTreeMap::new(),
+            failed: None,
         })
     }
 }
@@ -492,9 +497,12 @@ impl Source for KafkaSource {
         if let Some(b) = self.ready.pop_front() {
             return Ok(Some(b));
         }
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let ctx = self.consumer.context();
         let mut revoked = Vec::new();
-        let pending = poll_batches(
+        let (pending, failed) = poll_batches(
             &self.consumer,
             &ctx.errors,
             &self.name,
@@ -519,7 +527,13 @@ impl Source for KafkaSource {
         self.positions.extend(std::mem::take(
             &mut *ctx.starts.lock().expect("not poisoned"),
         ));
-        self.ready.extend(pending?.into_values());
+        self.ready.extend(pending.into_values());
+        self.failed = failed;
+        if self.ready.is_empty() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+        }
         Ok(Some(
             self.ready
                 .pop_front()
@@ -598,6 +612,7 @@ pub struct KafkaFollower {
     poll_wait: Duration,
     ready: VecDeque<RawBatch>,
     positions: BTreeMap<i32, i64>,
+    failed: Option<SourceError>,
 }
 
 impl KafkaFollower {
@@ -614,6 +629,7 @@ impl KafkaFollower {
             poll_wait: cfg.poll_wait,
             ready: VecDeque::new(),
             positions: BTreeMap::new(),
+            failed: None,
         })
     }
 }
@@ -627,8 +643,11 @@ impl Source for KafkaFollower {
         if let Some(b) = self.ready.pop_front() {
             return Ok(Some(b));
         }
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let errors = &self.consumer.context().errors;
-        let pending = poll_batches(
+        let (pending, failed) = poll_batches(
             &self.consumer,
             errors,
             &self.name,
@@ -636,8 +655,14 @@ impl Source for KafkaFollower {
             self.poll_wait,
             &mut self.positions,
             |_| false,
-        )?;
+        );
         self.ready.extend(pending.into_values());
+        self.failed = failed;
+        if self.ready.is_empty() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+        }
         Ok(Some(
             self.ready
                 .pop_front()

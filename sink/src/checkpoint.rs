@@ -128,6 +128,11 @@ impl CheckpointStore {
                     .expect("not poisoned")
                     .insert(partition, next);
                 self.prune(partition, next)?;
+                if g == 0 && ckpt.is_some() {
+                    // Copied from the layout before generations into generation 1.
+                    self.store
+                        .delete(&format!("{}.ckpt", Self::dir(partition)))?;
+                }
                 return Ok(ckpt);
             }
             // Another processor claimed or committed it at the same moment: read again.

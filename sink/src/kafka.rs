@@ -78,7 +78,6 @@ pub struct KafkaOutput {
 /// How long a send waits for room in a full queue before dropping the message.
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
-
 impl KafkaOutput {
     pub fn new(cfg: KafkaOutputConfig) -> Result<Self> {
         let mut cc = ClientConfig::new();

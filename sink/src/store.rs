@@ -245,7 +245,12 @@ impl Store {
                 let mut keys: Vec<String> = r
                     .retry("listing", prefix, || {
                         let (s, p) = (r.store.clone(), r.path(prefix.trim_end_matches('/')));
-                        async move { s.list(Some(&p)).map_ok(|m| m.location).try_collect::<Vec<ObjPath>>().await }
+                        async move {
+                            s.list(Some(&p))
+                                .map_ok(|m| m.location)
+                                .try_collect::<Vec<ObjPath>>()
+                                .await
+                        }
                     })?
                     .into_iter()
                     .filter_map(|loc: ObjPath| r.relative(loc.as_ref()))

@@ -56,11 +56,20 @@ impl Tansu {
     /// A SCRAM user (`mechanism` `scram256` or `scram512`) in this broker's storage.
     pub fn create_user(&self, name: &str, password: &str, mechanism: &str) {
         let out = Command::new("tansu")
-            .args(["user", "create", "--broker", &format!("tcp://{}", self.addr)])
+            .args([
+                "user",
+                "create",
+                "--broker",
+                &format!("tcp://{}", self.addr),
+            ])
             .args(["--mechanism", mechanism, name, password])
             .output()
             .unwrap();
-        assert!(out.status.success(), "tansu user create: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tansu user create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Tansu with its in-memory engine, which serves every codec's batches as produced (its
