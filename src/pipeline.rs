@@ -16,7 +16,7 @@
 //! after the checkpoint's offset are removed and rewritten by the replay; file names come
 //! from offsets and windows, so nothing is duplicated.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -220,6 +220,9 @@ struct SinkThread {
     /// Per partition, the offsets (events, feedback) its last durable checkpoint covers, or
     /// where it started: what a processor that lost the partition cleans up from.
     committed: HashMap<i32, (i64, Option<i64>)>,
+    /// Partitions another processor took over (found at a commit), shared with the main
+    /// loop, which stops processing them.
+    fenced: Arc<Mutex<BTreeSet<i32>>>,
 }
 
 impl SinkThread {
@@ -450,7 +453,8 @@ impl SinkThread {
                 done,
             } => {
                 let r = self.checkpoint(partition, &ckpt, release);
-                let ok = r.is_ok();
+                let ok = matches!(r, Ok(true));
+                let r = r.map(|_| ());
                 match done {
                     Some(done) => {
                         let _ = done.send(r);
@@ -480,13 +484,17 @@ impl SinkThread {
         Ok(())
     }
 
-    fn checkpoint(&mut self, partition: i32, ckpt: &Checkpoint, release: bool) -> Result<()> {
+    /// Completes the partition's files and commits its checkpoint. `Ok(false)`: another
+    /// processor took the partition over; this one wrote it no more.
+    fn checkpoint(&mut self, partition: i32, ckpt: &Checkpoint, release: bool) -> Result<bool> {
         let started = Instant::now();
         let held = self.store.generation(partition);
         self.flush(partition)?;
         if let Err(e) = self.store.save(partition, ckpt) {
             if let (SinkError::Fenced { .. }, Some(g)) = (&e, held) {
                 self.drop_fenced(partition, g)?;
+                self.fenced.lock().expect("not poisoned").insert(partition);
+                return Ok(false);
             }
             return Err(e.into());
         }
@@ -502,7 +510,7 @@ impl SinkThread {
             }
         }
         self.checkpoint_time += started.elapsed();
-        Ok(())
+        Ok(true)
     }
 
     /// Another processor took `partition` over while this one held generation `g`: delete
@@ -579,6 +587,10 @@ struct Shared {
     source: Arc<str>,
     options: RunOptions,
     parts: BTreeMap<i32, Part>,
+    /// Partitions another processor took over (a commit of theirs came after this one's
+    /// claim): their state here is dropped; a batch that still arrives for one claims it
+    /// anew from the latest checkpoint.
+    fenced: Arc<Mutex<BTreeSet<i32>>>,
     decoder: EventDecoder,
     dead: DeadLetterBuilder,
     tx: Option<SyncSender<ToSink>>,
@@ -792,8 +804,33 @@ impl Shared {
         Ok(next)
     }
 
+    /// True when another processor took `partition` over: its state is dropped here.
+    fn is_fenced(&mut self, partition: i32) -> bool {
+        if !self
+            .fenced
+            .lock()
+            .expect("not poisoned")
+            .contains(&partition)
+        {
+            return false;
+        }
+        if self.parts.remove(&partition).is_some() {
+            self.stop_following(partition);
+        }
+        true
+    }
+
     fn process(&mut self, raw: RawBatch, now: Instant) -> Result<()> {
         let partition = raw.partition;
+        if self.is_fenced(partition) {
+            // Another processor committed it, yet the consumer still hands it to this one:
+            // take it back from that commit (claimed anew below; a gap in offsets seeks).
+            self.fenced.lock().expect("not poisoned").remove(&partition);
+            tracing::warn!(
+                "partition {partition}: still assigned here after another processor committed \
+                 it; resuming from that processor's checkpoint"
+            );
+        }
         if !self.parts.contains_key(&partition) {
             self.assign(partition, now)?;
         }
@@ -1153,6 +1190,9 @@ impl Shared {
         release: bool,
         wait: bool,
     ) -> Result<Option<Receiver<Result<()>>>> {
+        if self.is_fenced(partition) {
+            return Ok(None);
+        }
         let id = self.id(partition);
         let Some(part) = self.parts.get_mut(&partition) else {
             return Ok(None);
@@ -1211,6 +1251,14 @@ impl Shared {
         self.checkpoint_wait += started.elapsed();
         let mut commits = Vec::new();
         for &p in partitions {
+            let fenced = self.is_fenced(p);
+            if release {
+                // Kafka takes it away (or gives it back later): either way, start afresh.
+                self.fenced.lock().expect("not poisoned").remove(&p);
+            }
+            if fenced {
+                continue;
+            }
             if let Some(part) = self.parts.get(&p) {
                 if let Some(next) = part.next_offset {
                     commits.push((p, next));
@@ -1244,6 +1292,8 @@ impl PartitionOwner for Owner {
         s.rebalanced_at = now;
         let mut out = Vec::new();
         for &p in partitions {
+            // Kafka gives it to this processor (again): claimed anew below.
+            s.fenced.lock().expect("not poisoned").remove(&p);
             match s.assign(p, now) {
                 Ok(from) => out.push((p, from)),
                 Err(e) => {
@@ -1259,6 +1309,7 @@ impl PartitionOwner for Owner {
         s.rebalanced_at = Instant::now();
         if lost {
             for &p in partitions {
+                s.fenced.lock().expect("not poisoned").remove(&p);
                 s.parts.remove(&p);
                 s.stop_following(p);
                 if let Err(e) = s.send(ToSink::Abort { partition: p }) {
@@ -1325,6 +1376,7 @@ impl Pipeline {
             .transpose()?;
         let (tx, rx) = sync_channel::<ToSink>(4);
         let (ack_tx, acks) = channel();
+        let fenced = Arc::new(Mutex::new(BTreeSet::new()));
         let store = CheckpointStore::new(data_dir, source_name);
         let sink = SinkThread {
             data_dir: data_dir.clone(),
@@ -1344,6 +1396,7 @@ impl Pipeline {
             acks: ack_tx,
             checkpoint_time: Duration::ZERO,
             committed: HashMap::new(),
+            fenced: fenced.clone(),
         };
         let sink = std::thread::Builder::new()
             .name("inferwatch-sink".into())
@@ -1353,6 +1406,7 @@ impl Pipeline {
             source: Arc::from(source_name),
             options,
             parts: BTreeMap::new(),
+            fenced,
             decoder: EventDecoder::new(Limits {
                 max_payload_bytes: config.source.max_payload_bytes,
                 ..Limits::default()

@@ -255,10 +255,47 @@ fn a_store_outage_of_ten_seconds_mid_run_loses_nothing_and_says_so_once() {
     let _ = remote;
 }
 
+/// A temporary directory kept when `INFERWATCH_TEST_KEEP` is set (for reading the logs).
+struct KeepDir(Option<tempfile::TempDir>);
+
+impl KeepDir {
+    fn path(&self) -> &Path {
+        self.0.as_ref().expect("until dropped").path()
+    }
+}
+
+impl Drop for KeepDir {
+    fn drop(&mut self) {
+        if std::env::var("INFERWATCH_TEST_KEEP").is_ok() {
+            if let Some(d) = self.0.take() {
+                let _ = d.keep();
+            }
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("inferwatch run did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn three_processors_share_one_bucket_and_one_killed_is_taken_over() {
     let s3 = s3();
     let dir = tempfile::tempdir().unwrap();
+    if std::env::var("INFERWATCH_TEST_KEEP").is_ok() {
+        eprintln!("keeping {}", dir.path().display());
+    }
+    let dir = KeepDir(Some(dir));
     let (b, topic, reference) = traffic_topic("scale", dir.path());
     let url = s3.url(&unique("scale"));
     let config = dir.path().join("group.toml");
@@ -302,7 +339,13 @@ fn three_processors_share_one_bucket_and_one_killed_is_taken_over() {
     procs[1].kill().unwrap();
     procs[1].wait().unwrap();
     for i in [0, 2] {
-        wait_ok(&mut procs[i], Duration::from_secs(300));
+        let status = wait_exit(&mut procs[i], Duration::from_secs(300));
+        let log = dir.path().join(format!("machine-{i}/run.log"));
+        assert!(
+            status.success(),
+            "processor {i}: {status}\n{}",
+            std::fs::read_to_string(log).unwrap()
+        );
     }
     assert_matches(&reference, Path::new(&url));
     // The survivors took the dead one's partitions over from its checkpoints in the bucket.

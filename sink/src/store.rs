@@ -350,12 +350,9 @@ impl Remote {
             .clone()
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
             .or_else(|| std::env::var("AWS_ENDPOINT").ok());
-        if endpoint
+        let plain_http = endpoint
             .as_deref()
-            .is_some_and(|e| e.starts_with("http://"))
-        {
-            b = b.with_allow_http(true);
-        }
+            .is_some_and(|e| e.starts_with("http://"));
         if o.region.is_none() && std::env::var_os("AWS_REGION").is_none() && endpoint.is_some() {
             // S3-compatible servers accept any region; the client needs one to sign.
             b = b.with_region("us-east-1");
@@ -370,6 +367,8 @@ impl Remote {
             })
             .with_client_options(
                 ClientOptions::new()
+                    // A local MinIO or SeaweedFS speaks plain HTTP; AWS itself never does.
+                    .with_allow_http(plain_http)
                     .with_connect_timeout(Duration::from_secs(5))
                     .with_timeout(Duration::from_secs(120)),
             );
