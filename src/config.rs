@@ -193,38 +193,6 @@ impl SlackSection {
     }
 }
 
-/// `[storage]`: the object store behind `data_dir = "s3://bucket/prefix"`. Every key falls
-/// back to the standard AWS environment variable, which is the better place for the keys.
-#[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageSection {
-    /// S3 endpoint of a non-AWS store, e.g. `http://minio:9000` (env `AWS_ENDPOINT_URL`).
-    pub endpoint: Option<String>,
-    /// Region (env `AWS_REGION`; `us-east-1` when an endpoint is set and no region is).
-    pub region: Option<String>,
-    /// Access key id (env `AWS_ACCESS_KEY_ID`).
-    pub access_key_id: Option<String>,
-    /// Secret access key (env `AWS_SECRET_ACCESS_KEY`). A secret: never printed or logged.
-    pub secret_access_key: Option<String>,
-}
-
-impl std::fmt::Debug for StorageSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.options().fmt(f)
-    }
-}
-
-impl StorageSection {
-    pub fn options(&self) -> StoreOptions {
-        StoreOptions {
-            endpoint: self.endpoint.clone(),
-            region: self.region.clone(),
-            access_key_id: self.access_key_id.clone(),
-            secret_access_key: self.secret_access_key.clone(),
-        }
-    }
-}
-
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -232,7 +200,7 @@ pub struct Config {
     /// Where the Parquet tables, checkpoints and the alert outbox go: a local directory, or
     /// `s3://bucket/prefix` for processors on many machines.
     pub data_dir: PathBuf,
-    pub storage: StorageSection,
+    pub storage: StoreOptions,
     pub source: SourceConfig,
     pub sink: SinkConfig,
     pub checkpoint: CheckpointConfig,
@@ -246,7 +214,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./inferwatch-data"),
-            storage: StorageSection::default(),
+            storage: StoreOptions::default(),
             source: SourceConfig::default(),
             sink: SinkConfig::default(),
             checkpoint: CheckpointConfig::default(),
@@ -277,7 +245,7 @@ impl Config {
     /// Opens `data_dir`; an object store is checked (bucket, credentials) before anything
     /// runs.
     pub fn open_store(&self) -> Result<Store> {
-        open_store(&self.data_dir, &self.storage.options())
+        open_store(&self.data_dir, &self.storage)
     }
 
     pub fn validate(&self) -> Result<()> {

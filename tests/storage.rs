@@ -274,20 +274,6 @@ impl Drop for KeepDir {
     }
 }
 
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("inferwatch run did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn three_processors_share_one_bucket_and_one_killed_is_taken_over() {
     let s3 = s3();
@@ -311,8 +297,9 @@ fn three_processors_share_one_bucket_and_one_killed_is_taken_over() {
         "1m",
         "--config",
         config.to_str().unwrap(),
+        // Longer than the broker takes to notice the dead member and move its partitions.
         "--stop-when-idle",
-        "10s",
+        "20s",
     ];
     // Each processor in its own empty working directory: nothing is shared but the bucket.
     let mut procs: Vec<Child> = (0..3)
@@ -331,28 +318,38 @@ fn three_processors_share_one_bucket_and_one_killed_is_taken_over() {
                 .unwrap()
         })
         .collect();
+    // The victim: a processor that holds partitions, once the group has written files.
+    let log = |i: usize| {
+        std::fs::read_to_string(dir.path().join(format!("machine-{i}/run.log"))).unwrap_or_default()
+    };
+    let holds = |text: &str| {
+        text.lines()
+            .rev()
+            .find(|l| l.contains("assigned partitions"))
+            .is_some_and(|l| l.contains("partitions [") && !l.contains("partitions []"))
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while objects(s3, &url, "events/") < 6 {
-        assert!(Instant::now() < deadline, "the group wrote no files");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    procs[1].kill().unwrap();
-    procs[1].wait().unwrap();
-    for i in [0, 2] {
-        let status = wait_exit(&mut procs[i], Duration::from_secs(300));
-        let log = dir.path().join(format!("machine-{i}/run.log"));
+    let victim = loop {
+        let found = (0..3).find(|&i| holds(&log(i)));
+        if let Some(i) = found.filter(|_| objects(s3, &url, "events/") >= 4) {
+            break i;
+        }
         assert!(
-            status.success(),
-            "processor {i}: {status}\n{}",
-            std::fs::read_to_string(log).unwrap()
+            Instant::now() < deadline,
+            "no processor got partitions and wrote files"
         );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    procs[victim].kill().unwrap();
+    procs[victim].wait().unwrap();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    for &i in &survivors {
+        let status = wait_exit(&mut procs[i], Duration::from_secs(300));
+        assert!(status.success(), "processor {i}: {status}\n{}", log(i));
     }
     assert_matches(&reference, Path::new(&url));
     // The survivors took the dead one's partitions over from its checkpoints in the bucket.
-    let logs: String = [0, 2]
-        .iter()
-        .map(|i| std::fs::read_to_string(dir.path().join(format!("machine-{i}/run.log"))).unwrap())
-        .collect();
+    let logs: String = survivors.iter().map(|&i| log(i)).collect();
     assert!(logs.contains("resuming from checkpoint"), "{logs}");
     for i in 0..3 {
         let cwd = dir.path().join(format!("machine-{i}"));

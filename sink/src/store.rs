@@ -59,15 +59,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Object-store credentials and endpoint from config; each falls back to the standard AWS
-/// environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
-/// `AWS_ENDPOINT_URL`).
-#[derive(Clone, Default)]
+/// `[storage]`: the object store behind `data_dir = "s3://bucket/prefix"`. Every key falls
+/// back to the standard AWS environment variable, the better place for the keys.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct StoreOptions {
+    /// S3 endpoint of a non-AWS store, e.g. `http://minio:9000` (env `AWS_ENDPOINT_URL`).
     pub endpoint: Option<String>,
+    /// Region (env `AWS_REGION`; `us-east-1` when an endpoint is set and no region is).
     pub region: Option<String>,
+    /// Access key id (env `AWS_ACCESS_KEY_ID`).
     pub access_key_id: Option<String>,
-    /// A secret: never printed.
+    /// Secret access key (env `AWS_SECRET_ACCESS_KEY`). A secret: never printed or logged.
     pub secret_access_key: Option<String>,
 }
 

@@ -53,13 +53,12 @@ pub fn spawn_run(brokers: &str, topic: &str, group: &str, data: &Path, extra: &[
         .expect("inferwatch runs")
 }
 
-/// Waits for a child run to exit 0 within `limit`.
-pub fn wait_ok(child: &mut Child, limit: Duration) {
+/// Waits for a child run to exit within `limit` (it is killed past it).
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "inferwatch run exited with {status}");
-            return;
+            return status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -67,6 +66,12 @@ pub fn wait_ok(child: &mut Child, limit: Duration) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Waits for a child run to exit 0 within `limit`.
+pub fn wait_ok(child: &mut Child, limit: Duration) {
+    let status = wait_exit(child, limit);
+    assert!(status.success(), "inferwatch run exited with {status}");
 }
 
 /// Runs the Kafka processor until the topic has been quiet for a few seconds.

@@ -37,10 +37,10 @@ def main():
         out[table] = d.count_rows()
         if table == "events":
             events = d  # noqa: F841 (read by DuckDB below, by name)
-            out["duckdb_events"] = duckdb.sql("SELECT count(*) FROM events").fetchone()[0]
+            out["duckdb_events"] = duckdb.sql("SELECT count(*) FROM events").fetchall()[0][0]
             out["distinct_ids"] = duckdb.sql(
                 "SELECT count(DISTINCT event_id) FROM events"
-            ).fetchone()[0]
+            ).fetchall()[0][0]
     print(json.dumps(out))
 
 
