@@ -357,3 +357,36 @@ fn three_processors_share_one_bucket_and_one_killed_is_taken_over() {
         assert_eq!(left.len(), 1, "no local state beside the log: {left:?}");
     }
 }
+
+#[test]
+fn the_alert_outbox_in_a_bucket_survives_a_reopen_and_compacts_its_objects() {
+    use inferwatch_sink::outbox::{Entry, Outbox};
+    let s3 = s3();
+    let store = Store::open(&s3.url(&unique("outbox")), &s3.options()).unwrap();
+    let entry = |i: usize| Entry {
+        id: format!("n{i}"),
+        dest: "slack-x".into(),
+        at_ms: inferwatch_schemas::time::now_ms(),
+        payload: serde_json::json!({ "text": format!("notice {i}") }),
+    };
+    let mut ob = Outbox::open(&store).unwrap();
+    // One object per append; past 64 of them the log folds into a new base.
+    for i in 0..100 {
+        assert_eq!(ob.add(vec![entry(i)]).unwrap(), 1);
+    }
+    for i in 0..40 {
+        ob.done(&format!("n{i}"), "delivered").unwrap();
+    }
+    drop(ob);
+    let objects = store.list("").unwrap();
+    assert!(objects.len() < 70, "compacted: {objects:?}");
+    let mut ob = Outbox::open(&store).unwrap();
+    assert_eq!(ob.pending("slack-x"), 60);
+    assert_eq!(ob.next("slack-x").unwrap().id, "n40");
+    // Delivered ids are remembered: a replay adding them again adds nothing.
+    assert_eq!(ob.add((0..40).map(entry).collect()).unwrap(), 0);
+    ob.compact().unwrap();
+    let ob = Outbox::open(&store).unwrap();
+    assert_eq!(ob.pending("slack-x"), 60);
+    assert_eq!(store.list("").unwrap().len(), 1, "one base object after a compaction");
+}
