@@ -110,6 +110,21 @@ fn a_wrong_key_or_a_missing_bucket_is_a_clear_error_before_anything_is_read() {
     );
 }
 
+/// A config file for Kafka runs that checkpoint often, with a short session timeout so a
+/// killed member's partitions move soon.
+fn kafka_config(dir: &Path, batch_size: usize, interval: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("kafka-{batch_size}-{interval}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\nbatch_size = {batch_size}\n[checkpoint]\ninterval = \"{interval}\"\n\
+             [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
 /// Runs `inferwatch run --brokers` into `url` until `files()` grows, then `delay_ms` more,
 /// then SIGKILLs it.
 fn run_and_kill(
@@ -140,13 +155,7 @@ fn a_kafka_run_into_a_bucket_keeps_each_event_once_across_two_sigkills() {
     let dir = tempfile::tempdir().unwrap();
     let (b, topic, reference) = traffic_topic_with("s3crash", dir.path(), SMALL);
     let url = s3.url(&unique("crash"));
-    let config = dir.path().join("fast.toml");
-    std::fs::write(
-        &config,
-        "[source]\nbatch_size = 500\n[checkpoint]\ninterval = \"300ms\"\n\
-         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n",
-    )
-    .unwrap();
+    let config = kafka_config(dir.path(), 500, "300ms");
     let args = ["--window", "1m", "--config", config.to_str().unwrap()];
     let files = || objects(s3, &url, "events/");
     run_and_kill(b, &topic, &url, &args, 400, files);
@@ -187,12 +196,7 @@ fn a_store_outage_of_ten_seconds_mid_run_loses_nothing_and_says_so_once() {
     let dir = tempfile::tempdir().unwrap();
     let (b, topic, reference) = traffic_topic_with("outage", dir.path(), SMALL);
     let url = own.url(&unique("outage"));
-    let config = dir.path().join("fast.toml");
-    std::fs::write(
-        &config,
-        "[source]\nbatch_size = 500\n[checkpoint]\ninterval = \"300ms\"\n",
-    )
-    .unwrap();
+    let config = kafka_config(dir.path(), 500, "300ms");
     let args = [
         "--window",
         "1m",
@@ -284,14 +288,7 @@ fn three_processors_share_one_bucket_and_one_killed_is_taken_over() {
     let dir = KeepDir(Some(dir));
     let (b, topic, reference) = traffic_topic("scale", dir.path());
     let url = s3.url(&unique("scale"));
-    let config = dir.path().join("group.toml");
-    // Slow enough that all three are busy when one dies.
-    std::fs::write(
-        &config,
-        "[source]\nbatch_size = 200\n[checkpoint]\ninterval = \"500ms\"\n\
-         [kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n",
-    )
-    .unwrap();
+    let config = kafka_config(dir.path(), 200, "500ms");
     let args = [
         "--window",
         "1m",
@@ -388,5 +385,9 @@ fn the_alert_outbox_in_a_bucket_survives_a_reopen_and_compacts_its_objects() {
     ob.compact().unwrap();
     let ob = Outbox::open(&store).unwrap();
     assert_eq!(ob.pending("slack-x"), 60);
-    assert_eq!(store.list("").unwrap().len(), 1, "one base object after a compaction");
+    assert_eq!(
+        store.list("").unwrap().len(),
+        1,
+        "one base object after a compaction"
+    );
 }
