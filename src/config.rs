@@ -270,12 +270,20 @@ impl Config {
     }
 }
 
-/// Opens `data_dir` (a path or a URL) as a store.
+/// Opens `data_dir` (a path or a URL) as a store to write.
 pub fn open_store(data_dir: &Path, options: &StoreOptions) -> Result<Store> {
-    let location = data_dir
+    Ok(Store::open(location(data_dir)?, options)?)
+}
+
+/// Opens `data_dir` as a store to read: read-only credentials do.
+pub fn open_store_to_read(data_dir: &Path, options: &StoreOptions) -> Result<Store> {
+    Ok(Store::open_to_read(location(data_dir)?, options)?)
+}
+
+fn location(data_dir: &Path) -> Result<&str> {
+    data_dir
         .to_str()
-        .with_context(|| format!("data_dir {} is not valid UTF-8", data_dir.display()))?;
-    Ok(Store::open(location, options)?)
+        .with_context(|| format!("data_dir {} is not valid UTF-8", data_dir.display()))
 }
 
 #[cfg(test)]

@@ -385,7 +385,8 @@ fn real_main(cli: Cli) -> Result<()> {
             sql,
         } => {
             let rt = runtime()?;
-            let store = config::open_store(&data_dir, &inferwatch_sink::StoreOptions::default())?;
+            let options = inferwatch_sink::StoreOptions::default();
+            let store = config::open_store_to_read(&data_dir, &options)?;
             let batches = rt.block_on(query::run(&store, &sql))?;
             let text = query::render(&batches, format)?;
             let mut out = std::io::stdout().lock();

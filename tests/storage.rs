@@ -4,7 +4,7 @@
 //! a missing bucket; processors on many machines sharing one bucket and one group.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use inferwatch_sink::Store;
@@ -71,6 +71,52 @@ fn a_file_replay_into_a_bucket_equals_the_local_run_and_other_engines_read_it() 
     assert_eq!(counts["events"], reference.valid);
     assert_eq!(counts["metrics"], reference.metrics.len() as i64);
     assert_eq!(counts["duckdb_events"], reference.valid);
+    if std::env::var("INFERWATCH_TEST_S3").is_err() {
+        // An analyst's read-only keys query the bucket; a processor cannot run on them.
+        let reader = |args: &[&str]| {
+            command()
+                .args(args)
+                .env("AWS_ACCESS_KEY_ID", s3::READER_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", s3::READER_SECRET)
+                .output()
+                .unwrap()
+        };
+        let out = reader(&[
+            "query",
+            "--data-dir",
+            &url,
+            "--format",
+            "json",
+            "SELECT count(*) AS n FROM events",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("\"n\":{}", reference.valid)),
+            "{text}"
+        );
+        let source = format!("file:{}", input.display());
+        let out = reader(&[
+            "run",
+            "--source",
+            &source,
+            "--data-dir",
+            &s3.url("read-only"),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success(),
+            "read-only keys cannot run a processor: {err}"
+        );
+        assert!(
+            err.contains(&s3.bucket) && !err.contains(s3::READER_SECRET),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -176,16 +222,9 @@ fn spawn_with_env(
     env: &[(String, String)],
 ) -> (Child, std::path::PathBuf) {
     let log = log_path(Path::new(url));
-    let child = command()
-        .args(["run", "--brokers", b, "--topic", topic, "--group", "outage"])
-        .args(["--data-dir", url])
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("INFERWATCH_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut cmd = command();
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
+    let child = spawn_run_with(cmd, b, topic, "outage", url, args, &log);
     (child, log)
 }
 
@@ -303,16 +342,9 @@ fn three_processors_share_one_bucket_and_one_killed_is_taken_over() {
         .map(|i| {
             let cwd = dir.path().join(format!("machine-{i}"));
             std::fs::create_dir_all(&cwd).unwrap();
-            command()
-                .current_dir(&cwd)
-                .args(["run", "--brokers", b, "--topic", &topic, "--group", "scale"])
-                .args(["--data-dir", &url])
-                .args(args)
-                .env("INFERWATCH_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(cwd.join("run.log")).unwrap())
-                .spawn()
-                .unwrap()
+            let mut cmd = command();
+            cmd.current_dir(&cwd);
+            spawn_run_with(cmd, b, &topic, "scale", &url, &args, &cwd.join("run.log"))
         })
         .collect();
     // The victim: a processor that holds partitions, once the group has written files.

@@ -1,7 +1,6 @@
 //! Hive-style `date=YYYY-MM-DD/hour=HH` partitions and safe path components.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
@@ -22,11 +21,6 @@ impl HivePartition {
     pub fn of(ms: i64) -> Self {
         let (date, hour) = date_hour(ms);
         Self { date, hour }
-    }
-
-    /// `date=2026-01-01/hour=05`.
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from(self.key())
     }
 
     /// `date=2026-01-01/hour=05`, as a store key.
@@ -122,6 +116,6 @@ mod tests {
     #[test]
     fn partition_paths_are_hive_style() {
         let p = HivePartition::of(1_767_225_600_000 + 5 * 3_600_000);
-        assert_eq!(p.path(), PathBuf::from("date=2026-01-01/hour=05"));
+        assert_eq!(p.key(), "date=2026-01-01/hour=05");
     }
 }

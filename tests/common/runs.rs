@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -31,26 +31,40 @@ pub fn produce(brokers: &str, topic: &str, args: &[&str]) {
     ok(&all);
 }
 
-/// `inferwatch run --brokers` as a child process.
+/// `inferwatch run --brokers` as a child process, logging to a file beside `data`.
 pub fn spawn_run(brokers: &str, topic: &str, group: &str, data: &Path, extra: &[&str]) -> Child {
     let log = log_path(data);
-    command()
-        .args([
-            "run",
-            "--brokers",
-            brokers,
-            "--topic",
-            topic,
-            "--group",
-            group,
-        ])
-        .args(["--data-dir", data.to_str().unwrap()])
-        .args(extra)
-        .env("INFERWATCH_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("inferwatch runs")
+    let data = data.to_str().unwrap();
+    spawn_run_with(command(), brokers, topic, group, data, extra, &log)
+}
+
+/// [`spawn_run`] from a prepared command (extra environment, another working directory),
+/// logging to `log`.
+pub fn spawn_run_with(
+    mut cmd: Command,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    data: &str,
+    extra: &[&str],
+    log: &Path,
+) -> Child {
+    cmd.args([
+        "run",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        "--group",
+        group,
+    ])
+    .args(["--data-dir", data])
+    .args(extra)
+    .env("INFERWATCH_LOG", "info")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).unwrap())
+    .spawn()
+    .expect("inferwatch runs")
 }
 
 /// Waits for a child run to exit within `limit` (it is killed past it).

@@ -16,6 +16,9 @@ use super::broker::free_port;
 
 pub const ACCESS_KEY: &str = "inferwatch-test";
 pub const SECRET_KEY: &str = "s3cr3t-Test-Key-0123456789";
+/// An identity that may only read and list, as an analyst's would.
+pub const READER_KEY: &str = "inferwatch-reader";
+pub const READER_SECRET: &str = "r3ader-Test-Key-0123456789";
 pub const BUCKET: &str = "inferwatch-test";
 
 /// A SeaweedFS process; killed on drop and when the test process dies.
@@ -37,7 +40,7 @@ impl Seaweed {
         std::fs::write(
             &identities,
             format!(
-                r#"{{"identities":[{{"name":"inferwatch","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+                r#"{{"identities":[{{"name":"inferwatch","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}},{{"name":"reader","credentials":[{{"accessKey":"{READER_KEY}","secretKey":"{READER_SECRET}"}}],"actions":["Read","List"]}}]}}"#
             ),
         )
         .unwrap();

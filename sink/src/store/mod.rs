@@ -91,6 +91,16 @@ impl Store {
     /// store is checked before anything is read: the bucket must exist, the credentials
     /// must allow listing and writing, and the server must honour conditional writes.
     pub fn open(location: &str, options: &StoreOptions) -> Result<Self> {
+        Self::open_checked(location, options, true)
+    }
+
+    /// [`Store::open`] for readers (`inferwatch query`): the bucket must exist and be
+    /// listable; nothing is written, so read-only credentials do.
+    pub fn open_to_read(location: &str, options: &StoreOptions) -> Result<Self> {
+        Self::open_checked(location, options, false)
+    }
+
+    fn open_checked(location: &str, options: &StoreOptions, writer: bool) -> Result<Self> {
         match location.split_once("://") {
             None => Ok(Self::local(location)),
             Some(("file", path)) => Ok(Self::local(path)),
@@ -98,7 +108,10 @@ impl Store {
                 let store = Self {
                     backend: Arc::new(Backend::Object(Remote::s3(rest, options)?)),
                 };
-                store.check()?;
+                match writer {
+                    true => store.check()?,
+                    false => store.check_listing()?,
+                }
                 Ok(store)
             }
             Some((scheme, _)) => Err(SinkError::Store(format!(
@@ -273,6 +286,16 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// The check [`Store::open_to_read`] runs: the prefix can be listed.
+    fn check_listing(&self) -> Result<()> {
+        let Backend::Object(r) = &*self.backend else {
+            return Ok(());
+        };
+        let (s, p) = (r.store.clone(), r.path(""));
+        r.rt.block_on(async move { s.list_with_delimiter(Some(&p)).await.map(|_| ()) })
+            .map_err(|e| r.fatal("cannot read", &e))
     }
 
     /// The check [`Store::open`] runs: list, write, and a conditional write that must fail.
