@@ -13,14 +13,14 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
-use inferwatch_ingest::generate::{Generator, GeneratorConfig, Scenario};
+use inferwatch_generator::{Generator, GeneratorConfig, Scenario};
 use inferwatch_processor::config::WindowConfig;
-use inferwatch_processor::{Alerting, ProcessorConfig, SourceId, WindowOperator};
+use inferwatch_processor::{Alerting, ProcessorConfig, WindowOperator};
 use inferwatch_schemas::{EventDecoder, RawBatch};
 use inferwatch_sink::ParquetOptions;
 
@@ -79,10 +79,6 @@ fn operator() -> WindowOperator {
     WindowOperator::new(&config).expect("valid processor config")
 }
 
-fn source_id(raw: &RawBatch) -> SourceId {
-    (raw.source.clone(), raw.partition)
-}
-
 fn configure<'a>(
     c: &'a mut Criterion,
     name: &str,
@@ -120,11 +116,9 @@ fn bench_decode(c: &mut Criterion) {
 
 /// Feeds `batch` through `op` a few times and checks that nothing was late and no window
 /// closed: the benchmark then measures the normal on-time path.
-fn assert_on_time(op: &mut WindowOperator, source: &SourceId, batch: &RecordBatch) {
+fn assert_on_time(op: &mut WindowOperator, batch: &RecordBatch) {
     for _ in 0..3 {
-        let out = op
-            .process_batch(source, batch.clone(), Instant::now())
-            .expect("process_batch");
+        let out = op.process_batch(batch.clone()).expect("process_batch");
         assert!(out.metrics.is_none(), "no window closes");
     }
     let stats = op.stats();
@@ -134,16 +128,15 @@ fn assert_on_time(op: &mut WindowOperator, source: &SourceId, batch: &RecordBatc
 
 fn bench_aggregate(c: &mut Criterion) {
     let raw = steady();
-    let source = source_id(&raw);
     let events = EventDecoder::default().decode(&raw).events;
     assert_eq!(events.num_rows(), N);
     let mut op = operator();
-    assert_on_time(&mut op, &source, &events);
+    assert_on_time(&mut op, &events);
 
     let mut g = configure(c, "aggregate");
     g.bench_function("8192", |b| {
         b.iter(|| {
-            op.process_batch(&source, black_box(events.clone()), Instant::now())
+            op.process_batch(black_box(events.clone()))
                 .expect("process_batch")
         })
     });
@@ -154,18 +147,16 @@ fn bench_aggregate(c: &mut Criterion) {
 
 fn bench_decode_aggregate(c: &mut Criterion) {
     let raw = steady();
-    let source = source_id(&raw);
     let mut decoder = EventDecoder::default();
     let mut op = operator();
     let events = decoder.decode(&raw).events;
-    assert_on_time(&mut op, &source, &events);
+    assert_on_time(&mut op, &events);
 
     let mut g = configure(c, "decode_aggregate");
     g.bench_function("8192", |b| {
         b.iter(|| {
             let d = decoder.decode(black_box(&raw));
-            op.process_batch(&source, d.events, Instant::now())
-                .expect("process_batch")
+            op.process_batch(d.events).expect("process_batch")
         })
     });
     g.finish();
@@ -175,11 +166,10 @@ fn bench_decode_aggregate(c: &mut Criterion) {
 
 fn bench_parquet(c: &mut Criterion) {
     let raw = steady();
-    let source = source_id(&raw);
     let decoded = EventDecoder::default().decode(&raw).events;
     // What the sink writes: the operator's output, priced and with `late` set.
     let events = operator()
-        .process_batch(&source, decoded, Instant::now())
+        .process_batch(decoded)
         .expect("process_batch")
         .events
         .expect("events");
@@ -264,8 +254,7 @@ fn bench_alerts(c: &mut Criterion) {
             break;
         }
         let events = decoder.decode(&raw).events;
-        op.process_batch(&source_id(&raw), events, Instant::now())
-            .expect("process_batch");
+        op.process_batch(events).expect("process_batch");
     }
     let metrics = op.finish().expect("finish").expect("rows");
     let rows = metrics.num_rows() as u64;

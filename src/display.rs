@@ -8,7 +8,7 @@ use anyhow::Result;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 
-use crate::pipeline::{Progress, RunReport};
+use inferwatch_runtime::{Progress, RunReport};
 
 /// Peak resident memory of this process in bytes (Linux), for run summaries and the bench.
 pub fn peak_rss_bytes() -> Option<u64> {
@@ -223,7 +223,7 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
         )?;
         return Ok(());
     }
-    let span = rt.block_on(crate::query::run(
+    let span = rt.block_on(crate::commands::query::run(
         &r.store,
         "SELECT CAST(min(window_start) AS BIGINT) AS first, CAST(max(window_start) AS BIGINT) AS last FROM metrics",
     ))?;
@@ -260,7 +260,7 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
          WHERE CAST(window_start AS BIGINT) = {last} OR CAST(window_start AS BIGINT) < {middle}
          GROUP BY 1, 2 ORDER BY 1, 2"
     );
-    let rows = rt.block_on(crate::query::run(&r.store, &sql))?;
+    let rows = rt.block_on(crate::commands::query::run(&r.store, &sql))?;
     writeln!(
         out,
         "\nper service: the first half of the run ('before') and the last window, starting {}",
@@ -364,7 +364,7 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
 }
 
 /// What became of the feedback events.
-pub fn feedback_summary(f: &crate::pipeline::FeedbackCounts) {
+pub fn feedback_summary(f: &inferwatch_runtime::FeedbackCounts) {
     eprintln!(
         "  feedback: {} received, {} joined ({} revised metric rows), {} unknown, {} expired, {} duplicate, {} unusable, {} invalid",
         thousands(f.received),
@@ -407,7 +407,7 @@ fn alerts_summary(
         sum(CASE WHEN state = 'closed' THEN 1 ELSE 0 END) AS closed, \
         count(DISTINCT concat(service, '/', model)) AS keys \
         FROM alerts WHERE notified GROUP BY 1, 2 ORDER BY 2, 1";
-    let Ok(rows) = rt.block_on(crate::query::run(&r.store, sql)) else {
+    let Ok(rows) = rt.block_on(crate::commands::query::run(&r.store, sql)) else {
         writeln!(
             out,
             "\nalerts: none (try --scenario miscalibration --recover-at 0.8)"

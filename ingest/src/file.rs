@@ -1,11 +1,19 @@
 //! NDJSON file replay: one payload per line, positions are line numbers (from 0). Used for
 //! backfills and to measure the processor without a broker.
+//!
+//! A file can be read as several partitions, so that it is processed on several threads:
+//! each line goes to the partition of its `service` (FNV-1a hash modulo the count), so a
+//! service's events stay together and in file order, and the same file and count always
+//! give the same partitions.
 
+use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::Arc;
 
+use inferwatch_schemas::hash::fnv64;
 use inferwatch_schemas::RawBatch;
 
 use crate::source::{Source, SourceError};
@@ -19,6 +27,12 @@ pub struct FileSource {
     total_bytes: u64,
     source: Arc<str>,
     done: bool,
+    /// Partitions the file is read as; 1: one, holding every line.
+    partitions: u32,
+    /// Partitioned reading: lines gathered per partition, and batches ready to hand out.
+    gathering: Vec<Option<RawBatch>>,
+    ready: VecDeque<RawBatch>,
+    line_buf: Vec<u8>,
 }
 
 impl FileSource {
@@ -44,7 +58,86 @@ impl FileSource {
             read_bytes: 0,
             total_bytes,
             done: false,
+            partitions: 1,
+            gathering: Vec::new(),
+            ready: VecDeque::new(),
+            line_buf: Vec::new(),
         })
+    }
+
+    /// Reads the file as `n` partitions keyed by `service` (1: one partition).
+    pub fn with_partitions(mut self, n: u32) -> Self {
+        self.partitions = n.max(1);
+        self.gathering = (0..self.partitions).map(|_| None).collect();
+        self
+    }
+
+    /// The next line into `line_buf`, without its line ending; false at the end.
+    fn read_line(&mut self) -> Result<bool, SourceError> {
+        self.line_buf.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.line_buf)
+            .map_err(|source| SourceError::Read {
+                path: self.path.clone(),
+                line: self.line,
+                source,
+            })?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.read_bytes += n as u64;
+        if self.line_buf.last() == Some(&b'\n') {
+            self.line_buf.pop();
+            if self.line_buf.last() == Some(&b'\r') {
+                self.line_buf.pop();
+            }
+        }
+        Ok(true)
+    }
+
+    /// Partitioned reading: lines gather per partition; a partition's batch is handed out
+    /// once it holds `max` lines, and at the end of the file what is left, in partition
+    /// order.
+    fn next_partitioned(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError> {
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Ok(Some(b));
+            }
+            if self.done {
+                return Ok(self.gathering.iter_mut().find_map(Option::take));
+            }
+            if !self.read_line()? {
+                self.done = true;
+                continue;
+            }
+            let p = partition_of(&self.line_buf, self.partitions);
+            let source = &self.source;
+            let batch = self.gathering[p].get_or_insert_with(|| {
+                RawBatch::with_capacity(source.clone(), p as i32, max, max * 400)
+            });
+            batch.push(&self.line_buf, self.line);
+            self.line += 1;
+            if batch.len() >= max {
+                self.ready.extend(self.gathering[p].take());
+            }
+        }
+    }
+}
+
+/// The partition of a line: by its `service` (lines without one go to partition 0).
+fn partition_of(line: &[u8], partitions: u32) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Key<'a> {
+        #[serde(borrow, default)]
+        service: Option<Cow<'a, str>>,
+    }
+    match serde_json::from_slice::<Key>(line)
+        .ok()
+        .and_then(|k| k.service)
+    {
+        Some(s) => (fnv64(s.as_bytes()) % partitions as u64) as usize,
+        None => 0,
     }
 }
 
@@ -54,6 +147,9 @@ impl Source for FileSource {
     }
 
     fn next_batch(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError> {
+        if self.partitions > 1 {
+            return self.next_partitioned(max);
+        }
         if self.done {
             return Ok(None);
         }
@@ -120,6 +216,48 @@ mod tests {
         assert_eq!((b.offset(0), b.offset(1)), (2, 3));
         assert_eq!(b.payload(1), b"last-without-newline");
         assert!(src.next_batch(10).unwrap().is_none());
+    }
+
+    #[test]
+    fn partitions_keep_each_service_together_and_in_order() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let mut text = String::new();
+        for i in 0..40 {
+            let service = ["a", "b", "c", "d", "e"][i % 5];
+            text += &format!("{{\"service\":\"{service}\",\"i\":{i}}}\n");
+        }
+        text += "not json\n";
+        f.write_all(text.as_bytes()).unwrap();
+        let read = |n| {
+            let mut src = FileSource::open(f.path()).unwrap().with_partitions(n);
+            let mut batches = Vec::new();
+            while let Some(b) = src.next_batch(3).unwrap() {
+                batches.push(b);
+            }
+            batches
+        };
+        let batches = read(4);
+        let mut seen = Vec::new();
+        for b in &batches {
+            assert!(b.len() <= 3);
+            for i in 0..b.len() {
+                let line = std::str::from_utf8(b.payload(i)).unwrap();
+                assert_eq!(partition_of(b.payload(i), 4) as i32, b.partition, "{line}");
+                seen.push((b.partition, b.offset(i)));
+            }
+        }
+        // Every line once, with its line number; within a partition in file order.
+        let mut offsets: Vec<i64> = seen.iter().map(|s| s.1).collect();
+        offsets.sort();
+        assert_eq!(offsets, (0..41).collect::<Vec<_>>());
+        for p in 0..4 {
+            let o: Vec<i64> = seen.iter().filter(|s| s.0 == p).map(|s| s.1).collect();
+            assert!(o.windows(2).all(|w| w[0] < w[1]), "partition {p}: {o:?}");
+        }
+        // The same file and count give the same batches.
+        let again: Vec<(i32, i64)> = read(4).iter().map(|b| (b.partition, b.offset(0))).collect();
+        let first: Vec<(i32, i64)> = batches.iter().map(|b| (b.partition, b.offset(0))).collect();
+        assert_eq!(again, first);
     }
 
     #[test]

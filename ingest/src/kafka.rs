@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use inferwatch_schemas::kafka::{self, Role};
 use inferwatch_schemas::{ClientProperties, RawBatch};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
@@ -141,30 +142,10 @@ impl ErrorLog {
     }
 }
 
-/// Client settings every inferwatch consumer shares; `extra` follows them and the user's
-/// `properties` come last.
+/// A consumer of `cfg`'s group; `extra` adds to the settings every consumer shares.
 fn client_config(cfg: &KafkaSourceConfig, extra: &[(&str, &str)]) -> ClientConfig {
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.brokers)
-        .set("group.id", &cfg.group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        // Bounded prefetch: at most this much per partition waits in librdkafka's queues.
-        .set("queued.max.messages.kbytes", "32768")
-        // Fetch messages up to 16 MiB whole, so an oversized payload reaches dead_letter
-        // instead of stalling its partition (not every broker returns a partial batch).
-        .set("fetch.message.max.bytes", "16777216")
-        // A topic created after the processor started is found within seconds.
-        .set("topic.metadata.refresh.interval.ms", "5000")
-        .set_log_level(RDKafkaLogLevel::Warning);
-    for (k, v) in extra {
-        cc.set(*k, *v);
-    }
-    for (k, v) in cfg.properties.iter() {
-        cc.set(k, v);
-    }
-    cc
+    let role = Role::Consumer { group: &cfg.group };
+    kafka::client_config(&cfg.brokers, role, extra, &cfg.properties)
 }
 
 /// Error codes that concern the data rather than the connection: a batch compressed with a
@@ -247,7 +228,9 @@ fn unreadable_error<C: ConsumerContext>(
 }
 
 /// Polls up to `max` messages for at most `wait`, one batch per partition. `interrupted` is
-/// asked after every poll; when it says so, polling stops (it may drop batches first).
+/// asked after every poll, also one that returned nothing (librdkafka returns nothing right
+/// after it ran a rebalance callback); when it says so, polling stops (it may drop batches
+/// first).
 /// `positions` tracks the next offset of every partition seen. A batch the client cannot
 /// read ends the poll: what came before it is returned with the
 /// [`SourceError::Unreadable`], which the caller reports once that is handed on.
@@ -266,7 +249,12 @@ fn poll_batches<C: ConsumerContext>(
     while n < max {
         let wait = deadline.saturating_duration_since(Instant::now());
         match consumer.poll(wait) {
-            None => break,
+            None => {
+                // Messages polled before a rebalance in this poll must be sorted out now:
+                // some may belong to partitions just revoked.
+                interrupted(&mut pending);
+                break;
+            }
             Some(Err(
                 e @ (KafkaError::MessageConsumption(code)
                 | KafkaError::MessageConsumptionFatal(code)),
@@ -336,6 +324,12 @@ impl ConsumerContext for Context {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.joined.store(true, Ordering::SeqCst);
+                // An earlier revocation of a partition that is ours again must not drop
+                // the first messages of its new assignment.
+                self.revoked
+                    .lock()
+                    .expect("not poisoned")
+                    .retain(|p| !parts.contains(p));
                 tracing::info!("assigned partitions {parts:?} of {}", self.topic);
                 for (p, from) in self.owner.assigned(&self.topic, &parts) {
                     if let Some(off) = from {

@@ -16,8 +16,9 @@
 
 use std::time::Duration;
 
+use inferwatch_schemas::kafka::{client_config, Role};
 use inferwatch_schemas::{ClientProperties, InferenceEvent};
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -106,17 +107,12 @@ impl EventProducer {
         topic: &str,
         properties: &ClientProperties,
     ) -> Result<Self, ProducerError> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .set("batch.num.messages", "10000")
-            .set("queue.buffering.max.messages", "200000")
-            .set("message.max.bytes", "10485760")
-            .set_log_level(RDKafkaLogLevel::Warning);
-        for (k, v) in properties.iter() {
-            cc.set(k, v);
-        }
+        let extra = [
+            ("linger.ms", "5"),
+            ("batch.num.messages", "10000"),
+            ("queue.buffering.max.messages", "200000"),
+        ];
+        let cc = client_config(brokers, Role::Producer, &extra, properties);
         let context = DeliveryCounter {
             properties: properties.clone(),
             ..DeliveryCounter::default()

@@ -605,16 +605,6 @@ impl Alerting {
         }))
     }
 
-    /// Alerts firing and breakers not closed right now: (firing, open breakers).
-    pub fn active(&self) -> (usize, usize) {
-        let firing = self
-            .states
-            .values()
-            .filter(|p| matches!(p, Phase::Firing { .. }))
-            .count();
-        (firing, self.breakers.len())
-    }
-
     pub fn snapshot(&self) -> AlertSnapshot {
         let mut states: Vec<(String, AlertKey, Phase)> = self
             .states

@@ -4,26 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use crate::error::{config_err, ProcessorError};
 
-/// Parses `"30s"`, `"1m"`, `"1h 30m"` into a [`Duration`].
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration like \"30s\", \"5m\" or \"1h\": {e}"))
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = Option::<String>::deserialize(d)?;
-    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
-        .transpose()
-}
+use inferwatch_schemas::time::deserialize_duration as duration;
+use inferwatch_schemas::time::deserialize_opt_duration as opt_duration;
 
 /// `[window]`: event-time windows and watermarks.
 #[derive(Debug, Clone, Deserialize)]

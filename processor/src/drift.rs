@@ -106,10 +106,6 @@ impl Counts {
         debug_assert!(self.pending.is_empty(), "fold before reading counts");
         self.sorted.iter().copied()
     }
-
-    fn heap_bytes(&self) -> usize {
-        self.sorted.capacity() * 8 + self.pending.capacity() * 4
-    }
 }
 
 // Checkpoints hold the folded form.
@@ -158,10 +154,6 @@ impl DriftState {
         self.confidence.merge(&o.confidence);
         self.quality.merge(&o.quality);
         self.prediction.merge(&o.prediction);
-    }
-
-    pub fn heap_bytes(&self) -> usize {
-        self.confidence.heap_bytes() + self.quality.heap_bytes() + self.prediction.heap_bytes()
     }
 }
 
@@ -347,14 +339,6 @@ impl Baseline {
             b.panes.push_back((p, s));
         }
         b
-    }
-
-    pub fn heap_bytes(&self) -> usize {
-        self.panes
-            .iter()
-            .map(|(_, s)| s.heap_bytes() + 80)
-            .sum::<usize>()
-            + 2 * 8 * (DRIFT_STEPS + 1)
     }
 }
 

@@ -18,4 +18,3 @@ pub use alerts::{AlertOutput, Alerting};
 pub use config::ProcessorConfig;
 pub use error::{ProcessorError, Result};
 pub use operator::{OperatorStats, Output, Revisions, WindowOperator};
-pub use window::SourceId;

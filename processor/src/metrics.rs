@@ -533,18 +533,6 @@ impl CoreState {
         ids.dedup();
         ids.len()
     }
-
-    /// Approximate heap bytes held, for memory accounting.
-    pub fn heap_bytes(&self) -> usize {
-        let h = |x: &Option<Box<Histogram<u32>>>| x.as_ref().map_or(0, |h| h.distinct_values() * 4);
-        h(&self.latency_us)
-            + h(&self.cost_hist)
-            + self.drift.as_ref().map_or(0, |d| d.heap_bytes())
-            + self
-                .calibration
-                .as_ref()
-                .map_or(0, |c| c.ranks.len() * 64 + c.bins.len() * 24)
-    }
 }
 
 /// Records into an auto-resizing histogram; only values beyond HDR's range (> 2^62) clamp.

@@ -11,6 +11,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use inferwatch_schemas::hash::Fnv64;
 use serde::{Deserialize, Serialize};
 
 use crate::config::LoopConfig;
@@ -66,13 +67,12 @@ pub struct SessionsSnapshot {
 }
 
 fn call_hash(tool: &str, input: &str) -> u64 {
-    // FNV-1a: stable across runs and builds, so checkpoints restore the same hashes.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in tool.bytes().chain([0xff]).chain(input.bytes()) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    // Stable across runs and builds, so checkpoints restore the same hashes.
+    Fnv64::default()
+        .write(tool.as_bytes())
+        .write(&[0xff])
+        .write(input.as_bytes())
+        .finish()
 }
 
 impl Sessions {

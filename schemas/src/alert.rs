@@ -95,14 +95,7 @@ impl Notice {
 /// 128-bit FNV-1a of `parts` (each followed by a separator), hex: ids that are the same in
 /// every run and build, for notices and the outbox entries made from them.
 pub fn stable_id(parts: &[&str]) -> String {
-    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0x1f)) {
-            h ^= b as u128;
-            h = h.wrapping_mul(0x0000000001000000000000000000013B);
-        }
-    }
-    format!("{h:032x}")
+    format!("{:032x}", crate::hash::fnv128_parts(parts))
 }
 
 /// Four significant digits; plain notation from 0.001 to a million, scientific outside:

@@ -5,6 +5,9 @@ pub mod alert;
 pub mod decode;
 pub mod event;
 pub mod feedback;
+pub mod hash;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod properties;
 pub mod raw;
 pub mod tables;

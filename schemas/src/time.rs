@@ -150,6 +150,30 @@ fn days_in_month(y: i64, m: u32) -> u32 {
     }
 }
 
+/// Parses `"30s"`, `"1m"`, `"1h 30m"` into a [`Duration`](std::time::Duration): how the
+/// config file and the command line write durations.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like \"30s\", \"5m\" or \"1h\": {e}"))
+}
+
+/// `#[serde(deserialize_with = "...")]` for a duration written as text.
+pub fn deserialize_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<std::time::Duration, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// `#[serde(deserialize_with = "...")]` for an optional duration written as text.
+pub fn deserialize_opt_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    let s = <Option<String> as serde::Deserialize>::deserialize(d)?;
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
+use inferwatch_schemas::kafka::{client_config, Role};
 use inferwatch_schemas::ClientProperties;
 
 use crate::error::{Result, SinkError};
@@ -33,14 +34,9 @@ pub struct TopicConfig {
 }
 
 impl TopicConfig {
-    /// The brokers and the extra properties; each client adds its own settings.
-    fn client(&self) -> ClientConfig {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &self.brokers);
-        for (k, v) in self.properties.iter() {
-            cc.set(k, v);
-        }
-        cc
+    /// A client of `role` with `extra` settings.
+    fn client(&self, role: Role<'_>, extra: &[(&str, &str)]) -> ClientConfig {
+        client_config(&self.brokers, role, extra, &self.properties)
     }
 }
 
@@ -79,11 +75,10 @@ pub fn spawn_topic_delivery(
     stop: Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>> {
     let producer: BaseProducer<Outcome> = cfg
-        .client()
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "0")
-        .set("message.timeout.ms", "10000")
-        .set_log_level(RDKafkaLogLevel::Warning)
+        .client(
+            Role::Producer,
+            &[("linger.ms", "0"), ("message.timeout.ms", "10000")],
+        )
         .create_with_context(Outcome::default())
         .map_err(|e| SinkError::Kafka(cfg.properties.scrub(&e.to_string())))?;
     let name = format!("inferwatch-{dest}");
@@ -204,10 +199,12 @@ fn ids_since(
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::{Message, Offset, TopicPartitionList};
     let consumer: BaseConsumer = cfg
-        .client()
-        .set("group.id", "inferwatch-outbox-reconcile")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
+        .client(
+            Role::Reader {
+                group: "inferwatch-outbox-reconcile",
+            },
+            &[("isolation.level", "read_committed")],
+        )
         .create()
         .map_err(|e| cfg.properties.scrub(&e.to_string()))?;
     let timeout = Duration::from_secs(10);

@@ -153,12 +153,26 @@ impl CheckpointStore {
         self.held.lock().expect("not poisoned").remove(&partition);
     }
 
+    /// True when another processor committed a generation of `partition` after the one
+    /// this processor holds (or this one holds none): it owns the partition now.
+    pub fn superseded(&self, partition: i32) -> Result<bool> {
+        let latest = self.latest(partition)?.0;
+        Ok(self.generation(partition).is_none_or(|held| latest > held))
+    }
+
     /// Commits the partition's next checkpoint, atomically and durably. Fails with
-    /// [`SinkError::Fenced`] when another processor claimed the partition since.
+    /// [`SinkError::Fenced`] when another processor claimed the partition since, or when
+    /// this one holds no claim on it (it was released or lost meanwhile): a processor
+    /// only ever commits the generation after the one it claimed.
     pub fn save(&self, partition: i32, ckpt: &Checkpoint) -> Result<()> {
-        let held = self.generation(partition);
-        let next =
-            held.map_or_else(|| self.latest(partition).map(|(g, _)| g + 1), |g| Ok(g + 1))?;
+        let Some(held) = self.generation(partition) else {
+            let generation = self.latest(partition)?.0;
+            return Err(SinkError::Fenced {
+                partition,
+                generation,
+            });
+        };
+        let next = held + 1;
         if !self
             .store
             .put_new(&Self::key(partition, next), encode(ckpt, self.owner))?
@@ -290,6 +304,27 @@ mod tests {
         );
         b.save(0, &c(30)).unwrap();
         assert_eq!(b.load(0).unwrap(), Some(c(30)));
+        assert!(a.superseded(0).unwrap());
+        assert!(!b.superseded(0).unwrap());
+    }
+
+    #[test]
+    fn a_partition_no_longer_held_is_never_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = CheckpointStore::new(&Store::local(dir.path()), "t");
+        let c = |n| Checkpoint {
+            next_offset: n,
+            state: vec![1],
+            feedback_offset: None,
+        };
+        // Never claimed, or released after a revocation: a late checkpoint of stale state
+        // must not become the newest generation.
+        assert!(matches!(a.save(0, &c(5)), Err(SinkError::Fenced { .. })));
+        a.claim(0).unwrap();
+        a.save(0, &c(10)).unwrap();
+        a.release(0);
+        assert!(matches!(a.save(0, &c(20)), Err(SinkError::Fenced { .. })));
+        assert_eq!(a.load(0).unwrap(), Some(c(10)));
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +21,7 @@ use rdkafka::producer::{
     BaseRecord, DeliveryResult, NoCustomPartitioner, Producer, ProducerContext, ThreadedProducer,
 };
 
+use inferwatch_schemas::kafka::{client_config, Role};
 use inferwatch_schemas::ClientProperties;
 
 use crate::error::{Result, SinkError};
@@ -80,17 +80,12 @@ const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
 impl KafkaOutput {
     pub fn new(cfg: KafkaOutputConfig) -> Result<Self> {
-        let mut cc = ClientConfig::new();
-        cc.set("bootstrap.servers", &cfg.brokers)
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "20")
-            .set("message.max.bytes", "10485760")
+        let extra = [
+            ("linger.ms", "20"),
             // Give up on a message (and log it) after 30 s rather than librdkafka's 5 min.
-            .set("message.timeout.ms", "30000")
-            .set_log_level(RDKafkaLogLevel::Warning);
-        for (k, v) in cfg.properties.iter() {
-            cc.set(k, v);
-        }
+            ("message.timeout.ms", "30000"),
+        ];
+        let cc = client_config(&cfg.brokers, Role::Producer, &extra, &cfg.properties);
         let producer = cc
             .create_with_context(DeliveryLog::default())
             .map_err(|e| SinkError::Kafka(cfg.properties.scrub(&e.to_string())))?;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::TimestampMillisecondType;
+use inferwatch_schemas::hash::fnv64;
 use inferwatch_schemas::time::date_hour;
 
 use crate::error::Result;
@@ -72,19 +73,9 @@ pub fn sanitize_component(s: &str) -> String {
         .collect();
     if out != s || out.is_empty() {
         out.push('-');
-        out.push_str(&format!("{:08x}", fnv1a(s.as_bytes()) as u32));
+        out.push_str(&format!("{:08x}", fnv64(s.as_bytes()) as u32));
     }
     out
-}
-
-/// FNV-1a: a stable hash (std's is not guaranteed across releases) for file names.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 #[cfg(test)]

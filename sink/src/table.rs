@@ -32,6 +32,23 @@ pub fn table_files(store: &Store, table: &str) -> Result<Vec<String>> {
 }
 
 /// The last component of a key.
+/// Deletes every file any partition of `source` wrote to `table` (a positioned table such
+/// as `events`): a replay from the start of a source replaces them all, however the source
+/// was partitioned before. Returns how many.
+pub fn remove_source(store: &Store, table: &str, source: &str) -> Result<usize> {
+    let prefix = format!("{}-p", sanitize_component(source));
+    let tmp = format!(".{prefix}");
+    let mut removed = 0;
+    for key in table_files(store, table)? {
+        let name = file_name(&key);
+        if name.starts_with(&prefix) || name.starts_with(&tmp) {
+            store.delete(&key)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 fn file_name(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }

@@ -4,16 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use inferwatch_processor::config::parse_duration;
+use crate::error::{Context, Result, RuntimeError};
 use inferwatch_processor::ProcessorConfig;
 use inferwatch_sink::{ParquetOptions, Store, StoreOptions};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
-}
+use inferwatch_schemas::time::deserialize_duration as duration;
 
 /// `[source]`: how payloads are read.
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +19,8 @@ pub struct SourceConfig {
     pub batch_size: usize,
     /// Largest accepted payload, in bytes; larger ones go to `dead_letter`.
     pub max_payload_bytes: usize,
+    /// File replays: partitions the file is read as, keyed by `service` (1: one).
+    pub file_partitions: u32,
 }
 
 impl Default for SourceConfig {
@@ -30,6 +28,7 @@ impl Default for SourceConfig {
         Self {
             batch_size: 8192,
             max_payload_bytes: 1 << 20,
+            file_partitions: 16,
         }
     }
 }
@@ -68,6 +67,26 @@ impl SinkConfig {
         ParquetOptions {
             zstd_level: self.zstd_level,
             row_group_rows: self.row_group_rows,
+        }
+    }
+}
+
+/// `[runtime]`: how the work is spread over threads.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Threads that decode and aggregate: each source partition runs on one of them, one
+    /// batch at a time, so results do not depend on this number. 0: one per core. 1: one
+    /// thread does everything, writing Parquet too.
+    pub threads: usize,
+}
+
+impl RuntimeConfig {
+    /// `threads`, with 0 resolved to the cores available.
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 }
@@ -204,6 +223,7 @@ pub struct Config {
     pub source: SourceConfig,
     pub sink: SinkConfig,
     pub checkpoint: CheckpointConfig,
+    pub runtime: RuntimeConfig,
     pub kafka: KafkaConfig,
     pub slack: SlackSection,
     #[serde(flatten)]
@@ -218,6 +238,7 @@ impl Default for Config {
             source: SourceConfig::default(),
             sink: SinkConfig::default(),
             checkpoint: CheckpointConfig::default(),
+            runtime: RuntimeConfig::default(),
             kafka: KafkaConfig::default(),
             slack: SlackSection::default(),
             processor: ProcessorConfig::default(),
@@ -237,9 +258,23 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| RuntimeError::Config(e.to_string()))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The partitions a file replay reads its file as: `[source] file_partitions`, except
+    /// where splitting by service would change a result. Tenant budgets add up spend across
+    /// services, and feedback from a file joins once every partition has passed its time
+    /// (a partition still being gathered would not hold it back): those runs keep the
+    /// file in one partition.
+    pub fn file_partitions(&self, with_feedback: bool) -> u32 {
+        if with_feedback || !self.processor.budgets.tenants.is_empty() {
+            1
+        } else {
+            self.source.file_partitions
+        }
     }
 
     /// Opens `data_dir`; an object store is checked (bucket, credentials) before anything
@@ -249,20 +284,35 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<()> {
+        if self.source.file_partitions == 0 {
+            return Err(RuntimeError::Config(
+                "source.file_partitions must be at least 1".into(),
+            ));
+        }
         if self.source.batch_size == 0 {
-            anyhow::bail!("source.batch_size must be at least 1");
+            return Err(RuntimeError::Config(
+                "source.batch_size must be at least 1".into(),
+            ));
         }
         if !(1..=22).contains(&self.sink.zstd_level) {
-            anyhow::bail!("sink.zstd_level must be between 1 and 22");
+            return Err(RuntimeError::Config(
+                "sink.zstd_level must be between 1 and 22".into(),
+            ));
         }
         if self.sink.max_file_rows == 0 || self.sink.row_group_rows == 0 {
-            anyhow::bail!("sink.max_file_rows and sink.row_group_rows must be at least 1");
+            return Err(RuntimeError::Config(
+                "sink.max_file_rows and sink.row_group_rows must be at least 1".into(),
+            ));
         }
         if self.checkpoint.interval.is_zero() {
-            anyhow::bail!("checkpoint.interval must be longer than 0s");
+            return Err(RuntimeError::Config(
+                "checkpoint.interval must be longer than 0s".into(),
+            ));
         }
         if self.kafka.topic.is_empty() || self.kafka.group.is_empty() {
-            anyhow::bail!("kafka.topic and kafka.group must not be empty");
+            return Err(RuntimeError::Config(
+                "kafka.topic and kafka.group must not be empty".into(),
+            ));
         }
         self.slack.deliveries().context("slack.webhooks")?;
         self.processor.validate()?;
@@ -292,11 +342,13 @@ mod tests {
 
     #[test]
     fn the_example_config_parses_and_matches_the_defaults() {
-        let text = include_str!("../config.example.toml");
+        let text = include_str!("../../config.example.toml");
         let c = Config::parse(text).expect("config.example.toml is valid");
         let d = Config::default();
         assert_eq!(c.data_dir, d.data_dir);
         assert_eq!(c.source.batch_size, d.source.batch_size);
+        assert_eq!(c.source.file_partitions, d.source.file_partitions);
+        assert_eq!(c.runtime.threads, d.runtime.threads);
         assert_eq!(c.sink.max_file_rows, d.sink.max_file_rows);
         assert_eq!(c.processor.window.size, d.processor.window.size);
         assert_eq!(

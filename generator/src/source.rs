@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use inferwatch_schemas::RawBatch;
 
-use crate::generate::{Generator, GeneratorConfig};
-use crate::source::{Source, SourceError};
+use inferwatch_ingest::{Source, SourceError};
+
+use crate::{Generator, GeneratorConfig};
 
 pub struct GeneratorSource {
     name: String,

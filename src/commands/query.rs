@@ -1,6 +1,8 @@
 //! `inferwatch query`: SQL over the Parquet tables with DataFusion, `date` and `hour` as
 //! partition columns.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -12,6 +14,30 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::SessionContext;
 use inferwatch_sink::Store;
+
+#[derive(clap::Args)]
+pub struct QueryArgs {
+    /// Where the Parquet tables are: a directory or s3://bucket/prefix (credentials and
+    /// endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "DIR", default_value = "./inferwatch-data")]
+    data_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// The query, e.g. "SELECT service, sum(requests) FROM metrics GROUP BY service".
+    sql: String,
+}
+
+impl QueryArgs {
+    pub fn run(self) -> Result<()> {
+        let rt = super::tokio_runtime()?;
+        let options = inferwatch_sink::StoreOptions::default();
+        let store = inferwatch_runtime::config::open_store_to_read(&self.data_dir, &options)?;
+        let batches = rt.block_on(run(&store, &self.sql))?;
+        let text = render(&batches, self.format)?;
+        writeln!(std::io::stdout().lock(), "{text}")?;
+        Ok(())
+    }
+}
 
 /// Tables inferwatch writes, in the order `query` registers them.
 pub const TABLES: &[&str] = &[

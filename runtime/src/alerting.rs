@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use inferwatch_schemas::alert::stable_id;
 use inferwatch_schemas::time::now_ms;
 use inferwatch_schemas::{Notice, NoticeKind};
@@ -131,7 +131,8 @@ impl Enqueuer {
             }
         }
         for n in notices {
-            let json = serde_json::to_value(n)?;
+            let json = serde_json::to_value(n)
+                .map_err(|e| crate::failed!("encoding alert notice {}: {e}", n.id))?;
             if let Some(dest) = &self.alerts {
                 entries.push(Entry {
                     id: format!("{}:{dest}", n.id),

@@ -1,0 +1,624 @@
+//! The generator: sessions, events and their payloads, one model call at a time.
+
+use crate::{catalogue::*, format::*, malformations::*, rng::*, scenario::*};
+
+/// Share of new support-bot sessions that loop after the onset of [`Scenario::RunawayLoop`].
+pub(crate) const RUNAWAY_SHARE: f64 = 0.03;
+/// Concurrent agent sessions per (service, model) pair.
+pub(crate) const SLOTS: usize = 4;
+/// A timed-out call is cut at this latency.
+pub(crate) const TIMEOUT_MS: f64 = 30_000.0;
+
+/// An agent run in progress in one slot.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Session {
+    pub(crate) id: u64,
+    pub(crate) len: u32,
+    pub(crate) step: u32,
+    /// First looping step, 0 for a normal session.
+    pub(crate) loop_from: u32,
+    pub(crate) loop_tool: u8,
+    pub(crate) loop_hash: u64,
+}
+
+/// One sampled event, before it is written.
+pub(crate) struct Event {
+    pub(crate) pair: usize,
+    pub(crate) ts_ms: i64,
+    pub(crate) ts_epoch: bool,
+    pub(crate) schema_version: bool,
+    pub(crate) model_version: bool,
+    pub(crate) route: bool,
+    pub(crate) tenant: Option<u8>,
+    /// Bit 0: region present, bit 1: client present; indexes below.
+    pub(crate) attrs: u8,
+    pub(crate) region: u8,
+    pub(crate) client: u8,
+    pub(crate) session: Option<(u64, u32)>,
+    pub(crate) tool: Option<u8>,
+    pub(crate) input_hash: u64,
+    pub(crate) status: Status,
+    pub(crate) status_explicit: bool,
+    pub(crate) latency_ms: f64,
+    pub(crate) tokens_in: i64,
+    pub(crate) tokens_out: Option<i64>,
+    pub(crate) tokens_cached: Option<i64>,
+    pub(crate) cost_usd: Option<f64>,
+    pub(crate) prediction: Option<u8>,
+    pub(crate) confidence: Option<f64>,
+    pub(crate) correct: Option<bool>,
+    /// Whether the prediction was right, sent or not.
+    pub(crate) truth: Option<bool>,
+    pub(crate) quality: Option<f64>,
+    pub(crate) flags: u8,
+    pub(crate) approval: Option<u8>,
+    pub(crate) output_chars: Option<i64>,
+}
+
+/// Deterministic generator of JSON inference events; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    cfg: GeneratorConfig,
+    rng: Rng,
+    produced: u64,
+    malformed: u64,
+    onset: u64,
+    step_ms: f64,
+    /// `ev-<seed hex>-`
+    id_prefix: Vec<u8>,
+    /// `sess-<seed hex>-`
+    session_prefix: Vec<u8>,
+    hash_key: u64,
+    sessions: [Session; PAIRS.len() * SLOTS],
+    next_session: u64,
+    /// Feedback not yet handed out: (feedback time, event index, correct, pair).
+    feedback: std::collections::VecDeque<(i64, u64, bool, usize)>,
+}
+
+impl Generator {
+    /// # Panics
+    /// If `rate` is not a positive finite number or `max_jitter_ms` is negative.
+    pub fn new(cfg: GeneratorConfig) -> Self {
+        assert!(
+            cfg.rate.is_finite() && cfg.rate > 0.0,
+            "generator rate must be a positive number of events per second, got {}",
+            cfg.rate
+        );
+        assert!(
+            cfg.max_jitter_ms >= 0,
+            "generator max_jitter_ms must be non-negative, got {}",
+            cfg.max_jitter_ms
+        );
+        let hex = format!("{:x}", cfg.seed);
+        Self {
+            rng: Rng::new(cfg.seed),
+            produced: 0,
+            malformed: 0,
+            onset: cfg.total_events / 2,
+            step_ms: 1000.0 / cfg.rate,
+            id_prefix: format!("ev-{hex}-").into_bytes(),
+            session_prefix: format!("sess-{hex}-").into_bytes(),
+            hash_key: mix64(cfg.seed ^ 0x5EED_1A5F_0000_0001),
+            sessions: [Session::default(); PAIRS.len() * SLOTS],
+            next_session: 0,
+            feedback: std::collections::VecDeque::new(),
+            cfg,
+        }
+    }
+
+    /// Appends exactly one payload (no trailing newline) to `out`; returns false once
+    /// `total_events` payloads were produced.
+    pub fn next_payload(&mut self, out: &mut Vec<u8>) -> bool {
+        if self.produced >= self.cfg.total_events {
+            return false;
+        }
+        let index = self.produced;
+        self.produced += 1;
+        let after = index >= self.onset && self.cfg.recover_at.is_none_or(|r| index < r);
+        let sc = self.cfg.scenario;
+
+        let mut bad = None;
+        if after && sc == Scenario::Malformed && self.rng.chance(MALFORMED_SHARE) {
+            bad = Some(MALFORMS[(self.malformed % MALFORMS.len() as u64) as usize]);
+            self.malformed += 1;
+        }
+        match bad {
+            Some(Malform::Empty) => return true,
+            Some(Malform::NotJson) => {
+                out.extend_from_slice(br#"{"event_id": "x", broken"#);
+                return true;
+            }
+            _ => {}
+        }
+        let ev = self.sample(index, after);
+        self.write(out, index, &ev, bad);
+        if let (Some(delay), None, None, Some(truth), Some(_)) = (
+            self.cfg.feedback_delay_ms,
+            bad,
+            ev.correct,
+            ev.truth,
+            ev.confidence,
+        ) {
+            self.feedback
+                .push_back((ev.ts_ms + delay, index, truth, ev.pair));
+        }
+        true
+    }
+
+    /// Appends the next feedback event (no trailing newline) if one is due at `up_to_ms`
+    /// (`None`: any); returns false when none is.
+    pub fn next_feedback(&mut self, out: &mut Vec<u8>, up_to_ms: Option<i64>) -> bool {
+        self.next_feedback_keyed(out, up_to_ms).is_some()
+    }
+
+    /// [`Generator::next_feedback`], returning the Kafka key of the prediction it labels
+    /// (`service/model`), so feedback lands in the partition of its prediction.
+    pub fn next_feedback_keyed(
+        &mut self,
+        out: &mut Vec<u8>,
+        up_to_ms: Option<i64>,
+    ) -> Option<String> {
+        match self.feedback.front() {
+            Some(&(ts, index, correct, pair)) if up_to_ms.is_none_or(|t| ts <= t) => {
+                self.feedback.pop_front();
+                out.extend_from_slice(b"{\"event_id\":\"");
+                out.extend_from_slice(&self.id_prefix);
+                put_u64(out, index);
+                out.extend_from_slice(b"\",\"timestamp\":");
+                put_i64(out, ts);
+                out.extend_from_slice(if correct {
+                    b",\"correct\":true,\"source\":\"generator\"}"
+                } else {
+                    b",\"correct\":false,\"source\":\"generator\"}"
+                });
+                let p = &PAIRS[pair];
+                Some(format!(
+                    "{}/{}",
+                    SERVICES[p.service].name, MODELS[p.model as usize].name
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Base event time of the next event: feedback up to here is due.
+    pub fn event_time(&self) -> i64 {
+        self.base_ms(self.produced)
+    }
+
+    pub fn produced(&self) -> u64 {
+        self.produced
+    }
+
+    /// How many payloads produced so far were deliberately malformed.
+    pub fn malformed(&self) -> u64 {
+        self.malformed
+    }
+
+    /// Base event time of event `index`, before jitter.
+    pub(crate) fn base_ms(&self, index: u64) -> i64 {
+        self.cfg.start_ms + (index as f64 * self.step_ms) as i64
+    }
+
+    pub(crate) fn sample(&mut self, index: u64, after: bool) -> Event {
+        let sc = self.cfg.scenario;
+        let drift = after && sc == Scenario::Drift;
+        let base_ms = self.base_ms(index);
+        let rng = &mut self.rng;
+
+        let pair_ix = rng.pick(&PAIR_WEIGHTS);
+        let p = &PAIRS[pair_ix];
+        let svc = &SERVICES[p.service];
+        let model = &MODELS[p.model as usize];
+
+        // Event time.
+        let jitter = if self.cfg.max_jitter_ms > 0 {
+            rng.below(self.cfg.max_jitter_ms as u64 + 1) as i64
+        } else {
+            0
+        };
+        let ts_ms = base_ms - jitter;
+        let ts_epoch = rng.chance(0.10);
+
+        // Envelope fields.
+        let schema_version = rng.chance(0.5);
+        let model_version = rng.chance(0.85);
+        let route = rng.chance(0.9);
+        let tenant = if rng.chance(0.9) {
+            Some(rng.pick(&TENANT_WEIGHTS) as u8)
+        } else {
+            None
+        };
+        let (mut attrs, mut region, mut client) = (0u8, 0u8, 0u8);
+        if rng.chance(0.2) {
+            attrs = 1;
+            region = rng.below(REGIONS.len() as u64) as u8;
+            if rng.chance(0.5) {
+                attrs |= 2;
+                client = rng.below(CLIENTS.len() as u64) as u8;
+            }
+        }
+
+        // Agent sessions: a slot of this pair continues its run or starts a new one.
+        let mut session = None;
+        let mut tool = None;
+        let mut input_hash = 0;
+        if !svc.tools.is_empty() {
+            let slot = pair_ix * SLOTS + rng.below(SLOTS as u64) as usize;
+            let s = &mut self.sessions[slot];
+            if s.step >= s.len {
+                *s = Session {
+                    id: self.next_session,
+                    len: if rng.chance(0.92) {
+                        1 + rng.below(8) as u32
+                    } else {
+                        9 + rng.below(8) as u32
+                    },
+                    ..Session::default()
+                };
+                self.next_session += 1;
+                if after
+                    && sc == Scenario::RunawayLoop
+                    && p.service == SUPPORT
+                    && rng.chance(RUNAWAY_SHARE)
+                {
+                    s.loop_from = 2;
+                    s.len = 1 + 20 + rng.below(20) as u32; // 20..=39 looping steps
+                    s.loop_tool = rng.below(2) as u8; // lookup_order or search_kb
+                    s.loop_hash = mix64(self.hash_key ^ s.id.wrapping_mul(0xA24B_AED4_963E_E407));
+                }
+            }
+            s.step += 1;
+            session = Some((s.id, s.step));
+            if s.loop_from != 0 && s.step >= s.loop_from {
+                tool = Some(s.loop_tool);
+                input_hash = s.loop_hash;
+            } else {
+                if rng.chance(0.75) {
+                    tool = Some(rng.below(svc.tools.len() as u64) as u8);
+                }
+                input_hash = mix64(
+                    self.hash_key
+                        ^ s.id.wrapping_mul(0x9FB2_1C65_1E98_DF25)
+                        ^ (s.step as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93),
+                );
+            }
+        }
+
+        // Outcome.
+        let u = rng.f64();
+        let status = if u < 0.015 {
+            Status::Error
+        } else if u < 0.018 {
+            Status::Timeout
+        } else if u < 0.023 {
+            Status::Refused
+        } else if u < 0.025 {
+            Status::Filtered
+        } else {
+            Status::Ok
+        };
+        let status_explicit = status != Status::Ok || rng.chance(0.8);
+
+        // Tokens; a cost spike inflates checkout-assistant's prompts and completions.
+        let spike = after && sc == Scenario::CostSpike && p.service == CHECKOUT;
+        let mut tin = rng.lognormal(p.tokens_in_median, p.tokens_in_sigma);
+        if spike {
+            tin *= 4.0;
+        }
+        let tokens_in = (tin.round() as i64).max(1);
+        let predicts = p.tokens_out_median > 0.0;
+        let mut tout_ratio = 1.0;
+        let tokens_out = if predicts {
+            let mut t = rng.lognormal(p.tokens_out_median, p.tokens_out_sigma);
+            if spike {
+                t *= 8.0;
+            }
+            tout_ratio = t / p.tokens_out_median;
+            match status {
+                Status::Ok | Status::Filtered => Some((t.round() as i64).max(1)),
+                Status::Refused => Some(5 + rng.below(30) as i64),
+                Status::Error | Status::Timeout => None,
+            }
+        } else {
+            None
+        };
+        let tokens_cached = if model.prompt_cache && rng.chance(0.35) {
+            Some((tokens_in as f64 * 0.9 * rng.f64()) as i64)
+        } else {
+            None
+        };
+
+        // Latency: log-normal per model, longer completions take longer, rare slow path.
+        let mut latency = rng.lognormal(model.latency_median_ms, model.latency_sigma);
+        latency *= 0.75 + 0.25 * tout_ratio;
+        if rng.chance(0.01) {
+            latency *= 3.0 + 5.0 * rng.f64();
+        }
+        latency = match status {
+            Status::Timeout => TIMEOUT_MS + rng.below(250) as f64 + rng.f64(),
+            Status::Error => latency * 0.4,
+            Status::Refused => latency * 0.3,
+            _ => latency.min(TIMEOUT_MS),
+        };
+
+        let cost_usd = if rng.chance(0.3) {
+            let cached = tokens_cached.unwrap_or(0);
+            let fresh = tokens_in - cached;
+            let out = tokens_out.unwrap_or(0);
+            Some(
+                (fresh as f64 * model.price_in
+                    + cached as f64 * model.price_cached
+                    + out as f64 * model.price_out)
+                    / 1e6,
+            )
+        } else {
+            None
+        };
+
+        // Prediction, confidence and correctness: calibrated unless a scenario says otherwise.
+        let (mut prediction, mut confidence, mut correct, mut quality) = (None, None, None, None);
+        let mut truth = None;
+        let mut flags = 0u8;
+        if predicts && status == Status::Ok {
+            let mix = if drift { svc.drift_mix } else { svc.steady_mix };
+            prediction = Some(rng.pick(mix) as u8);
+            let overconfident = after && sc == Scenario::Miscalibration && p.service == SUPPORT;
+            let a = rng.avg3();
+            let c = if overconfident {
+                0.82 + 0.17 * a
+            } else if drift {
+                0.25 + 0.6 * a + model.confidence_offset
+            } else {
+                0.58 + 0.42 * a + model.confidence_offset
+            };
+            let c = c.clamp(0.0, 1.0);
+            confidence = Some(c);
+            let p_right = if overconfident { 0.5 } else { c };
+            let right = rng.chance(p_right);
+            truth = Some(right);
+            if rng.chance(0.7) {
+                correct = Some(right);
+            }
+            if rng.chance(0.45) {
+                let a = rng.avg3();
+                let q = if drift {
+                    0.42 + 0.4 * a
+                } else {
+                    0.62 + 0.36 * a
+                };
+                let q = if right { q + 0.02 } else { q - 0.15 };
+                quality = Some(q.clamp(0.0, 1.0));
+            }
+            let hallucination = if drift { 0.06 } else { 0.02 };
+            if rng.chance(if right {
+                hallucination * 0.3
+            } else {
+                hallucination * 4.0
+            }) {
+                flags |= FLAG_HALLUCINATION;
+            }
+            if rng.chance(0.004) {
+                flags |= FLAG_PII;
+            }
+            if rng.chance(0.002) {
+                flags |= FLAG_POLICY;
+            }
+        }
+        if status == Status::Filtered {
+            flags |= FLAG_POLICY;
+            if rng.chance(0.3) {
+                flags |= FLAG_PII;
+            }
+        }
+
+        let approval = if p.service == CHECKOUT && status == Status::Ok && rng.chance(0.25) {
+            Some(rng.pick(&APPROVAL_WEIGHTS) as u8)
+        } else {
+            None
+        };
+        let output_chars = match tokens_out {
+            Some(t) if status == Status::Ok && rng.chance(0.6) => {
+                Some((t as f64 * (3.2 + 1.6 * rng.f64())) as i64)
+            }
+            _ => None,
+        };
+
+        Event {
+            pair: pair_ix,
+            ts_ms,
+            ts_epoch,
+            schema_version,
+            model_version,
+            route,
+            tenant,
+            attrs,
+            region,
+            client,
+            session,
+            tool,
+            input_hash,
+            status,
+            status_explicit,
+            latency_ms: latency,
+            tokens_in,
+            tokens_out,
+            tokens_cached,
+            cost_usd,
+            prediction,
+            confidence,
+            correct,
+            truth,
+            quality,
+            flags,
+            approval,
+            output_chars,
+        }
+    }
+
+    pub(crate) fn write(&self, out: &mut Vec<u8>, index: u64, ev: &Event, bad: Option<Malform>) {
+        let p = &PAIRS[ev.pair];
+        let svc = &SERVICES[p.service];
+        let model = &MODELS[p.model as usize];
+
+        if bad == Some(Malform::JsonArray) {
+            out.push(b'[');
+        }
+        out.push(b'{');
+        if bad != Some(Malform::MissingEventId) {
+            out.extend_from_slice(b"\"event_id\":\"");
+            out.extend_from_slice(&self.id_prefix);
+            put_u64(out, index);
+            if bad == Some(Malform::OversizedEventId) {
+                out.push(b'-');
+                let len = self.id_prefix.len() + 1 + decimal_len(index);
+                out.resize(out.len() + 300 - len.min(300), b'x');
+            }
+            out.extend_from_slice(b"\",");
+        }
+        out.extend_from_slice(b"\"timestamp\":");
+        if bad == Some(Malform::BadTimestamp) {
+            out.extend_from_slice(b"\"yesterday\"");
+        } else if ev.ts_epoch {
+            put_i64(out, ev.ts_ms);
+        } else {
+            put_rfc3339(out, ev.ts_ms);
+        }
+        if bad == Some(Malform::UnknownSchemaVersion) {
+            out.extend_from_slice(b",\"schema_version\":99");
+        } else if ev.schema_version {
+            out.extend_from_slice(b",\"schema_version\":1");
+        }
+        out.extend_from_slice(b",\"service\":");
+        put_str(out, svc.name);
+        out.extend_from_slice(b",\"model\":");
+        put_str(out, model.name);
+        if ev.model_version {
+            out.extend_from_slice(b",\"model_version\":");
+            put_str(out, model.version);
+        }
+        if self.cfg.route_spread > 1 {
+            // Many keys for memory benchmarks: every event gets one of `route_spread` routes.
+            out.extend_from_slice(b",\"route\":\"");
+            out.extend_from_slice(p.route.as_bytes());
+            out.push(b'/');
+            put_u64(
+                out,
+                index.wrapping_mul(0x9E37_79B9_7F4A_7C15) % self.cfg.route_spread as u64,
+            );
+            out.push(b'"');
+        } else if ev.route {
+            out.extend_from_slice(b",\"route\":");
+            put_str(out, p.route);
+        }
+        if bad == Some(Malform::InvalidUtf8) {
+            // "acme" followed by a lone continuation byte and an invalid lead byte.
+            out.extend_from_slice(b",\"tenant\":\"acme\x80\xff\"");
+        } else if let Some(t) = ev.tenant {
+            out.extend_from_slice(b",\"tenant\":");
+            put_str(out, TENANTS[t as usize]);
+        }
+        if let Some((id, step)) = ev.session {
+            out.extend_from_slice(b",\"session_id\":\"");
+            out.extend_from_slice(&self.session_prefix);
+            put_u64(out, id);
+            out.extend_from_slice(b"\",\"step\":");
+            put_u64(out, step as u64);
+            if let Some(t) = ev.tool {
+                out.extend_from_slice(b",\"tool\":");
+                put_str(out, svc.tools[t as usize]);
+            }
+            out.extend_from_slice(b",\"input_hash\":\"");
+            put_hex16(out, ev.input_hash);
+            out.push(b'"');
+        }
+        if ev.status_explicit {
+            out.extend_from_slice(b",\"status\":");
+            put_str(out, ev.status.as_str());
+        }
+        if bad == Some(Malform::WrongType) {
+            out.extend_from_slice(b",\"latency_ms\":\"fast\"");
+        } else {
+            out.extend_from_slice(b",\"latency_ms\":");
+            put_fixed(out, ev.latency_ms, 3);
+        }
+        out.extend_from_slice(b",\"tokens_in\":");
+        if bad == Some(Malform::NegativeTokens) {
+            out.extend_from_slice(b"-5");
+        } else {
+            put_i64(out, ev.tokens_in);
+        }
+        if let Some(t) = ev.tokens_out {
+            out.extend_from_slice(b",\"tokens_out\":");
+            put_i64(out, t);
+        }
+        if let Some(t) = ev.tokens_cached {
+            out.extend_from_slice(b",\"tokens_cached\":");
+            put_i64(out, t);
+        }
+        if let Some(c) = ev.cost_usd {
+            out.extend_from_slice(b",\"cost_usd\":");
+            put_fixed(out, c, 8);
+        }
+        if let Some(k) = ev.prediction {
+            out.extend_from_slice(b",\"prediction\":");
+            put_str(out, svc.categories[k as usize]);
+        }
+        if bad == Some(Malform::ConfidenceOutOfRange) {
+            out.extend_from_slice(b",\"confidence\":1.7");
+        } else if let Some(c) = ev.confidence {
+            out.extend_from_slice(b",\"confidence\":");
+            put_fixed(out, c, 4);
+        }
+        if let Some(c) = ev.correct {
+            out.extend_from_slice(if c {
+                b",\"correct\":true"
+            } else {
+                b",\"correct\":false"
+            });
+        }
+        if let Some(q) = ev.quality {
+            out.extend_from_slice(b",\"quality_score\":");
+            put_fixed(out, q, 3);
+        }
+        if ev.flags != 0 {
+            out.extend_from_slice(b",\"flags\":[");
+            let mut first = true;
+            for (bit, name) in [
+                (FLAG_HALLUCINATION, "hallucination"),
+                (FLAG_PII, "pii"),
+                (FLAG_POLICY, "policy"),
+            ] {
+                if ev.flags & bit != 0 {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    put_str(out, name);
+                }
+            }
+            out.push(b']');
+        }
+        if let Some(a) = ev.approval {
+            out.extend_from_slice(b",\"approval\":");
+            put_str(out, APPROVALS[a as usize]);
+        }
+        if let Some(c) = ev.output_chars {
+            out.extend_from_slice(b",\"output_chars\":");
+            put_i64(out, c);
+        }
+        if ev.attrs != 0 {
+            out.extend_from_slice(b",\"attributes\":{\"region\":");
+            put_str(out, REGIONS[ev.region as usize]);
+            if ev.attrs & 2 != 0 {
+                out.extend_from_slice(b",\"client\":");
+                put_str(out, CLIENTS[ev.client as usize]);
+            }
+            out.push(b'}');
+        }
+        out.push(b'}');
+        if bad == Some(Malform::JsonArray) {
+            out.push(b']');
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Daily budgets: spend per budgeted service and tenant, and the `budgets` rows.
+
+use super::*;
+
+pub(super) const DAY_MS: i64 = 86_400_000;
+
+/// Daily budgets: spend per budgeted service and tenant since the start of the UTC day,
+/// from closed panes, and the `budgets` rows of closed windows.
+pub(super) struct Budgets {
+    /// Budgets in nano-dollars.
+    pub(super) services: HashMap<String, i64>,
+    pub(super) tenant_ids: HashMap<String, u32>,
+    pub(super) tenants: Vec<(String, i64)>,
+    /// (day, nano-dollars spent in that day's closed panes).
+    pub(super) service_spend: HashMap<String, (i64, i64)>,
+    pub(super) tenant_spend: HashMap<u32, (i64, i64)>,
+    pub(super) rows: Vec<(i64, i64, &'static str, String, i64, i64, i64)>,
+}
+
+impl Budgets {
+    pub(super) fn new(c: &crate::config::BudgetConfig) -> Self {
+        let nanos = |usd: &f64| (usd * 1e9).round() as i64;
+        Self {
+            services: c
+                .services
+                .iter()
+                .map(|(k, v)| (k.clone(), nanos(v)))
+                .collect(),
+            tenant_ids: c
+                .tenants
+                .keys()
+                .enumerate()
+                .map(|(i, k)| (k.clone(), i as u32))
+                .collect(),
+            tenants: c
+                .tenants
+                .iter()
+                .map(|(k, v)| (k.clone(), nanos(v)))
+                .collect(),
+            service_spend: HashMap::new(),
+            tenant_spend: HashMap::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub(super) fn add(slot: &mut (i64, i64), day: i64, nanos: i64) {
+        if slot.0 < day {
+            *slot = (day, 0);
+        }
+        if slot.0 == day {
+            slot.1 += nanos;
+        }
+    }
+
+    /// A closed pane's spend counts towards its day.
+    pub(super) fn retire(&mut self, pane: i64, service: &str, state: &CoreState) {
+        let day = pane.div_euclid(DAY_MS);
+        if self.services.contains_key(service) {
+            let slot = self
+                .service_spend
+                .entry(service.to_string())
+                .or_insert((day, 0));
+            Self::add(slot, day, state.cost_nanos);
+        }
+        for &(t, c) in &state.tenant_costs {
+            Self::add(self.tenant_spend.entry(t).or_insert((day, 0)), day, c);
+        }
+    }
+
+    pub(super) fn spent(slot: Option<&(i64, i64)>, day: i64) -> i64 {
+        slot.filter(|s| s.0 == day).map_or(0, |s| s.1)
+    }
+}
+
+impl WindowOperator {
+    /// `budgets` rows of the windows closed since the last call.
+    pub fn take_budget_rows(&mut self) -> Result<Option<RecordBatch>> {
+        if self.budgets.rows.is_empty() {
+            return Ok(None);
+        }
+        let rows = std::mem::take(&mut self.budgets.rows);
+        let ts = |v: Vec<i64>| {
+            Arc::new(arrow::array::TimestampMillisecondArray::from(v).with_timezone("UTC"))
+                as ArrayRef
+        };
+        let usd = |v: Vec<f64>| Arc::new(Float64Array::from(v)) as ArrayRef;
+        let text = |v: Vec<&str>| Arc::new(StringArray::from(v)) as ArrayRef;
+        let size = self.spec.size as f64;
+        let columns = vec![
+            ts(rows.iter().map(|r| r.0).collect()),
+            ts(rows.iter().map(|r| r.1).collect()),
+            text(rows.iter().map(|r| r.2).collect()),
+            text(rows.iter().map(|r| r.3.as_str()).collect()),
+            usd(rows.iter().map(|r| r.4 as f64 / 1e9).collect()),
+            usd(rows.iter().map(|r| r.5 as f64 / 1e9).collect()),
+            usd(rows.iter().map(|r| r.6 as f64 / 1e9).collect()),
+            usd(rows
+                .iter()
+                .map(|r| r.6 as f64 / size * DAY_MS as f64 / r.4 as f64)
+                .collect()),
+        ];
+        Ok(Some(RecordBatch::try_new(
+            inferwatch_schemas::tables::budgets_schema(),
+            columns,
+        )?))
+    }
+}

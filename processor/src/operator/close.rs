@@ -1,0 +1,226 @@
+//! Closing windows: what the watermark allows is merged from panes and emitted as rows.
+
+use super::*;
+
+/// A window's cost per request against `history` (the key's windows starting at `since` or
+/// later); then the window joins the history.
+pub(super) fn cost_anomaly(
+    history: &mut CostSeries,
+    since: i64,
+    min_baseline: usize,
+    start: i64,
+    state: &CoreState,
+) -> CostAnomaly {
+    while history.front().is_some_and(|(s, _)| *s < since) {
+        history.pop_front();
+    }
+    if state.requests == 0 {
+        return CostAnomaly::default();
+    }
+    let x = state.cost_nanos as f64 / 1e9 / state.requests as f64;
+    let baseline: Vec<f64> = history.iter().map(|(_, v)| *v).collect();
+    let a = CostAnomaly::of(x, &baseline, min_baseline);
+    history.push_back((start, x));
+    a
+}
+
+impl WindowOperator {
+    /// Closes every window the watermark `wm` allows, whatever the partition's own events
+    /// say: how an idle partition follows the others. Returns the rows of closed windows.
+    pub fn advance_watermark(&mut self, wm: i64) -> Result<Option<RecordBatch>> {
+        let through = self.spec.closable_through(wm);
+        let mut out = MetricRows::new();
+        if self.emitted_through.is_none_or(|e| through > e) && !self.panes.is_empty() {
+            self.close_through(through, &mut out)?;
+        }
+        self.finish_rows(out)
+    }
+
+    /// End of a finite source: closes and emits every open window, ends every session.
+    pub fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        self.sessions.end_idle(i64::MAX, &mut self.ended);
+        let mut out = MetricRows::new();
+        if let Some((&last, _)) = self.panes.iter().next_back() {
+            self.close_through(last, &mut out)?;
+        }
+        self.finish_rows(out)
+    }
+
+    /// Emits every window starting at or before `through` that holds data, then drops the
+    /// panes no open window needs.
+    pub(super) fn close_through(&mut self, through: i64, out: &mut MetricRows) -> Result<()> {
+        let (size, slide) = (self.spec.size, self.spec.slide);
+        let first = self.emitted_through.map(|e| e + slide);
+        let mut starts = BTreeSet::new();
+        for &p in self
+            .panes
+            .range(..=through.saturating_add(size - slide))
+            .map(|(p, _)| p)
+        {
+            let lo = first.map_or(self.spec.first_window_of(p), |f| {
+                f.max(self.spec.first_window_of(p))
+            });
+            let mut s = lo;
+            while s <= p.min(through) {
+                starts.insert(s);
+                s += slide;
+            }
+        }
+        for s in starts {
+            self.retire_before(s);
+            self.emit_window(s, out)?;
+        }
+        self.retire_before(through + 1);
+        self.panes = self.panes.split_off(&(through + 1));
+        self.emitted_through = Some(self.emitted_through.map_or(through, |e| e.max(through)));
+        Ok(())
+    }
+
+    /// Hands the drift state of every pane before `t` to its key's baseline, in time order.
+    pub(super) fn retire_before(&mut self, t: i64) {
+        let from = self.retired_through.map_or(i64::MIN, |r| r + 1);
+        if from >= t {
+            return;
+        }
+        let slide = self.spec.slide;
+        for (&p, pane) in self.panes.range_mut(from..t) {
+            for (k, state) in pane.core.iter_mut() {
+                self.budgets
+                    .retire(p, &self.keys.values[*k as usize].service, state);
+                if let Some(d) = state.drift.take() {
+                    self.baselines
+                        .entry(*k)
+                        .or_default()
+                        .retire(self.reference, p, slide, *d);
+                }
+            }
+        }
+        self.retired_through = Some(t - 1);
+    }
+
+    pub(super) fn emit_window(&mut self, start: i64, out: &mut MetricRows) -> Result<()> {
+        let end = start + self.spec.size;
+        let mut core: BTreeMap<u32, CoreState> = BTreeMap::new();
+        for pane in self.panes.range(start..end).map(|(_, p)| p) {
+            for (k, s) in &pane.core {
+                core.entry(*k).or_default().merge(s);
+            }
+        }
+        if core.is_empty() {
+            return Ok(());
+        }
+        let mut keys: Vec<u32> = core.keys().copied().collect();
+        keys.sort_by(|a, b| self.keys.values[*a as usize].cmp(&self.keys.values[*b as usize]));
+        // Budgets: the window's cost per budgeted service and tenant, over all its keys.
+        let day = start.div_euclid(DAY_MS);
+        let mut service_cost: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut tenant_cost: BTreeMap<u32, i64> = BTreeMap::new();
+        for (k, st) in &core {
+            let service = self.keys.values[*k as usize].service.as_str();
+            if self.budgets.services.contains_key(service) {
+                *service_cost.entry(service).or_default() += st.cost_nanos;
+            }
+            for &(t, c) in &st.tenant_costs {
+                *tenant_cost.entry(t).or_default() += c;
+            }
+        }
+        let size = self.spec.size;
+        let burn =
+            |cost: i64, budget: i64| cost as f64 / size as f64 * DAY_MS as f64 / budget as f64;
+        let mut service_budget: HashMap<String, (f64, f64)> = HashMap::new();
+        for (service, &cost) in &service_cost {
+            let budget = self.budgets.services[*service];
+            let spent = Budgets::spent(self.budgets.service_spend.get(*service), day) + cost;
+            service_budget.insert(
+                service.to_string(),
+                (spent as f64 / 1e9, burn(cost, budget)),
+            );
+            self.budgets.rows.push((
+                start,
+                end,
+                "service",
+                service.to_string(),
+                budget,
+                spent,
+                cost,
+            ));
+        }
+        for (&t, &cost) in &tenant_cost {
+            let (name, budget) = self.budgets.tenants[t as usize].clone();
+            let spent = Budgets::spent(self.budgets.tenant_spend.get(&t), day) + cost;
+            self.budgets
+                .rows
+                .push((start, end, "tenant", name, budget, spent, cost));
+        }
+        for k in keys {
+            let key = &self.keys.values[k as usize];
+            let state = &core[&k];
+            let drift = self.baselines.entry(k).or_default().evaluate(
+                self.reference,
+                start,
+                state.drift.as_deref(),
+                self.min_samples,
+                &self.categories,
+            );
+            if self.labels.is_some() && state.awaiting > 0 {
+                out.revisable.push((out.len(), start, k));
+                self.revisable.insert(
+                    (start, k),
+                    Revisable {
+                        end,
+                        requests: state.requests,
+                        calibration: state.calibration.as_deref().cloned().unwrap_or_default(),
+                        late_labels: 0,
+                        revision: 0,
+                        dirty: false,
+                        row: None,
+                    },
+                );
+            }
+            let anomaly = cost_anomaly(
+                self.cost_history.entry(k).or_default(),
+                start - self.cost_span,
+                self.min_baseline,
+                start,
+                state,
+            );
+            out.keys.append(start, end, key);
+            let budget = service_budget.get(&key.service).copied();
+            out.core
+                .append(state, self.bin_spec, &drift, anomaly, budget, 0);
+            if let Some(cal) = &state.calibration {
+                self.bins.append(start, end, key, cal, self.bin_spec, 0);
+            }
+            if let Some(custom) = &self.custom {
+                let mut parts: Vec<&mut CustomState> = self
+                    .panes
+                    .range_mut(start..end)
+                    .filter_map(|(_, p)| p.custom.get_mut(&k))
+                    .collect();
+                out.custom.push(custom.merge(&mut parts)?);
+            }
+        }
+        self.stats.windows_closed += 1;
+        Ok(())
+    }
+
+    pub(super) fn finish_rows(&mut self, mut out: MetricRows) -> Result<Option<RecordBatch>> {
+        let rows = out.len();
+        if rows == 0 {
+            return Ok(None);
+        }
+        let mut columns = out.keys.finish();
+        columns.extend(out.core.finish());
+        if let Some(custom) = &self.custom {
+            columns.extend(custom.evaluate(&mut out.custom)?);
+        }
+        self.stats.metric_rows += rows as u64;
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
+        for (i, start, k) in out.revisable {
+            if let Some(r) = self.revisable.get_mut(&(start, k)) {
+                r.row = Some(batch.slice(i, 1));
+            }
+        }
+        Ok(Some(batch))
+    }
+}

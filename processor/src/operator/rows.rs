@@ -1,0 +1,216 @@
+//! Arrow builders of the rows closed windows hand out: `metrics`, `calibration_bins`, `sessions`.
+
+use super::*;
+
+/// Rows of the `sessions` table, handed out when windows close.
+#[derive(Debug)]
+pub struct SessionRows {
+    /// Names the file: the window close they were handed out at.
+    pub at: i64,
+    pub batch: RecordBatch,
+}
+
+/// The leading columns of `metrics` and `calibration_bins`: window bounds and the key.
+pub(super) struct WindowKeyColumns {
+    pub(super) start: TimestampMillisecondBuilder,
+    pub(super) end: TimestampMillisecondBuilder,
+    pub(super) service: StringBuilder,
+    pub(super) model: StringBuilder,
+    pub(super) version: StringBuilder,
+    pub(super) route: StringBuilder,
+}
+
+impl WindowKeyColumns {
+    pub(super) fn new() -> Self {
+        Self {
+            start: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            end: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            service: StringBuilder::new(),
+            model: StringBuilder::new(),
+            version: StringBuilder::new(),
+            route: StringBuilder::new(),
+        }
+    }
+
+    pub(super) fn append(&mut self, start: i64, end: i64, key: &Key) {
+        self.start.append_value(start);
+        self.end.append_value(end);
+        self.service.append_value(&key.service);
+        self.model.append_value(&key.model);
+        self.version.append_option(key.model_version.as_deref());
+        self.route.append_option(key.route.as_deref());
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.service.len()
+    }
+
+    pub(super) fn finish(&mut self) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(self.start.finish()),
+            Arc::new(self.end.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.model.finish()),
+            Arc::new(self.version.finish()),
+            Arc::new(self.route.finish()),
+        ]
+    }
+}
+
+/// Builders of `calibration_bins` rows.
+pub(super) struct BinRows {
+    pub(super) keys: WindowKeyColumns,
+    pub(super) bin: arrow::array::Int32Builder,
+    pub(super) lower: arrow::array::Float64Builder,
+    pub(super) upper: arrow::array::Float64Builder,
+    pub(super) count: arrow::array::Int64Builder,
+    pub(super) conf: arrow::array::Float64Builder,
+    pub(super) acc: arrow::array::Float64Builder,
+    pub(super) revision: arrow::array::Int64Builder,
+}
+
+impl BinRows {
+    pub(super) fn new() -> Self {
+        Self {
+            keys: WindowKeyColumns::new(),
+            bin: Default::default(),
+            lower: Default::default(),
+            upper: Default::default(),
+            count: Default::default(),
+            conf: Default::default(),
+            acc: Default::default(),
+            revision: Default::default(),
+        }
+    }
+
+    pub(super) fn append(
+        &mut self,
+        start: i64,
+        end: i64,
+        key: &Key,
+        cal: &crate::metrics::Calibration,
+        spec: BinSpec,
+        revision: u32,
+    ) {
+        for r in cal.reliability(spec) {
+            self.keys.append(start, end, key);
+            self.bin.append_value(r.bin as i32);
+            self.lower.append_value(r.lower);
+            self.upper.append_value(r.upper);
+            self.count.append_value(r.count as i64);
+            self.conf.append_value(r.mean_confidence);
+            self.acc.append_value(r.accuracy);
+            self.revision.append_value(revision as i64);
+        }
+    }
+
+    pub(super) fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        if self.keys.len() == 0 {
+            return Ok(None);
+        }
+        let mut columns = self.keys.finish();
+        columns.extend::<[ArrayRef; 7]>([
+            Arc::new(self.bin.finish()),
+            Arc::new(self.lower.finish()),
+            Arc::new(self.upper.finish()),
+            Arc::new(self.count.finish()),
+            Arc::new(self.conf.finish()),
+            Arc::new(self.acc.finish()),
+            Arc::new(self.revision.finish()),
+        ]);
+        Ok(Some(RecordBatch::try_new(
+            inferwatch_schemas::tables::calibration_bins_schema(),
+            columns,
+        )?))
+    }
+}
+
+/// Rows for closed windows, built up during one call.
+pub(super) struct MetricRows {
+    pub(super) keys: WindowKeyColumns,
+    pub(super) core: CoreColumns,
+    pub(super) custom: Vec<CustomState>,
+    /// (row, window start, key) of rows that late labels may revise.
+    pub(super) revisable: Vec<(usize, i64, u32)>,
+}
+
+impl MetricRows {
+    pub(super) fn new() -> Self {
+        Self {
+            keys: WindowKeyColumns::new(),
+            core: CoreColumns::default(),
+            custom: Vec::new(),
+            revisable: Vec::new(),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+impl WindowOperator {
+    /// Start of the last window emitted (restored with a checkpoint).
+    pub fn emitted_through(&self) -> Option<i64> {
+        self.emitted_through
+    }
+
+    /// When `sessions` rows were last handed out (restored with a checkpoint).
+    pub fn sessions_at(&self) -> Option<i64> {
+        self.sessions_at
+    }
+
+    /// Counters of session tracking.
+    pub fn session_stats(&self) -> SessionStats {
+        self.sessions.stats()
+    }
+
+    /// `sessions` rows of the sessions that ended, handed out once a window closed since
+    /// the last call (or now, with `force`), so files are cut at points fixed by event time.
+    pub fn take_sessions(&mut self, force: bool) -> Result<Option<SessionRows>> {
+        if self.ended.is_empty() || (!force && self.sessions_at == self.emitted_through) {
+            return Ok(None);
+        }
+        self.sessions_at = self.emitted_through;
+        let mut ended = std::mem::take(&mut self.ended);
+        ended.sort_by(|a, b| (a.1.first_seen, &a.0).cmp(&(b.1.first_seen, &b.0)));
+        let mut keys = WindowKeyColumns::new();
+        let mut id = StringBuilder::new();
+        let mut steps = arrow::array::Int64Builder::new();
+        let mut repeats = arrow::array::Int64Builder::new();
+        let mut cost = arrow::array::Float64Builder::new();
+        let mut wasted = arrow::array::Float64Builder::new();
+        let mut runaway = BooleanBuilder::new();
+        let mut reason = StringBuilder::new();
+        for (sid, s) in &ended {
+            keys.append(s.first_seen, s.last_seen, &self.keys.values[s.key as usize]);
+            id.append_value(sid);
+            steps.append_value(s.steps as i64);
+            repeats.append_value(s.repeats as i64);
+            cost.append_value(s.cost_nanos as f64 / 1e9);
+            wasted.append_value(s.wasted_nanos as f64 / 1e9);
+            runaway.append_value(s.runaway.is_some());
+            reason.append_option(s.runaway.as_deref());
+        }
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(id.finish())];
+        columns.extend(keys.finish());
+        columns.extend::<[ArrayRef; 6]>([
+            Arc::new(steps.finish()),
+            Arc::new(repeats.finish()),
+            Arc::new(cost.finish()),
+            Arc::new(wasted.finish()),
+            Arc::new(runaway.finish()),
+            Arc::new(reason.finish()),
+        ]);
+        let batch = RecordBatch::try_new(inferwatch_schemas::tables::sessions_schema(), columns)?;
+        Ok(Some(SessionRows {
+            at: self.emitted_through.unwrap_or(0),
+            batch,
+        }))
+    }
+
+    /// Reliability-bin rows (`calibration_bins`) of the windows closed since the last call.
+    pub fn take_calibration_bins(&mut self) -> Result<Option<RecordBatch>> {
+        self.bins.finish()
+    }
+}

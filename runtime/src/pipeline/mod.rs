@@ -1,0 +1,239 @@
+//! Wires one source through decode → window operators → Parquet sinks, with checkpoints.
+//!
+//! Threads: the driver (this one) polls the source, claims partitions, checkpoints and
+//! feeds the label join; a pool of workers (`[runtime] threads`) decodes and aggregates,
+//! each partition on one worker at a time; a sink thread encodes and writes Parquet (and
+//! Kafka outputs), fed through a small bounded channel so a slow disk slows the source down
+//! instead of filling memory. With one thread, the driver does all of it in place.
+//!
+//! Each source partition has its own window operator. Kafka keys events by `service/model`,
+//! so a key's windows live in one partition, and a partition's windows close on its own
+//! watermark: what a window holds depends only on the order of that partition's events,
+//! never on how polls interleaved partitions. That is what lets a checkpoint move a
+//! partition to another processor, or a crashed one replay it, and produce the same rows.
+//!
+//! Checkpoint protocol, per partition: the sink thread completes the partition's open files
+//! (fsync, rename), then writes the checkpoint (offsets + operator state) atomically, then
+//! the offset is committed to Kafka as a hint. On restore, files the partition wrote at or
+//! after the checkpoint's offset are removed and rewritten by the replay; file names come
+//! from offsets and windows, so nothing is duplicated.
+
+mod driver;
+mod feedback;
+mod owner;
+mod part;
+mod partitions;
+mod sink_thread;
+mod workers;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use inferwatch_ingest::{PartitionOwner, Source};
+use inferwatch_processor::WindowOperator;
+use inferwatch_schemas::{DeadLetterBuilder, Limits};
+use inferwatch_sink::{CheckpointStore, KafkaOutputConfig, Store};
+
+use crate::alerting::Enqueuer;
+use crate::config::Config;
+use crate::error::{Result, RuntimeError};
+use feedback::FeedbackSide;
+use owner::Owner;
+use part::Outlet;
+use partitions::Shared;
+use sink_thread::{SinkRun, SinkThread};
+use workers::Workers;
+
+/// Live counters for the progress line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub elapsed: Duration,
+    pub payloads: u64,
+    pub events: u64,
+    pub dead_letters: u64,
+    pub late_events: u64,
+    pub windows_closed: u64,
+    pub metric_rows: u64,
+    pub checkpoints: u64,
+    pub partitions: usize,
+    pub source_done: Option<(u64, u64)>,
+    /// Feedback counters, when the run has a feedback source.
+    pub feedback: Option<FeedbackCounts>,
+    /// Sessions ended early past `loops.max_sessions`.
+    pub sessions_evicted: u64,
+}
+
+/// What became of the feedback events of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedbackCounts {
+    pub received: u64,
+    /// Not feedback at all (bad JSON, missing fields): in `dead_letter`.
+    pub invalid: u64,
+    pub joined: u64,
+    pub unknown: u64,
+    pub expired: u64,
+    pub duplicate: u64,
+    pub unusable: u64,
+    /// Waiting now for their feedback / dropped past `feedback.max_pending`.
+    pub waiting: u64,
+    pub evicted: u64,
+    /// Metric rows re-emitted with a higher `revision`.
+    pub revised_rows: u64,
+}
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct RunReport {
+    pub progress: Progress,
+    /// Window size of the run, ms.
+    pub window_size_ms: i64,
+    pub files_written: u64,
+    /// Where the tables were written.
+    pub store: Store,
+    /// Wall time the processing thread waited for checkpoints (rebalances, shutdown).
+    pub checkpoint_wait: Duration,
+    /// Time the sink thread spent completing files and writing checkpoints.
+    pub checkpoint_time: Duration,
+    /// Alert notices not delivered yet: they wait in the outbox for the next start.
+    pub notices_waiting: usize,
+}
+
+/// How a run treats its source.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Checkpoint every `checkpoint.interval` and restore partitions from checkpoints (Kafka).
+    pub checkpoints: bool,
+    /// Stop after the source has been quiet this long, closing every window (backfills,
+    /// tests). Without it an unbounded source runs until Ctrl-C / SIGTERM.
+    pub stop_when_idle: Option<Duration>,
+    /// Also send dead letters and metrics to Kafka topics.
+    pub kafka_output: Option<KafkaOutputConfig>,
+    /// Where alert notices go (Slack, Kafka) through the outbox; `None`: table only.
+    pub notify: Option<Enqueuer>,
+}
+/// A pipeline ready to run: the sink thread is up; Kafka sources take [`Pipeline::owner`].
+pub struct Pipeline {
+    shared: Arc<Mutex<Shared>>,
+    sink: Option<SinkRun>,
+    acks: Receiver<(i32, i64)>,
+    feedback: Option<Box<dyn Source>>,
+    data_dir: Store,
+}
+
+impl Pipeline {
+    pub fn new(
+        config: &Config,
+        data_dir: &Store,
+        source_name: &str,
+        options: RunOptions,
+    ) -> Result<Self> {
+        // Also checks the processor config before anything starts.
+        let metrics_schema = WindowOperator::new(&config.processor)?.metrics_schema();
+        let threads = config.runtime.threads();
+        let (ack_tx, acks) = channel();
+        let fenced = Arc::new(Mutex::new(BTreeSet::new()));
+        let store = CheckpointStore::new(data_dir, source_name);
+        let (sink_sender, sink) = SinkThread::new(
+            config,
+            data_dir,
+            source_name,
+            &options,
+            metrics_schema,
+            store.clone(),
+            ack_tx,
+            fenced.clone(),
+        )?
+        // One thread for everything: the sink writes in place.
+        .launch(threads > 1)?;
+        let outlet = Outlet {
+            sink: sink_sender,
+            counters: Arc::default(),
+            notices: Arc::default(),
+            write_events: config.sink.write_events,
+        };
+        let workers = match threads {
+            0 | 1 => None,
+            n => Some(Workers::start(n, &outlet)?),
+        };
+        let shared = Shared {
+            config: config.clone(),
+            source: Arc::from(source_name),
+            options,
+            parts: BTreeMap::new(),
+            cursors: BTreeMap::new(),
+            seek_requests: Vec::new(),
+            counters: outlet.counters.clone(),
+            fenced,
+            limits: Limits {
+                max_payload_bytes: config.source.max_payload_bytes,
+                ..Limits::default()
+            },
+            outlet: Some(outlet),
+            workers,
+            store,
+            checkpoints: 0,
+            checkpoint_wait: Duration::ZERO,
+            fatal: None,
+            rebalanced_at: Instant::now(),
+            feedback: None,
+        };
+        Ok(Self {
+            shared: Arc::new(Mutex::new(shared)),
+            sink: Some(sink),
+            acks,
+            feedback: None,
+            data_dir: data_dir.clone(),
+        })
+    }
+
+    /// Joins labels from `source` (feedback events) to the predictions of the main source.
+    /// `co_partitioned` (Kafka): feedback partition p holds the feedback of events partition
+    /// p, is read only while p is ours, and its position is part of p's checkpoints.
+    pub fn with_feedback(mut self, source: Box<dyn Source>, co_partitioned: bool) -> Self {
+        {
+            let mut s = self.shared.lock().expect("not poisoned");
+            let limits = s.limits.clone();
+            s.feedback = Some(FeedbackSide {
+                source: Arc::from(source.name()),
+                limits,
+                co_partitioned,
+                held: BTreeMap::new(),
+                next_read: HashMap::new(),
+                follow: Vec::new(),
+                started: Default::default(),
+                done: false,
+                counts: FeedbackCounts::default(),
+                dead: DeadLetterBuilder::default(),
+            });
+        }
+        self.feedback = Some(source);
+        self
+    }
+
+    /// What a Kafka source calls back during rebalances.
+    pub fn owner(&self) -> Arc<dyn PartitionOwner> {
+        Arc::new(Owner(self.shared.clone()))
+    }
+
+    /// The sink thread's own error explains a failed send best.
+    fn sink_error(&mut self, e: RuntimeError) -> RuntimeError {
+        let _ = self.shared.lock().expect("not poisoned").close();
+        match self.sink.take() {
+            Some(s @ SinkRun::Thread(_)) => match s.finish() {
+                Err(sink_err) => sink_err.context("writing Parquet failed"),
+                Ok(_) => e,
+            },
+            Some(s @ SinkRun::Inline(_)) => {
+                // Its error is `e` already; completing the files is all that is left.
+                let _ = s.finish();
+                e
+            }
+            None => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,67 @@
+//! Rebalances: what the Kafka source calls when partitions arrive or leave.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use inferwatch_ingest::PartitionOwner;
+
+use super::partitions::Shared;
+use super::sink_thread::ToSink;
+
+/// The rebalance side of [`Shared`], handed to the Kafka source.
+pub(super) struct Owner(pub(super) Arc<Mutex<Shared>>);
+
+impl PartitionOwner for Owner {
+    fn assigned(&self, _topic: &str, partitions: &[i32]) -> Vec<(i32, Option<i64>)> {
+        let mut s = self.0.lock().expect("not poisoned");
+        let now = Instant::now();
+        // Some coordinators send empty assignments every few seconds: they change nothing,
+        // so they must not keep the idle clock from running out.
+        if !partitions.is_empty() {
+            s.rebalanced_at = now;
+        }
+        let mut out = Vec::new();
+        for &p in partitions {
+            // Kafka gives it to this processor (again): claimed anew below.
+            s.fenced.lock().expect("not poisoned").remove(&p);
+            match s.assign(p, now) {
+                Ok(from) => out.push((p, from)),
+                Err(e) => {
+                    s.fatal.get_or_insert(e);
+                }
+            }
+        }
+        out
+    }
+
+    fn revoked(&self, _topic: &str, partitions: &[i32], lost: bool) -> Vec<(i32, i64)> {
+        let mut s = self.0.lock().expect("not poisoned");
+        s.rebalanced_at = Instant::now();
+        if lost {
+            for &p in partitions {
+                s.fenced.lock().expect("not poisoned").remove(&p);
+                s.parts.remove(&p);
+                s.stop_following(p);
+                if let Err(e) = s.send(ToSink::Abort { partition: p }) {
+                    s.fatal.get_or_insert(e);
+                }
+            }
+            return Vec::new();
+        }
+        let owned: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| s.parts.contains_key(p))
+            .collect();
+        match s.checkpoint_and_wait(&owned, true) {
+            Ok(commits) => commits,
+            Err(e) => {
+                // Without a checkpoint the next owner replays from the previous one; this
+                // process must not write that partition again, so the run stops.
+                s.fatal
+                    .get_or_insert(e.context("checkpointing revoked partitions"));
+                Vec::new()
+            }
+        }
+    }
+}

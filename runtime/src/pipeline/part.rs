@@ -1,0 +1,202 @@
+//! One source partition's processing: where its offsets stand, decoding its payloads, its
+//! operator, and handing what comes out to the sink. A partition runs on one thread at a
+//! time (a worker, or the driver), so its results depend only on its own events.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::TimestampMillisecondType;
+use inferwatch_processor::{OperatorStats, WindowOperator};
+use inferwatch_schemas::tables::{events as ev, events_schema};
+use inferwatch_schemas::{DeadLetterBuilder, EventDecoder, Limits, Notice, RawBatch};
+
+use super::sink_thread::{SinkSender, ToSink};
+use crate::error::Result;
+
+/// Run-wide counters every partition adds to, from any thread.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) payloads: AtomicU64,
+    pub(super) dead_letters: AtomicU64,
+    pub(super) events: AtomicU64,
+    pub(super) late_events: AtomicU64,
+    pub(super) windows_closed: AtomicU64,
+    pub(super) metric_rows: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn stats(&self) -> OperatorStats {
+        OperatorStats {
+            events: self.events.load(Ordering::Relaxed),
+            late_events: self.late_events.load(Ordering::Relaxed),
+            windows_closed: self.windows_closed.load(Ordering::Relaxed),
+            metric_rows: self.metric_rows.load(Ordering::Relaxed),
+        }
+    }
+
+    fn add(&self, before: OperatorStats, after: OperatorStats) {
+        let add = |c: &AtomicU64, a: u64, b: u64| c.fetch_add(a - b, Ordering::Relaxed);
+        add(&self.events, after.events, before.events);
+        add(&self.late_events, after.late_events, before.late_events);
+        add(
+            &self.windows_closed,
+            after.windows_closed,
+            before.windows_closed,
+        );
+        add(&self.metric_rows, after.metric_rows, before.metric_rows);
+    }
+}
+
+/// Where every partition's outputs go, shared by the driver and the workers.
+#[derive(Clone)]
+pub(super) struct Outlet {
+    pub(super) sink: SinkSender,
+    pub(super) counters: Arc<Counters>,
+    /// Notices not yet shown to the caller.
+    pub(super) notices: Arc<Mutex<Vec<Notice>>>,
+    pub(super) write_events: bool,
+}
+
+impl Outlet {
+    pub(super) fn send(&self, msg: ToSink) -> Result<()> {
+        self.sink.send(msg)
+    }
+}
+
+/// One source partition's processing state.
+pub(super) struct Part {
+    pub(super) partition: i32,
+    pub(super) op: WindowOperator,
+    /// The first offset not yet processed; `None` until the partition's first payload when
+    /// it had no checkpoint.
+    pub(super) next_offset: Option<i64>,
+    /// Offset of the last checkpoint (nothing to do if unchanged).
+    pub(super) checkpointed: Option<i64>,
+    pub(super) last_active: Instant,
+    decoder: EventDecoder,
+    dead: DeadLetterBuilder,
+}
+
+impl Part {
+    pub(super) fn new(
+        partition: i32,
+        op: WindowOperator,
+        next_offset: Option<i64>,
+        limits: Limits,
+        now: Instant,
+    ) -> Self {
+        Self {
+            partition,
+            op,
+            next_offset,
+            checkpointed: next_offset,
+            last_active: now,
+            decoder: EventDecoder::new(limits),
+            dead: DeadLetterBuilder::default(),
+        }
+    }
+
+    /// Runs `f` on the operator and adds its counter changes to the run's counters.
+    pub(super) fn tracked<T>(
+        &mut self,
+        out: &Outlet,
+        f: impl FnOnce(&mut WindowOperator) -> T,
+    ) -> T {
+        let before = self.op.stats();
+        let r = f(&mut self.op);
+        out.counters.add(before, self.op.stats());
+        r
+    }
+
+    /// Decodes and aggregates one batch of the partition's payloads (the driver already
+    /// dropped what a checkpoint covers) and sends the events, dead letters and the rows of
+    /// windows it closed to the sink.
+    pub(super) fn process(&mut self, raw: RawBatch, now: Instant, out: &Outlet) -> Result<()> {
+        let partition = self.partition;
+        let decoded = self.decoder.decode(&raw);
+        self.last_active = now;
+        let dead_batch = if decoded.rejects.is_empty() {
+            None
+        } else {
+            // Filed under the newest event time seen so far, so a replay files it alike.
+            let ts = decoded
+                .events
+                .column(ev::TIMESTAMP)
+                .as_primitive::<TimestampMillisecondType>();
+            let stream_time = self
+                .op
+                .max_event_time()
+                .or_else(|| ts.values().iter().copied().max())
+                .unwrap_or(0);
+            self.dead
+                .append_rejects(&raw, &decoded.rejects, stream_time);
+            Some(self.dead.finish())
+        };
+        let c = &out.counters;
+        c.dead_letters
+            .fetch_add(decoded.rejects.len() as u64, Ordering::Relaxed);
+        c.payloads.fetch_add(raw.len() as u64, Ordering::Relaxed);
+        let processed = self.tracked(out, |op| op.process_batch(decoded.events))?;
+        let first = raw.offset(0);
+        let last = raw.last_offset().unwrap_or(first);
+        self.next_offset = Some(last + 1);
+        let events = match processed.events {
+            Some(e) if out.write_events => e,
+            _ => RecordBatch::new_empty(events_schema()),
+        };
+        out.send(ToSink::Events {
+            partition,
+            events,
+            dead: dead_batch,
+            first,
+            last,
+        })?;
+        self.emit_metrics(processed.metrics, out)
+    }
+
+    /// Sends the rows of windows just closed (`batch`) and what closing them produced:
+    /// budgets, alerts, reliability bins, ended sessions.
+    pub(super) fn emit_metrics(&mut self, batch: Option<RecordBatch>, out: &Outlet) -> Result<()> {
+        let partition = self.partition;
+        let op = &mut self.op;
+        let budgets = op.take_budget_rows()?;
+        op.evaluate_alerts(batch.as_ref(), budgets.as_ref())?;
+        let (bins, sessions, alerts) = (
+            op.take_calibration_bins()?,
+            op.take_sessions(false)?,
+            op.take_alerts()?,
+        );
+        if let Some(m) = batch {
+            out.send(ToSink::Metrics {
+                partition,
+                batch: m,
+            })?;
+        }
+        if let Some(a) = alerts {
+            let mut notices = out.notices.lock().expect("not poisoned");
+            notices.extend(a.notices.iter().cloned());
+            drop(notices);
+            out.send(ToSink::Alerts {
+                partition,
+                rows: a.rows,
+                notices: a.notices,
+            })?;
+        }
+        if let Some(batch) = budgets {
+            out.send(ToSink::Budgets { partition, batch })?;
+        }
+        if let Some(batch) = bins {
+            out.send(ToSink::CalibrationBins { partition, batch })?;
+        }
+        if let Some(s) = sessions {
+            out.send(ToSink::Sessions {
+                partition,
+                at: s.at,
+                batch: s.batch,
+            })?;
+        }
+        Ok(())
+    }
+}
