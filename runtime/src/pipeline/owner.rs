@@ -20,10 +20,18 @@ impl PartitionOwner for Owner {
         if !partitions.is_empty() {
             s.rebalanced_at = now;
         }
+        // A partition's state is replaced only once its worker is done with it.
+        if let Err(e) = s.settle() {
+            s.fatal.get_or_insert(e);
+            return Vec::new();
+        }
         let mut out = Vec::new();
         for &p in partitions {
             // Kafka gives it to this processor (again): claimed anew below.
-            s.fenced.lock().expect("not poisoned").remove(&p);
+            if let Err(e) = s.unfence(p) {
+                s.fatal.get_or_insert(e);
+                continue;
+            }
             match s.assign(p, now) {
                 Ok(from) => out.push((p, from)),
                 Err(e) => {
@@ -38,9 +46,15 @@ impl PartitionOwner for Owner {
         let mut s = self.0.lock().expect("not poisoned");
         s.rebalanced_at = Instant::now();
         if lost {
+            // What the workers hold is written before the partitions' files are dropped,
+            // as on one thread; nothing of theirs comes after the abort.
+            if let Err(e) = s.settle() {
+                s.fatal.get_or_insert(e);
+            }
             for &p in partitions {
                 s.fenced.lock().expect("not poisoned").remove(&p);
                 s.parts.remove(&p);
+                s.cursors.remove(&p);
                 s.stop_following(p);
                 if let Err(e) = s.send(ToSink::Abort { partition: p }) {
                     s.fatal.get_or_insert(e);

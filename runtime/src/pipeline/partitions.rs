@@ -115,6 +115,28 @@ impl Shared {
         stopped
     }
 
+    /// Lets `partition` be claimed again after another processor took it over. What this
+    /// processor sent the sink before it learned of the takeover (outputs, a checkpoint of
+    /// the old state) is handled first, while the partition still counts as fenced there:
+    /// dropped, never written under the new claim.
+    pub(super) fn unfence(&mut self, partition: i32) -> Result<()> {
+        if !self
+            .fenced
+            .lock()
+            .expect("not poisoned")
+            .contains(&partition)
+        {
+            return Ok(());
+        }
+        self.settle()?;
+        let (tx, rx) = sync_channel(1);
+        self.send(ToSink::Barrier(tx))?;
+        rx.recv()
+            .map_err(|_| failed!("the Parquet writer stopped"))?;
+        self.fenced.lock().expect("not poisoned").remove(&partition);
+        Ok(())
+    }
+
     /// Notices raised since the last call.
     pub(super) fn take_notices(&self) -> Vec<Notice> {
         self.outlet
@@ -274,7 +296,7 @@ impl Shared {
         if refenced {
             // Another processor committed it, yet the consumer still hands it to this one:
             // take it back from that commit (claimed anew below; a gap in offsets seeks).
-            self.fenced.lock().expect("not poisoned").remove(&partition);
+            self.unfence(partition)?;
             tracing::warn!(
                 "partition {partition}: still assigned here after another processor committed \
                  it; resuming from that processor's checkpoint"
