@@ -26,8 +26,8 @@ use inferwatch_schemas::time::format_rfc3339_ms;
 use inferwatch_schemas::{Notice, NoticeKind, Severity};
 use serde::{Deserialize, Serialize};
 
-use crate::config::AlertsConfig;
 use crate::error::Result;
+use crate::rules::AlertsConfig;
 use crate::rules::{compile, AlertKey, NoData, Rule, Table};
 
 /// Where a (rule, key) stands; `ok` is not stored.
@@ -773,7 +773,7 @@ impl Rows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RuleConfig;
+    use crate::rules::RuleConfig;
     use arrow::array::{Float64Array, StringArray, TimestampMillisecondArray, UInt64Array};
     use arrow::datatypes::Field;
     use std::time::Duration;

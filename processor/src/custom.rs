@@ -22,8 +22,8 @@ use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use datafusion::prelude::SessionContext;
 
-use crate::config::CustomMetric;
-use crate::error::{ProcessorError, Result};
+use crate::error::{config_err, ProcessorError, Result};
+use serde::Deserialize;
 
 struct Aggregate {
     expr: Arc<AggregateFunctionExpr>,
@@ -366,4 +366,44 @@ fn not_aggregate(def: &CustomMetric) -> ProcessorError {
         "custom metric `{}`: {:?} must be an aggregate over events, such as avg(latency_ms) or sum(tokens_out) / count(*)",
         def.name, def.sql
     ))
+}
+
+/// `[[custom_metrics]]`: an SQL aggregate over the `events` columns that becomes a column of
+/// `metrics`, e.g. `avg(CASE WHEN status = 'ok' THEN 1.0 ELSE 0.0 END)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomMetric {
+    /// Column name in `metrics`: lower-case letters, digits and `_`.
+    pub name: String,
+    /// One SQL aggregate expression (DataFusion dialect).
+    pub sql: String,
+}
+
+/// Names are lower-case identifiers, unique, and not already a column of `metrics`
+/// (`taken`).
+pub fn validate_custom(metrics: &[CustomMetric], taken: &[&str]) -> Result<(), ProcessorError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for m in metrics {
+        let ok = !m.name.is_empty()
+            && m.name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase())
+            && m.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            return Err(config_err!(
+                "custom_metrics: name {:?} must start with a lower-case letter and hold only a-z, 0-9 and _",
+                m.name
+            ));
+        }
+        if taken.contains(&m.name.as_str()) || !seen.insert(&m.name) {
+            return Err(config_err!(
+                "custom_metrics: the name {:?} is already a column of `metrics`",
+                m.name
+            ));
+        }
+    }
+    Ok(())
 }

@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{config_err, ProcessorError};
+
 /// Drift resolution: values are measured in steps of 1/1000.
 pub const DRIFT_STEPS: usize = 1000;
 /// PSI bins; edges are the reference's deciles.
@@ -436,6 +438,65 @@ fn js(
         }
     }
     (div / 2.0 / std::f64::consts::LN_2).max(0.0).sqrt()
+}
+
+/// `[drift]`: the reference that `psi_*`, `ks_*` and `js_prediction` compare a window with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    /// Trailing reference: the events of the `baseline_windows` window lengths right before
+    /// the window (for tumbling windows, the previous `baseline_windows` windows).
+    pub baseline_windows: u32,
+    /// Pinned reference instead: events in [`baseline_from`, `baseline_to`) (RFC 3339). Both
+    /// or neither. Windows that start before `baseline_to` get no drift values.
+    pub baseline_from: Option<String>,
+    pub baseline_to: Option<String>,
+    /// A drift value is null when the window or the reference has fewer values than this.
+    pub min_samples: u64,
+}
+
+impl Default for DriftConfig {
+    fn default() -> Self {
+        Self {
+            baseline_windows: 60,
+            baseline_from: None,
+            baseline_to: None,
+            min_samples: 100,
+        }
+    }
+}
+
+impl DriftConfig {
+    /// The pinned baseline period in epoch milliseconds, if one is set.
+    pub fn pinned(&self) -> Result<Option<(i64, i64)>, ProcessorError> {
+        let parse = |key: &str, v: &str| {
+            inferwatch_schemas::time::parse_rfc3339(v).ok_or_else(|| {
+                config_err!(
+                    "drift.{key} = {v:?} is not an RFC 3339 time like \"2026-01-01T00:00:00Z\""
+                )
+            })
+        };
+        match (&self.baseline_from, &self.baseline_to) {
+            (None, None) => Ok(None),
+            (Some(f), Some(t)) => {
+                let (f, t) = (parse("baseline_from", f)?, parse("baseline_to", t)?);
+                if f >= t {
+                    return Err(config_err!("drift.baseline_from must be before drift.baseline_to"));
+                }
+                Ok(Some((f, t)))
+            }
+            _ => Err(config_err!(
+                "set both drift.baseline_from and drift.baseline_to for a pinned baseline, or neither for a trailing one"
+            )),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        if self.baseline_windows == 0 {
+            return Err(config_err!("drift.baseline_windows must be at least 1"));
+        }
+        self.pinned().map(|_| ())
+    }
 }
 
 #[cfg(test)]

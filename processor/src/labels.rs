@@ -14,7 +14,10 @@ use std::sync::Arc;
 use inferwatch_schemas::{Feedback, Unmatched};
 use serde::{Deserialize, Serialize};
 
-use crate::config::FeedbackConfig;
+use std::time::Duration;
+
+use crate::error::{config_err, ProcessorError};
+use inferwatch_schemas::time::deserialize_duration as duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Stage {
@@ -248,6 +251,42 @@ impl LabelJoin {
             }
         }
         self.stats = s.stats;
+    }
+}
+
+/// `[feedback]`: joining late labels to their predictions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// Feedback is joined to a prediction until the watermark passes the prediction's event
+    /// time plus this; later feedback is counted as expired.
+    #[serde(deserialize_with = "duration")]
+    pub label_horizon: Duration,
+    /// Most predictions waiting for feedback per processor. Past it the oldest prediction
+    /// stops waiting (counted in `feedback_evicted`); its feedback then counts as unknown.
+    pub max_pending: usize,
+    /// Feedback with only a `score` counts as correct when `score >= score_threshold`.
+    pub score_threshold: f64,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self {
+            label_horizon: Duration::from_secs(3600),
+            max_pending: 1_000_000,
+            score_threshold: 0.5,
+        }
+    }
+}
+
+impl FeedbackConfig {
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        if self.max_pending == 0 || !(0.0..=1.0).contains(&self.score_threshold) {
+            return Err(config_err!(
+                "feedback.max_pending must be at least 1 and feedback.score_threshold in [0, 1]"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -12,8 +12,9 @@ use arrow::datatypes::{DataType, Field};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Binning;
 use crate::drift::{bucket, DriftState, DriftValues};
+
+use crate::error::{config_err, ProcessorError};
 
 /// A key's cost per request in recent windows: (window start, USD per request).
 pub type CostSeries = std::collections::VecDeque<(i64, f64)>;
@@ -800,5 +801,79 @@ impl CoreColumns {
                 }
             })
             .collect()
+    }
+}
+
+/// How reliability bins are formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binning {
+    /// Bin b of B holds confidences in (b/B, (b+1)/B]; 0 is in bin 0.
+    EqualWidth,
+    /// Bins hold about n/B labeled events each: confidences are ranked at 0.0001
+    /// resolution and a group of equal (rounded) confidences goes to bin
+    /// `min(B-1, B·below/n)`, `below` being the number of labeled events with a smaller one.
+    EqualMass,
+}
+
+/// `[calibration]`: reliability bins behind `ece`, `mce` and the `calibration_bins` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CalibrationConfig {
+    /// Number of reliability bins, 1 to 100.
+    pub bins: usize,
+    /// `equal_width` or `equal_mass`.
+    pub binning: Binning,
+}
+
+impl Default for CalibrationConfig {
+    fn default() -> Self {
+        Self {
+            bins: 10,
+            binning: Binning::EqualWidth,
+        }
+    }
+}
+
+/// `[cost]`: cost anomalies against the key's own recent windows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostConfig {
+    /// `cost_zscore` and `cost_robust_z` compare a window's cost per request with the key's
+    /// windows that started in the `baseline_windows` window lengths before it.
+    pub baseline_windows: u32,
+    /// Both are null until the baseline holds this many windows.
+    pub min_baseline: u32,
+}
+
+impl Default for CostConfig {
+    fn default() -> Self {
+        Self {
+            baseline_windows: 60,
+            min_baseline: 10,
+        }
+    }
+}
+
+impl CalibrationConfig {
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        if !(1..=100).contains(&self.bins) {
+            return Err(config_err!(
+                "calibration.bins is {}; use 1 to 100 (10 is usual)",
+                self.bins
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl CostConfig {
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        if self.baseline_windows == 0 || self.min_baseline < 2 {
+            return Err(config_err!(
+                "cost.baseline_windows must be at least 1 and cost.min_baseline at least 2"
+            ));
+        }
+        Ok(())
     }
 }

@@ -8,8 +8,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::config::{price_from_ms, Prices};
-use crate::error::Result;
+use crate::error::{config_err, ProcessorError, Result};
+use serde::Deserialize;
 
 /// Per-token prices in pico-dollars, so list prices such as $0.075 / 1M stay exact.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -174,6 +174,102 @@ impl PriceTable {
 /// A dollar amount from an event as nano-dollars.
 pub fn usd_to_nanos(usd: f64) -> i64 {
     (usd * 1e9).round() as i64
+}
+
+/// One model's list prices, in US dollars per million tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+    /// Price of input tokens served from the prompt cache; defaults to the input price.
+    pub cached_input_per_million: Option<f64>,
+    /// First day (UTC, `2026-01-01`, or an RFC 3339 time) this price applies to calls; with
+    /// several prices for one model, each call gets the latest one in effect at its time.
+    pub from: Option<String>,
+    /// Higher prices for long calls: the tier with the highest `above_input_tokens` below the
+    /// call's `tokens_in` prices the whole call.
+    #[serde(default)]
+    pub tiers: Vec<Tier>,
+}
+
+/// A long-context price tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    /// Applies to calls with more input tokens than this.
+    pub above_input_tokens: i64,
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+    pub cached_input_per_million: Option<f64>,
+}
+
+/// A model pattern's prices: one price, or a list of dated ones (`[[prices."gpt-4o"]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Prices {
+    One(Price),
+    Dated(Vec<Price>),
+}
+
+impl Prices {
+    pub fn entries(&self) -> &[Price] {
+        match self {
+            Prices::One(p) => std::slice::from_ref(p),
+            Prices::Dated(v) => v,
+        }
+    }
+}
+
+/// A price's `from`, as epoch milliseconds (`i64::MIN` when it has none).
+pub fn price_from_ms(p: &Price) -> Result<i64, ProcessorError> {
+    let Some(f) = &p.from else {
+        return Ok(i64::MIN);
+    };
+    let text = if f.len() == 10 {
+        format!("{f}T00:00:00Z")
+    } else {
+        f.clone()
+    };
+    inferwatch_schemas::time::parse_rfc3339(&text)
+        .ok_or_else(|| config_err!("prices: from = {f:?} is not a date like \"2026-01-01\""))
+}
+
+/// The price table shipped in `processor/prices.toml`.
+pub fn builtin_prices() -> BTreeMap<String, Prices> {
+    toml::from_str(include_str!("../prices.toml")).expect("processor/prices.toml is valid")
+}
+
+/// Every price finite and non-negative, and no two prices of a model from the same day.
+pub fn validate_prices(prices: &BTreeMap<String, Prices>) -> Result<(), ProcessorError> {
+    for (model, prices) in prices {
+        let mut froms = std::collections::BTreeSet::new();
+        for p in prices.entries() {
+            let mut all = vec![
+                Some(p.input_per_million),
+                Some(p.output_per_million),
+                p.cached_input_per_million,
+            ];
+            for t in &p.tiers {
+                all.extend([
+                    Some(t.input_per_million),
+                    Some(t.output_per_million),
+                    t.cached_input_per_million,
+                ]);
+            }
+            if all.iter().flatten().any(|x| !x.is_finite() || *x < 0.0) {
+                return Err(config_err!(
+                    "prices.\"{model}\": prices must be finite and non-negative"
+                ));
+            }
+            if !froms.insert(price_from_ms(p)?) {
+                return Err(config_err!(
+                    "prices.\"{model}\": two prices with the same `from`"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,9 +5,12 @@ use arrow::datatypes::{DataType, Schema};
 use inferwatch_schemas::Severity;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AlertsConfig, RuleConfig};
-use crate::error::{config_err, Result};
 use crate::price::glob;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::{config_err, ProcessorError, Result};
+use inferwatch_schemas::time::deserialize_duration as duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -307,6 +310,103 @@ fn closest<'a>(name: &str, columns: &[&'a str]) -> Option<&'a str> {
         .filter(|(d, c)| *d <= 2.max(c.len() / 4))
         .min()
         .map(|(_, c)| c)
+}
+
+/// `[alerts]`: rules evaluated on every closed window, and circuit breakers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// While an alert keeps firing, notify again after this much event time.
+    #[serde(deserialize_with = "duration")]
+    pub renotify: Duration,
+    /// A breaker that opened waits this long (event time) before it lets traffic probe it.
+    #[serde(deserialize_with = "duration")]
+    pub breaker_cooldown: Duration,
+    /// Healthy windows in a row that close a half-open breaker.
+    pub breaker_recovery_windows: u32,
+    /// The rules. Leaving the key out keeps the built-in rules (`processor/rules.toml`, the
+    /// same as `config.example.toml`); `rules = []` turns alerting off.
+    pub rules: Vec<RuleConfig>,
+    /// `inferwatch query ...` prefix of the command each notice carries; set by the binary.
+    #[serde(skip)]
+    pub query_command: String,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            renotify: Duration::from_secs(4 * 3600),
+            breaker_cooldown: Duration::from_secs(300),
+            breaker_recovery_windows: 3,
+            rules: builtin_rules(),
+            query_command: "inferwatch query".into(),
+        }
+    }
+}
+
+/// The rules shipped in `processor/rules.toml`.
+pub fn builtin_rules() -> Vec<RuleConfig> {
+    #[derive(Deserialize)]
+    struct File {
+        rules: Vec<RuleConfig>,
+    }
+    let f: File =
+        toml::from_str(include_str!("../rules.toml")).expect("processor/rules.toml is valid");
+    f.rules
+}
+
+/// One `[[alerts.rules]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Unique name, shown in every notice.
+    pub name: String,
+    /// A numeric column of `metrics` (or of `budgets` with `table = "budgets"`).
+    pub metric: String,
+    /// `>`, `>=`, `<`, `<=`: the value alerts when `value <op> threshold`.
+    pub op: String,
+    /// Threshold of a warning; at least one of `warning`, `critical` is needed.
+    pub warning: Option<f64>,
+    /// Threshold of a critical alert.
+    pub critical: Option<f64>,
+    /// Consecutive breaching windows before the alert fires (1 = at once).
+    #[serde(rename = "for", default = "one")]
+    pub for_windows: u32,
+    /// Windows whose `samples` column is below this say nothing (no data).
+    #[serde(default)]
+    pub min_samples: u64,
+    /// The column `min_samples` counts: `requests` (default), or e.g. `labeled` for
+    /// calibration rules.
+    #[serde(default)]
+    pub samples: Option<String>,
+    /// `metrics` (default) or `budgets` (daily budget rows of services and tenants).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Label matchers: key → glob (`*`, `?`) on service, model, model_version, route, tenant.
+    #[serde(default, rename = "match")]
+    pub matchers: BTreeMap<String, String>,
+    /// `notify` (default), or `break`: also drives the (service, model) circuit breaker.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// A window without a value (no row, a null, too few samples): `keep` the state
+    /// (default), count it as `ok`, or as `alerting` (at the rule's lowest severity).
+    #[serde(default)]
+    pub no_data: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl AlertsConfig {
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        if self.breaker_recovery_windows == 0 {
+            return Err(config_err!(
+                "alerts.breaker_recovery_windows must be at least 1"
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

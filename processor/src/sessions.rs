@@ -14,7 +14,10 @@ use std::sync::Arc;
 use inferwatch_schemas::hash::Fnv64;
 use serde::{Deserialize, Serialize};
 
-use crate::config::LoopConfig;
+use std::time::Duration;
+
+use crate::error::{config_err, ProcessorError};
+use inferwatch_schemas::time::deserialize_duration as duration;
 
 /// One tracked session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -207,6 +210,44 @@ impl Sessions {
             self.live.insert(id, sess);
         }
         self.stats = s.stats;
+    }
+}
+
+/// `[loops]`: runaway agent and queue loops, per `session_id`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoopConfig {
+    /// A session with more steps than this is runaway.
+    pub max_steps: u64,
+    /// A session that calls one tool with the same `input_hash` this many times is runaway.
+    pub max_repeats: u32,
+    /// A session ends when the watermark passes its last event by this much.
+    #[serde(deserialize_with = "duration")]
+    pub session_gap: Duration,
+    /// Most sessions tracked per source partition; past it the one idle longest ends early
+    /// (counted as evicted).
+    pub max_sessions: usize,
+}
+
+impl Default for LoopConfig {
+    fn default() -> Self {
+        Self {
+            max_steps: 50,
+            max_repeats: 3,
+            session_gap: Duration::from_secs(30 * 60),
+            max_sessions: 100_000,
+        }
+    }
+}
+
+impl LoopConfig {
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        if self.max_repeats < 2 || self.max_steps == 0 || self.max_sessions == 0 {
+            return Err(config_err!(
+                "loops.max_repeats must be at least 2, loops.max_steps and loops.max_sessions at least 1"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,11 @@
 
 use std::time::Duration;
 
-use crate::config::WindowConfig;
+use serde::Deserialize;
+
+use crate::error::{config_err, ProcessorError};
+use inferwatch_schemas::time::deserialize_duration as duration;
+use inferwatch_schemas::time::deserialize_opt_duration as opt_duration;
 
 /// Window geometry in milliseconds.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +46,69 @@ impl WindowSpec {
     /// Start of the first (earliest) window that contains pane `p`.
     pub fn first_window_of(&self, p: i64) -> i64 {
         p - self.size + self.slide
+    }
+}
+
+/// `[window]`: event-time windows and watermarks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    /// Window length. Windows are aligned to the Unix epoch.
+    #[serde(deserialize_with = "duration")]
+    pub size: Duration,
+    /// Hop between window starts; absent or equal to `size` means tumbling windows. Must
+    /// divide `size`.
+    #[serde(deserialize_with = "opt_duration")]
+    pub slide: Option<Duration>,
+    /// How far behind the newest event an event may arrive and still be on time: the
+    /// watermark is the newest event time minus this.
+    #[serde(deserialize_with = "duration")]
+    pub max_out_of_orderness: Duration,
+    /// Extra time a window stays open after the watermark passes its end.
+    #[serde(deserialize_with = "duration")]
+    pub allowed_lateness: Duration,
+    /// A source partition with no events for this long (processing time) stops holding back
+    /// the watermark.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            size: Duration::from_secs(60),
+            slide: None,
+            max_out_of_orderness: Duration::from_secs(5),
+            allowed_lateness: Duration::ZERO,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WindowConfig {
+    /// Window arithmetic: the slide divides the size, at most 1440 panes a window.
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        let size = self.size.as_millis();
+        let slide = self.slide.unwrap_or(self.size).as_millis();
+        if size == 0 || slide == 0 {
+            return Err(config_err!(
+                "window.size and window.slide must be at least 1ms"
+            ));
+        }
+        if slide > size || !size.is_multiple_of(slide) {
+            return Err(config_err!(
+                "window.slide ({}) must divide window.size ({}), e.g. size = \"1m\", slide = \"30s\"",
+                humantime::format_duration(self.slide.unwrap_or(self.size)),
+                humantime::format_duration(self.size)
+            ));
+        }
+        if size / slide > 1440 {
+            return Err(config_err!(
+                "window.size / window.slide is {}; keep it at most 1440 (each event is counted in that many windows)",
+                size / slide
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,11 @@
 //! Daily budgets: spend per budgeted service and tenant, and the `budgets` rows.
 
 use super::*;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::error::{config_err, ProcessorError};
 
 pub(super) const DAY_MS: i64 = 86_400_000;
 
@@ -18,7 +23,7 @@ pub(super) struct Budgets {
 }
 
 impl Budgets {
-    pub(super) fn new(c: &crate::config::BudgetConfig) -> Self {
+    pub(super) fn new(c: &BudgetConfig) -> Self {
         let nanos = |usd: &f64| (usd * 1e9).round() as i64;
         Self {
             services: c
@@ -103,5 +108,28 @@ impl WindowOperator {
             inferwatch_schemas::tables::budgets_schema(),
             columns,
         )?))
+    }
+}
+
+/// `[budgets]`: daily budgets in US dollars (UTC days).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    /// Service name → daily budget.
+    pub services: BTreeMap<String, f64>,
+    /// Tenant → daily budget.
+    pub tenants: BTreeMap<String, f64>,
+}
+
+impl BudgetConfig {
+    pub fn validate(&self) -> Result<(), ProcessorError> {
+        for (scope, map) in [("services", &self.services), ("tenants", &self.tenants)] {
+            if let Some((name, b)) = map.iter().find(|(_, b)| !(b.is_finite() && **b > 0.0)) {
+                return Err(config_err!(
+                    "budgets.{scope}.\"{name}\" = {b}: a daily budget is a positive number of dollars"
+                ));
+            }
+        }
+        Ok(())
     }
 }

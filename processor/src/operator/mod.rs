@@ -224,7 +224,7 @@ impl WindowOperator {
     }
 
     /// This run has a feedback source: predictions without `correct` wait for labels.
-    pub fn expect_feedback(&mut self, config: &crate::config::FeedbackConfig) {
+    pub fn expect_feedback(&mut self, config: &crate::labels::FeedbackConfig) {
         self.labels.get_or_insert_with(|| LabelJoin::new(config));
     }
 
@@ -490,6 +490,7 @@ mod revisions;
 mod rows;
 mod snapshot;
 
+pub use budgets::BudgetConfig;
 use budgets::*;
 pub use revisions::Revisions;
 use revisions::*;
