@@ -72,12 +72,13 @@ impl FileSource {
         self
     }
 
-    /// The next line into `line_buf`, without its line ending; false at the end.
-    fn read_line(&mut self) -> Result<bool, SourceError> {
-        self.line_buf.clear();
+    /// Appends the next line to `buf`, without its line ending (`\n` or `\r\n`); false at
+    /// the end of the file.
+    fn read_into(&mut self, buf: &mut Vec<u8>) -> Result<bool, SourceError> {
+        let start = buf.len();
         let n = self
             .reader
-            .read_until(b'\n', &mut self.line_buf)
+            .read_until(b'\n', buf)
             .map_err(|source| SourceError::Read {
                 path: self.path.clone(),
                 line: self.line,
@@ -87,13 +88,22 @@ impl FileSource {
             return Ok(false);
         }
         self.read_bytes += n as u64;
-        if self.line_buf.last() == Some(&b'\n') {
-            self.line_buf.pop();
-            if self.line_buf.last() == Some(&b'\r') {
-                self.line_buf.pop();
+        if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.len() > start && buf.last() == Some(&b'\r') {
+                buf.pop();
             }
         }
         Ok(true)
+    }
+
+    /// The next line into `line_buf`; false at the end.
+    fn read_line(&mut self) -> Result<bool, SourceError> {
+        let mut line = std::mem::take(&mut self.line_buf);
+        line.clear();
+        let more = self.read_into(&mut line);
+        self.line_buf = line;
+        more
     }
 
     /// Partitioned reading: lines gather per partition; a partition's batch is handed out
@@ -157,25 +167,9 @@ impl Source for FileSource {
         while batch.len() < max {
             let buf = batch.buffer_mut();
             let start = buf.len();
-            let n = self
-                .reader
-                .read_until(b'\n', buf)
-                .map_err(|source| SourceError::Read {
-                    path: self.path.clone(),
-                    line: self.line,
-                    source,
-                })?;
-            if n == 0 {
+            if !self.read_into(buf)? {
                 self.done = true;
                 break;
-            }
-            self.read_bytes += n as u64;
-            // Strip the line ending (\n or \r\n); the payload is what is between.
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-                if buf.len() > start && buf.last() == Some(&b'\r') {
-                    buf.pop();
-                }
             }
             batch.commit_tail(start, self.line);
             self.line += 1;
