@@ -1,7 +1,6 @@
 //! The main loop: poll, process, feed the join, checkpoint, report progress.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
 use inferwatch_ingest::Source;
@@ -223,9 +222,12 @@ impl Pipeline {
     fn deliver_last(&mut self, stopping: bool) {
         let (notify, barrier) = {
             let s = self.shared();
-            let (tx, rx) = sync_channel(1);
-            let sent = s.options.notify.is_some() && s.send(ToSink::Barrier(tx)).is_ok();
-            (s.options.notify.clone(), sent.then_some(rx))
+            let barrier = s
+                .options
+                .notify
+                .as_ref()
+                .and_then(|_| s.sink_barrier().ok());
+            (s.options.notify.clone(), barrier)
         };
         // The last windows' notices are in the outbox once the writer got this far.
         if let Some(rx) = barrier {

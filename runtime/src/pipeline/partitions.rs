@@ -115,6 +115,14 @@ impl Shared {
         stopped
     }
 
+    /// Asks the sink to answer once it has handled everything sent before; the receiver
+    /// gets that answer.
+    pub(super) fn sink_barrier(&self) -> Result<Receiver<()>> {
+        let (tx, rx) = sync_channel(1);
+        self.send(ToSink::Barrier(tx))?;
+        Ok(rx)
+    }
+
     /// Lets `partition` be claimed again after another processor took it over. What this
     /// processor sent the sink before it learned of the takeover (outputs, a checkpoint of
     /// the old state) is handled first, while the partition still counts as fenced there:
@@ -129,9 +137,8 @@ impl Shared {
             return Ok(());
         }
         self.settle()?;
-        let (tx, rx) = sync_channel(1);
-        self.send(ToSink::Barrier(tx))?;
-        rx.recv()
+        self.sink_barrier()?
+            .recv()
             .map_err(|_| failed!("the Parquet writer stopped"))?;
         self.fenced.lock().expect("not poisoned").remove(&partition);
         Ok(())
