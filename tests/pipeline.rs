@@ -988,3 +988,115 @@ fn demo_runs_the_whole_pipeline() {
     assert_eq!(count(&data, "SELECT count(*) FROM events"), 2000);
     assert!(count(&data, "SELECT count(*) FROM metrics") > 4);
 }
+
+/// `ece`, `latency_quantile`, `psi`, ... in `inferwatch query` against scikit-learn, scipy and
+/// numpy over the same `events` (tests/reference/check_functions.py).
+#[test]
+fn query_functions_match_scikit_learn_scipy_and_numpy() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(
+        dir.path(),
+        "in.ndjson",
+        &[
+            "--count",
+            "30000",
+            "--rate",
+            "200",
+            "--seed",
+            "5",
+            "--scenario",
+            "drift",
+        ],
+    );
+    let data = dir.path().join("data");
+    run(&input, &data, &["--window", "1m"]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(root.join("tests/reference/check_functions.py"))
+        .arg(env!("CARGO_BIN_EXE_inferwatch"))
+        .arg(&data)
+        .output()
+        .expect("python3 runs (./scripts/test.sh installs numpy, scipy, scikit-learn)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "function check failed:\n{text}");
+    assert!(text.contains("checked"), "{text}");
+}
+
+/// Every built-in column declared with an SQL form gives, over each tumbling window's
+/// on-time `events` rows, the value the operator computed incrementally.
+#[test]
+fn declared_columns_equal_their_sql_over_events() {
+    use inferwatch_processor::columns::{Value as Kind, COLUMNS};
+    let dir = tempfile::tempdir().unwrap();
+    let input = generate(
+        dir.path(),
+        "in.ndjson",
+        &[
+            "--count",
+            "20000",
+            "--rate",
+            "150",
+            "--seed",
+            "9",
+            "--scenario",
+            "miscalibration",
+        ],
+    );
+    let data = dir.path().join("data");
+    run(&input, &data, &["--window", "1m"]);
+    let declared: Vec<_> = COLUMNS.iter().filter(|c| c.sql.is_some()).collect();
+    assert!(declared.len() >= 25, "{} columns have SQL", declared.len());
+    let keys = "window_start, service, model, model_version, route";
+    let exprs: Vec<String> = declared
+        .iter()
+        .map(|c| format!("{} AS {}", c.sql.unwrap(), c.name))
+        .collect();
+    let names: Vec<&str> = declared.iter().map(|c| c.name).collect();
+    let from_events = query(
+        &data,
+        &format!(
+            "SELECT date_bin(INTERVAL '1 minute', timestamp, TIMESTAMP '1970-01-01T00:00:00Z') \
+             AS window_start, service, model, model_version, route, {} FROM events \
+             WHERE NOT late GROUP BY {keys}",
+            exprs.join(", ")
+        ),
+    );
+    let from_metrics = query(
+        &data,
+        &format!("SELECT {keys}, {} FROM metrics", names.join(", ")),
+    );
+    let key = |r: &serde_json::Map<String, Value>| {
+        keys.split(", ")
+            .map(|k| r[k].to_string())
+            .collect::<Vec<_>>()
+            .join("|")
+    };
+    let metrics: BTreeMap<String, _> = from_metrics.iter().map(|r| (key(r), r)).collect();
+    assert_eq!(
+        from_events.len(),
+        metrics.len(),
+        "one metrics row per window x key"
+    );
+    assert!(metrics.len() > 20, "{} rows", metrics.len());
+    for row in &from_events {
+        let m = metrics
+            .get(&key(row))
+            .unwrap_or_else(|| panic!("no metrics row {}", key(row)));
+        for c in &declared {
+            let (want, got) = (&row[c.name], &m[c.name]);
+            match c.value {
+                Kind::Int(_) => assert_eq!(want.as_i64(), got.as_i64(), "{} {}", c.name, key(row)),
+                Kind::Float(_) => match (want.as_f64(), got.as_f64()) {
+                    (Some(a), Some(b)) => assert!(
+                        (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+                        "{} {}: SQL {a} operator {b}",
+                        c.name,
+                        key(row)
+                    ),
+                    (a, b) => assert_eq!(a, b, "{} {}", c.name, key(row)),
+                },
+            }
+        }
+    }
+}

@@ -67,6 +67,6 @@ impl ProcessorConfig {
         self.feedback.validate()?;
         validate_prices(&self.prices)?;
         self.alerts.validate()?;
-        validate_custom(&self.custom_metrics, crate::metrics::BUILTIN_COLUMNS)
+        validate_custom(&self.custom_metrics, &crate::columns::names())
     }
 }

@@ -23,6 +23,7 @@ use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{config_err, ProcessorError, Result};
+use crate::functions::FunctionParams;
 use serde::Deserialize;
 
 struct Aggregate {
@@ -60,11 +61,17 @@ fn df_err(name: &str) -> impl Fn(DataFusionError) -> ProcessorError + '_ {
 
 impl CustomMetrics {
     /// Plans every metric against the `events` schema; errors name the metric at fault.
-    pub fn plan(defs: &[CustomMetric], events: SchemaRef) -> Result<Option<Self>> {
+    /// The built-in functions (`ece`, `latency_quantile`, ...) are available with `params`.
+    pub fn plan(
+        defs: &[CustomMetric],
+        events: SchemaRef,
+        params: FunctionParams,
+    ) -> Result<Option<Self>> {
         if defs.is_empty() {
             return Ok(None);
         }
         let ctx = SessionContext::new();
+        crate::functions::register(&ctx, params);
         ctx.register_table("events", Arc::new(EmptyTable::new(events.clone())))
             .map_err(df_err("events"))?;
         let state = ctx.state();
@@ -381,7 +388,7 @@ pub struct CustomMetric {
 
 /// Names are lower-case identifiers, unique, and not already a column of `metrics`
 /// (`taken`).
-pub fn validate_custom(metrics: &[CustomMetric], taken: &[&str]) -> Result<(), ProcessorError> {
+pub fn validate_custom(metrics: &[CustomMetric], taken: &[String]) -> Result<(), ProcessorError> {
     let mut seen = std::collections::BTreeSet::new();
     for m in metrics {
         let ok = !m.name.is_empty()
@@ -398,7 +405,7 @@ pub fn validate_custom(metrics: &[CustomMetric], taken: &[&str]) -> Result<(), P
                 m.name
             ));
         }
-        if taken.contains(&m.name.as_str()) || !seen.insert(&m.name) {
+        if taken.contains(&m.name) || !seen.insert(&m.name) {
             return Err(config_err!(
                 "custom_metrics: the name {:?} is already a column of `metrics`",
                 m.name

@@ -99,6 +99,20 @@ impl Counts {
         }
     }
 
+    /// Counts already sorted by value, each value once.
+    pub fn from_sorted(sorted: Vec<(u32, u32)>) -> Self {
+        debug_assert!(sorted.windows(2).all(|w| w[0].0 < w[1].0));
+        Self {
+            sorted,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Heap bytes.
+    pub fn size(&self) -> usize {
+        self.sorted.capacity() * 8 + self.pending.capacity() * 4
+    }
+
     pub fn total(&self) -> u64 {
         self.sorted.iter().map(|e| e.1 as u64).sum::<u64>() + self.pending.len() as u64
     }
@@ -160,7 +174,7 @@ impl DriftState {
 }
 
 /// `prediction` values interned to small ids, at most [`MAX_CATEGORIES`] of them.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Categories {
     index: HashMap<String, u32>,
     names: Vec<String>,
@@ -358,7 +372,7 @@ pub struct DriftValues {
 /// deciles: edge j (1..=9) is the smallest value v with `count(ref ≤ v) ≥ j·n/10`; a value x
 /// falls in bin `#{j : edge_j < x}`. PSI = Σ (q − p)·ln(q / p) over the bins, with p the
 /// reference's and q the window's share, each floored at [`PSI_FLOOR`].
-fn psi(reference: &[u64], rt: u64, current: &Counts, ct: u64) -> f64 {
+pub(crate) fn psi(reference: &[u64], rt: u64, current: &Counts, ct: u64) -> f64 {
     let mut edges = [0u32; PSI_BINS - 1];
     let (mut cum, mut j) = (0u64, 1usize);
     for (b, &n) in reference.iter().enumerate() {
@@ -388,7 +402,7 @@ fn psi(reference: &[u64], rt: u64, current: &Counts, ct: u64) -> f64 {
 }
 
 /// Two-sample Kolmogorov–Smirnov statistic: the largest gap between the empirical CDFs.
-fn ks(reference: &[u64], rt: u64, current: &Counts, ct: u64) -> f64 {
+pub(crate) fn ks(reference: &[u64], rt: u64, current: &Counts, ct: u64) -> f64 {
     let mut cur = current.iter().peekable();
     let (mut cr, mut cc) = (0u64, 0u64);
     let mut d = 0.0f64;
@@ -409,7 +423,7 @@ fn ks(reference: &[u64], rt: u64, current: &Counts, ct: u64) -> f64 {
 /// Jensen–Shannon distance, base 2: √(½·KL(p‖m) + ½·KL(q‖m)) with m = (p + q)/2; 0 for equal
 /// distributions, 1 for disjoint ones. Summed in category-name order, so the result does not
 /// depend on the order in which a processor first saw the categories.
-fn js(
+pub(crate) fn js(
     reference: &BTreeMap<u32, u64>,
     rt: u64,
     current: &Counts,

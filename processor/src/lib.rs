@@ -2,10 +2,12 @@
 //! metric state per (window, key), custom SQL metrics on DataFusion accumulators.
 
 pub mod alerts;
+pub mod columns;
 pub mod config;
 pub mod custom;
 pub mod drift;
 pub mod error;
+pub mod functions;
 pub mod labels;
 pub mod metrics;
 pub mod operator;

@@ -75,6 +75,8 @@ fn table_url(ctx: &SessionContext, data_dir: &Store, table: &str) -> Result<List
 /// object store is blocking work: it runs off the async threads.
 pub async fn session(data_dir: &Store) -> Result<(SessionContext, Vec<&'static str>)> {
     let ctx = SessionContext::new();
+    // The built-in metrics as SQL functions, with the config's default bins and floors.
+    inferwatch_processor::functions::register(&ctx, Default::default());
     let mut registered = Vec::new();
     for table in TABLES {
         let store = data_dir.clone();

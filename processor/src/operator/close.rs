@@ -186,8 +186,14 @@ impl WindowOperator {
             );
             out.keys.append(start, end, key);
             let budget = service_budget.get(&key.service).copied();
-            out.core
-                .append(state, self.bin_spec, &drift, anomaly, budget, 0);
+            out.core.append(&RowInputs {
+                state,
+                spec: self.bin_spec,
+                drift: &drift,
+                anomaly,
+                budget,
+                revision: 0,
+            });
             if let Some(cal) = &state.calibration {
                 self.bins.append(start, end, key, cal, self.bin_spec, 0);
             }

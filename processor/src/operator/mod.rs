@@ -19,13 +19,14 @@ use inferwatch_schemas::validate::COST_SOURCE_TABLE;
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{AlertOutput, AlertSnapshot, Alerting};
+use crate::columns::{CoreColumns, RowInputs};
 use crate::config::ProcessorConfig;
 use crate::custom::{BatchArgs, CustomMetrics, CustomState};
 use crate::drift::{Baseline, Categories, DriftState, DriftValues, Reference};
 use crate::error::{ProcessorError, Result};
 use crate::labels::{LabelJoin, LabelSnapshot, LabelStats};
-use crate::metrics::{Approval, BinSpec, CoreColumns, CoreState, Observation, StatusClass};
-use crate::metrics::{Calibration, CostAnomaly, CostSeries, BUILTIN_COLUMNS};
+use crate::metrics::{Approval, BinSpec, CoreState, Observation, StatusClass};
+use crate::metrics::{Calibration, CostAnomaly, CostSeries};
 use crate::price::{usd_to_nanos, PriceTable};
 use crate::sessions::{Session, SessionStats, Sessions, SessionsSnapshot};
 use crate::window::WindowSpec;
@@ -156,12 +157,15 @@ impl WindowOperator {
     pub fn new(config: &ProcessorConfig) -> Result<Self> {
         config.validate()?;
         let spec = WindowSpec::new(&config.window);
+        let params = crate::functions::FunctionParams::from_config(config);
+        let bin_spec = params.bins;
         let custom = CustomMetrics::plan(
             &config.custom_metrics,
             inferwatch_schemas::tables::events_schema(),
+            params,
         )?;
         let mut fields = metrics_key_fields();
-        fields.extend(CoreColumns::fields());
+        fields.extend(crate::columns::fields());
         if let Some(c) = &custom {
             fields.extend(c.fields());
         }
@@ -183,10 +187,7 @@ impl WindowOperator {
             schema: Arc::new(Schema::new(fields)),
             stats: OperatorStats::default(),
             bins: BinRows::new(),
-            bin_spec: BinSpec {
-                bins: config.calibration.bins,
-                binning: config.calibration.binning,
-            },
+            bin_spec,
             categories: Categories::default(),
             reference,
             min_samples: config.drift.min_samples,

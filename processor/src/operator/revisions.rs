@@ -26,21 +26,6 @@ pub struct Revisions {
     pub calibration_bins: Option<RecordBatch>,
 }
 
-/// Columns a revision recomputes; every other column keeps its first value.
-pub(super) const REVISED: &[&str] = &[
-    "labeled",
-    "label_coverage",
-    "accuracy",
-    "mean_confidence",
-    "overconfidence",
-    "ece",
-    "mce",
-    "brier",
-    "auroc",
-    "late_labels",
-    "revision",
-];
-
 impl WindowOperator {
     /// Counters of the feedback join.
     pub fn label_stats(&self) -> LabelStats {
@@ -116,23 +101,23 @@ impl WindowOperator {
             r.revision += 1;
             let mut core = CoreColumns::default();
             let state = CoreState::for_revision(r.requests, r.calibration.clone(), r.late_labels);
-            core.append(
-                &state,
-                self.bin_spec,
-                &DriftValues::default(),
-                CostAnomaly::default(),
-                None,
-                r.revision,
-            );
+            core.append(&RowInputs {
+                state: &state,
+                spec: self.bin_spec,
+                drift: &DriftValues::default(),
+                anomaly: CostAnomaly::default(),
+                budget: None,
+                revision: r.revision,
+            });
             let fresh = core.finish();
             let old = r.row.as_ref().expect("filtered above");
             let mut columns = old.columns().to_vec();
-            for name in REVISED {
-                let i = BUILTIN_COLUMNS
-                    .iter()
-                    .position(|c| c == name)
-                    .expect("revised columns are built-in");
-                columns[i] = fresh[i - 6].clone();
+            // Columns a revision recomputes; every other column keeps its first value.
+            let keys = metrics_key_fields().len();
+            for (i, c) in crate::columns::COLUMNS.iter().enumerate() {
+                if c.revised {
+                    columns[keys + i] = fresh[i].clone();
+                }
             }
             let row = RecordBatch::try_new(old.schema(), columns)?;
             r.row = Some(row.clone());
