@@ -1,23 +1,25 @@
 //! Custom metrics: SQL aggregate expressions from the config, run by DataFusion's own
-//! accumulators with two-phase aggregation — `update_batch` per micro-batch and pane,
-//! `state` / `merge_batch` when a window's panes are combined, `evaluate` when it closes.
+//! groups accumulators with two-phase aggregation — one `update_batch` per micro-batch with
+//! the (pane, key) group of every row, `state` / `merge_batch` when a window's panes are
+//! combined, `evaluate` when it closes.
 //!
 //! The SQL is planned once, as `SELECT <expr> FROM events`: every aggregate function inside
-//! becomes one accumulator per (pane, key), and whatever surrounds them (`sum(a) / sum(b)`,
-//! `coalesce(...)`) is a physical expression evaluated over the accumulators' results.
+//! becomes one groups accumulator per partition, and whatever surrounds them (`sum(a) /
+//! sum(b)`, `coalesce(...)`) is a physical expression evaluated over the aggregates' results.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use arrow::array::{new_empty_array, Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{filter, take};
+use arrow::array::{new_empty_array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::kernels::boolean::and;
+use arrow::compute::take;
 use arrow::datatypes::{Field, SchemaRef};
-use datafusion::common::ScalarValue;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Accumulator, LogicalPlan};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator, LogicalPlan};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
+use datafusion::physical_expr::{create_physical_expr, GroupsAccumulatorAdapter, PhysicalExpr};
 #[allow(deprecated)] // its replacement, LoweredAggregateBuilder, is crate-private in 55.x
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use datafusion::prelude::SessionContext;
@@ -42,14 +44,11 @@ struct Planned {
     field: Field,
 }
 
-/// Accumulators of every custom metric for one (pane, key).
-pub struct CustomState {
-    accs: Vec<Box<dyn Accumulator>>,
-}
-
 /// All custom metrics of a processor.
 pub struct CustomMetrics {
     metrics: Vec<Planned>,
+    /// Every aggregate's arguments over no rows: sizes accumulators without adding to them.
+    no_rows: BatchArgs,
 }
 
 fn df_err(name: &str) -> impl Fn(DataFusionError) -> ProcessorError + '_ {
@@ -129,7 +128,14 @@ impl CustomMetrics {
                 field: Field::new(&def.name, out.data_type().clone(), true),
             });
         }
-        Ok(Some(Self { metrics }))
+        let mut planned = Self {
+            metrics,
+            no_rows: BatchArgs {
+                per_agg: Vec::new(),
+            },
+        };
+        planned.no_rows = planned.arguments(&RecordBatch::new_empty(events))?;
+        Ok(Some(planned))
     }
 
     /// Output columns, in config order.
@@ -137,19 +143,31 @@ impl CustomMetrics {
         self.metrics.iter().map(|m| m.field.clone()).collect()
     }
 
-    /// Fresh accumulators for a new (pane, key).
-    pub fn new_state(&self) -> Result<CustomState> {
+    /// Fresh accumulators, no groups yet.
+    pub fn new_groups(&self) -> Result<CustomGroups> {
         let mut accs = Vec::new();
         for m in &self.metrics {
             for a in &m.aggregates {
-                accs.push(a.expr.create_accumulator().map_err(df_err(&m.name))?);
+                // Aggregates without a groups accumulator of their own run one
+                // accumulator per group behind DataFusion's adapter; so do DISTINCT ones,
+                // which keep a set per group either way: rebuilt one group at a time, a
+                // set lists its values in the same order after a checkpoint round trip, so
+                // checkpoint bytes depend only on what they hold.
+                let acc = if a.expr.groups_accumulator_supported() && !a.expr.is_distinct() {
+                    a.expr.create_groups_accumulator()
+                } else {
+                    let expr = a.expr.clone();
+                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+                        expr.create_accumulator()
+                    })) as Box<dyn GroupsAccumulator>)
+                };
+                accs.push(acc.map_err(df_err(&m.name))?);
             }
         }
-        Ok(CustomState { accs })
+        Ok(CustomGroups { accs })
     }
 
-    /// Evaluates every aggregate's arguments over a whole micro-batch once; groups then take
-    /// their rows out of these arrays.
+    /// Evaluates every aggregate's arguments over a whole micro-batch once.
     pub fn arguments(&self, batch: &RecordBatch) -> Result<BatchArgs> {
         let mut out = Vec::new();
         for m in &self.metrics {
@@ -163,17 +181,12 @@ impl CustomMetrics {
                     Some(f) => {
                         let v = f.evaluate(batch).map_err(df_err(&m.name))?;
                         let arr = v.into_array(batch.num_rows()).map_err(df_err(&m.name))?;
-                        Some(
-                            arr.as_any()
-                                .downcast_ref::<BooleanArray>()
-                                .cloned()
-                                .ok_or_else(|| {
-                                    ProcessorError::Config(format!(
-                                        "custom metric `{}`: FILTER must be boolean",
-                                        m.name
-                                    ))
-                                })?,
-                        )
+                        Some(arr.as_boolean_opt().cloned().ok_or_else(|| {
+                            ProcessorError::Config(format!(
+                                "custom metric `{}`: FILTER must be boolean",
+                                m.name
+                            ))
+                        })?)
                     }
                     None => None,
                 };
@@ -183,127 +196,128 @@ impl CustomMetrics {
         Ok(BatchArgs { per_agg: out })
     }
 
-    /// Feeds the rows `rows` of a micro-batch to one (pane, key)'s accumulators.
+    /// Feeds rows `rows` of a micro-batch to the groups `groups` (one per row), skipping
+    /// the rows `keep` rejects: one call per aggregate, whatever the number of groups.
     pub fn update(
         &self,
-        state: &mut CustomState,
+        state: &mut CustomGroups,
         args: &BatchArgs,
-        rows: &UInt32Array,
+        rows: Range<usize>,
+        groups: &[usize],
+        keep: &BooleanArray,
+        total_groups: usize,
     ) -> Result<()> {
-        let mut i = 0;
-        for m in &self.metrics {
-            for _ in &m.aggregates {
-                let (cols, mask) = &args.per_agg[i];
-                let mut taken: Vec<ArrayRef> = cols
-                    .iter()
-                    .map(|c| take(c.as_ref(), rows, None))
-                    .collect::<Result<_, _>>()?;
-                if let Some(mask) = mask {
-                    let m = take(mask, rows, None)?;
-                    let m = m
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .expect("boolean take");
-                    taken = taken
-                        .iter()
-                        .map(|c| filter(c.as_ref(), m))
-                        .collect::<Result<_, _>>()?;
-                }
-                state.accs[i]
-                    .update_batch(&taken)
-                    .map_err(df_err(&m.name))?;
-                i += 1;
-            }
+        let len = rows.end - rows.start;
+        for (i, (acc, (cols, mask))) in state.accs.iter_mut().zip(&args.per_agg).enumerate() {
+            let values: Vec<ArrayRef> = cols.iter().map(|c| c.slice(rows.start, len)).collect();
+            let filter = match mask {
+                Some(m) => and(keep, &m.slice(rows.start, len))?,
+                None => keep.clone(),
+            };
+            acc.update_batch(&values, groups, Some(&filter), total_groups)
+                .map_err(df_err(self.name_of(i)))?;
         }
         Ok(())
     }
 
-    /// Combines the states of a window's panes into fresh accumulators, leaving the panes'
-    /// own accumulators usable for the next windows they belong to.
-    pub fn merge(&self, parts: &mut [&mut CustomState]) -> Result<CustomState> {
-        let mut merged = self.new_state()?;
-        for (i, acc) in merged.accs.iter_mut().enumerate() {
-            for part in parts.iter_mut() {
-                let state = part.accs[i].state().map_err(df_err("merge"))?;
-                let arrays: Vec<ArrayRef> = state
-                    .iter()
-                    .map(|s| s.to_array())
-                    .collect::<Result<_, _>>()
-                    .map_err(df_err("merge"))?;
-                acc.merge_batch(&arrays).map_err(df_err("merge"))?;
-                // `state` may leave an accumulator drained; rebuild it from what it returned.
-                let mut fresh = self.new_state()?.accs.swap_remove(i);
-                fresh.merge_batch(&arrays).map_err(df_err("merge"))?;
-                part.accs[i] = fresh;
-            }
+    /// The state of every group below `total_groups`, leaving `state` with fresh, empty
+    /// accumulators.
+    pub fn take_states(&self, state: &mut CustomGroups, total_groups: usize) -> Result<States> {
+        let keep = BooleanArray::from(Vec::<bool>::new());
+        self.update(state, &self.no_rows, 0..0, &[], &keep, total_groups)?;
+        let mut out = Vec::with_capacity(state.accs.len());
+        for (i, acc) in state.accs.iter_mut().enumerate() {
+            out.push(acc.state(EmitTo::All).map_err(df_err(self.name_of(i)))?);
         }
-        Ok(merged)
+        *state = self.new_groups()?;
+        Ok(States { per_agg: out })
     }
 
-    /// Final values of every metric for many (window, key) rows, one array per metric.
-    pub fn evaluate(&self, rows: &mut [CustomState]) -> Result<Vec<ArrayRef>> {
+    /// Merges state rows into groups: `pairs` are (row of `states`, group), each group's
+    /// rows in the order they are to be combined.
+    pub fn merge_rows(
+        &self,
+        state: &mut CustomGroups,
+        states: &States,
+        pairs: &[(usize, usize)],
+        total_groups: usize,
+    ) -> Result<()> {
+        if pairs.is_empty() {
+            // (DataFusion's adapter emits no state columns at all for no groups.)
+            return Ok(());
+        }
+        let rows = UInt32Array::from_iter_values(pairs.iter().map(|p| p.0 as u32));
+        let groups: Vec<usize> = pairs.iter().map(|p| p.1).collect();
+        for (i, (acc, cols)) in state.accs.iter_mut().zip(&states.per_agg).enumerate() {
+            let taken: Vec<ArrayRef> = cols
+                .iter()
+                .map(|c| take(c.as_ref(), &rows, None))
+                .collect::<Result<_, _>>()?;
+            acc.merge_batch(&taken, &groups, total_groups)
+                .map_err(df_err(self.name_of(i)))?;
+        }
+        Ok(())
+    }
+
+    /// Final values of every metric for `n` output rows, each the merge of the state rows
+    /// `pairs` assign to it ((state row, output row), in merge order): one array per metric.
+    pub fn evaluate_rows(
+        &self,
+        states: &States,
+        pairs: &[(usize, usize)],
+        n: usize,
+    ) -> Result<Vec<ArrayRef>> {
+        let mut merged = self.new_groups()?;
+        self.merge_rows(&mut merged, states, pairs, n)?;
         let mut out = Vec::new();
-        let mut base = 0;
+        let mut accs = merged.accs.iter_mut();
         for m in &self.metrics {
             let mut cols: Vec<ArrayRef> = Vec::new();
-            for (j, f) in m.agg_schema.fields().iter().enumerate() {
-                let values: Vec<ScalarValue> = rows
-                    .iter_mut()
-                    .map(|r| r.accs[base + j].evaluate())
-                    .collect::<Result<_, _>>()
-                    .map_err(df_err(&m.name))?;
-                let arr = if values.is_empty() {
+            for f in m.agg_schema.fields().iter() {
+                let acc = accs.next().expect("one accumulator per aggregate");
+                let arr = if n == 0 {
                     new_empty_array(f.data_type())
                 } else {
-                    ScalarValue::iter_to_array(values).map_err(df_err(&m.name))?
+                    acc.evaluate(EmitTo::All).map_err(df_err(&m.name))?
                 };
                 cols.push(arr);
             }
-            base += m.aggregates.len();
             let batch = RecordBatch::try_new_with_options(
                 m.agg_schema.clone(),
                 cols,
-                &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows.len())),
+                &arrow::array::RecordBatchOptions::new().with_row_count(Some(n)),
             )?;
             let v = m.projection.evaluate(&batch).map_err(df_err(&m.name))?;
-            let arr = v.into_array(rows.len()).map_err(df_err(&m.name))?;
-            let arr = arrow::compute::cast(&arr, m.field.data_type())?;
-            out.push(arr);
+            let arr = v.into_array(n).map_err(df_err(&m.name))?;
+            out.push(arrow::compute::cast(&arr, m.field.data_type())?);
         }
         Ok(out)
     }
-}
 
-impl CustomMetrics {
-    /// Serialises many (pane, key) states for a checkpoint: one Arrow IPC stream per
-    /// accumulator, one row per state, the columns being the accumulator's own `state()`.
-    pub fn encode_states(&self, states: &mut [&mut CustomState]) -> Result<Vec<Vec<u8>>> {
-        if states.is_empty() {
+    fn name_of(&self, aggregate: usize) -> &str {
+        let mut i = aggregate;
+        for m in &self.metrics {
+            if i < m.aggregates.len() {
+                return &m.name;
+            }
+            i -= m.aggregates.len();
+        }
+        "custom metric"
+    }
+
+    /// Serialises the state rows `rows` for a checkpoint: one Arrow IPC stream per
+    /// aggregate, one row per state, the columns being the aggregate's own state fields.
+    pub fn encode_states(&self, states: &States, rows: &[usize]) -> Result<Vec<Vec<u8>>> {
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let n_accs = states[0].accs.len();
-        let mut blobs = Vec::with_capacity(n_accs);
-        for i in 0..n_accs {
-            let mut rows: Vec<Vec<ScalarValue>> = Vec::with_capacity(states.len());
-            for part in states.iter_mut() {
-                let state = part.accs[i].state().map_err(df_err("checkpoint"))?;
-                // `state` may leave an accumulator drained; rebuild it from what it returned.
-                let arrays: Vec<ArrayRef> = state
-                    .iter()
-                    .map(|s| s.to_array())
-                    .collect::<Result<_, _>>()
-                    .map_err(df_err("checkpoint"))?;
-                let mut fresh = self.new_state()?.accs.swap_remove(i);
-                fresh.merge_batch(&arrays).map_err(df_err("checkpoint"))?;
-                part.accs[i] = fresh;
-                rows.push(state);
-            }
-            let width = rows[0].len();
-            let mut cols = Vec::with_capacity(width);
-            for j in 0..width {
-                let values = rows.iter().map(|r| r[j].clone());
-                cols.push(ScalarValue::iter_to_array(values).map_err(df_err("checkpoint"))?);
-            }
+        let idx = UInt32Array::from_iter_values(rows.iter().map(|&r| r as u32));
+        let mut blobs = Vec::with_capacity(states.per_agg.len());
+        for cols in &states.per_agg {
+            let cols: Vec<ArrayRef> = cols
+                .iter()
+                .map(|c| take(c.as_ref(), &idx, None))
+                .collect::<Result<_, _>>()?;
             let fields: Vec<Field> = cols
                 .iter()
                 .enumerate()
@@ -321,13 +335,14 @@ impl CustomMetrics {
         Ok(blobs)
     }
 
-    /// Rebuilds `n` states written by [`CustomMetrics::encode_states`].
-    pub fn decode_states(&self, blobs: &[Vec<u8>], n: usize) -> Result<Vec<CustomState>> {
-        let mut out: Vec<CustomState> = (0..n).map(|_| self.new_state()).collect::<Result<_>>()?;
+    /// Reads `n` state rows written by [`CustomMetrics::encode_states`].
+    pub fn decode_states(&self, blobs: &[Vec<u8>], n: usize) -> Result<States> {
+        let n_accs = self.new_groups()?.accs.len();
         if n == 0 {
-            return Ok(out);
+            return Ok(States {
+                per_agg: vec![Vec::new(); n_accs],
+            });
         }
-        let n_accs = out[0].accs.len();
         if blobs.len() != n_accs {
             return Err(ProcessorError::Checkpoint(format!(
                 "the checkpoint holds {} custom-metric accumulators, the config has {n_accs}: \
@@ -335,6 +350,7 @@ impl CustomMetrics {
                 blobs.len()
             )));
         }
+        let mut per_agg = Vec::with_capacity(n_accs);
         for (i, blob) in blobs.iter().enumerate() {
             let reader =
                 arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(blob), None)?;
@@ -352,14 +368,28 @@ impl CustomMetrics {
                     batch.num_rows()
                 )));
             }
-            for (r, state) in out.iter_mut().enumerate() {
-                let arrays: Vec<ArrayRef> = batch.columns().iter().map(|c| c.slice(r, 1)).collect();
-                state.accs[i]
-                    .merge_batch(&arrays)
-                    .map_err(df_err("restore"))?;
-            }
+            per_agg.push(batch.columns().to_vec());
         }
-        Ok(out)
+        Ok(States { per_agg })
+    }
+}
+
+/// The accumulators of every custom aggregate over all of a partition's open groups.
+pub struct CustomGroups {
+    accs: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+/// Emitted states of every aggregate: one row per group.
+pub struct States {
+    per_agg: Vec<Vec<ArrayRef>>,
+}
+
+impl States {
+    /// An empty set of states: no aggregates.
+    pub fn none() -> Self {
+        Self {
+            per_agg: Vec::new(),
+        }
     }
 }
 

@@ -17,6 +17,9 @@ pub enum ProcessorError {
     /// A checkpoint cannot be read or does not fit this processor.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// A built-in aggregate function failed on a batch.
+    #[error("built-in metric: {0}")]
+    Function(#[from] DataFusionError),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
 }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::drift::{bucket, DriftState};
+use crate::drift::DriftState;
 use crate::functions::f64_bits;
 pub use crate::functions::{
     calibration_bin, Bin, BinRow, BinSpec, Binning, Calibration, Hdr, Rank, RANK_STEPS,
@@ -30,9 +30,6 @@ pub struct Observation {
     /// The cost came from the price table (not from the event's `cost_usd`).
     pub cost_from_table: bool,
     pub quality_score: Option<f64>,
-    /// (confidence, correct) when both are known: the event counts for calibration.
-    pub labeled: Option<(f64, bool)>,
-    pub confidence: Option<f64>,
     /// Category id of `prediction`.
     pub prediction: Option<u32>,
     /// Hash of `session_id`, and what the event did to its session.
@@ -121,7 +118,9 @@ impl CoreState {
     }
 
     /// Adds one event; `awaits`: it waits for a label from feedback.
-    pub fn observe(&mut self, o: &Observation, spec: BinSpec, awaits: bool) {
+    /// Adds one event's counters; the aggregate functions' states (latency and cost
+    /// histograms, calibration, drift buckets) take whole batches in the operator.
+    pub fn observe(&mut self, o: &Observation, awaits: bool) {
         self.requests += 1;
         self.awaiting += awaits as u64;
         match o.status {
@@ -134,7 +133,6 @@ impl CoreState {
             StatusClass::Refusal => self.refusals += 1,
         }
         if let Some(ms) = o.latency_ms {
-            self.latency_us.record((ms * 1000.0).round() as u64);
             if ms > self.latency_max_ms {
                 self.latency_max_ms = ms;
             }
@@ -149,7 +147,6 @@ impl CoreState {
                     self.cost_source_event += 1;
                 }
                 self.cost_nanos += n;
-                self.cost_hist.record(n.max(0) as u64);
             }
             None => self.cost_unpriced += 1,
         }
@@ -157,22 +154,11 @@ impl CoreState {
             self.quality_sum += q;
             self.quality_n += 1;
         }
-        if let Some((conf, correct)) = o.labeled {
-            self.calibration
+        if let Some(p) = o.prediction {
+            self.drift
                 .get_or_insert_with(Default::default)
-                .observe(conf, correct, spec.width_bins());
-        }
-        if o.confidence.is_some() || o.quality_score.is_some() || o.prediction.is_some() {
-            let d = self.drift.get_or_insert_with(Default::default);
-            if let Some(c) = o.confidence {
-                d.confidence.add(bucket(c) as u32);
-            }
-            if let Some(q) = o.quality_score {
-                d.quality.add(bucket(q) as u32);
-            }
-            if let Some(p) = o.prediction {
-                d.prediction.add(p);
-            }
+                .prediction
+                .add(p);
         }
         if let Some(h) = o.session {
             self.session_ids.push(h);

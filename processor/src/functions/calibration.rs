@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{Result as DfResult, ScalarValue};
 use serde::{Deserialize, Serialize};
 
-use super::{bool_arg, f64_bits, float_arg, kept, Function};
+use super::{bool_arg, f64_bits, float_arg, kept, Function, States};
 
 /// AUROC and equal-mass resolution: confidences are bucketed to 1/RANK_STEPS (round to
 /// nearest). Pairs of opposite labels in one bucket count as ties (½), so the error against
@@ -358,9 +358,9 @@ impl Function for CalibrationFn {
         }
     }
 
-    fn update(
+    fn update<St: States<Calibration> + ?Sized>(
         &self,
-        states: &mut [Calibration],
+        states: &mut St,
         args: &[ArrayRef],
         groups: &[usize],
         filter: Option<&BooleanArray>,
@@ -370,7 +370,9 @@ impl Function for CalibrationFn {
         let width = self.spec.width_bins();
         for (row, &g) in groups.iter().enumerate() {
             if conf.is_valid(row) && correct.is_valid(row) && kept(filter, row) {
-                states[g].observe(conf.value(row), correct.value(row), width);
+                states
+                    .state(g)
+                    .observe(conf.value(row), correct.value(row), width);
             }
         }
         Ok(())

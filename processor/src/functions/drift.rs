@@ -7,12 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array};
+use arrow::compute::kernels::boolean::{and, not};
 use arrow::datatypes::DataType;
 use datafusion::common::{exec_err, Result as DfResult, ScalarValue};
 use serde::{Deserialize, Serialize};
 
-use super::{bool_arg, float_arg, kept, Function};
+use super::{bool_arg, float_arg, kept, Function, States};
 use crate::drift::{bucket, js, ks, psi, Categories, Counts, DRIFT_STEPS};
 
 /// Both samples of a continuous value, bucketed.
@@ -20,6 +21,38 @@ use crate::drift::{bucket, js, ks, psi, Categories, Counts, DRIFT_STEPS};
 pub struct TwoSample {
     pub reference: Counts,
     pub current: Counts,
+}
+
+/// Counts the bucket of every valid value `filter` keeps into its group's counts: the one
+/// loop behind `psi`, `ks` and the window operator's drift state.
+pub fn count_buckets<St: States<Counts> + ?Sized>(
+    states: &mut St,
+    x: &Float64Array,
+    groups: &[usize],
+    filter: Option<&BooleanArray>,
+) {
+    for (row, &g) in groups.iter().enumerate() {
+        if x.is_valid(row) && kept(filter, row) {
+            states.state(g).add(bucket(x.value(row)) as u32);
+        }
+    }
+}
+
+/// One sample of each group's [`TwoSample`].
+struct Side<'a, St: ?Sized> {
+    states: &'a mut St,
+    reference: bool,
+}
+
+impl<St: States<TwoSample> + ?Sized> States<Counts> for Side<'_, St> {
+    fn state(&mut self, group: usize) -> &mut Counts {
+        let s = self.states.state(group);
+        if self.reference {
+            &mut s.reference
+        } else {
+            &mut s.current
+        }
+    }
 }
 
 /// Which statistic of two bucketed samples.
@@ -68,25 +101,26 @@ impl Function for DriftFn {
         DataType::Float64
     }
 
-    fn update(
+    fn update<St: States<TwoSample> + ?Sized>(
         &self,
-        states: &mut [TwoSample],
+        states: &mut St,
         args: &[ArrayRef],
         groups: &[usize],
         filter: Option<&BooleanArray>,
     ) -> DfResult<()> {
         let x = float_arg(self.name(), args, 0)?;
         let is_ref = bool_arg(self.name(), args, 1)?;
-        for (row, &g) in groups.iter().enumerate() {
-            if x.is_valid(row) && is_ref.is_valid(row) && kept(filter, row) {
-                let s = &mut states[g];
-                let side = if is_ref.value(row) {
-                    &mut s.reference
-                } else {
-                    &mut s.current
-                };
-                side.add(bucket(x.value(row)) as u32);
-            }
+        // A null `is_reference` (or filter) rejects the row on both sides.
+        let (reference, current) = match filter {
+            Some(f) => (and(f, is_ref)?, and(f, &not(is_ref)?)?),
+            None => (is_ref.clone(), not(is_ref)?),
+        };
+        for (side, keep) in [(true, &reference), (false, &current)] {
+            let mut side = Side {
+                states: &mut *states,
+                reference: side,
+            };
+            count_buckets(&mut side, x, groups, Some(keep));
         }
         Ok(())
     }
@@ -154,9 +188,9 @@ impl Function for Categorical {
         DataType::Float64
     }
 
-    fn update(
+    fn update<St: States<CategoricalState> + ?Sized>(
         &self,
-        states: &mut [CategoricalState],
+        states: &mut St,
         args: &[ArrayRef],
         groups: &[usize],
         filter: Option<&BooleanArray>,
@@ -167,7 +201,7 @@ impl Function for Categorical {
         let is_ref = bool_arg("js", args, 1)?;
         for (row, &g) in groups.iter().enumerate() {
             if cat.is_valid(row) && is_ref.is_valid(row) && kept(filter, row) {
-                let s = &mut states[g];
+                let s = states.state(g);
                 let side = if is_ref.value(row) {
                     &mut s.reference
                 } else {

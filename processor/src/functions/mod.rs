@@ -39,7 +39,7 @@ pub use calibration::{
     calibration_bin, Bin, BinRow, BinSpec, Binning, Calibration, CalibrationFn, CalibrationValue,
     Rank, RANK_STEPS,
 };
-pub use drift::{Categorical, Drift, DriftFn, TwoSample};
+pub use drift::{count_buckets, Categorical, CategoricalState, Drift, DriftFn, TwoSample};
 pub use quantile::{Hdr, Quantile};
 
 /// What the functions take from the config: the reliability bins and the drift floor.
@@ -85,10 +85,10 @@ pub trait Function: Debug + Clone + PartialEq + Eq + Hash + Send + Sync + 'stati
     }
 
     /// Adds every row of a batch that `filter` keeps to the state of its group,
-    /// `states[groups[row]]`, in row order.
-    fn update(
+    /// `states.state(groups[row])`, in row order.
+    fn update<St: States<Self::State> + ?Sized>(
         &self,
-        states: &mut [Self::State],
+        states: &mut St,
         args: &[ArrayRef],
         groups: &[usize],
         filter: Option<&BooleanArray>,
@@ -100,6 +100,31 @@ pub trait Function: Debug + Clone + PartialEq + Eq + Hash + Send + Sync + 'stati
 
     /// Heap bytes of a state.
     fn size(&self, state: &Self::State) -> usize;
+}
+
+/// Where [`Function::update`] finds a group's state: a slice of states (the accumulators
+/// here), or one field of each record of a slice (the window operator's per-(pane, key)
+/// state, which holds several functions' states side by side).
+pub trait States<S> {
+    fn state(&mut self, group: usize) -> &mut S;
+}
+
+impl<S> States<S> for [S] {
+    fn state(&mut self, group: usize) -> &mut S {
+        &mut self[group]
+    }
+}
+
+/// The state `get` finds in each record of `records`; `get` may create it on first use.
+pub struct FieldOf<'a, T, S> {
+    pub records: &'a mut [T],
+    pub get: fn(&mut T) -> &mut S,
+}
+
+impl<T, S> States<S> for FieldOf<'_, T, S> {
+    fn state(&mut self, group: usize) -> &mut S {
+        (self.get)(&mut self.records[group])
+    }
 }
 
 /// Rows `update` takes: kept by the filter (null counts as rejected).
@@ -238,8 +263,12 @@ impl<F: Function> GroupsAccumulator for Groups<F> {
         total_num_groups: usize,
     ) -> DfResult<()> {
         self.states.resize_with(total_num_groups, Default::default);
-        self.function
-            .update(&mut self.states, values, group_indices, opt_filter)
+        self.function.update(
+            self.states.as_mut_slice(),
+            values,
+            group_indices,
+            opt_filter,
+        )
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> DfResult<ArrayRef> {
@@ -291,7 +320,7 @@ impl<F: Function> GroupsAccumulator for Groups<F> {
         let mut states = vec![F::State::default(); n];
         let groups: Vec<usize> = (0..n).collect();
         self.function
-            .update(&mut states, values, &groups, opt_filter)?;
+            .update(states.as_mut_slice(), values, &groups, opt_filter)?;
         let mut b = BinaryBuilder::with_capacity(n, n * 64);
         for s in &states {
             b.append_value(encode(s)?);

@@ -14,7 +14,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{float_arg, kept, Function};
+use super::{float_arg, kept, Function, States};
 
 /// Significant digits of every HDR histogram.
 const HDR_SIGFIG: u8 = 3;
@@ -190,9 +190,9 @@ impl Function for Quantile {
         }
     }
 
-    fn update(
+    fn update<St: States<Hdr> + ?Sized>(
         &self,
-        states: &mut [Hdr],
+        states: &mut St,
         args: &[ArrayRef],
         groups: &[usize],
         filter: Option<&BooleanArray>,
@@ -200,7 +200,7 @@ impl Function for Quantile {
         let x = float_arg(self.name, args, 0)?;
         for (row, &g) in groups.iter().enumerate() {
             if x.is_valid(row) && kept(filter, row) {
-                states[g].record(self.to_units(x.value(row)));
+                states.state(g).record(self.to_units(x.value(row)));
             }
         }
         Ok(())

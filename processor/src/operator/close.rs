@@ -30,7 +30,7 @@ impl WindowOperator {
     pub fn advance_watermark(&mut self, wm: i64) -> Result<Option<RecordBatch>> {
         let through = self.spec.closable_through(wm);
         let mut out = MetricRows::new();
-        if self.emitted_through.is_none_or(|e| through > e) && !self.panes.is_empty() {
+        if self.emitted_through.is_none_or(|e| through > e) && !self.groups.is_empty() {
             self.close_through(through, &mut out)?;
         }
         self.finish_rows(out)
@@ -40,7 +40,7 @@ impl WindowOperator {
     pub fn finish(&mut self) -> Result<Option<RecordBatch>> {
         self.sessions.end_idle(i64::MAX, &mut self.ended);
         let mut out = MetricRows::new();
-        if let Some((&last, _)) = self.panes.iter().next_back() {
+        if let Some(last) = self.groups.last_pane() {
             self.close_through(last, &mut out)?;
         }
         self.finish_rows(out)
@@ -52,10 +52,9 @@ impl WindowOperator {
         let (size, slide) = (self.spec.size, self.spec.slide);
         let first = self.emitted_through.map(|e| e + slide);
         let mut starts = BTreeSet::new();
-        for &p in self
-            .panes
-            .range(..=through.saturating_add(size - slide))
-            .map(|(p, _)| p)
+        for p in self
+            .groups
+            .pane_starts(..=through.saturating_add(size - slide))
         {
             let lo = first.map_or(self.spec.first_window_of(p), |f| {
                 f.max(self.spec.first_window_of(p))
@@ -66,12 +65,23 @@ impl WindowOperator {
                 s += slide;
             }
         }
+        // Custom metrics: every group's state leaves its accumulators once; windows merge
+        // from it, and the groups still open go back.
+        let total = self.groups.capacity();
+        let custom = match self.custom.as_mut() {
+            Some(c) => Some(c.metrics.take_states(&mut c.groups, total)?),
+            None => None,
+        };
         for s in starts {
             self.retire_before(s);
-            self.emit_window(s, out)?;
+            self.emit_window(s, out, custom.as_ref())?;
         }
         self.retire_before(through + 1);
-        self.panes = self.panes.split_off(&(through + 1));
+        self.groups.drop_through(through);
+        if let (Some(c), Some(states)) = (self.custom.as_mut(), custom) {
+            let live: Vec<(usize, usize)> = self.groups.live().iter().map(|&g| (g, g)).collect();
+            c.metrics.merge_rows(&mut c.groups, &states, &live, total)?;
+        }
         self.emitted_through = Some(self.emitted_through.map_or(through, |e| e.max(through)));
         Ok(())
     }
@@ -83,34 +93,46 @@ impl WindowOperator {
             return;
         }
         let slide = self.spec.slide;
-        for (&p, pane) in self.panes.range_mut(from..t) {
-            for (k, state) in pane.core.iter_mut() {
-                self.budgets
-                    .retire(p, &self.keys.values[*k as usize].service, state);
-                if let Some(d) = state.drift.take() {
-                    self.baselines
-                        .entry(*k)
-                        .or_default()
-                        .retire(self.reference, p, slide, *d);
-                }
+        let retiring: Vec<(i64, u32, usize)> = self.groups.in_panes(from..t).collect();
+        for (p, k, g) in retiring {
+            let state = self.groups.state_mut(g);
+            self.budgets
+                .retire(p, &self.keys.values[k as usize].service, state);
+            if let Some(d) = state.drift.take() {
+                self.baselines
+                    .entry(k)
+                    .or_default()
+                    .retire(self.reference, p, slide, *d);
             }
         }
         self.retired_through = Some(t - 1);
     }
 
-    pub(super) fn emit_window(&mut self, start: i64, out: &mut MetricRows) -> Result<()> {
+    pub(super) fn emit_window(
+        &mut self,
+        start: i64,
+        out: &mut MetricRows,
+        custom: Option<&crate::custom::States>,
+    ) -> Result<()> {
         let end = start + self.spec.size;
         let mut core: BTreeMap<u32, CoreState> = BTreeMap::new();
-        for pane in self.panes.range(start..end).map(|(_, p)| p) {
-            for (k, s) in &pane.core {
-                core.entry(*k).or_default().merge(s);
-            }
+        let members: Vec<(i64, u32, usize)> = self.groups.in_panes(start..end).collect();
+        for &(_, k, g) in &members {
+            core.entry(k).or_default().merge(self.groups.state(g));
         }
         if core.is_empty() {
             return Ok(());
         }
         let mut keys: Vec<u32> = core.keys().copied().collect();
         keys.sort_by(|a, b| self.keys.values[*a as usize].cmp(&self.keys.values[*b as usize]));
+        if let (Some(c), Some(states)) = (&self.custom, custom) {
+            // Each key's row merges its panes' states in time order (`members` is).
+            let row: HashMap<u32, usize> = keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+            let pairs: Vec<(usize, usize)> =
+                members.iter().map(|&(_, k, g)| (g, row[&k])).collect();
+            out.custom
+                .push(c.metrics.evaluate_rows(states, &pairs, keys.len())?);
+        }
         // Budgets: the window's cost per budgeted service and tenant, over all its keys.
         let day = start.div_euclid(DAY_MS);
         let mut service_cost: BTreeMap<&str, i64> = BTreeMap::new();
@@ -197,14 +219,6 @@ impl WindowOperator {
             if let Some(cal) = &state.calibration {
                 self.bins.append(start, end, key, cal, self.bin_spec, 0);
             }
-            if let Some(custom) = &self.custom {
-                let mut parts: Vec<&mut CustomState> = self
-                    .panes
-                    .range_mut(start..end)
-                    .filter_map(|(_, p)| p.custom.get_mut(&k))
-                    .collect();
-                out.custom.push(custom.merge(&mut parts)?);
-            }
         }
         self.stats.windows_closed += 1;
         Ok(())
@@ -217,8 +231,11 @@ impl WindowOperator {
         }
         let mut columns = out.keys.finish();
         columns.extend(out.core.finish());
-        if let Some(custom) = &self.custom {
-            columns.extend(custom.evaluate(&mut out.custom)?);
+        if let Some(c) = &self.custom {
+            for m in 0..c.metrics.fields().len() {
+                let parts: Vec<&dyn Array> = out.custom.iter().map(|w| w[m].as_ref()).collect();
+                columns.push(arrow::compute::concat(&parts)?);
+            }
         }
         self.stats.metric_rows += rows as u64;
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;

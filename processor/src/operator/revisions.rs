@@ -49,11 +49,7 @@ impl WindowOperator {
         let pane = self.spec.pane(j.time);
         let width = self.bin_spec;
         if self.emitted_through.is_none_or(|e| pane > e) {
-            if let Some(s) = self
-                .panes
-                .get_mut(&pane)
-                .and_then(|p| p.core.get_mut(&j.key))
-            {
+            if let Some(s) = self.groups.get_mut(pane, j.key) {
                 s.calibration.get_or_insert_with(Default::default).observe(
                     j.confidence,
                     j.correct,

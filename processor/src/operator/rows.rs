@@ -129,7 +129,8 @@ impl BinRows {
 pub(super) struct MetricRows {
     pub(super) keys: WindowKeyColumns,
     pub(super) core: CoreColumns,
-    pub(super) custom: Vec<CustomState>,
+    /// Custom metric columns of each closed window's rows, one array per metric.
+    pub(super) custom: Vec<Vec<ArrayRef>>,
     /// (row, window start, key) of rows that late labels may revise.
     pub(super) revisable: Vec<(usize, i64, u32)>,
 }

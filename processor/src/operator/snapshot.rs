@@ -74,29 +74,30 @@ impl WindowOperator {
     /// emitted, the partition's newest event time — for a checkpoint. Restoring it with
     /// [`WindowOperator::restore`] continues exactly where this left off.
     pub fn snapshot(&mut self) -> Result<Vec<u8>> {
-        let mut panes = Vec::with_capacity(self.panes.len());
-        // Custom states in (pane, key) order, with that order recorded in `custom_index`.
-        let mut custom_states: Vec<&mut CustomState> = Vec::new();
-        let mut custom_index: Vec<(i64, u32)> = Vec::new();
-        for (&start, pane) in self.panes.iter_mut() {
-            let mut core: Vec<(u32, CoreState)> =
-                pane.core.iter().map(|(k, s)| (*k, s.clone())).collect();
-            core.sort_by_key(|(k, _)| *k);
-            panes.push((start, core));
-            let mut custom: Vec<(u32, &mut CustomState)> =
-                pane.custom.iter_mut().map(|(k, s)| (*k, s)).collect();
-            custom.sort_by_key(|(k, _)| *k);
-            for (k, state) in custom {
-                custom_index.push((start, k));
-                custom_states.push(state);
+        // Panes in time order, keys in id order; custom states in the same order, which
+        // `custom_index` records.
+        let mut members: Vec<(i64, u32, usize)> = self.groups.in_panes(..).collect();
+        members.sort_by_key(|&(p, k, _)| (p, k));
+        let mut panes: Vec<(i64, Vec<(u32, CoreState)>)> = Vec::new();
+        for &(p, k, g) in &members {
+            if panes.last().is_none_or(|(last, _)| *last != p) {
+                panes.push((p, Vec::new()));
             }
+            let state = self.groups.state(g).clone();
+            panes.last_mut().expect("pushed above").1.push((k, state));
         }
-        let custom = match &self.custom {
-            Some(c) => c
-                .encode_states(&mut custom_states)?
-                .iter()
-                .map(|b| hex(b))
-                .collect(),
+        let custom_index: Vec<(i64, u32)> = members.iter().map(|&(p, k, _)| (p, k)).collect();
+        let total = self.groups.capacity();
+        let custom = match self.custom.as_mut() {
+            Some(c) => {
+                let states = c.metrics.take_states(&mut c.groups, total)?;
+                let rows: Vec<usize> = members.iter().map(|m| m.2).collect();
+                let blobs = c.metrics.encode_states(&states, &rows)?;
+                // The accumulators go on from exactly these states.
+                let live: Vec<(usize, usize)> = rows.iter().map(|&g| (g, g)).collect();
+                c.metrics.merge_rows(&mut c.groups, &states, &live, total)?;
+                blobs.iter().map(|b| hex(b)).collect()
+            }
             None => Vec::new(),
         };
         let snap = Snapshot {
@@ -237,20 +238,14 @@ impl WindowOperator {
                 k.route.as_deref(),
             );
         }
-        self.panes = snap
-            .panes
-            .into_iter()
-            .map(|(start, core)| {
-                (
-                    start,
-                    Pane {
-                        core: core.into_iter().collect(),
-                        custom: HashMap::new(),
-                    },
-                )
-            })
-            .collect();
-        if let Some(c) = &self.custom {
+        self.groups = Groups::default();
+        for (start, core) in snap.panes {
+            for (k, state) in core {
+                let g = self.groups.group(start, k);
+                *self.groups.state_mut(g) = state;
+            }
+        }
+        if let Some(c) = self.custom.as_mut() {
             let blobs: Vec<Vec<u8>> = snap
                 .custom
                 .iter()
@@ -259,14 +254,17 @@ impl WindowOperator {
                         .ok_or_else(|| ProcessorError::Checkpoint("custom state is not hex".into()))
                 })
                 .collect::<Result<_>>()?;
-            let states = c.decode_states(&blobs, snap.custom_index.len())?;
-            for ((pane, key), state) in snap.custom_index.into_iter().zip(states) {
-                self.panes
-                    .entry(pane)
-                    .or_default()
-                    .custom
-                    .insert(key, state);
-            }
+            let states = c.metrics.decode_states(&blobs, snap.custom_index.len())?;
+            let pairs: Vec<(usize, usize)> = snap
+                .custom_index
+                .iter()
+                .enumerate()
+                .map(|(row, &(pane, key))| (row, self.groups.group(pane, key)))
+                .collect();
+            c.groups = c.metrics.new_groups()?;
+            let total = self.groups.capacity();
+            c.metrics
+                .merge_rows(&mut c.groups, &states, &pairs, total)?;
         }
         self.emitted_through = snap.emitted_through;
         self.categories = Categories::from_names(snap.categories);
@@ -333,7 +331,13 @@ impl WindowOperator {
     pub(super) fn custom_columns(&self) -> Vec<String> {
         self.custom
             .as_ref()
-            .map(|c| c.fields().iter().map(|f| f.name().clone()).collect())
+            .map(|c| {
+                c.metrics
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -1,0 +1,119 @@
+//! The open (pane, key) groups of a partition. Every group has an index into one arena of
+//! built-in states, and the custom metrics' groups accumulators use the same indices, so a
+//! micro-batch updates each aggregate function in one call with the group of every row.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::metrics::CoreState;
+
+#[derive(Default)]
+pub(super) struct Groups {
+    /// Pane start → key → group.
+    panes: BTreeMap<i64, HashMap<u32, usize>>,
+    /// Group → built-in state; freed groups hold a default state until reused.
+    states: Vec<CoreState>,
+    free: Vec<usize>,
+    /// The last (pane, key) looked up and its group: consecutive events of one key skip
+    /// the maps.
+    last: Option<(i64, u32, usize)>,
+}
+
+impl Groups {
+    /// The group of (pane, key), created on first use.
+    pub(super) fn group(&mut self, pane: i64, key: u32) -> usize {
+        if let Some((p, k, g)) = self.last {
+            if p == pane && k == key {
+                return g;
+            }
+        }
+        let keys = self.panes.entry(pane).or_default();
+        let g = match keys.get(&key) {
+            Some(&g) => g,
+            None => {
+                let g = match self.free.pop() {
+                    Some(g) => g,
+                    None => {
+                        self.states.push(CoreState::default());
+                        self.states.len() - 1
+                    }
+                };
+                keys.insert(key, g);
+                g
+            }
+        };
+        self.last = Some((pane, key, g));
+        g
+    }
+
+    pub(super) fn get_mut(&mut self, pane: i64, key: u32) -> Option<&mut CoreState> {
+        let g = *self.panes.get(&pane)?.get(&key)?;
+        Some(&mut self.states[g])
+    }
+
+    pub(super) fn state(&self, group: usize) -> &CoreState {
+        &self.states[group]
+    }
+
+    pub(super) fn state_mut(&mut self, group: usize) -> &mut CoreState {
+        &mut self.states[group]
+    }
+
+    /// Every group's state, by group index.
+    pub(super) fn states_mut(&mut self) -> &mut [CoreState] {
+        &mut self.states
+    }
+
+    /// Number of group indices in use or free: the `total_num_groups` of accumulators.
+    pub(super) fn capacity(&self) -> usize {
+        self.states.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.panes.is_empty()
+    }
+
+    /// Starts of the open panes in `range`, in time order.
+    pub(super) fn pane_starts(
+        &self,
+        range: impl std::ops::RangeBounds<i64>,
+    ) -> impl Iterator<Item = i64> + '_ {
+        self.panes.range(range).map(|(p, _)| *p)
+    }
+
+    pub(super) fn last_pane(&self) -> Option<i64> {
+        self.panes.keys().next_back().copied()
+    }
+
+    /// (pane, key, group) of every group of the panes in `range`, panes in time order.
+    pub(super) fn in_panes(
+        &self,
+        range: impl std::ops::RangeBounds<i64>,
+    ) -> impl Iterator<Item = (i64, u32, usize)> + '_ {
+        self.panes
+            .range(range)
+            .flat_map(|(p, keys)| keys.iter().map(move |(k, g)| (*p, *k, *g)))
+    }
+
+    /// Closes the panes at or before `through`: their groups are freed for reuse.
+    pub(super) fn drop_through(&mut self, through: i64) {
+        let kept = self.panes.split_off(&(through + 1));
+        for keys in std::mem::replace(&mut self.panes, kept).into_values() {
+            for g in keys.into_values() {
+                self.states[g] = CoreState::default();
+                self.free.push(g);
+            }
+        }
+        self.last = None;
+    }
+
+    /// Group indices of every open group, ascending.
+    pub(super) fn live(&self) -> Vec<usize> {
+        let mut live: Vec<usize> = self
+            .panes
+            .values()
+            .flat_map(|k| k.values().copied())
+            .collect();
+        live.sort_unstable();
+        live
+    }
+}
