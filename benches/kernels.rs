@@ -3,7 +3,8 @@
 //!
 //! * `decode/8192`, `decode/malformed_8192`: JSON payloads → `events` Arrow batch
 //!   ([`EventDecoder::decode`]);
-//! * `aggregate/8192`: [`WindowOperator::process_batch`] on an already decoded batch;
+//! * `aggregate/8192`: a partition's operator chain ([`Chain::process_batch`]: pricing,
+//!   windows, alerts) on an already decoded batch;
 //! * `decode_aggregate/8192`: both;
 //! * `parquet_events/8192`: the `events` table's Parquet encoding (zstd, in memory);
 //! * `alerts/<keys>`: the built-in alert rules over one closed window's `metrics` rows
@@ -20,7 +21,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
 use inferwatch_generator::{Generator, GeneratorConfig, Scenario};
 use inferwatch_processor::config::WindowConfig;
-use inferwatch_processor::{Alerting, ProcessorConfig, WindowOperator};
+use inferwatch_processor::{Alerting, Chain, Collector, Emitted, ProcessorConfig, Watermark};
 use inferwatch_schemas::{EventDecoder, RawBatch};
 use inferwatch_sink::ParquetOptions;
 
@@ -67,7 +68,7 @@ fn malformed() -> RawBatch {
 /// over and over, so its timestamps repeat, and with the default 1-minute windows the
 /// first pass would close the window before the start and later passes would take the late
 /// path. A 1-hour window and out-of-orderness keep every pass on the on-time path.
-fn operator() -> WindowOperator {
+fn operator() -> Chain {
     let config = ProcessorConfig {
         window: WindowConfig {
             size: Duration::from_secs(3600),
@@ -76,7 +77,7 @@ fn operator() -> WindowOperator {
         },
         ..ProcessorConfig::default()
     };
-    WindowOperator::new(&config).expect("valid processor config")
+    Chain::new(&config).expect("valid processor config")
 }
 
 fn configure<'a>(
@@ -116,12 +117,15 @@ fn bench_decode(c: &mut Criterion) {
 
 /// Feeds `batch` through `op` a few times and checks that nothing was late and no window
 /// closed: the benchmark then measures the normal on-time path.
-fn assert_on_time(op: &mut WindowOperator, batch: &RecordBatch) {
+fn assert_on_time(op: &mut Chain, batch: &RecordBatch) {
     for _ in 0..3 {
-        let out = op.process_batch(batch.clone()).expect("process_batch");
-        assert!(out.metrics.is_none(), "no window closes");
+        let mut out = Collector::default();
+        op.process_batch(batch.clone(), &mut out)
+            .expect("process_batch");
+        let closed = out.drain().any(|e| matches!(e, Emitted::Metrics(_)));
+        assert!(!closed, "no window closes");
     }
-    let stats = op.stats();
+    let stats = op.window().stats();
     assert_eq!(stats.late_events, 0, "{stats:?}");
     assert_eq!(stats.windows_closed, 0, "{stats:?}");
 }
@@ -135,13 +139,15 @@ fn bench_aggregate(c: &mut Criterion) {
 
     let mut g = configure(c, "aggregate");
     g.bench_function("8192", |b| {
+        let mut out = Collector::default();
         b.iter(|| {
-            op.process_batch(black_box(events.clone()))
-                .expect("process_batch")
+            op.process_batch(black_box(events.clone()), &mut out)
+                .expect("process_batch");
+            out.drain().count()
         })
     });
     g.finish();
-    let stats = op.stats();
+    let stats = op.window().stats();
     assert_eq!(stats.late_events, 0, "{stats:?}");
 }
 
@@ -154,13 +160,15 @@ fn bench_decode_aggregate(c: &mut Criterion) {
 
     let mut g = configure(c, "decode_aggregate");
     g.bench_function("8192", |b| {
+        let mut out = Collector::default();
         b.iter(|| {
             let d = decoder.decode(black_box(&raw));
-            op.process_batch(d.events).expect("process_batch")
+            op.process_batch(d.events, &mut out).expect("process_batch");
+            out.drain().count()
         })
     });
     g.finish();
-    let stats = op.stats();
+    let stats = op.window().stats();
     assert_eq!(stats.late_events, 0, "{stats:?}");
 }
 
@@ -168,10 +176,16 @@ fn bench_parquet(c: &mut Criterion) {
     let raw = steady();
     let decoded = EventDecoder::default().decode(&raw).events;
     // What the sink writes: the operator's output, priced and with `late` set.
-    let events = operator()
-        .process_batch(decoded)
-        .expect("process_batch")
-        .events
+    let mut out = Collector::default();
+    operator()
+        .process_batch(decoded, &mut out)
+        .expect("process_batch");
+    let events = out
+        .drain()
+        .find_map(|e| match e {
+            Emitted::Events(b) => Some(b),
+            _ => None,
+        })
         .expect("events");
     let props = ParquetOptions::default()
         .writer_properties()
@@ -254,13 +268,23 @@ fn bench_alerts(c: &mut Criterion) {
             break;
         }
         let events = decoder.decode(&raw).events;
-        op.process_batch(events).expect("process_batch");
+        let mut out = Collector::default();
+        op.process_batch(events, &mut out).expect("process_batch");
     }
-    let metrics = op.finish().expect("finish").expect("rows");
+    let mut out = Collector::default();
+    op.handle_watermark(Watermark::End, &mut out)
+        .expect("finish");
+    let metrics = out
+        .drain()
+        .find_map(|e| match e {
+            Emitted::Metrics(b) => Some(b),
+            _ => None,
+        })
+        .expect("rows");
     let rows = metrics.num_rows() as u64;
     let config = ProcessorConfig::default();
-    let mut alerting =
-        Alerting::new(&config.alerts, &op.metrics_schema(), 3_600_000).expect("built-in rules");
+    let mut alerting = Alerting::new(&config.alerts, &op.window().metrics_schema(), 3_600_000)
+        .expect("built-in rules");
     let mut g = c.benchmark_group("alerts");
     g.sample_size(20)
         .warm_up_time(Duration::from_secs(1))

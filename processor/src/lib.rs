@@ -2,6 +2,7 @@
 //! metric state per (window, key), custom SQL metrics on DataFusion accumulators.
 
 pub mod alerts;
+pub mod chain;
 pub mod columns;
 pub mod config;
 pub mod custom;
@@ -17,6 +18,7 @@ pub mod sessions;
 pub mod window;
 
 pub use alerts::{AlertOutput, Alerting};
+pub use chain::{Chain, Collector, Emitted, Operator, Watermark};
 pub use config::ProcessorConfig;
 pub use error::{ProcessorError, Result};
 pub use operator::{OperatorStats, Output, Revisions, WindowOperator};

@@ -73,9 +73,9 @@ struct Pending {
 }
 
 impl WindowOperator {
-    /// Aggregates one micro-batch of the partition's decoded events into its panes, closing
+    /// Aggregates one micro-batch of the partition's priced events into its panes, closing
     /// windows as the watermark passes them.
-    pub fn process_batch(&mut self, events: RecordBatch) -> Result<Output> {
+    pub fn aggregate(&mut self, events: RecordBatch) -> Result<Output> {
         let n = events.num_rows();
         if n == 0 {
             return Ok(Output {
@@ -83,7 +83,14 @@ impl WindowOperator {
                 metrics: None,
             });
         }
-        let (events, costs) = self.price(events)?;
+        let cost_usd = events.column(col::COST_USD).as_primitive::<Float64Type>();
+        let costs: Vec<Option<i64>> = (0..n)
+            .map(|i| {
+                cost_usd
+                    .is_valid(i)
+                    .then(|| usd_to_nanos(cost_usd.value(i)))
+            })
+            .collect();
         let cols = Cols::of(&events);
         let args = match &self.custom {
             Some(c) => Some(c.metrics.arguments(&events)?),
@@ -259,53 +266,6 @@ impl WindowOperator {
             c.update(&mut custom.groups, args, from..to, groups, &keep, total)?;
         }
         Ok(())
-    }
-
-    /// Prices events without `cost_usd` from the price table; returns each row's cost in
-    /// nano-dollars (`None`: unpriced).
-    fn price(&self, events: RecordBatch) -> Result<(RecordBatch, Vec<Option<i64>>)> {
-        let n = events.num_rows();
-        let cost = events.column(col::COST_USD).as_primitive::<Float64Type>();
-        let mut nanos: Vec<Option<i64>> = (0..n)
-            .map(|i| cost.is_valid(i).then(|| usd_to_nanos(cost.value(i))))
-            .collect();
-        if self.prices.is_empty() || cost.null_count() == 0 {
-            return Ok((events, nanos));
-        }
-        let model = events.column(col::MODEL).as_string::<i32>();
-        let tin = events.column(col::TOKENS_IN).as_primitive::<Int64Type>();
-        let tout = events.column(col::TOKENS_OUT).as_primitive::<Int64Type>();
-        let tcached = events
-            .column(col::TOKENS_CACHED)
-            .as_primitive::<Int64Type>();
-        let source = events.column(col::COST_SOURCE).as_string::<i32>();
-        let ts = events
-            .column(col::TIMESTAMP)
-            .as_primitive::<TimestampMillisecondType>();
-        let get =
-            |a: &arrow::array::Int64Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0 };
-        let mut usd = Vec::with_capacity(n);
-        let mut src = StringBuilder::with_capacity(n, n * 5);
-        for (i, slot) in nanos.iter_mut().enumerate() {
-            if slot.is_none() {
-                *slot = self.prices.cost_nanos(
-                    model.value(i),
-                    ts.value(i),
-                    get(tin, i),
-                    get(tout, i),
-                    get(tcached, i),
-                );
-                src.append_option(slot.map(|_| COST_SOURCE_TABLE));
-                usd.push(slot.map(|c| c as f64 / 1e9));
-            } else {
-                src.append_option(opt(source, i));
-                usd.push(Some(cost.value(i)));
-            }
-        }
-        let mut columns = events.columns().to_vec();
-        columns[col::COST_USD] = Arc::new(Float64Array::from(usd)) as ArrayRef;
-        columns[col::COST_SOURCE] = Arc::new(src.finish());
-        Ok((RecordBatch::try_new(events.schema(), columns)?, nanos))
     }
 }
 

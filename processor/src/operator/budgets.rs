@@ -78,6 +78,59 @@ impl Budgets {
 }
 
 impl WindowOperator {
+    /// The `budgets` rows of the window [`start`, `end`) (its cost per budgeted service and
+    /// tenant, over all its keys, `core`); returns (spent today in USD, burn rate) per
+    /// budgeted service for the window's `metrics` rows.
+    pub(super) fn window_budgets(
+        &mut self,
+        start: i64,
+        end: i64,
+        core: &BTreeMap<u32, CoreState>,
+    ) -> HashMap<String, (f64, f64)> {
+        let day = start.div_euclid(DAY_MS);
+        let mut service_cost: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut tenant_cost: BTreeMap<u32, i64> = BTreeMap::new();
+        for (k, st) in core {
+            let service = self.keys.values[*k as usize].service.as_str();
+            if self.budgets.services.contains_key(service) {
+                *service_cost.entry(service).or_default() += st.cost_nanos;
+            }
+            for &(t, c) in &st.tenant_costs {
+                *tenant_cost.entry(t).or_default() += c;
+            }
+        }
+        let size = self.spec.size;
+        let burn =
+            |cost: i64, budget: i64| cost as f64 / size as f64 * DAY_MS as f64 / budget as f64;
+        let mut service_budget: HashMap<String, (f64, f64)> = HashMap::new();
+        for (service, &cost) in &service_cost {
+            let budget = self.budgets.services[*service];
+            let spent = Budgets::spent(self.budgets.service_spend.get(*service), day) + cost;
+            service_budget.insert(
+                service.to_string(),
+                (spent as f64 / 1e9, burn(cost, budget)),
+            );
+            let row = (
+                start,
+                end,
+                "service",
+                service.to_string(),
+                budget,
+                spent,
+                cost,
+            );
+            self.budgets.rows.push(row);
+        }
+        for (&t, &cost) in &tenant_cost {
+            let (name, budget) = self.budgets.tenants[t as usize].clone();
+            let spent = Budgets::spent(self.budgets.tenant_spend.get(&t), day) + cost;
+            self.budgets
+                .rows
+                .push((start, end, "tenant", name, budget, spent, cost));
+        }
+        service_budget
+    }
+
     /// `budgets` rows of the windows closed since the last call.
     pub fn take_budget_rows(&mut self) -> Result<Option<RecordBatch>> {
         if self.budgets.rows.is_empty() {

@@ -1,6 +1,6 @@
-//! The window operator of one source partition: `process_batch`, `advance_watermark` (an
-//! idle partition follows the others) and `finish` (end of a finite source) are its whole
-//! vocabulary.
+//! The window aggregate of one source partition, the middle of its chain (see
+//! [`crate::chain`]): `aggregate` (a batch of priced events), `advance_watermark` (an idle
+//! partition follows the others) and `finish` (end of a finite source).
 //!
 //! Watermarks advance event by event inside a micro-batch, and windows close the moment the
 //! watermark passes them, so a window's contents and every event's `late` flag depend only on
@@ -18,7 +18,6 @@ use inferwatch_schemas::tables::{events as col, metrics_key_fields};
 use inferwatch_schemas::validate::COST_SOURCE_TABLE;
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::{AlertOutput, AlertSnapshot, Alerting};
 use crate::columns::{CoreColumns, RowInputs};
 use crate::config::ProcessorConfig;
 use crate::custom::{CustomGroups, CustomMetrics};
@@ -28,7 +27,7 @@ use crate::functions::{CalibrationFn, CalibrationValue};
 use crate::labels::{LabelJoin, LabelSnapshot, LabelStats};
 use crate::metrics::{Approval, BinSpec, CoreState, Observation, StatusClass};
 use crate::metrics::{Calibration, CostAnomaly, CostSeries};
-use crate::price::{usd_to_nanos, PriceTable};
+use crate::price::usd_to_nanos;
 use crate::sessions::{Session, SessionStats, Sessions, SessionsSnapshot};
 use crate::window::WindowSpec;
 use inferwatch_schemas::{Feedback, Unmatched};
@@ -102,7 +101,6 @@ pub struct Output {
 
 pub struct WindowOperator {
     spec: WindowSpec,
-    prices: PriceTable,
     /// The newest event time of the partition: its watermark is this minus the allowed
     /// out-of-orderness.
     max_event_time: Option<i64>,
@@ -147,8 +145,6 @@ pub struct WindowOperator {
     ended: Vec<(Arc<str>, Session)>,
     /// `emitted_through` when `sessions` rows were last handed out.
     sessions_at: Option<i64>,
-    /// Alert rules and circuit breakers over this partition's closed windows.
-    alerts: Alerting,
 }
 
 impl WindowOperator {
@@ -175,7 +171,6 @@ impl WindowOperator {
         };
         Ok(Self {
             spec,
-            prices: PriceTable::new(&config.prices)?,
             max_event_time: None,
             keys: Keys::default(),
             groups: Groups::default(),
@@ -188,7 +183,6 @@ impl WindowOperator {
                 None => None,
             },
             calibration: CalibrationFn::new(CalibrationValue::Ece, bin_spec),
-            alerts: Alerting::new(&config.alerts, &Schema::new(fields.clone()), spec.size)?,
             schema: Arc::new(Schema::new(fields)),
             stats: OperatorStats::default(),
             bins: BinRows::new(),
@@ -211,22 +205,6 @@ impl WindowOperator {
             ended: Vec::new(),
             sessions_at: None,
         })
-    }
-
-    /// Runs the alert rules over rows of closed windows just emitted (`metrics`, and the
-    /// `budgets` rows of the same windows); [`WindowOperator::take_alerts`] hands out the
-    /// transitions.
-    pub fn evaluate_alerts(
-        &mut self,
-        metrics: Option<&RecordBatch>,
-        budgets: Option<&RecordBatch>,
-    ) -> Result<()> {
-        self.alerts.evaluate(metrics, budgets)
-    }
-
-    /// `alerts` rows and notices of the transitions since the last call.
-    pub fn take_alerts(&mut self) -> Result<Option<AlertOutput>> {
-        self.alerts.take()
     }
 
     /// This run has a feedback source: predictions without `correct` wait for labels.
@@ -270,6 +248,7 @@ pub use revisions::Revisions;
 use revisions::*;
 pub use rows::SessionRows;
 use rows::*;
+pub(crate) use snapshot::{hex, unhex};
 
 #[cfg(test)]
 mod tests;

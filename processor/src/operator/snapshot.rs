@@ -40,12 +40,9 @@ pub(super) struct Snapshot {
     pub(super) sessions: SessionsSnapshot,
     pub(super) ended: Vec<(String, Session)>,
     pub(super) sessions_at: Option<i64>,
-    /// Alert and breaker states (absent in checkpoints written before alerting: all ok).
-    #[serde(default)]
-    pub(super) alerts: AlertSnapshot,
 }
 
-pub(super) fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -55,7 +52,7 @@ pub(super) fn hex(bytes: &[u8]) -> String {
     s
 }
 
-pub(super) fn unhex(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
     s.as_bytes()
         .chunks(2)
@@ -74,32 +71,7 @@ impl WindowOperator {
     /// emitted, the partition's newest event time — for a checkpoint. Restoring it with
     /// [`WindowOperator::restore`] continues exactly where this left off.
     pub fn snapshot(&mut self) -> Result<Vec<u8>> {
-        // Panes in time order, keys in id order; custom states in the same order, which
-        // `custom_index` records.
-        let mut members: Vec<(i64, u32, usize)> = self.groups.in_panes(..).collect();
-        members.sort_by_key(|&(p, k, _)| (p, k));
-        let mut panes: Vec<(i64, Vec<(u32, CoreState)>)> = Vec::new();
-        for &(p, k, g) in &members {
-            if panes.last().is_none_or(|(last, _)| *last != p) {
-                panes.push((p, Vec::new()));
-            }
-            let state = self.groups.state(g).clone();
-            panes.last_mut().expect("pushed above").1.push((k, state));
-        }
-        let custom_index: Vec<(i64, u32)> = members.iter().map(|&(p, k, _)| (p, k)).collect();
-        let total = self.groups.capacity();
-        let custom = match self.custom.as_mut() {
-            Some(c) => {
-                let states = c.metrics.take_states(&mut c.groups, total)?;
-                let rows: Vec<usize> = members.iter().map(|m| m.2).collect();
-                let blobs = c.metrics.encode_states(&states, &rows)?;
-                // The accumulators go on from exactly these states.
-                let live: Vec<(usize, usize)> = rows.iter().map(|&g| (g, g)).collect();
-                c.metrics.merge_rows(&mut c.groups, &states, &live, total)?;
-                blobs.iter().map(|b| hex(b)).collect()
-            }
-            None => Vec::new(),
-        };
+        let (panes, custom_index, custom) = self.snapshot_groups()?;
         let snap = Snapshot {
             version: SNAPSHOT_VERSION,
             window: [
@@ -134,24 +106,7 @@ impl WindowOperator {
                 .iter()
                 .map(|(&(start, key), r)| (start, key, r.clone()))
                 .collect(),
-            revisable_rows: {
-                let rows: Vec<RecordBatch> = self
-                    .revisable
-                    .values()
-                    .filter_map(|r| r.row.clone())
-                    .collect();
-                if rows.is_empty() {
-                    String::new()
-                } else {
-                    let batch = arrow::compute::concat_batches(&self.schema, &rows)?;
-                    let mut buf = Vec::new();
-                    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &self.schema)?;
-                    w.write(&batch)?;
-                    w.finish()?;
-                    drop(w);
-                    hex(&buf)
-                }
-            },
+            revisable_rows: self.revisable_rows()?,
             revision_seq: self.revision_seq,
             revised_at: self.revised_at,
             cost_history: {
@@ -190,9 +145,64 @@ impl WindowOperator {
                 .map(|(id, s)| (id.to_string(), s.clone()))
                 .collect(),
             sessions_at: self.sessions_at,
-            alerts: self.alerts.snapshot(),
         };
         serde_json::to_vec(&snap).map_err(|e| ProcessorError::Checkpoint(e.to_string()))
+    }
+
+    /// Open groups, panes in time order and keys in id order; the custom states in the same
+    /// order, which the returned (pane, key) list records.
+    #[allow(clippy::type_complexity)]
+    fn snapshot_groups(
+        &mut self,
+    ) -> Result<(
+        Vec<(i64, Vec<(u32, CoreState)>)>,
+        Vec<(i64, u32)>,
+        Vec<String>,
+    )> {
+        let mut members: Vec<(i64, u32, usize)> = self.groups.in_panes(..).collect();
+        members.sort_by_key(|&(p, k, _)| (p, k));
+        let mut panes: Vec<(i64, Vec<(u32, CoreState)>)> = Vec::new();
+        for &(p, k, g) in &members {
+            if panes.last().is_none_or(|(last, _)| *last != p) {
+                panes.push((p, Vec::new()));
+            }
+            let state = self.groups.state(g).clone();
+            panes.last_mut().expect("pushed above").1.push((k, state));
+        }
+        let custom_index: Vec<(i64, u32)> = members.iter().map(|&(p, k, _)| (p, k)).collect();
+        let total = self.groups.capacity();
+        let custom = match self.custom.as_mut() {
+            Some(c) => {
+                let states = c.metrics.take_states(&mut c.groups, total)?;
+                let rows: Vec<usize> = members.iter().map(|m| m.2).collect();
+                let blobs = c.metrics.encode_states(&states, &rows)?;
+                // The accumulators go on from exactly these states.
+                let live: Vec<(usize, usize)> = rows.iter().map(|&g| (g, g)).collect();
+                c.metrics.merge_rows(&mut c.groups, &states, &live, total)?;
+                blobs.iter().map(|b| hex(b)).collect()
+            }
+            None => Vec::new(),
+        };
+        Ok((panes, custom_index, custom))
+    }
+
+    /// The revisable windows' last rows as one Arrow IPC stream (hex).
+    fn revisable_rows(&self) -> Result<String> {
+        let rows: Vec<RecordBatch> = self
+            .revisable
+            .values()
+            .filter_map(|r| r.row.clone())
+            .collect();
+        if rows.is_empty() {
+            return Ok(String::new());
+        }
+        let batch = arrow::compute::concat_batches(&self.schema, &rows)?;
+        let mut buf = Vec::new();
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &self.schema)?;
+        w.write(&batch)?;
+        w.finish()?;
+        drop(w);
+        Ok(hex(&buf))
     }
 
     /// Replaces this operator's state with a [`WindowOperator::snapshot`]. Fails, naming
@@ -200,6 +210,58 @@ impl WindowOperator {
     pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let snap: Snapshot = serde_json::from_slice(bytes)
             .map_err(|e| ProcessorError::Checkpoint(format!("unreadable: {e}")))?;
+        self.check_fits(&snap)?;
+        self.keys = Keys::default();
+        for k in &snap.keys {
+            self.keys.intern(
+                &k.service,
+                &k.model,
+                k.model_version.as_deref(),
+                k.route.as_deref(),
+            );
+        }
+        self.restore_groups(snap.panes, &snap.custom_index, &snap.custom)?;
+        self.emitted_through = snap.emitted_through;
+        self.categories = Categories::from_names(snap.categories);
+        self.baselines = snap
+            .baselines
+            .into_iter()
+            .map(|(k, panes)| (k, Baseline::from_panes(panes)))
+            .collect();
+        self.retired_through = snap.retired_through;
+        if let (Some(l), Some(s)) = (self.labels.as_mut(), snap.labels) {
+            l.restore(s);
+        }
+        self.revisable = self.revisable_from(snap.revisable, &snap.revisable_rows)?;
+        self.revision_seq = snap.revision_seq;
+        self.revised_at = snap.revised_at;
+        self.cost_history = snap
+            .cost_history
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    v.into_iter().map(|(s, x)| (s, f64::from_bits(x))).collect(),
+                )
+            })
+            .collect();
+        self.budgets.service_spend = snap.service_spend.into_iter().collect();
+        self.budgets.tenant_spend = snap.tenant_spend.into_iter().collect();
+        self.sessions.restore(snap.sessions);
+        self.ended = snap
+            .ended
+            .into_iter()
+            .map(|(id, s)| (Arc::from(id), s))
+            .collect();
+        self.sessions_at = snap.sessions_at;
+        self.max_event_time = snap.max_event_time;
+        self.stats = snap.stats;
+        Ok(())
+    }
+
+    /// Refuses a checkpoint written in another format or for other windows or custom
+    /// metrics, saying what to do.
+    fn check_fits(&self, snap: &Snapshot) -> Result<()> {
         if snap.version != SNAPSHOT_VERSION {
             return Err(ProcessorError::Checkpoint(format!(
                 "it has format version {}, this inferwatch reads version {SNAPSHOT_VERSION}; \
@@ -229,34 +291,33 @@ impl WindowOperator {
                 self.custom_columns()
             )));
         }
-        self.keys = Keys::default();
-        for k in &snap.keys {
-            self.keys.intern(
-                &k.service,
-                &k.model,
-                k.model_version.as_deref(),
-                k.route.as_deref(),
-            );
-        }
+        Ok(())
+    }
+
+    /// The open (pane, key) groups and their custom-metric states.
+    fn restore_groups(
+        &mut self,
+        panes: Vec<(i64, Vec<(u32, CoreState)>)>,
+        custom_index: &[(i64, u32)],
+        custom: &[String],
+    ) -> Result<()> {
         self.groups = Groups::default();
-        for (start, core) in snap.panes {
+        for (start, core) in panes {
             for (k, state) in core {
                 let g = self.groups.group(start, k);
                 *self.groups.state_mut(g) = state;
             }
         }
         if let Some(c) = self.custom.as_mut() {
-            let blobs: Vec<Vec<u8>> = snap
-                .custom
+            let blobs: Vec<Vec<u8>> = custom
                 .iter()
                 .map(|h| {
                     unhex(h)
                         .ok_or_else(|| ProcessorError::Checkpoint("custom state is not hex".into()))
                 })
                 .collect::<Result<_>>()?;
-            let states = c.metrics.decode_states(&blobs, snap.custom_index.len())?;
-            let pairs: Vec<(usize, usize)> = snap
-                .custom_index
+            let states = c.metrics.decode_states(&blobs, custom_index.len())?;
+            let pairs: Vec<(usize, usize)> = custom_index
                 .iter()
                 .enumerate()
                 .map(|(row, &(pane, key))| (row, self.groups.group(pane, key)))
@@ -266,21 +327,19 @@ impl WindowOperator {
             c.metrics
                 .merge_rows(&mut c.groups, &states, &pairs, total)?;
         }
-        self.emitted_through = snap.emitted_through;
-        self.categories = Categories::from_names(snap.categories);
-        self.baselines = snap
-            .baselines
-            .into_iter()
-            .map(|(k, panes)| (k, Baseline::from_panes(panes)))
-            .collect();
-        self.retired_through = snap.retired_through;
-        if let (Some(l), Some(s)) = (self.labels.as_mut(), snap.labels) {
-            l.restore(s);
-        }
-        let mut rows = if snap.revisable_rows.is_empty() {
+        Ok(())
+    }
+
+    /// The revisable windows, with their last rows when those fit today's schema.
+    fn revisable_from(
+        &self,
+        revisable: Vec<(i64, u32, Revisable)>,
+        revisable_rows: &str,
+    ) -> Result<BTreeMap<(i64, u32), Revisable>> {
+        let mut rows = if revisable_rows.is_empty() {
             None
         } else {
-            let bytes = unhex(&snap.revisable_rows)
+            let bytes = unhex(&revisable_rows)
                 .ok_or_else(|| ProcessorError::Checkpoint("revisable rows are not hex".into()))?;
             let mut r =
                 arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
@@ -292,40 +351,14 @@ impl WindowOperator {
         {
             rows = None;
         }
-        self.revisable = snap
-            .revisable
+        Ok(revisable
             .into_iter()
             .enumerate()
             .map(|(i, (start, key, r))| {
                 let row = rows.as_ref().map(|b| b.slice(i, 1));
                 ((start, key), Revisable { row, ..r })
             })
-            .collect();
-        self.revision_seq = snap.revision_seq;
-        self.revised_at = snap.revised_at;
-        self.cost_history = snap
-            .cost_history
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k,
-                    v.into_iter().map(|(s, x)| (s, f64::from_bits(x))).collect(),
-                )
-            })
-            .collect();
-        self.budgets.service_spend = snap.service_spend.into_iter().collect();
-        self.budgets.tenant_spend = snap.tenant_spend.into_iter().collect();
-        self.sessions.restore(snap.sessions);
-        self.ended = snap
-            .ended
-            .into_iter()
-            .map(|(id, s)| (Arc::from(id), s))
-            .collect();
-        self.sessions_at = snap.sessions_at;
-        self.alerts.restore(snap.alerts);
-        self.max_event_time = snap.max_event_time;
-        self.stats = snap.stats;
-        Ok(())
+            .collect())
     }
 
     pub(super) fn custom_columns(&self) -> Vec<String> {

@@ -50,18 +50,18 @@ fn rows(batches: &[RecordBatch]) -> String {
 fn a_restored_snapshot_continues_exactly_where_it_left_off() {
     let mut whole = WindowOperator::new(&config()).unwrap();
     let mut expected = Vec::new();
-    expected.extend(whole.process_batch(events(0..1200)).unwrap().metrics);
+    expected.extend(whole.aggregate(events(0..1200)).unwrap().metrics);
     expected.extend(whole.finish().unwrap());
 
     let mut first = WindowOperator::new(&config()).unwrap();
     let mut got = Vec::new();
-    got.extend(first.process_batch(events(0..700)).unwrap().metrics);
+    got.extend(first.aggregate(events(0..700)).unwrap().metrics);
     let snap = first.snapshot().unwrap();
     // The snapshot leaves the operator usable.
     assert_eq!(first.snapshot().unwrap(), snap);
     let mut second = WindowOperator::new(&config()).unwrap();
     second.restore(&snap).unwrap();
-    got.extend(second.process_batch(events(700..1200)).unwrap().metrics);
+    got.extend(second.aggregate(events(700..1200)).unwrap().metrics);
     got.extend(second.finish().unwrap());
     assert!(expected.iter().map(|b| b.num_rows()).sum::<usize>() > 20);
     assert_eq!(rows(&got), rows(&expected));
@@ -110,7 +110,7 @@ fn feedback_ten_minutes_late_lands_in_the_latest_revision_of_its_window() {
     c.window.size = std::time::Duration::from_secs(60);
     let mut op = WindowOperator::new(&c).unwrap();
     op.expect_feedback(&c.feedback);
-    let first = op.process_batch(predictions(12)).unwrap().metrics.unwrap();
+    let first = op.aggregate(predictions(12)).unwrap().metrics.unwrap();
     // The first window went out without labels.
     assert_eq!(
         first
@@ -176,7 +176,7 @@ fn feedback_ten_minutes_late_lands_in_the_latest_revision_of_its_window() {
 #[test]
 fn a_snapshot_does_not_fit_other_windows() {
     let mut op = WindowOperator::new(&config()).unwrap();
-    op.process_batch(events(0..100)).unwrap();
+    op.aggregate(events(0..100)).unwrap();
     let snap = op.snapshot().unwrap();
     let mut other = config();
     other.window.slide = None;

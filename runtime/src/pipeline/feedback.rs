@@ -120,7 +120,7 @@ impl Shared {
         let ooo = self.out_of_orderness_ms();
         self.parts
             .values()
-            .map(|p| lock(p).op.max_event_time().map(|t| t - ooo))
+            .map(|p| lock(p).chain.window().max_event_time().map(|t| t - ooo))
             .min()
             .flatten()
     }
@@ -181,7 +181,7 @@ impl Shared {
                 if fb.co_partitioned && p != f.partition {
                     continue;
                 }
-                outcome = lock(part).op.join_feedback(f);
+                outcome = lock(part).chain.window_mut().join_feedback(f);
                 if outcome != Err(Unmatched::Unknown) {
                     break;
                 }
@@ -223,7 +223,7 @@ impl Shared {
         let fb = self.feedback.as_ref()?;
         let mut c = fb.counts;
         for p in self.parts.values() {
-            let s = lock(p).op.label_stats();
+            let s = lock(p).chain.window().label_stats();
             c.waiting += s.waiting;
             c.evicted += s.evicted;
         }

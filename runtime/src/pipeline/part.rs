@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::TimestampMillisecondType;
-use inferwatch_processor::{OperatorStats, WindowOperator};
+use inferwatch_processor::{Chain, Collector, Emitted, OperatorStats, Watermark};
 use inferwatch_schemas::tables::{events as ev, events_schema};
 use inferwatch_schemas::{DeadLetterBuilder, EventDecoder, Limits, Notice, RawBatch};
 
@@ -68,7 +68,8 @@ impl Outlet {
 /// One source partition's processing state.
 pub(super) struct Part {
     pub(super) partition: i32,
-    pub(super) op: WindowOperator,
+    /// The partition's operators: pricing, window aggregate, alerts.
+    pub(super) chain: Chain,
     /// The first offset not yet processed; `None` until the partition's first payload when
     /// it had no checkpoint.
     pub(super) next_offset: Option<i64>,
@@ -82,14 +83,14 @@ pub(super) struct Part {
 impl Part {
     pub(super) fn new(
         partition: i32,
-        op: WindowOperator,
+        chain: Chain,
         next_offset: Option<i64>,
         limits: Limits,
         now: Instant,
     ) -> Self {
         Self {
             partition,
-            op,
+            chain,
             next_offset,
             checkpointed: next_offset,
             last_active: now,
@@ -98,15 +99,11 @@ impl Part {
         }
     }
 
-    /// Runs `f` on the operator and adds its counter changes to the run's counters.
-    pub(super) fn tracked<T>(
-        &mut self,
-        out: &Outlet,
-        f: impl FnOnce(&mut WindowOperator) -> T,
-    ) -> T {
-        let before = self.op.stats();
-        let r = f(&mut self.op);
-        out.counters.add(before, self.op.stats());
+    /// Runs `f` on the chain and adds its counter changes to the run's counters.
+    pub(super) fn tracked<T>(&mut self, out: &Outlet, f: impl FnOnce(&mut Chain) -> T) -> T {
+        let before = self.chain.window().stats();
+        let r = f(&mut self.chain);
+        out.counters.add(before, self.chain.window().stats());
         r
     }
 
@@ -126,7 +123,8 @@ impl Part {
                 .column(ev::TIMESTAMP)
                 .as_primitive::<TimestampMillisecondType>();
             let stream_time = self
-                .op
+                .chain
+                .window()
                 .max_event_time()
                 .or_else(|| ts.values().iter().copied().max())
                 .unwrap_or(0);
@@ -138,12 +136,17 @@ impl Part {
         c.dead_letters
             .fetch_add(decoded.rejects.len() as u64, Ordering::Relaxed);
         c.payloads.fetch_add(raw.len() as u64, Ordering::Relaxed);
-        let processed = self.tracked(out, |op| op.process_batch(decoded.events))?;
+        let mut collected = Collector::default();
+        self.tracked(out, |chain| {
+            chain.process_batch(decoded.events, &mut collected)
+        })?;
         let first = raw.offset(0);
         let last = raw.last_offset().unwrap_or(first);
         self.next_offset = Some(last + 1);
-        let events = match processed.events {
-            Some(e) if out.write_events => e,
+        let mut emitted: Vec<Emitted> = collected.drain().collect();
+        let events = emitted.iter().position(|e| matches!(e, Emitted::Events(_)));
+        let events = match events.map(|i| emitted.remove(i)) {
+            Some(Emitted::Events(e)) if out.write_events => e,
             _ => RecordBatch::new_empty(events_schema()),
         };
         out.send(ToSink::Events {
@@ -153,49 +156,51 @@ impl Part {
             first,
             last,
         })?;
-        self.emit_metrics(processed.metrics, out)
+        self.send(emitted, out)
     }
 
-    /// Sends the rows of windows just closed (`batch`) and what closing them produced:
-    /// budgets, alerts, reliability bins, ended sessions.
-    pub(super) fn emit_metrics(&mut self, batch: Option<RecordBatch>, out: &Outlet) -> Result<()> {
+    /// Moves the partition's watermark (an idle partition following the others, or the
+    /// end of the source) and sends what closing windows produced.
+    pub(super) fn watermark(&mut self, wm: Watermark, out: &Outlet) -> Result<()> {
+        let mut collected = Collector::default();
+        self.tracked(out, |chain| chain.handle_watermark(wm, &mut collected))?;
+        self.send(collected.drain().collect(), out)
+    }
+
+    /// Sends the chain's tables to the sink; alert notices are also kept for the caller.
+    pub(super) fn send(&mut self, emitted: Vec<Emitted>, out: &Outlet) -> Result<()> {
         let partition = self.partition;
-        let op = &mut self.op;
-        let budgets = op.take_budget_rows()?;
-        op.evaluate_alerts(batch.as_ref(), budgets.as_ref())?;
-        let (bins, sessions, alerts) = (
-            op.take_calibration_bins()?,
-            op.take_sessions(false)?,
-            op.take_alerts()?,
-        );
-        if let Some(m) = batch {
-            out.send(ToSink::Metrics {
-                partition,
-                batch: m,
-            })?;
-        }
-        if let Some(a) = alerts {
-            let mut notices = out.notices.lock().expect("not poisoned");
-            notices.extend(a.notices.iter().cloned());
-            drop(notices);
-            out.send(ToSink::Alerts {
-                partition,
-                rows: a.rows,
-                notices: a.notices,
-            })?;
-        }
-        if let Some(batch) = budgets {
-            out.send(ToSink::Budgets { partition, batch })?;
-        }
-        if let Some(batch) = bins {
-            out.send(ToSink::CalibrationBins { partition, batch })?;
-        }
-        if let Some(s) = sessions {
-            out.send(ToSink::Sessions {
-                partition,
-                at: s.at,
-                batch: s.batch,
-            })?;
+        for e in emitted {
+            let msg = match e {
+                // Only a batch's own call emits events; `process` sends them with its
+                // offsets and dead letters.
+                Emitted::Events(_) => continue,
+                Emitted::Metrics(batch) => ToSink::Metrics { partition, batch },
+                Emitted::Budgets(batch) => ToSink::Budgets { partition, batch },
+                Emitted::CalibrationBins(batch) => ToSink::CalibrationBins { partition, batch },
+                Emitted::Sessions(s) => ToSink::Sessions {
+                    partition,
+                    at: s.at,
+                    batch: s.batch,
+                },
+                Emitted::Alerts(a) => {
+                    let mut notices = out.notices.lock().expect("not poisoned");
+                    notices.extend(a.notices.iter().cloned());
+                    drop(notices);
+                    ToSink::Alerts {
+                        partition,
+                        rows: a.rows,
+                        notices: a.notices,
+                    }
+                }
+                Emitted::Revisions(r) => ToSink::Revisions {
+                    partition,
+                    seq: r.seq,
+                    metrics: r.metrics,
+                    bins: r.calibration_bins,
+                },
+            };
+            out.send(msg)?;
         }
         Ok(())
     }

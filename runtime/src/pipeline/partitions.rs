@@ -6,7 +6,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use inferwatch_processor::WindowOperator;
+use inferwatch_processor::{Chain, Collector, Emitted, Watermark};
 use inferwatch_schemas::{Limits, Notice, RawBatch};
 use inferwatch_sink::{Checkpoint, CheckpointStore};
 
@@ -76,8 +76,8 @@ impl Shared {
         self.outlet()?.send(msg)
     }
 
-    pub(super) fn new_operator(&self) -> Result<WindowOperator> {
-        Ok(WindowOperator::new(&self.config.processor)?)
+    pub(super) fn new_operator(&self) -> Result<Chain> {
+        Ok(Chain::new(&self.config.processor)?)
     }
 
     /// The allowed out-of-orderness: a partition's watermark is its newest event time minus
@@ -156,7 +156,8 @@ impl Shared {
     pub(super) fn assign(&mut self, partition: i32, now: Instant) -> Result<Option<i64>> {
         let mut op = self.new_operator()?;
         if self.feedback.is_some() {
-            op.expect_feedback(&self.config.processor.feedback);
+            op.window_mut()
+                .expect_feedback(&self.config.processor.feedback);
         }
         let ckpt = if self.options.checkpoints {
             // Claimed, not just read: a previous owner that still writes can commit no more.
@@ -171,9 +172,9 @@ impl Shared {
                 })?;
                 self.send(ToSink::RevisionsFrom {
                     partition,
-                    seq: op.revision_seq(),
-                    sessions_at: op.sessions_at(),
-                    emitted_through: op.emitted_through(),
+                    seq: op.window().revision_seq(),
+                    sessions_at: op.window().sessions_at(),
+                    emitted_through: op.window().emitted_through(),
                 })?;
                 if let Some(fb) = self.feedback.as_mut().filter(|f| f.co_partitioned) {
                     fb.follow.push((partition, Some(c.feedback_offset)));
@@ -335,17 +336,16 @@ impl Shared {
     pub(super) fn emit_revisions(&mut self, force: bool) -> Result<()> {
         let mut revised = 0;
         let out = self.outlet()?;
-        self.each_part(|k, part| {
-            let Some(r) = part.op.take_revisions(force)? else {
-                return Ok(());
-            };
-            revised += r.metrics.num_rows() as u64;
-            out.send(ToSink::Revisions {
-                partition: k,
-                seq: r.seq,
-                metrics: r.metrics,
-                bins: r.calibration_bins,
-            })
+        self.each_part(|_, part| {
+            let mut collected = Collector::default();
+            part.chain.revisions(force, &mut collected)?;
+            let emitted: Vec<Emitted> = collected.drain().collect();
+            for e in &emitted {
+                if let Emitted::Revisions(r) = e {
+                    revised += r.metrics.num_rows() as u64;
+                }
+            }
+            part.send(emitted, out)
         })?;
         if let Some(fb) = self.feedback.as_mut() {
             fb.counts.revised_rows += revised;
@@ -357,7 +357,7 @@ impl Shared {
     pub(super) fn sessions_evicted(&self) -> u64 {
         self.parts
             .values()
-            .map(|p| lock(p).op.session_stats().evicted)
+            .map(|p| lock(p).chain.window().session_stats().evicted)
             .sum()
     }
 
@@ -368,7 +368,7 @@ impl Shared {
         let mut active_wm: Option<i64> = None;
         self.each_part(|_, p| {
             if now.duration_since(p.last_active) < idle {
-                if let Some(t) = p.op.max_event_time() {
+                if let Some(t) = p.chain.window().max_event_time() {
                     active_wm = Some(active_wm.map_or(t - ooo, |w| w.min(t - ooo)));
                 }
             }
@@ -382,8 +382,7 @@ impl Shared {
             if now.duration_since(part.last_active) < idle {
                 return Ok(());
             }
-            let rows = part.tracked(out, |op| op.advance_watermark(wm))?;
-            part.emit_metrics(rows, out)
+            part.watermark(Watermark::At(wm), out)
         })
     }
 
@@ -391,18 +390,7 @@ impl Shared {
     /// finite source).
     pub(super) fn finish(&mut self) -> Result<()> {
         let out = self.outlet()?;
-        self.each_part(|k, part| {
-            let rows = part.tracked(out, |op| op.finish())?;
-            part.emit_metrics(rows, out)?;
-            if let Some(s) = part.op.take_sessions(true)? {
-                out.send(ToSink::Sessions {
-                    partition: k,
-                    at: s.at,
-                    batch: s.batch,
-                })?;
-            }
-            Ok(())
-        })
+        self.each_part(|_, part| part.watermark(Watermark::End, out))
     }
 
     /// Queues a checkpoint of `partition`; returns the receiver to wait on when `wait`.
@@ -426,7 +414,7 @@ impl Shared {
         if part.checkpointed == Some(next_offset) && !release {
             return Ok(None);
         }
-        let state = part.op.snapshot()?;
+        let state = part.chain.snapshot()?;
         part.checkpointed = Some(next_offset);
         drop(part);
         let feedback_offset = self

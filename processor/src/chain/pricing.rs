@@ -1,0 +1,87 @@
+//! Pricing: events without `cost_usd` get it from the price table (`cost_source` =
+//! `table`); events that carry a cost keep it.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, StringBuilder,
+};
+use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+use inferwatch_schemas::tables::events as col;
+use inferwatch_schemas::validate::COST_SOURCE_TABLE;
+
+use super::{Collector, Operator};
+use crate::error::Result;
+use std::collections::BTreeMap;
+
+use crate::price::{PriceTable, Prices};
+
+pub struct Pricing {
+    prices: PriceTable,
+}
+
+impl Pricing {
+    pub fn new(config: &BTreeMap<String, Prices>) -> Result<Self> {
+        Ok(Self {
+            prices: PriceTable::new(config)?,
+        })
+    }
+
+    /// `events` with every missing cost the price table knows filled in.
+    pub fn price(&self, events: RecordBatch) -> Result<RecordBatch> {
+        let n = events.num_rows();
+        let cost = events.column(col::COST_USD).as_primitive::<Float64Type>();
+        if self.prices.is_empty() || cost.null_count() == 0 {
+            return Ok(events);
+        }
+        let model = events.column(col::MODEL).as_string::<i32>();
+        let tin = events.column(col::TOKENS_IN).as_primitive::<Int64Type>();
+        let tout = events.column(col::TOKENS_OUT).as_primitive::<Int64Type>();
+        let tcached = events
+            .column(col::TOKENS_CACHED)
+            .as_primitive::<Int64Type>();
+        let source = events.column(col::COST_SOURCE).as_string::<i32>();
+        let ts = events
+            .column(col::TIMESTAMP)
+            .as_primitive::<TimestampMillisecondType>();
+        let get =
+            |a: &arrow::array::Int64Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0 };
+        let mut usd = Vec::with_capacity(n);
+        let mut src = StringBuilder::with_capacity(n, n * 5);
+        for i in 0..n {
+            if cost.is_valid(i) {
+                src.append_option(opt(source, i));
+                usd.push(Some(cost.value(i)));
+                continue;
+            }
+            let nanos = self.prices.cost_nanos(
+                model.value(i),
+                ts.value(i),
+                get(tin, i),
+                get(tout, i),
+                get(tcached, i),
+            );
+            src.append_option(nanos.map(|_| COST_SOURCE_TABLE));
+            // Exact: nano-dollars below 2^52 survive the division and `usd_to_nanos`.
+            usd.push(nanos.map(|c| c as f64 / 1e9));
+        }
+        let mut columns = events.columns().to_vec();
+        columns[col::COST_USD] = Arc::new(Float64Array::from(usd)) as ArrayRef;
+        columns[col::COST_SOURCE] = Arc::new(src.finish());
+        Ok(RecordBatch::try_new(events.schema(), columns)?)
+    }
+}
+
+fn opt(a: &StringArray, i: usize) -> Option<&str> {
+    a.is_valid(i).then(|| a.value(i))
+}
+
+impl Operator for Pricing {
+    fn name(&self) -> &'static str {
+        "pricing"
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, _out: &mut Collector) -> Result<RecordBatch> {
+        self.price(batch)
+    }
+}

@@ -1,0 +1,126 @@
+//! The chain on generated batches: tables by name, checkpoints as operator lists, and the
+//! checkpoints written before operators were chained.
+
+use std::sync::Arc;
+
+use arrow::util::pretty::pretty_format_batches;
+use inferwatch_schemas::{EventDecoder, Limits, RawBatch};
+
+use super::*;
+
+/// ~4 minutes of calls to two keys; one errs often (the default error-rate rule fires), and
+/// half carry no cost (the price table prices them).
+fn events(range: std::ops::Range<i64>) -> RecordBatch {
+    let mut raw = RawBatch::new(Arc::from("t"), 0);
+    for i in range {
+        let ts = 1_767_225_600_000 + i * 200 - (i * 7919 % 1500);
+        let cost = if i % 2 == 0 {
+            ",\"cost_usd\":0.002".to_string()
+        } else {
+            String::new()
+        };
+        let json = format!(
+            r#"{{"event_id":"e{i}","timestamp":{ts},"service":"s{}","model":"gpt-4o","latency_ms":{},"tokens_in":100,"tokens_out":20,"status":"{}"{cost}}}"#,
+            i % 2,
+            (i * 37 % 1000) as f64,
+            if i % 2 == 1 && i % 5 == 0 {
+                "error"
+            } else {
+                "ok"
+            },
+        );
+        raw.push(json.as_bytes(), i);
+    }
+    EventDecoder::new(Limits::default()).decode(&raw).events
+}
+
+/// Every table's rows, in emission order, as text.
+fn tables(out: &mut Collector) -> Vec<String> {
+    let show = |b: &RecordBatch| {
+        pretty_format_batches(std::slice::from_ref(b))
+            .unwrap()
+            .to_string()
+    };
+    out.drain()
+        .map(|e| match e {
+            Emitted::Events(b) => format!("events {}", show(&b)),
+            Emitted::Metrics(b) => format!("metrics {}", show(&b)),
+            Emitted::Budgets(b) => format!("budgets {}", show(&b)),
+            Emitted::CalibrationBins(b) => format!("bins {}", show(&b)),
+            Emitted::Sessions(s) => format!("sessions {} {}", s.at, show(&s.batch)),
+            Emitted::Alerts(a) => format!("alerts {} {}", a.notices.len(), show(&a.rows)),
+            Emitted::Revisions(r) => format!("revisions {}", show(&r.metrics)),
+        })
+        .collect()
+}
+
+fn run(chain: &mut Chain, range: std::ops::Range<i64>, end: bool) -> Vec<String> {
+    let mut out = Collector::default();
+    chain.process_batch(events(range), &mut out).unwrap();
+    if end {
+        chain.handle_watermark(Watermark::End, &mut out).unwrap();
+    }
+    tables(&mut out)
+}
+
+#[test]
+fn a_chain_restored_from_its_checkpoint_continues_exactly() {
+    let config = ProcessorConfig::default();
+    let mut whole = Chain::new(&config).unwrap();
+    let mut expected = run(&mut whole, 0..700, false);
+    expected.extend(run(&mut whole, 700..1200, true));
+    assert!(
+        expected.iter().any(|t| t.starts_with("alerts")),
+        "an alert fired"
+    );
+    assert!(
+        expected.iter().any(|t| t.contains("table")),
+        "the price table priced"
+    );
+
+    let mut first = Chain::new(&config).unwrap();
+    let mut got = run(&mut first, 0..700, false);
+    let snap = first.snapshot().unwrap();
+    let mut second = Chain::new(&config).unwrap();
+    second.restore(&snap).unwrap();
+    got.extend(run(&mut second, 700..1200, true));
+    assert_eq!(got, expected);
+}
+
+/// Before chaining, a checkpoint was the window operator's state with the alert states
+/// inside; it restores both.
+#[test]
+fn a_checkpoint_from_before_the_chain_restores() {
+    let config = ProcessorConfig::default();
+    let mut chain = Chain::new(&config).unwrap();
+    run(&mut chain, 0..700, false);
+    let snap = chain.snapshot().unwrap();
+    let parsed: ChainSnapshot = serde_json::from_slice(&snap).unwrap();
+    let state = |name: &str| {
+        let hex = &parsed.operators.iter().find(|(n, _)| n == name).unwrap().1;
+        let bytes = crate::operator::unhex(hex).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+    };
+    let mut unchained = state("window");
+    let alerts = state("alerts");
+    assert!(alerts["states"].as_array().is_some_and(|s| !s.is_empty()));
+    unchained["alerts"] = alerts;
+    let old = serde_json::to_vec(&unchained).unwrap();
+
+    let mut restored = Chain::new(&config).unwrap();
+    restored.restore(&old).unwrap();
+    let mut again = Chain::new(&config).unwrap();
+    again.restore(&snap).unwrap();
+    assert_eq!(
+        run(&mut restored, 700..1200, true),
+        run(&mut again, 700..1200, true)
+    );
+}
+
+#[test]
+fn a_checkpoint_of_an_unknown_operator_is_refused() {
+    let config = ProcessorConfig::default();
+    let snap = br#"{"chain":1,"operators":[["dedupe","00"]]}"#;
+    let err = Chain::new(&config).unwrap().restore(snap).unwrap_err();
+    assert!(err.to_string().contains("`dedupe`"), "{err}");
+}
