@@ -339,7 +339,7 @@ impl WindowOperator {
         let mut rows = if revisable_rows.is_empty() {
             None
         } else {
-            let bytes = unhex(&revisable_rows)
+            let bytes = unhex(revisable_rows)
                 .ok_or_else(|| ProcessorError::Checkpoint("revisable rows are not hex".into()))?;
             let mut r =
                 arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
