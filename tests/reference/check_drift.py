@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.dataset as ds
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
-from common import event_ms
+from common import event_ms, psi, rounded
 
 inp, data_dir, size, windows, min_samples = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
 pinned = tuple(map(int, sys.argv[6:8])) if len(sys.argv) > 6 else None
@@ -51,21 +51,6 @@ def check(name, k, want, got, tol):
     non_null[name] += 1
     if abs(want - got) > tol:
         failures.append(f"{k} {name}: want {want!r} got {got!r} (tolerance {tol})")
-
-
-def rounded(xs):
-    return np.floor(np.asarray(xs, dtype=float) * 1000 + 0.5) / 1000
-
-
-def psi(ref, cur):
-    ref, cur = np.sort(rounded(ref)), rounded(cur)
-    n = len(ref)
-    # edge j: smallest reference value with at least j/10 of the reference at or below it
-    edges = np.array([ref[(j * n + 9) // 10 - 1] for j in range(1, 10)])
-    p = np.bincount(np.searchsorted(edges, ref, side="left"), minlength=10) / n
-    q = np.bincount(np.searchsorted(edges, cur, side="left"), minlength=10) / len(cur)
-    p, q = np.maximum(p, 1e-4), np.maximum(q, 1e-4)
-    return float(np.sum((q - p) * np.log(q / p)))
 
 
 def bucket_bound(xs):

@@ -21,6 +21,7 @@ import pyarrow.dataset as ds
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 from sklearn.metrics import brier_score_loss, roc_auc_score
+from common import psi, rounded
 
 binary, data_dir = sys.argv[1], sys.argv[2]
 events = ds.dataset(f"{data_dir}/events", format="parquet", partitioning="hive").to_table().to_pylist()
@@ -58,20 +59,6 @@ def check(name, k, want, got, tol):
     non_null[name] += 1
     if abs(want - got) > tol:
         failures.append(f"{k} {name}: want {want!r} got {got!r} (tolerance {tol})")
-
-
-def rounded(xs):
-    return np.floor(np.asarray(xs, dtype=float) * 1000 + 0.5) / 1000
-
-
-def psi(ref, cur):
-    ref, cur = np.sort(rounded(ref)), rounded(cur)
-    n = len(ref)
-    edges = np.array([ref[(j * n + 9) // 10 - 1] for j in range(1, 10)])
-    p = np.bincount(np.searchsorted(edges, ref, side="left"), minlength=10) / n
-    q = np.bincount(np.searchsorted(edges, cur, side="left"), minlength=10) / len(cur)
-    p, q = np.maximum(p, 1e-4), np.maximum(q, 1e-4)
-    return float(np.sum((q - p) * np.log(q / p)))
 
 
 def nearest_rank(xs, q):

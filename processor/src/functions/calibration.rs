@@ -291,16 +291,13 @@ impl CalibrationFn {
         Self { value, spec }
     }
 
-    /// Fields of one `reliability` element: the `calibration_bins` columns.
+    /// Fields of one `reliability` element: the `calibration_bins` columns after the keys,
+    /// without `revision`.
     fn bin_fields() -> Fields {
-        Fields::from(vec![
-            Field::new("bin", DataType::Int32, false),
-            Field::new("lower", DataType::Float64, false),
-            Field::new("upper", DataType::Float64, false),
-            Field::new("count", DataType::Int64, false),
-            Field::new("mean_confidence", DataType::Float64, false),
-            Field::new("accuracy", DataType::Float64, false),
-        ])
+        let schema = inferwatch_schemas::tables::calibration_bins_schema();
+        let keys = inferwatch_schemas::tables::metrics_key_fields().len();
+        let fields = schema.fields();
+        Fields::from(fields[keys..fields.len() - 1].to_vec())
     }
 
     fn reliability(&self, c: &Calibration) -> ScalarValue {
