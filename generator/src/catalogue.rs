@@ -219,8 +219,9 @@ pub(crate) const FLAG_HALLUCINATION: u8 = 1;
 pub(crate) const FLAG_PII: u8 = 2;
 pub(crate) const FLAG_POLICY: u8 = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum Status {
+    #[default]
     Ok,
     Error,
     Timeout,

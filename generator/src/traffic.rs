@@ -22,6 +22,7 @@ pub(crate) struct Session {
 }
 
 /// One sampled event, before it is written.
+#[derive(Default)]
 pub(crate) struct Event {
     pub(crate) pair: usize,
     pub(crate) ts_ms: i64,
@@ -200,169 +201,175 @@ impl Generator {
         self.cfg.start_ms + (index as f64 * self.step_ms) as i64
     }
 
+    /// Event `index`; `after`: past the scenario's onset. The draws come in a fixed order
+    /// (envelope, session, outcome, usage, judgement, extras): the bytes of a seed depend
+    /// on it.
     pub(crate) fn sample(&mut self, index: u64, after: bool) -> Event {
-        let sc = self.cfg.scenario;
-        let drift = after && sc == Scenario::Drift;
         let base_ms = self.base_ms(index);
+        let mut ev = Event {
+            pair: self.rng.pick(&PAIR_WEIGHTS),
+            ..Event::default()
+        };
+        self.draw_envelope(&mut ev, base_ms);
+        self.draw_session(&mut ev, after);
+        draw_outcome(&mut self.rng, &mut ev);
+        let tout_ratio = self.draw_usage(&mut ev, after);
+        self.draw_latency_and_cost(&mut ev, tout_ratio);
+        self.draw_judgement(&mut ev, after);
+        self.draw_extras(&mut ev);
+        ev
+    }
+
+    /// Event time and the optional envelope fields.
+    fn draw_envelope(&mut self, ev: &mut Event, base_ms: i64) {
         let rng = &mut self.rng;
-
-        let pair_ix = rng.pick(&PAIR_WEIGHTS);
-        let p = &PAIRS[pair_ix];
-        let svc = &SERVICES[p.service];
-        let model = &MODELS[p.model as usize];
-
-        // Event time.
         let jitter = if self.cfg.max_jitter_ms > 0 {
             rng.below(self.cfg.max_jitter_ms as u64 + 1) as i64
         } else {
             0
         };
-        let ts_ms = base_ms - jitter;
-        let ts_epoch = rng.chance(0.10);
-
-        // Envelope fields.
-        let schema_version = rng.chance(0.5);
-        let model_version = rng.chance(0.85);
-        let route = rng.chance(0.9);
-        let tenant = if rng.chance(0.9) {
+        ev.ts_ms = base_ms - jitter;
+        ev.ts_epoch = rng.chance(0.10);
+        ev.schema_version = rng.chance(0.5);
+        ev.model_version = rng.chance(0.85);
+        ev.route = rng.chance(0.9);
+        ev.tenant = if rng.chance(0.9) {
             Some(rng.pick(&TENANT_WEIGHTS) as u8)
         } else {
             None
         };
-        let (mut attrs, mut region, mut client) = (0u8, 0u8, 0u8);
         if rng.chance(0.2) {
-            attrs = 1;
-            region = rng.below(REGIONS.len() as u64) as u8;
+            ev.attrs = 1;
+            ev.region = rng.below(REGIONS.len() as u64) as u8;
             if rng.chance(0.5) {
-                attrs |= 2;
-                client = rng.below(CLIENTS.len() as u64) as u8;
+                ev.attrs |= 2;
+                ev.client = rng.below(CLIENTS.len() as u64) as u8;
             }
         }
+    }
 
-        // Agent sessions: a slot of this pair continues its run or starts a new one.
-        let mut session = None;
-        let mut tool = None;
-        let mut input_hash = 0;
-        if !svc.tools.is_empty() {
-            let slot = pair_ix * SLOTS + rng.below(SLOTS as u64) as usize;
-            let s = &mut self.sessions[slot];
-            if s.step >= s.len {
-                *s = Session {
-                    id: self.next_session,
-                    len: if rng.chance(0.92) {
-                        1 + rng.below(8) as u32
-                    } else {
-                        9 + rng.below(8) as u32
-                    },
-                    ..Session::default()
-                };
-                self.next_session += 1;
-                if after
-                    && sc == Scenario::RunawayLoop
-                    && p.service == SUPPORT
-                    && rng.chance(RUNAWAY_SHARE)
-                {
-                    s.loop_from = 2;
-                    s.len = 1 + 20 + rng.below(20) as u32; // 20..=39 looping steps
-                    s.loop_tool = rng.below(2) as u8; // lookup_order or search_kb
-                    s.loop_hash = mix64(self.hash_key ^ s.id.wrapping_mul(0xA24B_AED4_963E_E407));
-                }
-            }
-            s.step += 1;
-            session = Some((s.id, s.step));
-            if s.loop_from != 0 && s.step >= s.loop_from {
-                tool = Some(s.loop_tool);
-                input_hash = s.loop_hash;
-            } else {
-                if rng.chance(0.75) {
-                    tool = Some(rng.below(svc.tools.len() as u64) as u8);
-                }
-                input_hash = mix64(
-                    self.hash_key
-                        ^ s.id.wrapping_mul(0x9FB2_1C65_1E98_DF25)
-                        ^ (s.step as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93),
-                );
+    /// Agent sessions: a slot of this pair continues its run or starts a new one (a
+    /// runaway loop, past the onset of that scenario).
+    fn draw_session(&mut self, ev: &mut Event, after: bool) {
+        let p = &PAIRS[ev.pair];
+        let svc = &SERVICES[p.service];
+        if svc.tools.is_empty() {
+            return;
+        }
+        let rng = &mut self.rng;
+        let slot = ev.pair * SLOTS + rng.below(SLOTS as u64) as usize;
+        let s = &mut self.sessions[slot];
+        if s.step >= s.len {
+            *s = Session {
+                id: self.next_session,
+                len: if rng.chance(0.92) {
+                    1 + rng.below(8) as u32
+                } else {
+                    9 + rng.below(8) as u32
+                },
+                ..Session::default()
+            };
+            self.next_session += 1;
+            if after
+                && self.cfg.scenario == Scenario::RunawayLoop
+                && p.service == SUPPORT
+                && rng.chance(RUNAWAY_SHARE)
+            {
+                s.loop_from = 2;
+                s.len = 1 + 20 + rng.below(20) as u32; // 20..=39 looping steps
+                s.loop_tool = rng.below(2) as u8; // lookup_order or search_kb
+                s.loop_hash = mix64(self.hash_key ^ s.id.wrapping_mul(0xA24B_AED4_963E_E407));
             }
         }
-
-        // Outcome.
-        let u = rng.f64();
-        let status = if u < 0.015 {
-            Status::Error
-        } else if u < 0.018 {
-            Status::Timeout
-        } else if u < 0.023 {
-            Status::Refused
-        } else if u < 0.025 {
-            Status::Filtered
+        s.step += 1;
+        ev.session = Some((s.id, s.step));
+        if s.loop_from != 0 && s.step >= s.loop_from {
+            ev.tool = Some(s.loop_tool);
+            ev.input_hash = s.loop_hash;
         } else {
-            Status::Ok
-        };
-        let status_explicit = status != Status::Ok || rng.chance(0.8);
+            if rng.chance(0.75) {
+                ev.tool = Some(rng.below(svc.tools.len() as u64) as u8);
+            }
+            ev.input_hash = mix64(
+                self.hash_key
+                    ^ s.id.wrapping_mul(0x9FB2_1C65_1E98_DF25)
+                    ^ (s.step as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93),
+            );
+        }
+    }
 
-        // Tokens; a cost spike inflates checkout-assistant's prompts and completions.
-        let spike = after && sc == Scenario::CostSpike && p.service == CHECKOUT;
+    /// Tokens (a cost spike inflates checkout-assistant's prompts and completions); returns
+    /// the completion's length against the pair's median, which latency follows.
+    fn draw_usage(&mut self, ev: &mut Event, after: bool) -> f64 {
+        let rng = &mut self.rng;
+        let p = &PAIRS[ev.pair];
+        let spike = after && self.cfg.scenario == Scenario::CostSpike && p.service == CHECKOUT;
         let mut tin = rng.lognormal(p.tokens_in_median, p.tokens_in_sigma);
         if spike {
             tin *= 4.0;
         }
-        let tokens_in = (tin.round() as i64).max(1);
-        let predicts = p.tokens_out_median > 0.0;
+        ev.tokens_in = (tin.round() as i64).max(1);
         let mut tout_ratio = 1.0;
-        let tokens_out = if predicts {
+        if p.tokens_out_median > 0.0 {
             let mut t = rng.lognormal(p.tokens_out_median, p.tokens_out_sigma);
             if spike {
                 t *= 8.0;
             }
             tout_ratio = t / p.tokens_out_median;
-            match status {
+            ev.tokens_out = match ev.status {
                 Status::Ok | Status::Filtered => Some((t.round() as i64).max(1)),
                 Status::Refused => Some(5 + rng.below(30) as i64),
                 Status::Error | Status::Timeout => None,
-            }
-        } else {
-            None
-        };
-        let tokens_cached = if model.prompt_cache && rng.chance(0.35) {
-            Some((tokens_in as f64 * 0.9 * rng.f64()) as i64)
-        } else {
-            None
-        };
+            };
+        }
+        let model = &MODELS[p.model as usize];
+        if model.prompt_cache && rng.chance(0.35) {
+            ev.tokens_cached = Some((ev.tokens_in as f64 * 0.9 * rng.f64()) as i64);
+        }
+        tout_ratio
+    }
 
-        // Latency: log-normal per model, longer completions take longer, rare slow path.
+    /// Latency: log-normal per model, longer completions take longer, rare slow path. Then
+    /// the cost, sent by 30 % of callers.
+    fn draw_latency_and_cost(&mut self, ev: &mut Event, tout_ratio: f64) {
+        let rng = &mut self.rng;
+        let model = &MODELS[PAIRS[ev.pair].model as usize];
         let mut latency = rng.lognormal(model.latency_median_ms, model.latency_sigma);
         latency *= 0.75 + 0.25 * tout_ratio;
         if rng.chance(0.01) {
             latency *= 3.0 + 5.0 * rng.f64();
         }
-        latency = match status {
+        ev.latency_ms = match ev.status {
             Status::Timeout => TIMEOUT_MS + rng.below(250) as f64 + rng.f64(),
             Status::Error => latency * 0.4,
             Status::Refused => latency * 0.3,
             _ => latency.min(TIMEOUT_MS),
         };
-
-        let cost_usd = if rng.chance(0.3) {
-            let cached = tokens_cached.unwrap_or(0);
-            let fresh = tokens_in - cached;
-            let out = tokens_out.unwrap_or(0);
-            Some(
+        if rng.chance(0.3) {
+            let cached = ev.tokens_cached.unwrap_or(0);
+            let fresh = ev.tokens_in - cached;
+            let out = ev.tokens_out.unwrap_or(0);
+            ev.cost_usd = Some(
                 (fresh as f64 * model.price_in
                     + cached as f64 * model.price_cached
                     + out as f64 * model.price_out)
                     / 1e6,
-            )
-        } else {
-            None
-        };
+            );
+        }
+    }
 
-        // Prediction, confidence and correctness: calibrated unless a scenario says otherwise.
-        let (mut prediction, mut confidence, mut correct, mut quality) = (None, None, None, None);
-        let mut truth = None;
-        let mut flags = 0u8;
-        if predicts && status == Status::Ok {
+    /// Prediction, confidence, correctness, quality and guardrail flags: calibrated unless
+    /// a scenario says otherwise.
+    fn draw_judgement(&mut self, ev: &mut Event, after: bool) {
+        let rng = &mut self.rng;
+        let sc = self.cfg.scenario;
+        let drift = after && sc == Scenario::Drift;
+        let p = &PAIRS[ev.pair];
+        let svc = &SERVICES[p.service];
+        let model = &MODELS[p.model as usize];
+        if p.tokens_out_median > 0.0 && ev.status == Status::Ok {
             let mix = if drift { svc.drift_mix } else { svc.steady_mix };
-            prediction = Some(rng.pick(mix) as u8);
+            ev.prediction = Some(rng.pick(mix) as u8);
             let overconfident = after && sc == Scenario::Miscalibration && p.service == SUPPORT;
             let a = rng.avg3();
             let c = if overconfident {
@@ -373,12 +380,12 @@ impl Generator {
                 0.58 + 0.42 * a + model.confidence_offset
             };
             let c = c.clamp(0.0, 1.0);
-            confidence = Some(c);
+            ev.confidence = Some(c);
             let p_right = if overconfident { 0.5 } else { c };
             let right = rng.chance(p_right);
-            truth = Some(right);
+            ev.truth = Some(right);
             if rng.chance(0.7) {
-                correct = Some(right);
+                ev.correct = Some(right);
             }
             if rng.chance(0.45) {
                 let a = rng.avg3();
@@ -388,7 +395,7 @@ impl Generator {
                     0.62 + 0.36 * a
                 };
                 let q = if right { q + 0.02 } else { q - 0.15 };
-                quality = Some(q.clamp(0.0, 1.0));
+                ev.quality = Some(q.clamp(0.0, 1.0));
             }
             let hallucination = if drift { 0.06 } else { 0.02 };
             if rng.chance(if right {
@@ -396,75 +403,59 @@ impl Generator {
             } else {
                 hallucination * 4.0
             }) {
-                flags |= FLAG_HALLUCINATION;
+                ev.flags |= FLAG_HALLUCINATION;
             }
             if rng.chance(0.004) {
-                flags |= FLAG_PII;
+                ev.flags |= FLAG_PII;
             }
             if rng.chance(0.002) {
-                flags |= FLAG_POLICY;
+                ev.flags |= FLAG_POLICY;
             }
         }
-        if status == Status::Filtered {
-            flags |= FLAG_POLICY;
+        if ev.status == Status::Filtered {
+            ev.flags |= FLAG_POLICY;
             if rng.chance(0.3) {
-                flags |= FLAG_PII;
+                ev.flags |= FLAG_PII;
             }
         }
+    }
 
-        let approval = if p.service == CHECKOUT && status == Status::Ok && rng.chance(0.25) {
-            Some(rng.pick(&APPROVAL_WEIGHTS) as u8)
-        } else {
-            None
-        };
-        let output_chars = match tokens_out {
-            Some(t) if status == Status::Ok && rng.chance(0.6) => {
+    /// Human approval (checkout-assistant) and the output's length in characters.
+    fn draw_extras(&mut self, ev: &mut Event) {
+        let rng = &mut self.rng;
+        let p = &PAIRS[ev.pair];
+        if p.service == CHECKOUT && ev.status == Status::Ok && rng.chance(0.25) {
+            ev.approval = Some(rng.pick(&APPROVAL_WEIGHTS) as u8);
+        }
+        ev.output_chars = match ev.tokens_out {
+            Some(t) if ev.status == Status::Ok && rng.chance(0.6) => {
                 Some((t as f64 * (3.2 + 1.6 * rng.f64())) as i64)
             }
             _ => None,
         };
-
-        Event {
-            pair: pair_ix,
-            ts_ms,
-            ts_epoch,
-            schema_version,
-            model_version,
-            route,
-            tenant,
-            attrs,
-            region,
-            client,
-            session,
-            tool,
-            input_hash,
-            status,
-            status_explicit,
-            latency_ms: latency,
-            tokens_in,
-            tokens_out,
-            tokens_cached,
-            cost_usd,
-            prediction,
-            confidence,
-            correct,
-            truth,
-            quality,
-            flags,
-            approval,
-            output_chars,
-        }
     }
 
+    /// Event `index` as one line of JSON (without the newline); `bad` breaks it on purpose.
     pub(crate) fn write(&self, out: &mut Vec<u8>, index: u64, ev: &Event, bad: Option<Malform>) {
-        let p = &PAIRS[ev.pair];
-        let svc = &SERVICES[p.service];
-        let model = &MODELS[p.model as usize];
-
         if bad == Some(Malform::JsonArray) {
             out.push(b'[');
         }
         out.push(b'{');
+        self.write_envelope(out, index, ev, bad);
+        self.write_session(out, ev);
+        write_call(out, ev, bad);
+        write_judgement(out, ev, bad);
+        out.push(b'}');
+        if bad == Some(Malform::JsonArray) {
+            out.push(b']');
+        }
+    }
+
+    /// `event_id`, `timestamp`, `schema_version`, the key fields and `tenant`.
+    fn write_envelope(&self, out: &mut Vec<u8>, index: u64, ev: &Event, bad: Option<Malform>) {
+        let p = &PAIRS[ev.pair];
+        let svc = &SERVICES[p.service];
+        let model = &MODELS[p.model as usize];
         if bad != Some(Malform::MissingEventId) {
             out.extend_from_slice(b"\"event_id\":\"");
             out.extend_from_slice(&self.id_prefix);
@@ -518,6 +509,11 @@ impl Generator {
             out.extend_from_slice(b",\"tenant\":");
             put_str(out, TENANTS[t as usize]);
         }
+    }
+
+    /// `session_id`, `step`, `tool` and `input_hash` of an agent step.
+    fn write_session(&self, out: &mut Vec<u8>, ev: &Event) {
+        let svc = &SERVICES[PAIRS[ev.pair].service];
         if let Some((id, step)) = ev.session {
             out.extend_from_slice(b",\"session_id\":\"");
             out.extend_from_slice(&self.session_prefix);
@@ -532,93 +528,117 @@ impl Generator {
             put_hex16(out, ev.input_hash);
             out.push(b'"');
         }
-        if ev.status_explicit {
-            out.extend_from_slice(b",\"status\":");
-            put_str(out, ev.status.as_str());
-        }
-        if bad == Some(Malform::WrongType) {
-            out.extend_from_slice(b",\"latency_ms\":\"fast\"");
+    }
+}
+
+/// `status`, `latency_ms`, the token counts and `cost_usd`.
+fn write_call(out: &mut Vec<u8>, ev: &Event, bad: Option<Malform>) {
+    if ev.status_explicit {
+        out.extend_from_slice(b",\"status\":");
+        put_str(out, ev.status.as_str());
+    }
+    if bad == Some(Malform::WrongType) {
+        out.extend_from_slice(b",\"latency_ms\":\"fast\"");
+    } else {
+        out.extend_from_slice(b",\"latency_ms\":");
+        put_fixed(out, ev.latency_ms, 3);
+    }
+    out.extend_from_slice(b",\"tokens_in\":");
+    if bad == Some(Malform::NegativeTokens) {
+        out.extend_from_slice(b"-5");
+    } else {
+        put_i64(out, ev.tokens_in);
+    }
+    if let Some(t) = ev.tokens_out {
+        out.extend_from_slice(b",\"tokens_out\":");
+        put_i64(out, t);
+    }
+    if let Some(t) = ev.tokens_cached {
+        out.extend_from_slice(b",\"tokens_cached\":");
+        put_i64(out, t);
+    }
+    if let Some(c) = ev.cost_usd {
+        out.extend_from_slice(b",\"cost_usd\":");
+        put_fixed(out, c, 8);
+    }
+}
+
+/// `prediction`, `confidence`, `correct`, `quality_score`, `flags`, `approval`,
+/// `output_chars` and `attributes`.
+fn write_judgement(out: &mut Vec<u8>, ev: &Event, bad: Option<Malform>) {
+    let svc = &SERVICES[PAIRS[ev.pair].service];
+    if let Some(k) = ev.prediction {
+        out.extend_from_slice(b",\"prediction\":");
+        put_str(out, svc.categories[k as usize]);
+    }
+    if bad == Some(Malform::ConfidenceOutOfRange) {
+        out.extend_from_slice(b",\"confidence\":1.7");
+    } else if let Some(c) = ev.confidence {
+        out.extend_from_slice(b",\"confidence\":");
+        put_fixed(out, c, 4);
+    }
+    if let Some(c) = ev.correct {
+        out.extend_from_slice(if c {
+            b",\"correct\":true"
         } else {
-            out.extend_from_slice(b",\"latency_ms\":");
-            put_fixed(out, ev.latency_ms, 3);
-        }
-        out.extend_from_slice(b",\"tokens_in\":");
-        if bad == Some(Malform::NegativeTokens) {
-            out.extend_from_slice(b"-5");
-        } else {
-            put_i64(out, ev.tokens_in);
-        }
-        if let Some(t) = ev.tokens_out {
-            out.extend_from_slice(b",\"tokens_out\":");
-            put_i64(out, t);
-        }
-        if let Some(t) = ev.tokens_cached {
-            out.extend_from_slice(b",\"tokens_cached\":");
-            put_i64(out, t);
-        }
-        if let Some(c) = ev.cost_usd {
-            out.extend_from_slice(b",\"cost_usd\":");
-            put_fixed(out, c, 8);
-        }
-        if let Some(k) = ev.prediction {
-            out.extend_from_slice(b",\"prediction\":");
-            put_str(out, svc.categories[k as usize]);
-        }
-        if bad == Some(Malform::ConfidenceOutOfRange) {
-            out.extend_from_slice(b",\"confidence\":1.7");
-        } else if let Some(c) = ev.confidence {
-            out.extend_from_slice(b",\"confidence\":");
-            put_fixed(out, c, 4);
-        }
-        if let Some(c) = ev.correct {
-            out.extend_from_slice(if c {
-                b",\"correct\":true"
-            } else {
-                b",\"correct\":false"
-            });
-        }
-        if let Some(q) = ev.quality {
-            out.extend_from_slice(b",\"quality_score\":");
-            put_fixed(out, q, 3);
-        }
-        if ev.flags != 0 {
-            out.extend_from_slice(b",\"flags\":[");
-            let mut first = true;
-            for (bit, name) in [
-                (FLAG_HALLUCINATION, "hallucination"),
-                (FLAG_PII, "pii"),
-                (FLAG_POLICY, "policy"),
-            ] {
-                if ev.flags & bit != 0 {
-                    if !first {
-                        out.push(b',');
-                    }
-                    first = false;
-                    put_str(out, name);
+            b",\"correct\":false"
+        });
+    }
+    if let Some(q) = ev.quality {
+        out.extend_from_slice(b",\"quality_score\":");
+        put_fixed(out, q, 3);
+    }
+    if ev.flags != 0 {
+        out.extend_from_slice(b",\"flags\":[");
+        let mut first = true;
+        for (bit, name) in [
+            (FLAG_HALLUCINATION, "hallucination"),
+            (FLAG_PII, "pii"),
+            (FLAG_POLICY, "policy"),
+        ] {
+            if ev.flags & bit != 0 {
+                if !first {
+                    out.push(b',');
                 }
+                first = false;
+                put_str(out, name);
             }
-            out.push(b']');
         }
-        if let Some(a) = ev.approval {
-            out.extend_from_slice(b",\"approval\":");
-            put_str(out, APPROVALS[a as usize]);
-        }
-        if let Some(c) = ev.output_chars {
-            out.extend_from_slice(b",\"output_chars\":");
-            put_i64(out, c);
-        }
-        if ev.attrs != 0 {
-            out.extend_from_slice(b",\"attributes\":{\"region\":");
-            put_str(out, REGIONS[ev.region as usize]);
-            if ev.attrs & 2 != 0 {
-                out.extend_from_slice(b",\"client\":");
-                put_str(out, CLIENTS[ev.client as usize]);
-            }
-            out.push(b'}');
+        out.push(b']');
+    }
+    if let Some(a) = ev.approval {
+        out.extend_from_slice(b",\"approval\":");
+        put_str(out, APPROVALS[a as usize]);
+    }
+    if let Some(c) = ev.output_chars {
+        out.extend_from_slice(b",\"output_chars\":");
+        put_i64(out, c);
+    }
+    if ev.attrs != 0 {
+        out.extend_from_slice(b",\"attributes\":{\"region\":");
+        put_str(out, REGIONS[ev.region as usize]);
+        if ev.attrs & 2 != 0 {
+            out.extend_from_slice(b",\"client\":");
+            put_str(out, CLIENTS[ev.client as usize]);
         }
         out.push(b'}');
-        if bad == Some(Malform::JsonArray) {
-            out.push(b']');
-        }
     }
+}
+
+/// The call's status: mostly ok, some errors, timeouts, refusals and filtered outputs; ok
+/// is written explicitly by 80 % of callers.
+fn draw_outcome(rng: &mut Rng, ev: &mut Event) {
+    let u = rng.f64();
+    ev.status = if u < 0.015 {
+        Status::Error
+    } else if u < 0.018 {
+        Status::Timeout
+    } else if u < 0.023 {
+        Status::Refused
+    } else if u < 0.025 {
+        Status::Filtered
+    } else {
+        Status::Ok
+    };
+    ev.status_explicit = ev.status != Status::Ok || rng.chance(0.8);
 }
