@@ -24,38 +24,9 @@ impl Alerting {
         let mut all: BTreeSet<Pair> = self.breakers.keys().cloned().collect();
         all.extend(firing.keys().cloned());
         for pair in all {
-            let (breached, observed, breach_rule) = pairs.get(&pair).cloned().unwrap_or_default();
             let current = self.breakers.get(&pair).cloned();
-            let next = match &current {
-                None => firing.get(&pair).map(|&r| {
-                    (
-                        BreakerState::Open { since: end },
-                        self.rules[r].name.clone(),
-                    )
-                }),
-                Some((BreakerState::Open { since }, why)) => {
-                    if end - since >= self.cooldown_ms {
-                        Some((BreakerState::HalfOpen { healthy: 0 }, why.clone()))
-                    } else {
-                        current.clone()
-                    }
-                }
-                Some((BreakerState::HalfOpen { healthy }, why)) => {
-                    if breached {
-                        let why = breach_rule.clone().unwrap_or_else(|| why.clone());
-                        Some((BreakerState::Open { since: end }, why))
-                    } else if observed {
-                        let healthy = healthy + 1;
-                        if healthy >= self.recovery_windows {
-                            None
-                        } else {
-                            Some((BreakerState::HalfOpen { healthy }, why.clone()))
-                        }
-                    } else {
-                        current.clone()
-                    }
-                }
-            };
+            let reading = pairs.get(&pair).cloned().unwrap_or_default();
+            let next = self.next_breaker(&current, firing.get(&pair).copied(), end, reading);
             let name = |s: &Option<(BreakerState, String)>| match s {
                 None => "closed",
                 Some((BreakerState::Open { .. }, _)) => "open",
@@ -69,54 +40,112 @@ impl Alerting {
             if from == to {
                 continue;
             }
-            let why = next
-                .as_ref()
-                .or(current.as_ref())
-                .map(|(_, w)| w.clone())
-                .unwrap_or_default();
-            let r = self.rules.iter().position(|r| r.name == why).unwrap_or(0);
-            let severity = match to {
-                "open" => Severity::Critical,
-                "half_open" => Severity::Warning,
-                _ => Severity::Info,
-            };
-            let summary = match to {
-                "open" => format!(
-                    "circuit open: {why} fired; callers of {}/{} should fall back",
-                    pair.0, pair.1
-                ),
-                "half_open" => format!(
-                    "circuit half-open after the cooldown: probing {}/{} for {} healthy windows",
-                    pair.0, pair.1, self.recovery_windows
-                ),
-                _ => format!(
-                    "circuit closed: {}/{} healthy for {} windows",
-                    pair.0, pair.1, self.recovery_windows
-                ),
-            };
-            let t = Transition {
-                kind: NoticeKind::Breaker,
-                rule: r,
-                key: AlertKey {
-                    service: pair.0.clone(),
-                    model: Some(pair.1.clone()),
-                    model_version: None,
-                    route: None,
-                    tenant: None,
-                },
-                state: to,
-                previous: from,
-                severity: Some(severity),
-                value: None,
-                threshold: None,
-                samples: None,
+            self.record_breaker(
+                pair,
+                from,
+                to,
+                next.as_ref().or(current.as_ref()),
                 start,
                 end,
-                notified: true,
-                renotify: false,
-                summary,
-            };
-            self.record(t);
+            );
         }
+    }
+
+    /// A breaker's next state: `current`, the rule that fired for its pair in this window
+    /// (`firing`), and what the window said (breached, observed, the breaching rule).
+    fn next_breaker(
+        &self,
+        current: &Option<(BreakerState, String)>,
+        firing: Option<usize>,
+        end: i64,
+        reading: (bool, bool, Option<String>),
+    ) -> Option<(BreakerState, String)> {
+        let (breached, observed, breach_rule) = reading;
+        match current {
+            None => firing.map(|r| {
+                (
+                    BreakerState::Open { since: end },
+                    self.rules[r].name.clone(),
+                )
+            }),
+            Some((BreakerState::Open { since }, why)) => {
+                if end - since >= self.cooldown_ms {
+                    Some((BreakerState::HalfOpen { healthy: 0 }, why.clone()))
+                } else {
+                    current.clone()
+                }
+            }
+            Some((BreakerState::HalfOpen { healthy }, why)) => {
+                if breached {
+                    let why = breach_rule.clone().unwrap_or_else(|| why.clone());
+                    Some((BreakerState::Open { since: end }, why))
+                } else if observed {
+                    let healthy = healthy + 1;
+                    if healthy >= self.recovery_windows {
+                        None
+                    } else {
+                        Some((BreakerState::HalfOpen { healthy }, why.clone()))
+                    }
+                } else {
+                    current.clone()
+                }
+            }
+        }
+    }
+
+    /// Records a breaker going `from` → `to`, for the rule named in `state`.
+    fn record_breaker(
+        &mut self,
+        pair: Pair,
+        from: &'static str,
+        to: &'static str,
+        state: Option<&(BreakerState, String)>,
+        start: i64,
+        end: i64,
+    ) {
+        let why = state.map(|(_, w)| w.clone()).unwrap_or_default();
+        let r = self.rules.iter().position(|r| r.name == why).unwrap_or(0);
+        let severity = match to {
+            "open" => Severity::Critical,
+            "half_open" => Severity::Warning,
+            _ => Severity::Info,
+        };
+        let summary = match to {
+            "open" => format!(
+                "circuit open: {why} fired; callers of {}/{} should fall back",
+                pair.0, pair.1
+            ),
+            "half_open" => format!(
+                "circuit half-open after the cooldown: probing {}/{} for {} healthy windows",
+                pair.0, pair.1, self.recovery_windows
+            ),
+            _ => format!(
+                "circuit closed: {}/{} healthy for {} windows",
+                pair.0, pair.1, self.recovery_windows
+            ),
+        };
+        let t = Transition {
+            kind: NoticeKind::Breaker,
+            rule: r,
+            key: AlertKey {
+                service: pair.0.clone(),
+                model: Some(pair.1.clone()),
+                model_version: None,
+                route: None,
+                tenant: None,
+            },
+            state: to,
+            previous: from,
+            severity: Some(severity),
+            value: None,
+            threshold: None,
+            samples: None,
+            start,
+            end,
+            notified: true,
+            renotify: false,
+            summary,
+        };
+        self.record(t);
     }
 }

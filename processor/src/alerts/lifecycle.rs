@@ -20,55 +20,8 @@ impl Alerting {
         };
         let id = (r, key);
         let before = self.states.get(&id).copied();
-        let after = match (before, input) {
-            (_, Input::NoData) => before,
-            (_, Input::Healthy) => None,
-            (None, Input::Breach(sev)) | (Some(Phase::Pending { .. }), Input::Breach(sev)) => {
-                let count = match before {
-                    Some(Phase::Pending { count }) => count + 1,
-                    _ => 1,
-                };
-                if count >= rule.for_windows {
-                    Some(Phase::Firing {
-                        severity: sev,
-                        notified_at: end,
-                    })
-                } else {
-                    Some(Phase::Pending { count })
-                }
-            }
-            (Some(Phase::Firing { notified_at, .. }), Input::Breach(sev)) => Some(Phase::Firing {
-                severity: sev,
-                notified_at,
-            }),
-        };
-        // What to record: (state, previous, severity, notified, renotify).
-        let record = match (before, after) {
-            (None, Some(Phase::Pending { .. })) => {
-                let level = match input {
-                    Input::Breach(sev) => Some(sev),
-                    _ => None,
-                };
-                Some(("pending", "ok", level, false))
-            }
-            (Some(Phase::Pending { .. }), None) => Some(("ok", "pending", None, false)),
-            (prev, Some(Phase::Firing { severity, .. }))
-                if !matches!(prev, Some(Phase::Firing { .. })) =>
-            {
-                let from = if prev.is_some() { "pending" } else { "ok" };
-                Some(("firing", from, Some(severity), true))
-            }
-            (Some(Phase::Firing { severity: old, .. }), Some(Phase::Firing { severity, .. }))
-                if old != severity =>
-            {
-                // Escalations are notified; a step down to warning is only recorded.
-                Some(("firing", "firing", Some(severity), severity > old))
-            }
-            (Some(Phase::Firing { severity, .. }), None) => {
-                Some(("resolved", "firing", Some(severity), true))
-            }
-            _ => None,
-        };
+        let after = next_phase(before, input, rule.for_windows, end);
+        let record = transition(before, after, input);
         let mut after = after;
         let mut renotify = false;
         let record = match (record, &mut after) {
@@ -121,5 +74,66 @@ impl Alerting {
             };
             self.record(t);
         }
+    }
+}
+
+/// Where a (rule, key) goes from `before` on one window's `input` (`for_windows` breaching
+/// windows in a row make it fire).
+fn next_phase(before: Option<Phase>, input: Input, for_windows: u32, end: i64) -> Option<Phase> {
+    match (before, input) {
+        (_, Input::NoData) => before,
+        (_, Input::Healthy) => None,
+        (None, Input::Breach(sev)) | (Some(Phase::Pending { .. }), Input::Breach(sev)) => {
+            let count = match before {
+                Some(Phase::Pending { count }) => count + 1,
+                _ => 1,
+            };
+            if count >= for_windows {
+                Some(Phase::Firing {
+                    severity: sev,
+                    notified_at: end,
+                })
+            } else {
+                Some(Phase::Pending { count })
+            }
+        }
+        (Some(Phase::Firing { notified_at, .. }), Input::Breach(sev)) => Some(Phase::Firing {
+            severity: sev,
+            notified_at,
+        }),
+    }
+}
+
+/// The transition to record, if any: (state, previous state, severity, notified).
+fn transition(
+    before: Option<Phase>,
+    after: Option<Phase>,
+    input: Input,
+) -> Option<(&'static str, &'static str, Option<Severity>, bool)> {
+    match (before, after) {
+        (None, Some(Phase::Pending { .. })) => {
+            let level = match input {
+                Input::Breach(sev) => Some(sev),
+                _ => None,
+            };
+            Some(("pending", "ok", level, false))
+        }
+        (Some(Phase::Pending { .. }), None) => Some(("ok", "pending", None, false)),
+        (prev, Some(Phase::Firing { severity, .. }))
+            if !matches!(prev, Some(Phase::Firing { .. })) =>
+        {
+            let from = if prev.is_some() { "pending" } else { "ok" };
+            Some(("firing", from, Some(severity), true))
+        }
+        (Some(Phase::Firing { severity: old, .. }), Some(Phase::Firing { severity, .. }))
+            if old != severity =>
+        {
+            // Escalations are notified; a step down to warning is only recorded.
+            Some(("firing", "firing", Some(severity), severity > old))
+        }
+        (Some(Phase::Firing { severity, .. }), None) => {
+            Some(("resolved", "firing", Some(severity), true))
+        }
+        _ => None,
     }
 }
