@@ -206,6 +206,43 @@ fn compile_one(r: &RuleConfig, metrics: &Schema, budgets: &Schema) -> Result<Rul
     if let Some(s) = &samples {
         check_column("samples", s)?;
     }
+    let op = thresholds(r)?;
+    if r.for_windows == 0 {
+        return Err("`for` counts windows and must be at least 1".into());
+    }
+    let matchers = matchers(r, table, table_name)?;
+    let breaks = match r.action.as_deref() {
+        None | Some("notify") => false,
+        Some("break") if table == Table::Metrics => true,
+        Some("break") => {
+            return Err("`break` needs a metrics rule: breakers are per (service, model)".into())
+        }
+        Some(a) => return Err(format!("action {a:?} is not `notify` or `break`")),
+    };
+    let no_data = match r.no_data.as_deref() {
+        None | Some("keep") => NoData::Keep,
+        Some("ok") => NoData::Ok,
+        Some("alerting") => NoData::Alerting,
+        Some(p) => return Err(format!("no_data {p:?} is not `keep`, `ok` or `alerting`")),
+    };
+    Ok(Rule {
+        name: r.name.clone(),
+        metric: r.metric.clone(),
+        op,
+        warning: r.warning,
+        critical: r.critical,
+        for_windows: r.for_windows,
+        min_samples: r.min_samples,
+        samples,
+        table,
+        matchers,
+        breaks,
+        no_data,
+    })
+}
+
+/// The comparison and thresholds of a rule: one at least, finite, critical beyond warning.
+fn thresholds(r: &RuleConfig) -> Result<Op, String> {
     let op = match r.op.trim() {
         ">" => Op::Gt,
         ">=" => Op::Ge,
@@ -235,9 +272,15 @@ fn compile_one(r: &RuleConfig, metrics: &Schema, budgets: &Schema) -> Result<Rul
             ));
         }
     }
-    if r.for_windows == 0 {
-        return Err("`for` counts windows and must be at least 1".into());
-    }
+    Ok(op)
+}
+
+/// The rule's label matchers, each for a label the rule's table has.
+fn matchers(
+    r: &RuleConfig,
+    table: Table,
+    table_name: &str,
+) -> Result<Vec<(String, Vec<char>)>, String> {
     let mut matchers = Vec::new();
     for (label, pattern) in &r.matchers {
         if !LABELS.contains(&label.as_str()) {
@@ -258,34 +301,7 @@ fn compile_one(r: &RuleConfig, metrics: &Schema, budgets: &Schema) -> Result<Rul
         }
         matchers.push((label.clone(), pattern.chars().collect()));
     }
-    let breaks = match r.action.as_deref() {
-        None | Some("notify") => false,
-        Some("break") if table == Table::Metrics => true,
-        Some("break") => {
-            return Err("`break` needs a metrics rule: breakers are per (service, model)".into())
-        }
-        Some(a) => return Err(format!("action {a:?} is not `notify` or `break`")),
-    };
-    let no_data = match r.no_data.as_deref() {
-        None | Some("keep") => NoData::Keep,
-        Some("ok") => NoData::Ok,
-        Some("alerting") => NoData::Alerting,
-        Some(p) => return Err(format!("no_data {p:?} is not `keep`, `ok` or `alerting`")),
-    };
-    Ok(Rule {
-        name: r.name.clone(),
-        metric: r.metric.clone(),
-        op,
-        warning: r.warning,
-        critical: r.critical,
-        for_windows: r.for_windows,
-        min_samples: r.min_samples,
-        samples,
-        table,
-        matchers,
-        breaks,
-        no_data,
-    })
+    Ok(matchers)
 }
 
 /// The column name nearest to a misspelt one, when it is near enough to be the one meant.
