@@ -416,28 +416,7 @@ impl EventDecoder {
             }
         }
         l.required_id("event_id", text(&ev.event_id), l.max_event_id_bytes)?;
-        let ts = match &ev.timestamp {
-            None => return Err("missing required field `timestamp`".into()),
-            Some(WireTime::Text(t)) => parse_rfc3339(&t.0).ok_or_else(|| {
-                format!(
-                    "field `timestamp`: cannot parse {:?} as RFC 3339 or epoch milliseconds",
-                    crate::validate::clip(&t.0, 64)
-                )
-            })?,
-            Some(WireTime::Millis(ms)) => {
-                if ms.fract() != 0.0 || !ms.is_finite() {
-                    return Err(format!(
-                        "field `timestamp`: {ms} is not a whole number of epoch milliseconds"
-                    ));
-                }
-                *ms as i64
-            }
-        };
-        if !(MIN_EVENT_MS..=MAX_EVENT_MS).contains(&ts) {
-            return Err(format!(
-                "field `timestamp`: {ts} ms is outside 1970-01-01 .. 9999-12-31"
-            ));
-        }
+        let ts = event_time(ev)?;
         l.required_id("service", text(&ev.service), l.max_name_bytes)?;
         l.required_id("model", text(&ev.model), l.max_name_bytes)?;
         for (name, v) in [
@@ -462,30 +441,14 @@ impl EventDecoder {
                 ));
             }
         }
-        crate::validate::non_negative_f64("latency_ms", ev.latency_ms)?;
-        crate::validate::non_negative_f64("cost_usd", ev.cost_usd)?;
-        crate::validate::unit_interval("confidence", ev.confidence)?;
-        crate::validate::unit_interval("quality_score", ev.quality_score)?;
-        for (name, v) in [
-            ("tokens_in", ev.tokens_in),
-            ("tokens_out", ev.tokens_out),
-            ("tokens_cached", ev.tokens_cached),
-            ("step", ev.step),
-            ("output_chars", ev.output_chars),
-        ] {
-            if let Some(v) = v {
-                if v < 0 {
-                    return Err(format!("field `{name}`: {v} is negative"));
-                }
-            }
-        }
-        if let (Some(c), Some(i)) = (ev.tokens_cached, ev.tokens_in) {
-            if c > i {
-                return Err(format!(
-                    "field `tokens_cached`: {c} exceeds tokens_in {i} (cached tokens are part of the input)"
-                ));
-            }
-        }
+        numbers(ev)?;
+        self.lists(ev)?;
+        Ok(ts)
+    }
+
+    /// `flags` and `attributes` within their limits.
+    fn lists(&self, ev: &WireEvent) -> Result<(), String> {
+        let l = &self.limits;
         if let Some(f) = &ev.flags {
             if f.0.len() > l.max_flags {
                 return Err(format!(
@@ -511,7 +474,7 @@ impl EventDecoder {
                 l.optional_text("attributes value", Some(&v.0), l.max_attribute_value_bytes)?;
             }
         }
-        Ok(ts)
+        Ok(())
     }
 
     fn append(&mut self, ev: &WireEvent, ts: EpochMs, raw: &RawBatch, i: usize) {
@@ -636,4 +599,61 @@ impl DeadLetterBuilder {
         ];
         RecordBatch::try_new(dead_letter_schema(), cols).expect("dead letter schema")
     }
+}
+
+/// The event time: RFC 3339 or whole epoch milliseconds, within years 1970 to 9999.
+fn event_time(ev: &WireEvent) -> Result<EpochMs, String> {
+    let ts = match &ev.timestamp {
+        None => return Err("missing required field `timestamp`".into()),
+        Some(WireTime::Text(t)) => parse_rfc3339(&t.0).ok_or_else(|| {
+            format!(
+                "field `timestamp`: cannot parse {:?} as RFC 3339 or epoch milliseconds",
+                crate::validate::clip(&t.0, 64)
+            )
+        })?,
+        Some(WireTime::Millis(ms)) => {
+            if ms.fract() != 0.0 || !ms.is_finite() {
+                return Err(format!(
+                    "field `timestamp`: {ms} is not a whole number of epoch milliseconds"
+                ));
+            }
+            *ms as i64
+        }
+    };
+    if !(MIN_EVENT_MS..=MAX_EVENT_MS).contains(&ts) {
+        return Err(format!(
+            "field `timestamp`: {ts} ms is outside 1970-01-01 .. 9999-12-31"
+        ));
+    }
+    Ok(ts)
+}
+
+/// Durations and costs non-negative, scores in [0, 1], counts non-negative, cached tokens
+/// part of the input.
+fn numbers(ev: &WireEvent) -> Result<(), String> {
+    crate::validate::non_negative_f64("latency_ms", ev.latency_ms)?;
+    crate::validate::non_negative_f64("cost_usd", ev.cost_usd)?;
+    crate::validate::unit_interval("confidence", ev.confidence)?;
+    crate::validate::unit_interval("quality_score", ev.quality_score)?;
+    for (name, v) in [
+        ("tokens_in", ev.tokens_in),
+        ("tokens_out", ev.tokens_out),
+        ("tokens_cached", ev.tokens_cached),
+        ("step", ev.step),
+        ("output_chars", ev.output_chars),
+    ] {
+        if let Some(v) = v {
+            if v < 0 {
+                return Err(format!("field `{name}`: {v} is negative"));
+            }
+        }
+    }
+    if let (Some(c), Some(i)) = (ev.tokens_cached, ev.tokens_in) {
+        if c > i {
+            return Err(format!(
+                "field `tokens_cached`: {c} exceeds tokens_in {i} (cached tokens are part of the input)"
+            ));
+        }
+    }
+    Ok(())
 }
