@@ -223,24 +223,8 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
         )?;
         return Ok(());
     }
-    let span = rt.block_on(crate::commands::query::run(
-        &r.store,
-        "SELECT CAST(min(window_start) AS BIGINT) AS first, CAST(max(window_start) AS BIGINT) AS last FROM metrics",
-    ))?;
-    let ints = |name: &str| -> Option<i64> {
-        let b = span.first()?;
-        let a = b.column_by_name(name)?.as_primitive::<Int64Type>();
-        a.is_valid(0).then(|| a.value(0))
-    };
-    let (Some(first), Some(last)) = (ints("first"), ints("last")) else {
+    let Some((first, last)) = window_span(r, rt)? else {
         return Ok(());
-    };
-    // The last window of a stopped run is cut short: show the one before it, if any.
-    let size = r.window_size_ms;
-    let last = if last - size > first {
-        last - size
-    } else {
-        last
     };
     let middle = first + (last - first) / 2;
     let sql = format!(
@@ -266,6 +250,44 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
         "\nper service: the first half of the run ('before') and the last window, starting {}",
         inferwatch_schemas::time::format_rfc3339_ms(last)
     )?;
+    service_rows(&mut out, &rows)?;
+    writeln!(
+        out,
+        "(ece/ovconf: label-weighted means over keys; psi = psi_confidence, js = js_prediction: means over keys;\n loops = runaway_sessions; - = too few events)"
+    )?;
+    alerts_summary(&mut out, r, rt)?;
+    explore_hints(&mut out, &r.store.display().to_string())
+}
+
+/// The first window's start and the last complete window's start in `metrics`.
+fn window_span(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<Option<(i64, i64)>> {
+    let span = rt.block_on(crate::commands::query::run(
+        &r.store,
+        "SELECT CAST(min(window_start) AS BIGINT) AS first, CAST(max(window_start) AS BIGINT) AS last FROM metrics",
+    ))?;
+    let ints = |name: &str| -> Option<i64> {
+        let b = span.first()?;
+        let a = b.column_by_name(name)?.as_primitive::<Int64Type>();
+        a.is_valid(0).then(|| a.value(0))
+    };
+    let (Some(first), Some(last)) = (ints("first"), ints("last")) else {
+        return Ok(None);
+    };
+    // The last window of a stopped run is cut short: show the one before it, if any.
+    let size = r.window_size_ms;
+    let last = if last - size > first {
+        last - size
+    } else {
+        last
+    };
+    Ok(Some((first, last)))
+}
+
+/// The per-service table of the demo summary, one row per (service, period).
+fn service_rows(
+    out: &mut impl Write,
+    rows: &[datafusion::arrow::array::RecordBatch],
+) -> Result<()> {
     // One layout for the header and the rows.
     macro_rules! line {
         ($($cell:expr),* $(,)?) => {
@@ -280,7 +302,7 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
         "service", "period", "events", "err %", "p99 ms", "$/1k", "qual", "ece", "ovconf", "auroc",
         "psi", "js", "loops"
     )?;
-    for b in &rows {
+    for b in rows {
         // Parquet strings may come back as Utf8View: cast, so either reads.
         let text = |name: &str| -> Result<datafusion::arrow::array::StringArray> {
             let c = b.column_by_name(name).expect("selected");
@@ -338,12 +360,11 @@ pub fn demo_summary(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<()> {
             )?;
         }
     }
-    writeln!(
-        out,
-        "(ece/ovconf: label-weighted means over keys; psi = psi_confidence, js = js_prediction: means over keys;\n loops = runaway_sessions; - = too few events)"
-    )?;
-    alerts_summary(&mut out, r, rt)?;
-    let dir = r.store.display();
+    Ok(())
+}
+
+/// How to explore what the demo wrote.
+fn explore_hints(out: &mut impl Write, dir: &str) -> Result<()> {
     writeln!(
         out,
         "\nexplore what it wrote (tables: events, metrics, metrics_latest, calibration_bins, alerts,\ndead_letter, feedback_unmatched, sessions, budgets):"
