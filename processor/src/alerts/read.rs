@@ -6,49 +6,7 @@ impl Alerting {
     pub(super) fn read(&self, table: Table, batch: &RecordBatch, out: &mut Readings) -> Result<()> {
         let starts = batch.column(0).as_primitive::<TimestampMillisecondType>();
         let ends = batch.column(1).as_primitive::<TimestampMillisecondType>();
-        let text = |name: &str| -> Option<&StringArray> {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-        };
-        let opt = |a: Option<&StringArray>, i: usize| {
-            a.filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string())
-        };
-        let keys: Vec<AlertKey> = match table {
-            Table::Metrics => {
-                let (s, m, v, r) = (
-                    text("service"),
-                    text("model"),
-                    text("model_version"),
-                    text("route"),
-                );
-                (0..batch.num_rows())
-                    .map(|i| AlertKey {
-                        service: opt(s, i).unwrap_or_default(),
-                        model: opt(m, i),
-                        model_version: opt(v, i),
-                        route: opt(r, i),
-                        tenant: None,
-                    })
-                    .collect()
-            }
-            Table::Budgets => {
-                let (scope, name) = (text("scope"), text("name"));
-                (0..batch.num_rows())
-                    .map(|i| {
-                        let n = opt(name, i).unwrap_or_default();
-                        let tenant = opt(scope, i).as_deref() == Some("tenant");
-                        AlertKey {
-                            service: if tenant { String::new() } else { n.clone() },
-                            model: None,
-                            model_version: None,
-                            route: None,
-                            tenant: tenant.then_some(n),
-                        }
-                    })
-                    .collect()
-            }
-        };
+        let keys = row_keys(table, batch);
         let mut columns: HashMap<String, Float64Array> = HashMap::new();
         let mut column = |name: &str| -> Result<()> {
             if !columns.contains_key(name) {
@@ -92,5 +50,52 @@ impl Alerting {
             }
         }
         Ok(())
+    }
+}
+
+/// The key each row of a `metrics` or `budgets` batch is about.
+fn row_keys(table: Table, batch: &RecordBatch) -> Vec<AlertKey> {
+    let text = |name: &str| -> Option<&StringArray> {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+    };
+    let opt = |a: Option<&StringArray>, i: usize| {
+        a.filter(|a| a.is_valid(i)).map(|a| a.value(i).to_string())
+    };
+    match table {
+        Table::Metrics => {
+            let (s, m, v, r) = (
+                text("service"),
+                text("model"),
+                text("model_version"),
+                text("route"),
+            );
+            (0..batch.num_rows())
+                .map(|i| AlertKey {
+                    service: opt(s, i).unwrap_or_default(),
+                    model: opt(m, i),
+                    model_version: opt(v, i),
+                    route: opt(r, i),
+                    tenant: None,
+                })
+                .collect()
+        }
+        Table::Budgets => {
+            let (scope, name) = (text("scope"), text("name"));
+            (0..batch.num_rows())
+                .map(|i| {
+                    let n = opt(name, i).unwrap_or_default();
+                    let tenant = opt(scope, i).as_deref() == Some("tenant");
+                    AlertKey {
+                        service: if tenant { String::new() } else { n.clone() },
+                        model: None,
+                        model_version: None,
+                        route: None,
+                        tenant: tenant.then_some(n),
+                    }
+                })
+                .collect()
+        }
     }
 }
