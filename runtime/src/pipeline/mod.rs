@@ -1,4 +1,4 @@
-//! Wires one source through decode → window operators → Parquet sinks, with checkpoints.
+//! Wires one source through decode → operator chains → Parquet sinks, with checkpoints.
 //!
 //! Threads: the driver (this one) polls the source, claims partitions, checkpoints and
 //! feeds the label join; a pool of workers (`[runtime] threads`) decodes and aggregates,
@@ -6,17 +6,17 @@
 //! Kafka outputs), fed through a small bounded channel so a slow disk slows the source down
 //! instead of filling memory. With one thread, the driver does all of it in place.
 //!
-//! Each source partition has its own window operator. Kafka keys events by `service/model`,
-//! so a key's windows live in one partition, and a partition's windows close on its own
-//! watermark: what a window holds depends only on the order of that partition's events,
+//! Each source partition has its own operator chain (pricing → window aggregate → alerts;
+//! see `inferwatch_processor::chain`). Kafka keys events by `service/model`, so a key's
+//! windows live in one partition, and a partition's windows close on its own watermark: what a window holds depends only on the order of that partition's events,
 //! never on how polls interleaved partitions. That is what lets a checkpoint move a
 //! partition to another processor, or a crashed one replay it, and produce the same rows.
 //!
 //! Checkpoint protocol, per partition: the sink thread completes the partition's open files
-//! (fsync, rename), then writes the checkpoint (offsets + operator state) atomically, then
-//! the offset is committed to Kafka as a hint. On restore, files the partition wrote at or
-//! after the checkpoint's offset are removed and rewritten by the replay; file names come
-//! from offsets and windows, so nothing is duplicated.
+//! (fsync, rename), then writes the checkpoint (offsets + the chain's operator states)
+//! atomically, then the offset is committed to Kafka as a hint. On restore, files the
+//! partition wrote at or after the checkpoint's offset are removed and rewritten by the
+//! replay; file names come from offsets and windows, so nothing is duplicated.
 
 mod driver;
 mod feedback;
