@@ -115,6 +115,32 @@ pub fn event_ids(data: &Path) -> (i64, i64) {
     (r["n"].as_i64().unwrap(), r["d"].as_i64().unwrap())
 }
 
+/// What differs when the row counts do: late events on each side (a window closed early
+/// makes late events), and the window × key rows only one side has.
+fn row_diagnosis(got: &[String], reference: &Reference, data: &Path) -> String {
+    let late = |d: &Path| count(d, "SELECT count(*) FROM events WHERE late");
+    let key = |row: &String| {
+        let v: Value = serde_json::from_str(row).unwrap();
+        ["window_start", "service", "model", "model_version", "route"]
+            .iter()
+            .map(|k| v[*k].to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let ours: BTreeSet<String> = got.iter().map(key).collect();
+    let theirs: BTreeSet<String> = reference.metrics.iter().map(key).collect();
+    let only = |a: &BTreeSet<String>, b: &BTreeSet<String>| {
+        a.difference(b).take(8).cloned().collect::<Vec<_>>()
+    };
+    format!(
+        "late events: {} here, {} in the file run; rows only in the file run: {:?}; only here: {:?}",
+        late(data),
+        late(&reference.data),
+        only(&theirs, &ours),
+        only(&ours, &theirs)
+    )
+}
+
 /// The file run every Kafka run must match.
 pub struct Reference {
     pub data: PathBuf,
@@ -166,7 +192,8 @@ pub fn assert_matches(reference: &Reference, data: &Path) {
     assert_eq!(
         got.len(),
         reference.metrics.len(),
-        "as many metric rows as the file run"
+        "as many metric rows as the file run; {}",
+        row_diagnosis(&got, reference, data)
     );
     for (g, r) in got.iter().zip(&reference.metrics) {
         assert_eq!(g, r, "metric rows differ");
