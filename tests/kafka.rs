@@ -171,9 +171,12 @@ fn processors_in_one_group_split_partitions_and_a_joiner_rebalances_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut third = spawn_run(b, &topic, &group, &data, &args);
-    for c in [&mut first, &mut second, &mut third] {
-        wait_ok(c, Duration::from_secs(240));
-    }
+    let limit = Duration::from_secs(240);
+    wait_all_ok(
+        &mut [&mut first, &mut second, &mut third],
+        dir.path(),
+        limit,
+    );
     assert_matches(&reference, &data);
     // More than one processor did work: the logs show assignments to several of them.
     let logs: Vec<String> = std::fs::read_dir(dir.path())

@@ -88,6 +88,25 @@ pub fn wait_ok(child: &mut Child, limit: Duration) {
     assert!(status.success(), "inferwatch run exited with {status}");
 }
 
+/// Waits for every child run to exit 0 within `limit`; if one did not, the failure shows the
+/// last lines of every run log (`*.log`) in `logs`.
+pub fn wait_all_ok(children: &mut [&mut Child], logs: &Path, limit: Duration) {
+    let statuses: Vec<_> = children.iter_mut().map(|c| wait_exit(c, limit)).collect();
+    if statuses.iter().all(|s| s.success()) {
+        return;
+    }
+    let mut tails = String::new();
+    for e in std::fs::read_dir(logs).unwrap().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".log") {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+            tails += &format!("\n--- {}:\n{tail}", e.file_name().to_string_lossy());
+        }
+    }
+    panic!("inferwatch runs exited with {statuses:?}{tails}");
+}
+
 /// Runs the Kafka processor until the topic has been quiet for a few seconds.
 pub fn consume_all(brokers: &str, topic: &str, group: &str, data: &Path, extra: &[&str]) {
     let mut args = vec!["--stop-when-idle", "8s", "--window", "1m"];
