@@ -3,15 +3,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, StringBuilder,
-};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringBuilder};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
 use inferwatch_schemas::tables::events as col;
 use inferwatch_schemas::validate::COST_SOURCE_TABLE;
 
 use super::{Collector, Operator};
 use crate::error::Result;
+use crate::operator::opt;
 use std::collections::BTreeMap;
 
 use crate::price::{PriceTable, Prices};
@@ -70,10 +69,6 @@ impl Pricing {
         columns[col::COST_SOURCE] = Arc::new(src.finish());
         Ok(RecordBatch::try_new(events.schema(), columns)?)
     }
-}
-
-fn opt(a: &StringArray, i: usize) -> Option<&str> {
-    a.is_valid(i).then(|| a.value(i))
 }
 
 impl Operator for Pricing {

@@ -274,6 +274,7 @@ fn session_hash(id: &str) -> u64 {
     inferwatch_schemas::hash::fnv64(id.as_bytes())
 }
 
-fn opt(a: &StringArray, i: usize) -> Option<&str> {
+/// Row `i` of a string column, `None` when null.
+pub(crate) fn opt(a: &StringArray, i: usize) -> Option<&str> {
     a.is_valid(i).then(|| a.value(i))
 }

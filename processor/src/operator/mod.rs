@@ -241,6 +241,7 @@ mod revisions;
 mod rows;
 mod snapshot;
 
+pub(crate) use batch::opt;
 pub use budgets::BudgetConfig;
 use budgets::*;
 use groups::Groups;
