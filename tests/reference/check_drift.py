@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.dataset as ds
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
-from common import event_ms, psi, rounded
+from common import Checks, event_ms, psi, rounded
 
 inp, data_dir, size, windows, min_samples = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
 pinned = tuple(map(int, sys.argv[6:8])) if len(sys.argv) > 6 else None
@@ -38,19 +38,10 @@ for line in open(inp, "rb"):
     events[k].append((event_ms(e["timestamp"]), e.get("confidence"), e.get("quality_score"), e.get("prediction")))
 
 table = ds.dataset(f"{data_dir}/metrics", format="parquet", partitioning="hive").to_table().to_pylist()
-failures, checked, non_null = [], 0, Counter()
 
 
-def check(name, k, want, got, tol):
-    global checked
-    checked += 1
-    if want is None or got is None:
-        if want is not None or got is not None:
-            failures.append(f"{k} {name}: want {want} got {got}")
-        return
-    non_null[name] += 1
-    if abs(want - got) > tol:
-        failures.append(f"{k} {name}: want {want!r} got {got!r} (tolerance {tol})")
+checks = Checks()
+check = checks.check
 
 
 def bucket_bound(xs):
@@ -86,9 +77,6 @@ for r in table:
         want = jensenshannon([f[x] for x in cats], [c[x] for x in cats], base=2)
         check("js_prediction", k + (start,), float(want), r["js_prediction"], 1e-9)
 
-if failures:
-    print(f"{len(failures)} mismatches of {checked} values:")
-    print("\n".join(failures[:40]))
-    sys.exit(1)
-assert non_null["psi_confidence"] > 0, "no window had enough data for drift: the check checked nothing"
-print(f"checked {checked} drift values over {len(table)} windows x keys ({dict(non_null)} non-null)")
+checks.exit_on_failures()
+assert checks.non_null["psi_confidence"] > 0, "no window had enough data for drift: the check checked nothing"
+print(f"checked {checks.checked} drift values over {len(table)} windows x keys ({dict(checks.non_null)} non-null)")

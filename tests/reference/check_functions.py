@@ -14,14 +14,14 @@ import json
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import timezone
 
 import numpy as np
 import pyarrow.dataset as ds
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import ks_2samp
 from sklearn.metrics import brier_score_loss, roc_auc_score
-from common import psi, rounded
+from common import Checks, psi, rounded
 
 binary, data_dir = sys.argv[1], sys.argv[2]
 events = ds.dataset(f"{data_dir}/events", format="parquet", partitioning="hive").to_table().to_pylist()
@@ -46,19 +46,10 @@ by_key = defaultdict(list)
 for e in events:
     by_key[(e["service"], e["model"])].append(e)
 
-failures, checked, non_null = [], 0, Counter()
 
 
-def check(name, k, want, got, tol):
-    global checked
-    checked += 1
-    if want is None or got is None:
-        if want is not None or got is not None:
-            failures.append(f"{k} {name}: want {want} got {got}")
-        return
-    non_null[name] += 1
-    if abs(want - got) > tol:
-        failures.append(f"{k} {name}: want {want!r} got {got!r} (tolerance {tol})")
+checks = Checks()
+check = checks.check
 
 
 def nearest_rank(xs, q):
@@ -68,7 +59,7 @@ def nearest_rank(xs, q):
 
 MIN_SAMPLES = 100  # [drift] min_samples default
 if set(rows) != set(by_key):
-    failures.append(f"query groups {sorted(rows)} != events groups {sorted(by_key)}")
+    checks.failures.append(f"query groups {sorted(rows)} != events groups {sorted(by_key)}")
 for k, evs in by_key.items():
     r = rows.get(k, {})
     lab = [(e["confidence"], e["correct"]) for e in evs if e["confidence"] is not None and e["correct"] is not None]
@@ -82,9 +73,9 @@ for k, evs in by_key.items():
         check("brier", k, brier_score_loss(y, conf), r.get("brier"), 1e-9)
         got_bins = {x["bin"]: x["count"] for x in r.get("bins") or []}
         want_bins = {i: int(np.sum(b == i)) for i in range(10) if np.any(b == i)}
-        checked += 1
+        checks.checked += 1
         if got_bins != want_bins:
-            failures.append(f"{k} reliability: want {want_bins} got {got_bins}")
+            checks.failures.append(f"{k} reliability: want {want_bins} got {got_bins}")
         if 0 < y.sum() < len(y):
             check("auroc", k, roc_auc_score(y, conf), r.get("auroc"), 0.005)
     lat = [e["latency_ms"] for e in evs if e["latency_ms"] is not None]
@@ -109,10 +100,7 @@ for k, evs in by_key.items():
     else:
         check("js", k, None, r.get("js"), 0)
 
-if failures:
-    print(f"{len(failures)} mismatches of {checked} values:")
-    print("\n".join(failures[:40]))
-    sys.exit(1)
+checks.exit_on_failures()
 for name in ("ece", "brier", "auroc", "latency_p99", "psi", "ks", "js"):
-    assert non_null[name] > 0, f"no group had a {name} value: the check checked nothing"
-print(f"checked {checked} function values over {len(rows)} groups ({dict(non_null)} non-null)")
+    assert checks.non_null[name] > 0, f"no group had a {name} value: the check checked nothing"
+print(f"checked {checks.checked} function values over {len(rows)} groups ({dict(checks.non_null)} non-null)")

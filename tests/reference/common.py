@@ -1,4 +1,6 @@
 """Helpers the reference checks share."""
+import sys
+from collections import Counter
 from datetime import datetime
 
 import numpy as np
@@ -26,3 +28,28 @@ def psi(ref, cur):
     q = np.bincount(np.searchsorted(edges, cur, side="left"), minlength=10) / len(cur)
     p, q = np.maximum(p, 1e-4), np.maximum(q, 1e-4)
     return float(np.sum((q - p) * np.log(q / p)))
+
+
+class Checks:
+    """Values compared with a reference: the mismatches, how many were checked, and how many
+    of each name were non-null on both sides."""
+
+    def __init__(self):
+        self.failures, self.checked, self.non_null = [], 0, Counter()
+
+    def check(self, name, k, want, got, tol):
+        """Both null, or both set and within `tol`."""
+        self.checked += 1
+        if want is None or got is None:
+            if want is not None or got is not None:
+                self.failures.append(f"{k} {name}: want {want} got {got}")
+            return
+        self.non_null[name] += 1
+        if abs(want - got) > tol:
+            self.failures.append(f"{k} {name}: want {want!r} got {got!r} (tolerance {tol})")
+
+    def exit_on_failures(self):
+        if self.failures:
+            print(f"{len(self.failures)} mismatches of {self.checked} values:")
+            print("\n".join(self.failures[:40]))
+            sys.exit(1)
