@@ -35,12 +35,12 @@ pub struct Checkpoint {
     pub feedback_offset: Option<i64>,
 }
 
-/// Where one source's checkpoints live, and the generation this processor holds of each of
+/// Where one source's checkpoints live, and the generations this processor holds of each of
 /// its partitions. Clones share the generations.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
     store: Store,
-    held: Arc<Mutex<HashMap<i32, u64>>>,
+    held: Arc<Mutex<HashMap<i32, Held>>>,
     /// Written into every generation this processor makes, so no two processors ever write
     /// the same bytes (a conditional write that finds its own bytes there took effect).
     owner: u64,
@@ -123,10 +123,14 @@ impl CheckpointStore {
                 None => format!("{NONE} owner={:016x}\n", self.owner).into_bytes(),
             };
             if self.store.put_new(&Self::key(partition, next), bytes)? {
+                let held = Held {
+                    claimed: next,
+                    current: next,
+                };
                 self.held
                     .lock()
                     .expect("not poisoned")
-                    .insert(partition, next);
+                    .insert(partition, held);
                 self.prune(partition, next)?;
                 if g == 0 && ckpt.is_some() {
                     // Copied from the layout before generations into generation 1.
@@ -139,13 +143,23 @@ impl CheckpointStore {
         }
     }
 
-    /// The generation this processor holds of `partition`, once claimed.
+    /// The latest generation this processor wrote of `partition`, once claimed.
     pub fn generation(&self, partition: i32) -> Option<u64> {
         self.held
             .lock()
             .expect("not poisoned")
             .get(&partition)
-            .copied()
+            .map(|h| h.current)
+    }
+
+    /// The generation this processor's claim of `partition` wrote: it stays the same across
+    /// the commits of one claim, and no other claim ever has it.
+    pub fn claimed(&self, partition: i32) -> Option<u64> {
+        self.held
+            .lock()
+            .expect("not poisoned")
+            .get(&partition)
+            .map(|h| h.claimed)
     }
 
     /// Forgets a partition that left this processor.
@@ -183,10 +197,9 @@ impl CheckpointStore {
                 generation: next,
             });
         }
-        self.held
-            .lock()
-            .expect("not poisoned")
-            .insert(partition, next);
+        if let Some(h) = self.held.lock().expect("not poisoned").get_mut(&partition) {
+            h.current = next;
+        }
         self.prune(partition, next)
     }
 
@@ -200,6 +213,17 @@ impl CheckpointStore {
         }
         Ok(())
     }
+}
+
+/// One partition's generations held by this processor.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// The generation its claim wrote: it names every file written under this claim, so a
+    /// processor that lost the partition finds its own files whatever it committed since.
+    claimed: u64,
+    /// The latest generation it wrote (the claim or a commit): the next commit writes the
+    /// one after.
+    current: u64,
 }
 
 fn encode(ckpt: &Checkpoint, owner: u64) -> Vec<u8> {
@@ -295,6 +319,7 @@ mod tests {
         };
         a.claim(0).unwrap();
         a.save(0, &c(10)).unwrap();
+        assert_eq!((a.claimed(0), a.generation(0)), (Some(1), Some(2)));
         // b takes partition 0 over while a still believes it owns it.
         assert_eq!(b.claim(0).unwrap(), Some(c(10)));
         let err = a.save(0, &c(20)).unwrap_err();
@@ -303,6 +328,7 @@ mod tests {
             "{err}"
         );
         b.save(0, &c(30)).unwrap();
+        assert_eq!((b.claimed(0), b.generation(0)), (Some(3), Some(4)));
         assert_eq!(b.load(0).unwrap(), Some(c(30)));
         assert!(a.superseded(0).unwrap());
         assert!(!b.superseded(0).unwrap());

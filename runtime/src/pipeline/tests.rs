@@ -1,6 +1,7 @@
 //! The driver on a scripted source.
 
 use super::*;
+use inferwatch_ingest::PartitionOwner;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use inferwatch_schemas::RawBatch;
@@ -100,4 +101,181 @@ fn an_idle_partition_follows_the_active_ones_watermark() {
     // Its window closed while the source was still running, not at the end.
     let left = quiet_closed_with_steps_left.expect("the quiet partition's window was emitted");
     assert!(left > 3, "closed with {left} steps left");
+}
+
+/// What a processor under test is told to do next.
+enum Step {
+    Batch(RawBatch),
+    End,
+}
+
+/// A source fed by the test, one step at a time; quiet (empty polls) in between.
+struct Fed(std::sync::mpsc::Receiver<Step>);
+
+impl Source for Fed {
+    fn name(&self) -> &str {
+        "script"
+    }
+
+    fn next_batch(&mut self, _max: usize) -> Result<Option<RawBatch>, SourceError> {
+        match self.0.recv_timeout(Duration::from_millis(10)) {
+            Ok(Step::Batch(b)) => Ok(Some(b)),
+            Ok(Step::End) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Ok(Some(RawBatch::new(Arc::from("script"), 0)))
+            }
+        }
+    }
+
+    fn is_bounded(&self) -> bool {
+        false
+    }
+}
+
+/// A processor with checkpoints on, running on its own thread.
+struct Processor {
+    feed: std::sync::mpsc::Sender<Step>,
+    owner: Arc<dyn PartitionOwner>,
+    run: std::thread::JoinHandle<Result<RunReport>>,
+}
+
+impl Processor {
+    fn start(config: &Config) -> Processor {
+        let store = Store::local(&config.data_dir);
+        let options = RunOptions {
+            checkpoints: true,
+            ..RunOptions::default()
+        };
+        let pipeline = Pipeline::new(config, &store, "script", options).unwrap();
+        let owner = pipeline.owner();
+        let (feed, rx) = std::sync::mpsc::channel();
+        let run = std::thread::spawn(move || {
+            let stop = AtomicBool::new(false);
+            pipeline.run(Box::new(Fed(rx)), &stop, |_| {}, |_| {})
+        });
+        Processor { feed, owner, run }
+    }
+
+    fn send(&self, b: RawBatch) {
+        self.feed.send(Step::Batch(b)).unwrap();
+    }
+
+    fn end(self) {
+        self.feed.send(Step::End).unwrap();
+        self.run.join().unwrap().unwrap();
+    }
+}
+
+/// Polls until partition 0's latest checkpoint covers offsets before `next`.
+fn await_checkpoint(config: &Config, next: i64) {
+    let store = CheckpointStore::new(&Store::local(&config.data_dir), "script");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.load(0).unwrap().map(|c| c.next_offset) != Some(next) {
+        assert!(Instant::now() < deadline, "no checkpoint at offset {next}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Every `event_id` in the `events` files, sorted.
+fn event_ids(dir: &std::path::Path) -> Vec<String> {
+    use datafusion::arrow::array::{Array, StringArray};
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    fn walk(dir: &std::path::Path, ids: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, ids);
+            } else if path.extension().is_some_and(|x| x == "parquet") {
+                let file = std::fs::File::open(&path).unwrap();
+                let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+                for batch in reader {
+                    let batch = batch.unwrap();
+                    let col = batch.column(inferwatch_schemas::tables::events::EVENT_ID);
+                    let col = col.as_any().downcast_ref::<StringArray>().unwrap();
+                    ids.extend((0..col.len()).map(|i| col.value(i).to_string()));
+                }
+            }
+        }
+    }
+    let mut ids = Vec::new();
+    walk(&dir.join("events"), &mut ids);
+    ids.sort();
+    ids
+}
+
+/// Small files (they complete between commits) and a checkpoint after every batch.
+fn two_owner_config(dir: &std::path::Path, interval: Duration) -> Config {
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    config.sink.max_file_rows = 10;
+    config.checkpoint.interval = interval;
+    config.runtime.threads = 2;
+    config
+}
+
+/// The `events` table holds events `svc-0..n` each exactly once.
+fn assert_each_once(dir: &std::path::Path, n: i64) {
+    let ids = event_ids(dir);
+    let mut twice: Vec<&String> = ids
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| &w[0])
+        .collect();
+    twice.dedup();
+    assert!(twice.is_empty(), "written twice: {twice:?}");
+    let mut want: Vec<String> = (0..n).map(|s| format!("svc-{s}")).collect();
+    want.sort();
+    assert_eq!(ids, want);
+}
+
+#[test]
+fn a_fenced_processor_removes_the_files_it_completed_after_its_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_owner_config(dir.path(), Duration::ZERO);
+    let a = Processor::start(&config);
+    a.owner.assigned("t", &[0]);
+    a.send(batch(0, "svc", 0..50, 0));
+    // a commits at least once: the generation it holds moves past the one it claimed.
+    await_checkpoint(&config, 50);
+    // b takes partition 0 over while a still believes it owns it...
+    let b = Processor::start(&config);
+    assert_eq!(b.owner.assigned("t", &[0]), vec![(0, Some(50))]);
+    // ...and a completes files of offsets 50.. before its next commit fails.
+    a.send(batch(0, "svc", 50..100, 50));
+    a.end();
+    b.send(batch(0, "svc", 50..100, 50));
+    b.end();
+    assert_each_once(dir.path(), 100);
+}
+
+#[test]
+fn a_processor_that_lost_its_partition_removes_the_files_it_completed_after_its_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    // No timed checkpoints: a commits only when the partition is revoked.
+    let config = two_owner_config(dir.path(), Duration::from_secs(3600));
+    let a = Processor::start(&config);
+    a.owner.assigned("t", &[0]);
+    a.send(batch(0, "svc", 0..50, 0));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(a.owner.revoked("t", &[0], false), vec![(0, 50)]);
+    a.owner.assigned("t", &[0]);
+    let b = Processor::start(&config);
+    assert_eq!(b.owner.assigned("t", &[0]), vec![(0, Some(50))]);
+    a.send(batch(0, "svc", 50..100, 50));
+    // Wait until a completed files of offsets 50.. (10 rows each), then its session ends.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while event_ids(dir.path()).len() < 100 {
+        assert!(Instant::now() < deadline, "a wrote no files past offset 50");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    a.owner.revoked("t", &[0], true);
+    a.end();
+    b.send(batch(0, "svc", 50..100, 50));
+    b.end();
+    assert_each_once(dir.path(), 100);
 }

@@ -32,21 +32,16 @@ impl SinkThread {
         Ok(())
     }
 
-    /// The partition was lost to another processor: drop its open files, write nothing.
+    /// Kafka says the partition was lost (this processor's session ended): what this one
+    /// wrote after its last commit goes, as when it is fenced; the next owner rewrites it.
     pub(crate) fn abort(&mut self, partition: i32) -> Result<()> {
+        let claimed = self.store.claimed(partition);
+        let (from, removed) = self.discard(partition, claimed)?;
         self.store.release(partition);
-        self.committed.remove(&partition);
-        if let Some(n) = &self.notify {
-            n.release(partition);
-        }
-        if let Some((mut e, mut d)) = self.events.remove(&partition) {
-            e.abort()?;
-            d.abort()?;
-        }
-        if let Some((mut d, mut u)) = self.feedback.remove(&partition) {
-            d.abort()?;
-            u.abort()?;
-        }
+        tracing::warn!(
+            "partition {partition} was lost: removed the {removed} files this processor \
+             wrote after its last checkpoint (offset {from})"
+        );
         Ok(())
     }
 
@@ -59,12 +54,12 @@ impl SinkThread {
         release: bool,
     ) -> Result<bool> {
         let started = Instant::now();
-        let held = self.store.generation(partition);
+        let claimed = self.store.claimed(partition);
         if let Err(e) = self.flush(partition) {
             // Another processor that took the partition over removes this one's open files.
             if self.claims && self.store.superseded(partition)? {
                 tracing::warn!("partition {partition}: {e}; another processor took it over");
-                self.fence(partition, held)?;
+                self.fence(partition, claimed)?;
                 return Ok(false);
             }
             return Err(e);
@@ -72,7 +67,7 @@ impl SinkThread {
         match self.store.save(partition, ckpt) {
             Ok(()) => {}
             Err(SinkError::Fenced { .. }) => {
-                self.fence(partition, held)?;
+                self.fence(partition, claimed)?;
                 return Ok(false);
             }
             Err(e) => return Err(e.into()),
@@ -93,55 +88,47 @@ impl SinkThread {
     }
 
     /// Another processor owns `partition` now: this one drops its state of it, deletes what
-    /// it wrote since its last commit when it held generation `held`, and stops writing it.
-    pub(crate) fn fence(&mut self, partition: i32, held: Option<u64>) -> Result<()> {
-        match held {
-            Some(g) => self.drop_fenced(partition, g)?,
-            None => {
-                // Released or lost before: nothing of this processor's is left to delete.
-                self.committed.remove(&partition);
-                for (mut a, mut b) in self
-                    .events
-                    .remove(&partition)
-                    .into_iter()
-                    .chain(self.feedback.remove(&partition))
-                {
-                    a.abort()?;
-                    b.abort()?;
-                }
-            }
-        }
+    /// it wrote since its last commit under the claim of generation `claimed`, and stops
+    /// writing it.
+    pub(crate) fn fence(&mut self, partition: i32, claimed: Option<u64>) -> Result<()> {
+        let (from, removed) = self.discard(partition, claimed)?;
         self.store.release(partition);
         self.fenced.lock().expect("not poisoned").insert(partition);
+        if claimed.is_some() {
+            tracing::error!(
+                "partition {partition} was taken over by another processor: removed the \
+                 {removed} files this one wrote after its last checkpoint (offset {from}); it \
+                 writes the partition no more"
+            );
+        }
         Ok(())
     }
 
-    /// Another processor took `partition` over while this one held generation `g`: delete
-    /// what this one wrote after its last commit (files named with `g`, so never the new
-    /// owner's) and stop writing the partition.
-    pub(crate) fn drop_fenced(&mut self, partition: i32, g: u64) -> Result<()> {
+    /// Drops `partition`'s open files and pending notices; when this processor claimed it
+    /// at generation `claimed`, also deletes the files of that claim from its last commit
+    /// on (named with that generation, so never another owner's). Returns (that commit's
+    /// offset, files deleted).
+    fn discard(&mut self, partition: i32, claimed: Option<u64>) -> Result<(i64, usize)> {
         let (from, feedback_from) = self.committed.remove(&partition).unwrap_or_default();
         let mut removed = 0;
         if let Some((mut e, mut d)) = self.events.remove(&partition) {
             e.abort()?;
             d.abort()?;
-            removed += e.remove_generation_from(g, from)? + d.remove_generation_from(g, from)?;
+            if let Some(g) = claimed {
+                removed +=
+                    e.remove_generation_from(g, from)? + d.remove_generation_from(g, from)?;
+            }
         }
         if let Some((mut d, mut u)) = self.feedback.remove(&partition) {
             d.abort()?;
             u.abort()?;
-            if let Some(f) = feedback_from {
+            if let (Some(g), Some(f)) = (claimed, feedback_from) {
                 removed += d.remove_generation_from(g, f)? + u.remove_generation_from(g, f)?;
             }
         }
         if let Some(n) = &self.notify {
             n.release(partition);
         }
-        tracing::error!(
-            "partition {partition} was taken over by another processor: removed the {removed} \
-             files this one wrote after its last checkpoint (offset {from}); it writes the \
-             partition no more"
-        );
-        Ok(())
+        Ok((from, removed))
     }
 }

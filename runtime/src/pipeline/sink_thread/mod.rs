@@ -137,7 +137,7 @@ impl SinkThread {
                 self.positioned("events", events_schema(), ev::TIMESTAMP, &source, partition)?;
             let mut dead =
                 self.positioned("dead_letter", dead_letter_schema(), 3, &source, partition)?;
-            let generation = self.store.generation(partition);
+            let generation = self.store.claimed(partition);
             events.set_generation(generation);
             dead.set_generation(generation);
             self.events.insert(partition, (events, dead));
@@ -182,7 +182,7 @@ impl SinkThread {
             source,
             partition,
         )?;
-        let generation = self.store.generation(partition);
+        let generation = self.store.claimed(partition);
         dead.set_generation(generation);
         unmatched.set_generation(generation);
         Ok((dead, unmatched))
@@ -430,7 +430,7 @@ impl SinkThread {
             // Processed before the main loop learned another processor took it over.
             return Ok(());
         }
-        let held = partition.and_then(|p| self.store.generation(p));
+        let claimed = partition.and_then(|p| self.store.claimed(p));
         if let Err(e) = self.handle(msg) {
             // A write that failed because another processor took the partition over (its
             // claim removes this one's open files) fences this one; anything else ends the
@@ -438,7 +438,7 @@ impl SinkThread {
             match partition {
                 Some(p) if self.claims && self.store.superseded(p)? => {
                     tracing::warn!("partition {p}: {e}; another processor took it over");
-                    self.fence(p, held)?;
+                    self.fence(p, claimed)?;
                 }
                 _ => return Err(e),
             }
