@@ -15,6 +15,7 @@ mod common;
 use common::broker::free_port;
 use common::cli::*;
 use common::slack::{Reply, SlackServer, OK, SECRET};
+use common::test_dir;
 
 /// The ECE rule on one key of support-bot (the one the `miscalibration` scenario breaks).
 const ECE_RULE: &str = r#"
@@ -144,7 +145,7 @@ fn query_sql(msg: &Value) -> String {
 
 #[test]
 fn an_ece_incident_fires_one_critical_alert_then_one_resolve() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = incident(dir.path());
     let slack = SlackServer::start(0, vec![], OK);
     let data = dir.path().join("data");
@@ -228,7 +229,7 @@ fn count_f64(data: &Path, sql: &str) -> f64 {
 
 #[test]
 fn a_metric_flapping_within_for_fires_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(
         dir.path(),
         "steady.ndjson",
@@ -270,7 +271,7 @@ match = { service = "support-bot", model = "gpt-4o-mini", model_version = "2024-
 
 #[test]
 fn slack_errors_are_retried_and_429_waits_for_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = incident(dir.path());
     let fail = |status| Reply {
         status,
@@ -337,7 +338,7 @@ fn outbox_adds(data: &Path) -> usize {
 
 #[test]
 fn alerts_raised_while_slack_is_down_survive_a_kill_and_go_out_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = incident(dir.path());
 
     // Reference: an uninterrupted run with Slack up, default rules.
@@ -411,7 +412,7 @@ fn alerts_raised_while_slack_is_down_survive_a_kill_and_go_out_once() {
 
 #[test]
 fn long_labels_stay_within_slack_limits() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     // Labels at the 256-byte limit (multi-byte characters in the route), 30 routes: one
     // window raises 30 alerts for one service, more than one Slack message holds.
     let mut lines = String::new();
@@ -482,7 +483,7 @@ samples = "labeled"
 
 #[test]
 fn bad_rules_stop_the_start_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(dir.path(), "few.ndjson", &["--count", "100"]);
     let data = dir.path().join("data");
     for (rule, want) in [

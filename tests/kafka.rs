@@ -16,10 +16,11 @@ mod common;
 use common::broker::{brokers, create_topic, external, free_port, unique, Tansu};
 use common::cli::*;
 use common::runs::*;
+use common::test_dir;
 
 #[test]
 fn kafka_run_writes_each_event_once_and_matches_the_file_run() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let (b, topic, reference) = traffic_topic("events", dir.path());
     assert!(
         reference.dead > 1000,
@@ -72,7 +73,7 @@ fn latest_checkpoint(data: &Path, source: &str, partition: i32) -> Vec<u8> {
 
 #[test]
 fn sigkill_at_three_points_loses_and_duplicates_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = test_dir();
     let root = tmp.path().to_path_buf();
     if std::env::var("INFERWATCH_TEST_KEEP").is_ok() {
         eprintln!("keeping {}", root.display());
@@ -144,7 +145,7 @@ fn events_files(data: &Path) -> usize {
 
 #[test]
 fn processors_in_one_group_split_partitions_and_a_joiner_rebalances_cleanly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let (b, topic, reference) = traffic_topic("group", dir.path());
     let data = dir.path().join("kafka-data");
     std::fs::create_dir_all(&data).unwrap();
@@ -197,7 +198,7 @@ fn processors_in_one_group_split_partitions_and_a_joiner_rebalances_cleanly() {
 
 #[test]
 fn garbage_on_the_topic_never_stops_the_consumer_and_goes_to_dead_letters() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let b = brokers();
     let topic = unique("garbage");
     let dead_topic = format!("{topic}-dead");
@@ -344,7 +345,7 @@ fn a_broker_that_is_down_at_start_and_mid_run_is_waited_for() {
         );
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let db = dir.path().join("broker.db");
@@ -419,7 +420,7 @@ fn a_broker_that_is_down_at_start_and_mid_run_is_waited_for() {
 
 #[test]
 fn feedback_topic_joins_each_label_once_across_sigkills() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = test_dir();
     let dir = tmp.path();
     let b = brokers();
     let (topic, feedback_topic) = (unique("pred"), unique("feedback"));
@@ -514,7 +515,7 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<Value> {
 
 #[test]
 fn alerts_and_breaker_transitions_reach_their_topics_once_and_in_order_across_sigkills() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = test_dir();
     let dir = tmp.path();
     let b = brokers();
     let (topic, alerts, control) = (unique("ev"), unique("alerts"), unique("control"));

@@ -11,6 +11,7 @@ mod common;
 use common::broker::{create_topic, create_topic_with, free_port, unique, Tansu};
 use common::cli::*;
 use common::runs::*;
+use common::test_dir;
 
 fn sh(dir: &Path, script: &str) {
     let out = Command::new("sh")
@@ -141,7 +142,7 @@ fn parquet_files(dir: &Path) -> usize {
 
 #[test]
 fn tls_with_the_right_ca_reads_everything_and_a_wrong_ca_fails_clearly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let broker = tls_broker(dir.path());
     let ca = dir.path().join("ca.pem");
     let tls = config_file(
@@ -221,7 +222,7 @@ fn sasl_config(dir: &Path, mechanism: &str, user: &str, password: &str) -> PathB
 
 #[test]
 fn sasl_scram_reads_everything_and_a_wrong_password_is_refused_clearly() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let port = free_port();
     let db = dir.path().join("sasl-broker/broker.db");
     let secret = "pa55-W0rd-never-shown";
@@ -305,7 +306,7 @@ fn produce_python(brokers: &str, topic: &str, file: &Path, codec: &str, extra: &
 
 #[test]
 fn topics_compressed_with_every_codec_by_another_client_are_read_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let tansu = Tansu::start_memory(free_port());
     let args = ["--count", "5000", "--seed", "11", "--scenario", "malformed"];
     let reference = reference(dir.path(), &args);
@@ -334,7 +335,7 @@ fn topics_compressed_with_every_codec_by_another_client_are_read_exactly_once() 
 
 #[test]
 fn a_batch_no_client_can_decompress_stops_the_partition_with_its_position() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let tansu = Tansu::start_memory(free_port());
     let input = generate(dir.path(), "in.ndjson", &["--count", "4000", "--seed", "5"]);
     let topic = unique("corrupt");

@@ -10,10 +10,11 @@ use serde_json::Value;
 
 mod common;
 use common::cli::*;
+use common::test_dir;
 
 #[test]
 fn tumbling_metrics_equal_an_independent_computation() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     // 2 s of jitter: out of order, within the 5 s bound.
     let input = generate(
         dir.path(),
@@ -27,7 +28,7 @@ fn tumbling_metrics_equal_an_independent_computation() {
 
 #[test]
 fn hopping_metrics_equal_an_independent_computation() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(
         dir.path(),
         "in.ndjson",
@@ -49,7 +50,7 @@ fn hopping_metrics_equal_an_independent_computation() {
 
 #[test]
 fn calibration_columns_match_scikit_learn_and_numpy() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(
         dir.path(),
         "in.ndjson",
@@ -86,7 +87,7 @@ fn calibration_columns_match_scikit_learn_and_numpy() {
 
 #[test]
 fn drift_columns_match_scipy_and_numpy() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(
         dir.path(),
         "in.ndjson",
@@ -167,7 +168,7 @@ fn drift_columns_match_scipy_and_numpy() {
 
 #[test]
 fn feedback_ten_minutes_late_lands_in_the_latest_revision_and_unmatched_feedback_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let fb = dir.path().join("feedback.ndjson");
     let input = generate(
         dir.path(),
@@ -286,7 +287,7 @@ fn feedback_ten_minutes_late_lands_in_the_latest_revision_and_unmatched_feedback
 
 #[test]
 fn runaway_loops_are_caught_in_the_window_of_the_third_identical_call() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(
         dir.path(),
         "loop.ndjson",
@@ -343,7 +344,7 @@ fn runaway_loops_are_caught_in_the_window_of_the_third_identical_call() {
 
 #[test]
 fn cost_zscores_match_numpy_and_the_spike_stands_out() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(
         dir.path(),
         "spike.ndjson",
@@ -388,7 +389,7 @@ fn cost_zscores_match_numpy_and_the_spike_stands_out() {
 
 #[test]
 fn daily_budgets_add_up_per_service_and_tenant_and_reset_at_midnight() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let ev = |id: &str, ts: &str, service: &str, tenant: &str, usd: f64| {
         format!(
             r#"{{"event_id":"{id}","timestamp":"{ts}","service":"{service}","model":"m","tenant":"{tenant}","cost_usd":{usd}}}"#
@@ -480,7 +481,7 @@ fn daily_budgets_add_up_per_service_and_tenant_and_reset_at_midnight() {
 /// One window per calibration edge case, written as NDJSON, checked by the same reference.
 #[test]
 fn calibration_edge_cases_match_scikit_learn_and_numpy() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let t0: i64 = 1_767_225_600_000;
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut uniform = move || {
@@ -566,7 +567,7 @@ fn event(id: &str, ts: i64, service: &str) -> String {
 
 #[test]
 fn late_events_are_counted_and_kept() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let t0: i64 = 1_767_225_600_000;
     let mut text = String::new();
     for i in 0..600 {
@@ -613,7 +614,7 @@ fn late_events_are_counted_and_kept() {
 
 #[test]
 fn malformed_payloads_go_to_dead_letter_with_reasons_and_raw_bytes() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(
         dir.path(),
         "bad.ndjson",
@@ -727,7 +728,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 #[test]
 fn replaying_the_same_input_leaves_the_same_files() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(
         dir.path(),
         "in.ndjson",
@@ -761,7 +762,7 @@ fn replaying_the_same_input_leaves_the_same_files() {
 
 #[test]
 fn hostile_names_write_nothing_outside_the_data_dir() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let mut text = String::new();
     let t0: i64 = 1_767_225_600_000;
     for (i, s) in [
@@ -804,7 +805,7 @@ fn hostile_names_write_nothing_outside_the_data_dir() {
 
 #[test]
 fn custom_metrics_are_columns_of_metrics() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(
         dir.path(),
         "in.ndjson",
@@ -866,7 +867,7 @@ sql = "count(*) FILTER (WHERE latency_ms > 1000)"
 
 #[test]
 fn query_formats() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(dir.path(), "in.ndjson", &["--count", "3000"]);
     let data = dir.path().join("data");
     run(&input, &data, &[]);
@@ -897,7 +898,7 @@ fn query_formats() {
 
 #[test]
 fn generate_is_deterministic() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let a = generate(
         dir.path(),
         "a.ndjson",
@@ -941,7 +942,7 @@ fn generate_is_deterministic() {
 
 #[test]
 fn errors_say_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let out = inferwatch(&["run", "--source", "file:/no/such/file.ndjson"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -970,7 +971,7 @@ fn errors_say_what_to_do() {
 
 #[test]
 fn demo_runs_the_whole_pipeline() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let data = dir.path().join("demo");
     let out = ok(&[
         "demo",
@@ -993,7 +994,7 @@ fn demo_runs_the_whole_pipeline() {
 /// numpy over the same `events` (tests/reference/check_functions.py).
 #[test]
 fn query_functions_match_scikit_learn_scipy_and_numpy() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(
         dir.path(),
         "in.ndjson",
@@ -1028,7 +1029,7 @@ fn query_functions_match_scikit_learn_scipy_and_numpy() {
 #[test]
 fn declared_columns_equal_their_sql_over_events() {
     use inferwatch_processor::columns::{Value as Kind, COLUMNS};
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(
         dir.path(),
         "in.ndjson",

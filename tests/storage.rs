@@ -14,6 +14,7 @@ use common::broker::unique;
 use common::cli::*;
 use common::runs::*;
 use common::s3::{self, Seaweed};
+use common::test_dir;
 
 /// The shared server, with its credentials in every child's environment.
 fn s3() -> &'static Seaweed {
@@ -43,7 +44,7 @@ const SMALL: &[&str] = &[
 #[test]
 fn a_file_replay_into_a_bucket_equals_the_local_run_and_other_engines_read_it() {
     let s3 = s3();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let reference = reference(dir.path(), SMALL);
     let input = dir.path().join("ref.ndjson");
     let url = s3.url(&unique("replay"));
@@ -122,7 +123,7 @@ fn a_file_replay_into_a_bucket_equals_the_local_run_and_other_engines_read_it() 
 #[test]
 fn a_wrong_key_or_a_missing_bucket_is_a_clear_error_before_anything_is_read() {
     let s3 = s3();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = generate(dir.path(), "in.ndjson", &["--count", "100"]);
     let source = format!("file:{}", input.display());
     let wrong = "Wr0ng-Secret-Value-4242";
@@ -198,7 +199,7 @@ fn run_and_kill(
 #[test]
 fn a_kafka_run_into_a_bucket_keeps_each_event_once_across_two_sigkills() {
     let s3 = s3();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let (b, topic, reference) = traffic_topic_with("s3crash", dir.path(), SMALL);
     let url = s3.url(&unique("crash"));
     let config = kafka_config(dir.path(), 500, "300ms");
@@ -232,7 +233,7 @@ fn spawn_with_env(
 fn a_store_outage_of_ten_seconds_mid_run_loses_nothing_and_says_so_once() {
     s3();
     let mut own = Seaweed::start();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let (b, topic, reference) = traffic_topic_with("outage", dir.path(), SMALL);
     let url = own.url(&unique("outage"));
     let config = kafka_config(dir.path(), 500, "300ms");
@@ -298,33 +299,10 @@ fn a_store_outage_of_ten_seconds_mid_run_loses_nothing_and_says_so_once() {
     let _ = remote;
 }
 
-/// A temporary directory kept when `INFERWATCH_TEST_KEEP` is set (for reading the logs).
-struct KeepDir(Option<tempfile::TempDir>);
-
-impl KeepDir {
-    fn path(&self) -> &Path {
-        self.0.as_ref().expect("until dropped").path()
-    }
-}
-
-impl Drop for KeepDir {
-    fn drop(&mut self) {
-        if std::env::var("INFERWATCH_TEST_KEEP").is_ok() {
-            if let Some(d) = self.0.take() {
-                let _ = d.keep();
-            }
-        }
-    }
-}
-
 #[test]
 fn three_processors_share_one_bucket_and_one_killed_is_taken_over() {
     let s3 = s3();
-    let dir = tempfile::tempdir().unwrap();
-    if std::env::var("INFERWATCH_TEST_KEEP").is_ok() {
-        eprintln!("keeping {}", dir.path().display());
-    }
-    let dir = KeepDir(Some(dir));
+    let dir = test_dir();
     let (b, topic, reference) = traffic_topic("scale", dir.path());
     let url = s3.url(&unique("scale"));
     let config = kafka_config(dir.path(), 200, "500ms");

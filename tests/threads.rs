@@ -8,6 +8,7 @@ use serde_json::Value;
 
 mod common;
 use common::cli::*;
+use common::test_dir;
 
 /// Every row of `table`, every column but the Hive partition columns, as sorted JSON lines.
 /// A table nothing was written to is not there to query: no rows.
@@ -58,7 +59,7 @@ fn assert_same_tables(a: &Path, b: &Path, what: &str) {
 
 #[test]
 fn every_scenario_gives_the_same_rows_on_one_thread_and_on_a_pool() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let scenarios = [
         "steady",
         "drift",
@@ -95,7 +96,7 @@ fn every_scenario_gives_the_same_rows_on_one_thread_and_on_a_pool() {
 
 #[test]
 fn late_feedback_joins_alike_on_one_thread_and_on_a_pool() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let input = dir.path().join("predictions.ndjson");
     let feedback = dir.path().join("feedback.ndjson");
     ok(&[
