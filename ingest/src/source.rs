@@ -73,6 +73,13 @@ pub trait Source: Send {
         None
     }
 
+    /// The partitions held that have messages past what was read, with how many, when the
+    /// source can tell (Kafka asks the brokers for their end offsets): a source that is
+    /// behind is not idle, however long nothing arrived. `None`: unknown.
+    fn behind(&mut self) -> Option<Vec<(i32, u64)>> {
+        None
+    }
+
     /// Tells the source that everything before these (partition, next offset) pairs is
     /// durable: Kafka commits them to the group as a hint for where to resume.
     fn commit(&mut self, _offsets: &[(i32, i64)]) {}

@@ -105,11 +105,17 @@ impl Pipeline {
                     if let Some(why) = source.stalled() {
                         fail!("{why}");
                     }
-                    return Ok(Some(End::Finished));
+                    drop(s);
+                    if !clock.still_behind(source, now)? {
+                        return Ok(Some(End::Finished));
+                    }
+                    s = self.shared();
                 }
             }
             Some(raw) => {
                 clock.last_payload = now;
+                clock.behind_since = None;
+                clock.behind_checked = None;
                 s.process(raw, now)?;
             }
         }
@@ -290,6 +296,8 @@ impl Pipeline {
             last_roll: now,
             last_payload: now,
             source_failed: false,
+            behind_since: None,
+            behind_checked: None,
         }
     }
 
@@ -320,6 +328,9 @@ impl Pipeline {
     }
 }
 
+/// How often a quiet source is asked whether it is behind (a broker round trip).
+const BEHIND_RECHECK: Duration = Duration::from_secs(1);
+
 /// How the loop ended.
 enum End {
     /// The source is exhausted, or quiet for `stop_when_idle`: every window closes.
@@ -341,6 +352,11 @@ struct Clock {
     last_roll: Instant,
     last_payload: Instant,
     source_failed: bool,
+    /// Since when the source has been quiet for `stop_when_idle` with messages still
+    /// unread in the partitions held.
+    behind_since: Option<Instant>,
+    /// When the source was last asked how far behind it is.
+    behind_checked: Option<Instant>,
 }
 
 impl Clock {
@@ -354,5 +370,41 @@ impl Clock {
         let since = self.last_payload.max(rebalanced_at);
         let limit = if no_partitions { d * 3 } else { d };
         now.duration_since(since) >= limit
+    }
+
+    /// Quiet, yet is the source behind? Then the run waits (broker slow, a rebalance
+    /// settling), up to six times `stop_when_idle`, and fails after that: stopping would
+    /// leave those messages unread although the run was asked to read everything.
+    fn still_behind(&mut self, source: &mut dyn Source, now: Instant) -> Result<bool> {
+        let d = self.stop_when_idle.unwrap_or_default();
+        if self
+            .behind_checked
+            .is_some_and(|t| now.duration_since(t) < BEHIND_RECHECK)
+        {
+            return Ok(true);
+        }
+        self.behind_checked = Some(now);
+        let behind = source.behind().unwrap_or_default();
+        if behind.is_empty() {
+            return Ok(false);
+        }
+        let unread: u64 = behind.iter().map(|(_, n)| n).sum();
+        let parts: Vec<i32> = behind.iter().map(|(p, _)| *p).collect();
+        let since = *self.behind_since.get_or_insert_with(|| {
+            tracing::warn!(
+                "nothing arrived for {d:?}, yet partitions {parts:?} hold {unread} unread \
+                 messages: waiting for them"
+            );
+            now
+        });
+        if now.duration_since(since) >= d * 6 {
+            fail!(
+                "partitions {parts:?} hold {unread} unread messages, but nothing arrived for \
+                 {:?}: stopping without them. Check the brokers; a restart resumes from the \
+                 last checkpoints",
+                now.duration_since(self.last_payload)
+            );
+        }
+        Ok(true)
     }
 }

@@ -279,3 +279,81 @@ fn a_processor_that_lost_its_partition_removes_the_files_it_completed_after_its_
     b.end();
     assert_each_once(dir.path(), 100);
 }
+
+/// Quiet, yet holding partitions with unread messages: `behind` says so until `until`.
+struct Lagging {
+    behind_until: Instant,
+    served: bool,
+}
+
+impl Source for Lagging {
+    fn name(&self) -> &str {
+        "script"
+    }
+
+    fn next_batch(&mut self, _max: usize) -> Result<Option<RawBatch>, SourceError> {
+        std::thread::sleep(Duration::from_millis(5));
+        // The unread messages arrive once the broker stops lagging.
+        if Instant::now() >= self.behind_until && !self.served {
+            self.served = true;
+            return Ok(Some(batch(0, "late", 0..5, 0)));
+        }
+        Ok(Some(RawBatch::new(Arc::from("script"), 0)))
+    }
+
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
+    fn behind(&mut self) -> Option<Vec<(i32, u64)>> {
+        let unread = if self.served { 0 } else { 5 };
+        Some(
+            vec![(0, unread)]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        )
+    }
+}
+
+fn run_idle(behind_for: Duration) -> (Result<RunReport>, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let options = RunOptions {
+        stop_when_idle: Some(Duration::from_millis(200)),
+        ..RunOptions::default()
+    };
+    let store = Store::local(dir.path());
+    let pipeline = Pipeline::new(&config, &store, "script", options).unwrap();
+    let source = Lagging {
+        behind_until: Instant::now() + behind_for,
+        served: false,
+    };
+    let started = Instant::now();
+    let stop = AtomicBool::new(false);
+    let r = pipeline.run(Box::new(source), &stop, |_| {}, |_| {});
+    (r, started.elapsed())
+}
+
+#[test]
+fn a_quiet_source_that_is_behind_is_waited_for() {
+    let (r, took) = run_idle(Duration::from_millis(700));
+    let report = r.unwrap();
+    assert_eq!(
+        report.progress.events, 5,
+        "the messages that came late were read"
+    );
+    assert!(took >= Duration::from_millis(700), "{took:?}");
+}
+
+#[test]
+fn a_source_that_stays_behind_fails_the_run_instead_of_stopping_quietly() {
+    let (r, took) = run_idle(Duration::from_secs(60));
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("hold 5 unread messages"), "{err}");
+    // Six times `stop_when_idle` past the first quiet spell, not the whole minute.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}

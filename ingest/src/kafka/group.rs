@@ -1,0 +1,350 @@
+//! The consumer-group member: rebalances ask the processor, batches go to it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use inferwatch_schemas::RawBatch;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+
+use super::errors::ErrorLog;
+use super::poll::poll_batches;
+use super::{client_config, kafka_err, KafkaSourceConfig, PartitionOwner};
+use crate::source::{Source, SourceError};
+
+struct Context {
+    topic: String,
+    owner: Arc<dyn PartitionOwner>,
+    /// Set by a rebalance so that `next_batch` stops polling and drops what it buffered for
+    /// partitions that left.
+    rebalanced: AtomicBool,
+    revoked: Mutex<Vec<i32>>,
+    /// Start offsets of partitions just assigned from a checkpoint, for [`KafkaSource`]'s
+    /// position tracking.
+    starts: Mutex<Vec<(i32, i64)>>,
+    /// Set at the first assignment: the group and the brokers were reached.
+    joined: AtomicBool,
+    errors: ErrorLog,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        // Connection failures also arrive through `error`, once per kind: keep these quiet.
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::error!(target: "librdkafka", "{fac}: {msg}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {msg}"),
+            _ => tracing::debug!(target: "librdkafka", "{fac}: {msg}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.report(error, reason);
+    }
+}
+
+impl ConsumerContext for Context {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let parts: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        self.rebalanced.store(true, Ordering::SeqCst);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.joined.store(true, Ordering::SeqCst);
+                // An earlier revocation of a partition that is ours again must not drop
+                // the first messages of its new assignment.
+                self.revoked
+                    .lock()
+                    .expect("not poisoned")
+                    .retain(|p| !parts.contains(p));
+                tracing::info!("assigned partitions {parts:?} of {}", self.topic);
+                for (p, from) in self.owner.assigned(&self.topic, &parts) {
+                    if let Some(off) = from {
+                        self.starts.lock().expect("not poisoned").push((p, off));
+                        if let Err(e) =
+                            tpl.set_partition_offset(&self.topic, p, Offset::Offset(off))
+                        {
+                            tracing::error!("cannot start partition {p} at offset {off}: {e}");
+                        }
+                    }
+                }
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = r {
+                    tracing::error!("assigning partitions {parts:?} failed: {e}");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let lost = consumer.assignment_lost();
+                tracing::info!(
+                    "{} partitions {parts:?} of {}",
+                    if lost { "lost" } else { "revoked" },
+                    self.topic
+                );
+                let commits = self.owner.revoked(&self.topic, &parts, lost);
+                self.revoked.lock().expect("not poisoned").extend(&parts);
+                if !lost && !commits.is_empty() {
+                    commit(consumer, &self.topic, &commits, CommitMode::Sync);
+                }
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = r {
+                    tracing::error!("unassigning partitions {parts:?} failed: {e}");
+                }
+            }
+            other => {
+                tracing::error!("rebalance failed: {other:?}; leaving the assignment as it was");
+            }
+        }
+    }
+}
+
+fn commit(consumer: &BaseConsumer<Context>, topic: &str, offsets: &[(i32, i64)], mode: CommitMode) {
+    let mut tpl = TopicPartitionList::new();
+    for &(p, off) in offsets {
+        if tpl
+            .add_partition_offset(topic, p, Offset::Offset(off))
+            .is_err()
+        {
+            return;
+        }
+    }
+    // Offsets are only a hint (checkpoints are the truth), so a failed commit is logged.
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        tracing::warn!(
+            "committing offsets {offsets:?} of {topic} failed: {e} (checkpoints still hold them)"
+        );
+    }
+}
+
+/// A consumer-group member reading one topic.
+pub struct KafkaSource {
+    consumer: BaseConsumer<Context>,
+    name: Arc<str>,
+    brokers: String,
+    poll_wait: Duration,
+    ready: VecDeque<RawBatch>,
+    /// Next offset per partition, where known: names the partition of an unreadable batch.
+    positions: BTreeMap<i32, i64>,
+    /// An unreadable batch, reported once what was read before it is handed on.
+    failed: Option<SourceError>,
+}
+
+impl KafkaSource {
+    /// Joins the group and subscribes. Brokers need not be up yet: the consumer keeps
+    /// retrying, and says so in the log.
+    pub fn new(
+        cfg: &KafkaSourceConfig,
+        owner: Arc<dyn PartitionOwner>,
+    ) -> Result<Self, SourceError> {
+        let cc = client_config(
+            cfg,
+            &[
+                ("partition.assignment.strategy", "cooperative-sticky"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "1000"),
+                ("max.poll.interval.ms", "300000"),
+            ],
+        );
+        let context = Context {
+            topic: cfg.topic.clone(),
+            owner,
+            rebalanced: AtomicBool::new(false),
+            revoked: Mutex::new(Vec::new()),
+            starts: Mutex::new(Vec::new()),
+            joined: AtomicBool::new(false),
+            errors: ErrorLog::new("kafka", &cfg.properties),
+        };
+        let consumer: BaseConsumer<Context> =
+            cc.create_with_context(context).map_err(kafka_err(cfg))?;
+        consumer.subscribe(&[&cfg.topic]).map_err(kafka_err(cfg))?;
+        Ok(Self {
+            consumer,
+            name: Arc::from(cfg.topic.as_str()),
+            brokers: cfg.brokers.clone(),
+            poll_wait: cfg.poll_wait,
+            ready: VecDeque::new(),
+            positions: BTreeMap::new(),
+            failed: None,
+        })
+    }
+}
+
+impl KafkaSource {
+    /// Leaves the group: the owner is asked to checkpoint every partition first.
+    fn leave(&mut self) {
+        self.ready.clear();
+        let assigned: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|t| {
+                t.elements_for_topic(&self.name)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !assigned.is_empty() {
+            let ctx = self.consumer.context();
+            let commits = ctx.owner.revoked(&ctx.topic, &assigned, false);
+            commit(&self.consumer, &ctx.topic, &commits, CommitMode::Sync);
+        }
+        self.consumer.unsubscribe();
+    }
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_batch(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError> {
+        if let Some(b) = self.ready.pop_front() {
+            return Ok(Some(b));
+        }
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let ctx = self.consumer.context();
+        let mut revoked = Vec::new();
+        let (pending, failed) = poll_batches(
+            &self.consumer,
+            &ctx.errors,
+            &self.name,
+            max,
+            self.poll_wait,
+            &mut self.positions,
+            |pending| {
+                if !ctx.rebalanced.swap(false, Ordering::SeqCst) {
+                    return false;
+                }
+                // Messages polled before a revocation belong to the partition's next owner.
+                for p in std::mem::take(&mut *ctx.revoked.lock().expect("not poisoned")) {
+                    pending.remove(&p);
+                    revoked.push(p);
+                }
+                true
+            },
+        );
+        for p in revoked {
+            self.positions.remove(&p);
+        }
+        self.positions.extend(std::mem::take(
+            &mut *ctx.starts.lock().expect("not poisoned"),
+        ));
+        self.ready.extend(pending.into_values());
+        self.failed = failed;
+        if self.ready.is_empty() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+        }
+        Ok(Some(
+            self.ready
+                .pop_front()
+                .unwrap_or_else(|| RawBatch::new(self.name.clone(), 0)),
+        ))
+    }
+
+    fn is_bounded(&self) -> bool {
+        false
+    }
+
+    fn stalled(&self) -> Option<String> {
+        let ctx = self.consumer.context();
+        if ctx.joined.load(Ordering::SeqCst) {
+            return None;
+        }
+        let last = ctx.errors.last.lock().expect("not poisoned").clone()?;
+        Some(format!(
+            "never got a partition of {} from {}: {last}. Check the brokers and the security \
+             settings in [kafka.properties] (security.protocol, ssl.ca.location, \
+             sasl.mechanism, sasl.username, sasl.password)",
+            self.name, self.brokers
+        ))
+    }
+
+    fn behind(&mut self) -> Option<Vec<(i32, u64)>> {
+        let assigned = self.consumer.assignment().ok()?;
+        // The client's own position also steps past transaction markers, which are never
+        // delivered.
+        let positions = self.consumer.position().ok();
+        let mut out = Vec::new();
+        for e in assigned.elements_for_topic(&self.name) {
+            let p = e.partition();
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.name, p, Duration::from_secs(5))
+                .ok()?;
+            let client = positions
+                .as_ref()
+                .and_then(|t| t.find_partition(&self.name, p))
+                .and_then(|e| e.offset().to_raw())
+                .filter(|&o| o >= 0);
+            // Nothing known read yet: the whole partition may be ahead.
+            let read = match (self.positions.get(&p).copied(), client) {
+                (Some(a), Some(b)) => a.max(b),
+                (a, b) => a.or(b).unwrap_or(low),
+            };
+            if high > read {
+                out.push((p, (high - read) as u64));
+            }
+        }
+        Some(out)
+    }
+
+    fn commit(&mut self, offsets: &[(i32, i64)]) {
+        let topic = self.name.clone();
+        commit(&self.consumer, &topic, offsets, CommitMode::Async);
+    }
+
+    fn close(&mut self) {
+        self.leave();
+    }
+
+    fn seek(&mut self, partition: i32, offset: i64) -> bool {
+        // Batches already buffered for the partition come from the old position.
+        self.ready.retain(|b| b.partition != partition);
+        self.positions.insert(partition, offset);
+        match self.consumer.seek(
+            &self.name,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(10),
+        ) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(
+                    "seeking partition {partition} of {} to {offset}: {e}",
+                    self.name
+                );
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The Kafka source: a consumer-group member that hands raw payloads, one partition per
+//! batch, to the processor.
+//!
+//! Rebalances are where exactly-once is won or lost, so the source does not decide what to
+//! do with partition state itself: it asks a [`PartitionOwner`] (the processor) from inside
+//! the rebalance callback. Before a partition goes, its owner makes its progress durable and
+//! names the offset to commit; when a partition arrives, its owner names the offset its
+//! checkpoint resumes from and the consumer starts there. Both happen synchronously, before
+//! another group member can take the partition over.
+
+mod errors;
+mod follower;
+mod group;
+mod poll;
+
+use std::time::Duration;
+
+use inferwatch_schemas::kafka::{self, Role};
+use inferwatch_schemas::ClientProperties;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+
+use crate::source::SourceError;
+
+pub use follower::KafkaFollower;
+pub use group::KafkaSource;
+
+/// `[kafka]`: where events come from.
+#[derive(Debug, Clone)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Consumer group: processors in one group split the partitions.
+    pub group: String,
+    pub topic: String,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, ...), applied last.
+    pub properties: ClientProperties,
+    /// How long one `next_batch` waits for messages before returning what it has.
+    pub poll_wait: Duration,
+}
+
+impl KafkaSourceConfig {
+    pub fn new(brokers: &str, group: &str, topic: &str) -> Self {
+        Self {
+            brokers: brokers.into(),
+            group: group.into(),
+            topic: topic.into(),
+            properties: ClientProperties::new(),
+            poll_wait: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Whoever holds per-partition state. Called from inside the consumer's poll, during a
+/// rebalance, so the work is done before the group moves on.
+pub trait PartitionOwner: Send + Sync {
+    /// `partitions` of `topic` are now ours: for each, the offset to start from (its
+    /// checkpoint), or `None` for the group's committed offset.
+    fn assigned(&self, topic: &str, partitions: &[i32]) -> Vec<(i32, Option<i64>)>;
+
+    /// `partitions` are being taken away. Unless `lost` (another member may already own
+    /// them: drop their state, write nothing), make their progress durable and return the
+    /// next offset to commit for each.
+    fn revoked(&self, topic: &str, partitions: &[i32], lost: bool) -> Vec<(i32, i64)>;
+}
+
+/// A consumer of `cfg`'s group; `extra` adds to the settings every consumer shares.
+fn client_config(cfg: &KafkaSourceConfig, extra: &[(&str, &str)]) -> ClientConfig {
+    let role = Role::Consumer { group: &cfg.group };
+    kafka::client_config(&cfg.brokers, role, extra, &cfg.properties)
+}
+
+fn kafka_err(cfg: &KafkaSourceConfig) -> impl Fn(KafkaError) -> SourceError + '_ {
+    move |e| {
+        let text = cfg.properties.scrub(&e.to_string());
+        SourceError::Kafka(format!(
+            "{text} (brokers {}; check [kafka.properties])",
+            cfg.brokers
+        ))
+    }
+}
