@@ -31,7 +31,6 @@ pub fn table_files(store: &Store, table: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-/// The last component of a key.
 /// Deletes every file any partition of `source` wrote to `table` (a positioned table such
 /// as `events`): a replay from the start of a source replaces them all, however the source
 /// was partitioned before. Returns how many.
@@ -49,6 +48,7 @@ pub fn remove_source(store: &Store, table: &str, source: &str) -> Result<usize> 
     Ok(removed)
 }
 
+/// The last component of a key.
 fn file_name(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
@@ -124,9 +124,12 @@ impl PositionedTable {
                     std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::btree_map::Entry::Vacant(e) => {
                         let dir = format!("{}/{}", self.table, e.key().key());
+                        // The generation in the name keeps two owners of the partition that
+                        // start at the same offset off each other's temporary file.
+                        let tag = generation_tag(self.generation);
                         let obj = self
                             .store
-                            .create(&format!("{dir}/{}-{start:020}.parquet", self.prefix))?;
+                            .create(&format!("{dir}/{}-{start:020}{tag}.parquet", self.prefix))?;
                         let writer = ArrowWriter::try_new(
                             obj,
                             self.schema.clone(),
@@ -165,10 +168,7 @@ impl PositionedTable {
         let Some((first, last)) = self.range.take() else {
             return Ok(Vec::new());
         };
-        let tag = self
-            .generation
-            .map(|g| format!("-g{g:06}"))
-            .unwrap_or_default();
+        let tag = generation_tag(self.generation);
         let name = format!("{}-{first:020}-{last:020}{tag}.parquet", self.prefix);
         let mut written = Vec::new();
         for (_, open) in std::mem::take(&mut self.open) {
@@ -195,37 +195,97 @@ impl PositionedTable {
     /// Deletes this source partition's files whose first offset is at or after `from`, and
     /// any temporary files a crash left: processing restarts at `from` and rewrites them,
     /// perhaps with other boundaries. Returns how many files were removed.
+    ///
+    /// Under a claim (a generation is set), only files of earlier claims go: a processor
+    /// that claimed the partition after this one owns its files, even while this one's
+    /// late start runs.
     pub fn remove_from(&self, from: i64) -> Result<usize> {
-        self.remove_where(from, None)
+        let rule = match self.generation {
+            Some(g) => Owners::Before(g),
+            None => Owners::Any,
+        };
+        self.remove_where(from, rule)
     }
 
     /// Deletes this partition's files of checkpoint generation `g` whose first offset is at
     /// or after `from`: what this processor wrote after its last commit, once it learned
     /// another one took the partition over. Files of other generations are not touched.
     pub fn remove_generation_from(&self, g: u64, from: i64) -> Result<usize> {
-        self.remove_where(from, Some(g))
+        self.remove_where(from, Owners::Exactly(g))
     }
 
-    fn remove_where(&self, from: i64, generation: Option<u64>) -> Result<usize> {
+    fn remove_where(&self, from: i64, owners: Owners) -> Result<usize> {
         let mut removed = 0;
-        let tag = generation.map(|g| format!("-g{g:06}.parquet"));
         for key in self.store.list(&format!("{}/", self.table))? {
-            let name = file_name(&key);
-            let stale_tmp = generation.is_none()
-                && name.starts_with(&format!(".{}-", self.prefix))
-                && name.ends_with(".tmp");
-            let covered = name
-                .strip_prefix(&format!("{}-", self.prefix))
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|first| first.parse::<i64>().ok())
-                .is_some_and(|first| first >= from)
-                && tag.as_ref().is_none_or(|t| name.ends_with(t.as_str()));
-            if stale_tmp || covered {
+            let Some(file) = PositionedName::parse(file_name(&key), &self.prefix) else {
+                continue;
+            };
+            // A temporary file is an unfinished write: whatever its offsets, it is stale
+            // once its writer is gone.
+            let covered = file.temporary || file.first >= from;
+            if covered && owners.include(file.generation) {
                 self.store.delete(&key)?;
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+}
+
+/// `-g<N>` in file names, when files are written under a claim.
+fn generation_tag(g: Option<u64>) -> String {
+    g.map(|g| format!("-g{g:06}")).unwrap_or_default()
+}
+
+/// Whose files a removal takes, by the claim generation in their names.
+#[derive(Debug, Clone, Copy)]
+enum Owners {
+    /// Every file (runs without claims).
+    Any,
+    /// Files of earlier claims, and files written without one.
+    Before(u64),
+    /// The files of one claim.
+    Exactly(u64),
+}
+
+impl Owners {
+    fn include(self, generation: Option<u64>) -> bool {
+        match (self, generation) {
+            (Owners::Any, _) => true,
+            (Owners::Before(_), None) => true,
+            (Owners::Before(g), Some(h)) => h < g,
+            (Owners::Exactly(g), h) => h == Some(g),
+        }
+    }
+}
+
+/// What a positioned table's file name says: `<prefix>-<first>-<last>[-g<N>].parquet`, or
+/// `.<prefix>-<first>[-g<N>].parquet.tmp` while it is written.
+#[derive(Debug, PartialEq)]
+struct PositionedName {
+    first: i64,
+    generation: Option<u64>,
+    temporary: bool,
+}
+
+impl PositionedName {
+    fn parse(name: &str, prefix: &str) -> Option<Self> {
+        let (rest, temporary) = match name.strip_prefix('.') {
+            Some(hidden) => (hidden.strip_suffix(".parquet.tmp")?, true),
+            None => (name.strip_suffix(".parquet")?, false),
+        };
+        let rest = rest.strip_prefix(prefix)?.strip_prefix('-')?;
+        let mut parts = rest.split('-');
+        let first = parts.next()?.parse().ok()?;
+        let generation = match parts.next_back() {
+            Some(last) if last.starts_with('g') => Some(last[1..].parse().ok()?),
+            _ => None,
+        };
+        Some(Self {
+            first,
+            generation,
+            temporary,
+        })
     }
 }
 
@@ -390,5 +450,110 @@ impl WindowTable {
             }
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(first: i64, generation: Option<u64>, temporary: bool) -> Option<PositionedName> {
+        Some(PositionedName {
+            first,
+            generation,
+            temporary,
+        })
+    }
+
+    #[test]
+    fn positioned_file_names_are_read_back() {
+        let p = "group-8196-0-1-p00003";
+        let parse = |n: &str| PositionedName::parse(n, p);
+        let done = "group-8196-0-1-p00003-00000000000000000100-00000000000000000199.parquet";
+        assert_eq!(parse(done), name(100, None, false));
+        let tagged =
+            "group-8196-0-1-p00003-00000000000000000100-00000000000000000199-g000012.parquet";
+        assert_eq!(parse(tagged), name(100, Some(12), false));
+        let tmp = ".group-8196-0-1-p00003-00000000000000000100-g000012.parquet.tmp";
+        assert_eq!(parse(tmp), name(100, Some(12), true));
+        let old_tmp = ".group-8196-0-1-p00003-00000000000000000100.parquet.tmp";
+        assert_eq!(parse(old_tmp), name(100, None, true));
+        // Another partition, another table's file, a stray name.
+        assert_eq!(PositionedName::parse(done, "group-8196-0-1-p00013"), None);
+        assert_eq!(parse("part-0.parquet"), None);
+        assert_eq!(parse(".group-8196-0-1-p00003-x.parquet.tmp"), None);
+    }
+
+    #[test]
+    fn a_start_under_a_claim_leaves_later_claims_files_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::local(dir.path());
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new(
+                "ts",
+                arrow::datatypes::DataType::Timestamp(
+                    arrow::datatypes::TimeUnit::Millisecond,
+                    None,
+                ),
+                false,
+            ),
+        ]));
+        let table = |g: Option<u64>| {
+            let mut t = PositionedTable::new(
+                &store,
+                "events",
+                schema.clone(),
+                0,
+                "topic",
+                0,
+                1_000,
+                &ParquetOptions::default(),
+            )
+            .unwrap();
+            t.set_generation(g);
+            t
+        };
+        let rows = |n: i64| {
+            let ts = arrow::array::TimestampMillisecondArray::from_iter_values(0..n);
+            RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(ts)]).unwrap()
+        };
+        let files = || {
+            let mut n: Vec<String> = store
+                .list("events/")
+                .unwrap()
+                .iter()
+                .map(|k| file_name(k).to_string())
+                .collect();
+            n.sort();
+            n
+        };
+        // Claim 3 completed 0..=9 and 10..=19; claim 5 completed 10..=19 and is writing 20..
+        let mut old = table(Some(3));
+        old.append(&rows(10), 0, 9).unwrap();
+        old.flush().unwrap();
+        old.append(&rows(10), 10, 19).unwrap();
+        old.flush().unwrap();
+        let mut new = table(Some(5));
+        new.append(&rows(10), 10, 19).unwrap();
+        new.flush().unwrap();
+        new.append(&rows(5), 20, 24).unwrap();
+        // Claim 4 starts late, at offset 10: only claim 3's file from 10 on goes.
+        assert_eq!(table(Some(4)).remove_from(10).unwrap(), 1);
+        let left = files();
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(left
+            .iter()
+            .any(|n| n.ends_with("-00000000000000000009-g000003.parquet")));
+        assert!(left
+            .iter()
+            .any(|n| n.ends_with("-00000000000000000019-g000005.parquet")));
+        assert!(left.iter().any(|n| n.ends_with("-g000005.parquet.tmp")));
+        // Claim 5's write completes undisturbed.
+        new.flush().unwrap();
+        // Claim 5 fenced: only its own files from 10 on go.
+        assert_eq!(new.remove_generation_from(5, 10).unwrap(), 2);
+        // Without claims (a replay), everything from 0 goes.
+        assert_eq!(table(None).remove_from(0).unwrap(), 1);
+        assert!(files().is_empty());
     }
 }

@@ -55,14 +55,8 @@ impl SinkThread {
     ) -> Result<bool> {
         let started = Instant::now();
         let claimed = self.store.claimed(partition);
-        if let Err(e) = self.flush(partition) {
-            // Another processor that took the partition over removes this one's open files.
-            if self.claims && self.store.superseded(partition)? {
-                tracing::warn!("partition {partition}: {e}; another processor took it over");
-                self.fence(partition, claimed)?;
-                return Ok(false);
-            }
-            return Err(e);
+        if !self.complete(partition)? {
+            return Ok(false);
         }
         match self.store.save(partition, ckpt) {
             Ok(()) => {}
@@ -85,6 +79,22 @@ impl SinkThread {
         }
         self.checkpoint_time += started.elapsed();
         Ok(true)
+    }
+
+    /// Completes the partition's open files. `Ok(false)`: they were gone because another
+    /// processor took the partition over (a later claim removes the unfinished files of
+    /// earlier ones); this one is fenced.
+    pub(crate) fn complete(&mut self, partition: i32) -> Result<bool> {
+        let claimed = self.store.claimed(partition);
+        let Err(e) = self.flush(partition) else {
+            return Ok(true);
+        };
+        if self.claims && self.store.superseded(partition)? {
+            tracing::warn!("partition {partition}: {e}; another processor took it over");
+            self.fence(partition, claimed)?;
+            return Ok(false);
+        }
+        Err(e)
     }
 
     /// Another processor owns `partition` now: this one drops its state of it, deletes what

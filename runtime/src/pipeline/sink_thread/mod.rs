@@ -449,9 +449,14 @@ impl SinkThread {
     /// Completes every open file and flushes the Kafka outputs; (files written, time spent
     /// checkpointing).
     pub(super) fn finish(mut self) -> Result<(u64, Duration)> {
-        for (e, d) in self.events.values_mut().chain(self.feedback.values_mut()) {
-            e.flush()?;
-            d.flush()?;
+        let open: BTreeSet<i32> = self
+            .events
+            .keys()
+            .chain(self.feedback.keys())
+            .copied()
+            .collect();
+        for p in open {
+            self.complete(p)?;
         }
         if let Some(k) = &self.kafka {
             k.flush(Duration::from_secs(10));
