@@ -9,8 +9,10 @@
 //! exists. A processor that receives a partition first *claims* it by writing the next
 //! generation itself; from then on a previous owner that still believes it holds the
 //! partition (a long pause, a network partition) fails its next commit and learns it lost
-//! the partition ([`SinkError::Fenced`]). Two owners can never both commit. The latest
-//! generation is the partition's checkpoint; older ones are deleted as new ones land.
+//! the partition ([`SinkError::Fenced`]). The latest generation is the partition's
+//! checkpoint; older ones are deleted as new ones land, which frees their names, so a
+//! commit also checks that no newer generation exists (one that does fences it too). Two
+//! owners can never both commit.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -197,6 +199,17 @@ impl CheckpointStore {
                 generation: next,
             });
         }
+        // Pruning frees old slots: a processor that lost the partition generations ago can
+        // take one. The newest generation decides who owns the partition.
+        let newest = self.generations(partition)?.last().map_or(0, |(g, _)| *g);
+        if newest > next {
+            self.store.delete(&Self::key(partition, next))?;
+            self.release(partition);
+            return Err(SinkError::Fenced {
+                partition,
+                generation: newest,
+            });
+        }
         if let Some(h) = self.held.lock().expect("not poisoned").get_mut(&partition) {
             h.current = next;
         }
@@ -332,6 +345,30 @@ mod tests {
         assert_eq!(b.load(0).unwrap(), Some(c(30)));
         assert!(a.superseded(0).unwrap());
         assert!(!b.superseded(0).unwrap());
+    }
+
+    #[test]
+    fn a_slot_freed_by_pruning_does_not_let_a_fenced_owner_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = CheckpointStore::new(&Store::local(dir.path()), "t");
+        let b = CheckpointStore::new(&Store::local(dir.path()), "t");
+        let c = |n| Checkpoint {
+            next_offset: n,
+            state: vec![7],
+            feedback_offset: None,
+        };
+        a.claim(0).unwrap();
+        a.save(0, &c(10)).unwrap();
+        b.claim(0).unwrap();
+        b.save(0, &c(20)).unwrap();
+        b.save(0, &c(30)).unwrap();
+        // Generations 1 to 3 are pruned: the one after a's (3) is free again.
+        let err = a.save(0, &c(15)).unwrap_err();
+        assert!(matches!(err, SinkError::Fenced { partition: 0, .. }), "{err}");
+        assert_eq!(a.load(0).unwrap(), Some(c(30)));
+        assert!(a.superseded(0).unwrap());
+        b.save(0, &c(40)).unwrap();
+        assert_eq!(b.load(0).unwrap(), Some(c(40)));
     }
 
     #[test]
