@@ -364,7 +364,10 @@ mod tests {
         b.save(0, &c(30)).unwrap();
         // Generations 1 to 3 are pruned: the one after a's (3) is free again.
         let err = a.save(0, &c(15)).unwrap_err();
-        assert!(matches!(err, SinkError::Fenced { partition: 0, .. }), "{err}");
+        assert!(
+            matches!(err, SinkError::Fenced { partition: 0, .. }),
+            "{err}"
+        );
         assert_eq!(a.load(0).unwrap(), Some(c(30)));
         assert!(a.superseded(0).unwrap());
         b.save(0, &c(40)).unwrap();

@@ -291,9 +291,7 @@ impl Source for KafkaSource {
 
     fn behind(&mut self) -> Option<Vec<(i32, u64)>> {
         let assigned = self.consumer.assignment().ok()?;
-        // The client's own position also steps past transaction markers, which are never
-        // delivered.
-        let positions = self.consumer.position().ok();
+        let client_positions = self.consumer.position().ok();
         let mut out = Vec::new();
         for e in assigned.elements_for_topic(&self.name) {
             let p = e.partition();
@@ -301,18 +299,26 @@ impl Source for KafkaSource {
                 .consumer
                 .fetch_watermarks(&self.name, p, Duration::from_secs(5))
                 .ok()?;
-            let client = positions
+            let client = client_positions
                 .as_ref()
                 .and_then(|t| t.find_partition(&self.name, p))
                 .and_then(|e| e.offset().to_raw())
                 .filter(|&o| o >= 0);
-            // Nothing known read yet: the whole partition may be ahead.
-            let read = match (self.positions.get(&p).copied(), client) {
-                (Some(a), Some(b)) => a.max(b),
-                (a, b) => a.or(b).unwrap_or(low),
-            };
-            if high > read {
-                out.push((p, (high - read) as u64));
+            // What was handed on decides (the client's position can stay ahead after a seek
+            // back); nothing known yet: the whole partition may be ahead.
+            let ours = self.positions.get(&p).copied();
+            let read = ours.or(client).unwrap_or(low);
+            // A transaction's commit marker at the end is never delivered; the client
+            // steps past it.
+            let marker = high - read == 1 && client.is_some_and(|c| c >= high);
+            if high <= read || marker {
+                continue;
+            }
+            out.push((p, (high - read) as u64));
+            // Quiet while behind: ask for the partition again from where it stands, in case
+            // its fetch stalled (seen after a seek back during a rebalance).
+            if let Some(at) = ours {
+                self.seek(p, at);
             }
         }
         Some(out)
