@@ -84,6 +84,12 @@ pub trait Source: Send {
     /// durable: Kafka commits them to the group as a hint for where to resume.
     fn commit(&mut self, _offsets: &[(i32, i64)]) {}
 
+    /// The first offset of `partition` the source still has (Kafka: the log start, which
+    /// retention moves), when it can tell.
+    fn start_of(&mut self, _partition: i32) -> Option<i64> {
+        None
+    }
+
     /// Asks the source to deliver `partition` from `offset` again (a consumer that resumed
     /// past its checkpoint). Returns false when the source cannot seek.
     fn seek(&mut self, _partition: i32, _offset: i64) -> bool {

@@ -324,6 +324,14 @@ impl Source for KafkaSource {
         Some(out)
     }
 
+    fn start_of(&mut self, partition: i32) -> Option<i64> {
+        let (low, _) = self
+            .consumer
+            .fetch_watermarks(&self.name, partition, Duration::from_secs(5))
+            .ok()?;
+        Some(low)
+    }
+
     fn commit(&mut self, offsets: &[(i32, i64)]) {
         let topic = self.name.clone();
         commit(&self.consumer, &topic, offsets, CommitMode::Async);

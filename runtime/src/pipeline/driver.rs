@@ -125,7 +125,11 @@ impl Pipeline {
         for n in s.take_notices() {
             on_notice(&n);
         }
-        for (p, off) in std::mem::take(&mut s.seek_requests) {
+        for (p, mut off) in std::mem::take(&mut s.seek_requests) {
+            if let Some(low) = source.start_of(p).filter(|&low| low > off) {
+                s.skip_gone(p, low);
+                off = low;
+            }
             if !source.seek(p, off) {
                 if !s.parts.contains_key(&p) {
                     // Revoked meanwhile: its next owner resumes it from the checkpoint.

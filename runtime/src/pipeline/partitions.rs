@@ -26,9 +26,14 @@ pub(super) struct Cursor {
     /// The first offset not yet handed on; `None` until the first payload of a partition
     /// without a checkpoint.
     pub(super) next: Option<i64>,
-    /// The offset the partition was last sent back to, so a real gap is seeked once only.
-    pub(super) sought: Option<i64>,
+    /// How often the partition was sent back to `next`: batches the client had fetched
+    /// before a seek can still arrive after it, so a gap is taken for real only when the
+    /// broker no longer has those offsets, or after a few tries (a compacted topic).
+    pub(super) seeks: u32,
 }
+
+/// Seeks back to one offset before a gap after it is taken as offsets that are gone.
+const MAX_SEEKS: u32 = 3;
 
 /// Everything the main loop and (for Kafka) the rebalance callbacks share.
 pub(super) struct Shared {
@@ -217,8 +222,7 @@ impl Shared {
         };
         let part = Part::new(partition, op, next, self.limits.clone(), now);
         self.parts.insert(partition, Arc::new(Mutex::new(part)));
-        self.cursors
-            .insert(partition, Cursor { next, sought: None });
+        self.cursors.insert(partition, Cursor { next, seeks: 0 });
         Ok(next)
     }
 
@@ -261,14 +265,15 @@ impl Shared {
                 }
                 kept
             }
-            Some(next) if first > next && checkpoints && cursor.sought != Some(next) => {
-                // The consumer resumed past the checkpoint (seen after a broker restart):
-                // go back once; if the offsets really are gone, the next batch is taken.
+            Some(next) if first > next && checkpoints && cursor.seeks < MAX_SEEKS => {
+                // The consumer is past where the partition stands (after a broker restart,
+                // or a claim taken back mid-stream): go back. The driver asks the broker
+                // whether those offsets still exist first.
                 tracing::warn!(
                     "partition {partition}: expected offset {next}, got {first}; seeking back"
                 );
                 if let Some(c) = self.cursors.get_mut(&partition) {
-                    c.sought = Some(next);
+                    c.seeks += 1;
                 }
                 self.seek_requests.push((partition, next));
                 return Ok(None);
@@ -292,8 +297,24 @@ impl Shared {
         let last = kept.last_offset().unwrap_or(first);
         if let Some(c) = self.cursors.get_mut(&partition) {
             c.next = Some(last + 1);
+            c.seeks = 0;
         }
         Ok(Some(kept))
+    }
+
+    /// The broker's first offset of `partition` is `low`, past where the partition stands:
+    /// the offsets before it are gone (retention), and processing goes on from `low`.
+    pub(super) fn skip_gone(&mut self, partition: i32, low: i64) {
+        if let Some(c) = self.cursors.get_mut(&partition) {
+            if let Some(next) = c.next.filter(|&n| n < low) {
+                tracing::warn!(
+                    "partition {partition}: offsets {next}..{low} are no longer on the broker \
+                     (retention?); going on from {low}"
+                );
+                c.next = Some(low);
+                c.seeks = 0;
+            }
+        }
     }
 
     /// Hands one batch to its partition: claimed first when it is new here, then
@@ -317,7 +338,14 @@ impl Shared {
                 return Ok(());
             }
             self.settle()?;
-            self.assign(partition, now)?;
+            if self.assign(partition, now)?.is_none() && refenced {
+                // Taken back before anyone committed it: the consumer is mid-stream, but
+                // nothing before this offset is durable. Start over from the beginning.
+                self.send(ToSink::Start { partition, from: 0 })?;
+                if let Some(c) = self.cursors.get_mut(&partition) {
+                    c.next = Some(0);
+                }
+            }
         }
         let Some(raw) = self.resume(raw)? else {
             return Ok(());

@@ -3,6 +3,7 @@
 use super::*;
 use inferwatch_ingest::PartitionOwner;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use inferwatch_schemas::RawBatch;
 use std::collections::VecDeque;
@@ -109,8 +110,9 @@ enum Step {
     End,
 }
 
-/// A source fed by the test, one step at a time; quiet (empty polls) in between.
-struct Fed(std::sync::mpsc::Receiver<Step>);
+/// A source fed by the test, one step at a time; quiet (empty polls) in between. Seeks
+/// are recorded for the test to act on.
+struct Fed(std::sync::mpsc::Receiver<Step>, Arc<Mutex<Vec<(i32, i64)>>>);
 
 impl Source for Fed {
     fn name(&self) -> &str {
@@ -130,6 +132,11 @@ impl Source for Fed {
     fn is_bounded(&self) -> bool {
         false
     }
+
+    fn seek(&mut self, partition: i32, offset: i64) -> bool {
+        self.1.lock().unwrap().push((partition, offset));
+        true
+    }
 }
 
 /// A processor with checkpoints on, running on its own thread.
@@ -137,6 +144,7 @@ struct Processor {
     feed: std::sync::mpsc::Sender<Step>,
     owner: Arc<dyn PartitionOwner>,
     run: std::thread::JoinHandle<Result<RunReport>>,
+    seeks: Arc<Mutex<Vec<(i32, i64)>>>,
 }
 
 impl Processor {
@@ -149,11 +157,18 @@ impl Processor {
         let pipeline = Pipeline::new(config, &store, "script", options).unwrap();
         let owner = pipeline.owner();
         let (feed, rx) = std::sync::mpsc::channel();
+        let seeks = Arc::new(Mutex::new(Vec::new()));
+        let fed = Fed(rx, seeks.clone());
         let run = std::thread::spawn(move || {
             let stop = AtomicBool::new(false);
-            pipeline.run(Box::new(Fed(rx)), &stop, |_| {}, |_| {})
+            pipeline.run(Box::new(fed), &stop, |_| {}, |_| {})
         });
-        Processor { feed, owner, run }
+        Processor {
+            feed,
+            owner,
+            run,
+            seeks,
+        }
     }
 
     fn send(&self, b: RawBatch) {
@@ -201,7 +216,9 @@ fn event_ids(dir: &std::path::Path) -> Vec<String> {
         }
     }
     let mut ids = Vec::new();
-    walk(&dir.join("events"), &mut ids);
+    if dir.join("events").exists() {
+        walk(&dir.join("events"), &mut ids);
+    }
     ids.sort();
     ids
 }
@@ -356,4 +373,30 @@ fn a_source_that_stays_behind_fails_the_run_instead_of_stopping_quietly() {
     assert!(err.contains("hold 5 unread messages"), "{err}");
     // Six times `stop_when_idle` past the first quiet spell, not the whole minute.
     assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+fn a_partition_taken_back_before_any_commit_starts_over_from_the_beginning() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_owner_config(dir.path(), Duration::ZERO);
+    let a = Processor::start(&config);
+    a.owner.assigned("t", &[0]);
+    // b claims the partition before a committed anything...
+    let b = Processor::start(&config);
+    assert_eq!(b.owner.assigned("t", &[0]), vec![(0, None)]);
+    // ...so a's first commit fails: it is fenced and removes what it wrote (0..50).
+    a.send(batch(0, "svc", 0..50, 0));
+    // The consumer still hands a the partition, mid-stream: a claims it back, and with no
+    // checkpoint anywhere it must go back to offset 0, not start at 50. (Offsets 50.. go
+    // again until a learned of the fence: before, they were just the next batch.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.seeks.lock().unwrap().contains(&(0, 0)) {
+        assert!(Instant::now() < deadline, "a did not go back to offset 0");
+        a.send(batch(0, "svc", 50..100, 50));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.send(batch(0, "svc", 0..100, 0));
+    a.end();
+    b.end();
+    assert_each_once(dir.path(), 100);
 }
