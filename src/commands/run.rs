@@ -21,8 +21,10 @@ pub struct RunArgs {
     feedback: Option<String>,
     #[command(flatten)]
     kafka: KafkaArgs,
-    /// Kafka: stop once no event arrived for this long, closing every window (backfills,
-    /// tests). Without it the processor runs until Ctrl-C or SIGTERM.
+    /// Kafka: stop once no event arrived for this long and the partitions held have nothing
+    /// unread, closing every window (backfills, tests). Still behind after six times this
+    /// long: the run fails, naming the partitions. Without it the processor runs until
+    /// Ctrl-C or SIGTERM.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     stop_when_idle: Option<Duration>,
     #[command(flatten)]
