@@ -165,7 +165,11 @@ impl KafkaSource {
         let cc = client_config(
             cfg,
             &[
-                ("partition.assignment.strategy", "cooperative-sticky"),
+                // Eager: each rebalance revokes everything, which the processor checkpoints
+                // anyway. Cooperative-sticky left a partition unassigned, or assigned twice,
+                // under load with Tansu's coordinator; fencing kept that exactly-once, but an
+                // unassigned partition's last windows stayed open.
+                ("partition.assignment.strategy", "range"),
                 ("session.timeout.ms", "10000"),
                 ("heartbeat.interval.ms", "1000"),
                 ("max.poll.interval.ms", "300000"),
