@@ -165,11 +165,7 @@ impl KafkaSource {
         let cc = client_config(
             cfg,
             &[
-                // Eager: each rebalance revokes everything, which the processor checkpoints
-                // anyway. Cooperative-sticky left a partition unassigned, or assigned twice,
-                // under load with Tansu's coordinator; fencing kept that exactly-once, but an
-                // unassigned partition's last windows stayed open.
-                ("partition.assignment.strategy", "range"),
+                ("partition.assignment.strategy", "cooperative-sticky"),
                 ("session.timeout.ms", "10000"),
                 ("heartbeat.interval.ms", "1000"),
                 ("max.poll.interval.ms", "300000"),
