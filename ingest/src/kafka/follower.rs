@@ -1,6 +1,6 @@
 //! The feedback topic, read partition by partition as the processor tells it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::errors::ErrorLog;
-use super::poll::poll_batches;
+use super::poll::{poll_batches, Ready};
 use super::{client_config, kafka_err, KafkaSourceConfig};
 use crate::source::{Source, SourceError};
 
@@ -35,9 +35,8 @@ pub struct KafkaFollower {
     consumer: BaseConsumer<FollowerContext>,
     name: Arc<str>,
     poll_wait: Duration,
-    ready: VecDeque<RawBatch>,
+    ready: Ready,
     positions: BTreeMap<i32, i64>,
-    failed: Option<SourceError>,
 }
 
 impl KafkaFollower {
@@ -52,9 +51,8 @@ impl KafkaFollower {
             consumer,
             name: Arc::from(cfg.topic.as_str()),
             poll_wait: cfg.poll_wait,
-            ready: VecDeque::new(),
+            ready: Ready::default(),
             positions: BTreeMap::new(),
-            failed: None,
         })
     }
 }
@@ -65,11 +63,8 @@ impl Source for KafkaFollower {
     }
 
     fn next_batch(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError> {
-        if let Some(b) = self.ready.pop_front() {
-            return Ok(Some(b));
-        }
-        if let Some(e) = self.failed.take() {
-            return Err(e);
+        if let Some(r) = self.ready.take() {
+            return r.map(Some);
         }
         let errors = &self.consumer.context().errors;
         let (pending, failed) = poll_batches(
@@ -81,18 +76,7 @@ impl Source for KafkaFollower {
             &mut self.positions,
             |_| false,
         );
-        self.ready.extend(pending.into_values());
-        self.failed = failed;
-        if self.ready.is_empty() {
-            if let Some(e) = self.failed.take() {
-                return Err(e);
-            }
-        }
-        Ok(Some(
-            self.ready
-                .pop_front()
-                .unwrap_or_else(|| RawBatch::new(self.name.clone(), 0)),
-        ))
+        self.ready.refill(pending, failed, &self.name)
     }
 
     fn is_bounded(&self) -> bool {
@@ -115,7 +99,7 @@ impl Source for KafkaFollower {
     }
 
     fn unfollow(&mut self, partition: i32) {
-        self.ready.retain(|b| b.partition != partition);
+        self.ready.batches.retain(|b| b.partition != partition);
         self.positions.remove(&partition);
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.name, partition);

@@ -1,6 +1,6 @@
 //! The consumer-group member: rebalances ask the processor, batches go to it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
 use super::errors::ErrorLog;
-use super::poll::poll_batches;
+use super::poll::{poll_batches, Ready};
 use super::{client_config, kafka_err, KafkaSourceConfig, PartitionOwner};
 use crate::source::{Source, SourceError};
 
@@ -148,11 +148,9 @@ pub struct KafkaSource {
     name: Arc<str>,
     brokers: String,
     poll_wait: Duration,
-    ready: VecDeque<RawBatch>,
+    ready: Ready,
     /// Next offset per partition, where known: names the partition of an unreadable batch.
     positions: BTreeMap<i32, i64>,
-    /// An unreadable batch, reported once what was read before it is handed on.
-    failed: Option<SourceError>,
 }
 
 impl KafkaSource {
@@ -188,9 +186,8 @@ impl KafkaSource {
             name: Arc::from(cfg.topic.as_str()),
             brokers: cfg.brokers.clone(),
             poll_wait: cfg.poll_wait,
-            ready: VecDeque::new(),
+            ready: Ready::default(),
             positions: BTreeMap::new(),
-            failed: None,
         })
     }
 }
@@ -198,7 +195,7 @@ impl KafkaSource {
 impl KafkaSource {
     /// Leaves the group: the owner is asked to checkpoint every partition first.
     fn leave(&mut self) {
-        self.ready.clear();
+        self.ready.batches.clear();
         let assigned: Vec<i32> = self
             .consumer
             .assignment()
@@ -224,11 +221,8 @@ impl Source for KafkaSource {
     }
 
     fn next_batch(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError> {
-        if let Some(b) = self.ready.pop_front() {
-            return Ok(Some(b));
-        }
-        if let Some(e) = self.failed.take() {
-            return Err(e);
+        if let Some(r) = self.ready.take() {
+            return r.map(Some);
         }
         let ctx = self.consumer.context();
         let mut revoked = Vec::new();
@@ -257,18 +251,7 @@ impl Source for KafkaSource {
         self.positions.extend(std::mem::take(
             &mut *ctx.starts.lock().expect("not poisoned"),
         ));
-        self.ready.extend(pending.into_values());
-        self.failed = failed;
-        if self.ready.is_empty() {
-            if let Some(e) = self.failed.take() {
-                return Err(e);
-            }
-        }
-        Ok(Some(
-            self.ready
-                .pop_front()
-                .unwrap_or_else(|| RawBatch::new(self.name.clone(), 0)),
-        ))
+        self.ready.refill(pending, failed, &self.name)
     }
 
     fn is_bounded(&self) -> bool {
@@ -343,7 +326,7 @@ impl Source for KafkaSource {
 
     fn seek(&mut self, partition: i32, offset: i64) -> bool {
         // Batches already buffered for the partition come from the old position.
-        self.ready.retain(|b| b.partition != partition);
+        self.ready.batches.retain(|b| b.partition != partition);
         self.positions.insert(partition, offset);
         match self.consumer.seek(
             &self.name,

@@ -1,6 +1,6 @@
 //! One poll of a consumer: up to `max` messages, one batch per partition.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,4 +71,37 @@ pub(super) fn poll_batches<C: ConsumerContext>(
         }
     }
     (pending, None)
+}
+
+/// Batches polled but not handed on yet, and an unreadable batch to report once they are.
+#[derive(Default)]
+pub(super) struct Ready {
+    pub(super) batches: VecDeque<RawBatch>,
+    failed: Option<SourceError>,
+}
+
+impl Ready {
+    /// What is due before polling again: the next batch here, or the error after them.
+    pub(super) fn take(&mut self) -> Option<Result<RawBatch, SourceError>> {
+        match self.batches.pop_front() {
+            Some(b) => Some(Ok(b)),
+            None => self.failed.take().map(Err),
+        }
+    }
+
+    /// Keeps what a poll brought and hands on its first batch (an empty one of `name` when
+    /// nothing came).
+    pub(super) fn refill(
+        &mut self,
+        pending: BTreeMap<i32, RawBatch>,
+        failed: Option<SourceError>,
+        name: &Arc<str>,
+    ) -> Result<Option<RawBatch>, SourceError> {
+        self.batches.extend(pending.into_values());
+        self.failed = failed;
+        match self.take() {
+            Some(r) => r.map(Some),
+            None => Ok(Some(RawBatch::new(name.clone(), 0))),
+        }
+    }
 }
