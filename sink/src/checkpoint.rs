@@ -133,7 +133,7 @@ impl CheckpointStore {
                     .lock()
                     .expect("not poisoned")
                     .insert(partition, held);
-                self.prune(partition, next)?;
+                self.prune(self.generations(partition)?, next)?;
                 if g == 0 && ckpt.is_some() {
                     // Copied from the layout before generations into generation 1.
                     self.store
@@ -201,7 +201,8 @@ impl CheckpointStore {
         }
         // Pruning frees old slots: a processor that lost the partition generations ago can
         // take one. The newest generation decides who owns the partition.
-        let newest = self.generations(partition)?.last().map_or(0, |(g, _)| *g);
+        let generations = self.generations(partition)?;
+        let newest = generations.last().map_or(0, |(g, _)| *g);
         if newest > next {
             self.store.delete(&Self::key(partition, next))?;
             self.release(partition);
@@ -213,13 +214,13 @@ impl CheckpointStore {
         if let Some(h) = self.held.lock().expect("not poisoned").get_mut(&partition) {
             h.current = next;
         }
-        self.prune(partition, next)
+        self.prune(generations, next)
     }
 
-    /// Deletes generations older than the one before `current` (and the pre-generation
-    /// file), keeping one spare.
-    fn prune(&self, partition: i32, current: u64) -> Result<()> {
-        for (g, key) in self.generations(partition)? {
+    /// Deletes, of the listed `generations`, those older than the one before `current` (and
+    /// the pre-generation file), keeping one spare.
+    fn prune(&self, generations: Vec<(u64, String)>, current: u64) -> Result<()> {
+        for (g, key) in generations {
             if g + 1 < current {
                 self.store.delete(&key)?;
             }
