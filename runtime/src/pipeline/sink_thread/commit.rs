@@ -7,7 +7,7 @@ use std::time::Instant;
 use inferwatch_sink::{Checkpoint, SinkError};
 
 use super::SinkThread;
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
 
 impl SinkThread {
     pub(crate) fn checkpoint_and_ack(
@@ -86,15 +86,28 @@ impl SinkThread {
     /// earlier ones); this one is fenced.
     pub(crate) fn complete(&mut self, partition: i32) -> Result<bool> {
         let claimed = self.store.claimed(partition);
-        let Err(e) = self.flush(partition) else {
-            return Ok(true);
-        };
-        if self.claims && self.store.superseded(partition)? {
-            tracing::warn!("partition {partition}: {e}; another processor took it over");
-            self.fence(partition, claimed)?;
-            return Ok(false);
+        match self.flush(partition) {
+            Ok(()) => Ok(true),
+            Err(e) => self
+                .fence_if_taken_over(partition, claimed, e)
+                .map(|()| false),
         }
-        Err(e)
+    }
+
+    /// A write of `partition` failed with `e`. When another processor took the partition
+    /// over (its claim removes this one's unfinished files), that is why: this one, which
+    /// held the claim of generation `claimed`, is fenced. Otherwise `e` is the error.
+    pub(crate) fn fence_if_taken_over(
+        &mut self,
+        partition: i32,
+        claimed: Option<u64>,
+        e: RuntimeError,
+    ) -> Result<()> {
+        if !(self.claims && self.store.superseded(partition)?) {
+            return Err(e);
+        }
+        tracing::warn!("partition {partition}: {e}; another processor took it over");
+        self.fence(partition, claimed)
     }
 
     /// Another processor owns `partition` now: this one drops its state of it, deletes what

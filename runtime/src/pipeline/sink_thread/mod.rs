@@ -431,17 +431,12 @@ impl SinkThread {
             return Ok(());
         }
         let claimed = partition.and_then(|p| self.store.claimed(p));
-        if let Err(e) = self.handle(msg) {
-            // A write that failed because another processor took the partition over (its
-            // claim removes this one's open files) fences this one; anything else ends the
-            // run.
-            match partition {
-                Some(p) if self.claims && self.store.superseded(p)? => {
-                    tracing::warn!("partition {p}: {e}; another processor took it over");
-                    self.fence(p, claimed)?;
-                }
-                _ => return Err(e),
-            }
+        match (self.handle(msg), partition) {
+            (Ok(()), _) => {}
+            // A write that failed because another processor took the partition over fences
+            // this one; anything else ends the run.
+            (Err(e), Some(p)) => self.fence_if_taken_over(p, claimed, e)?,
+            (Err(e), None) => return Err(e),
         }
         Ok(())
     }
