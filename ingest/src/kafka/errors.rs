@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use inferwatch_schemas::ClientProperties;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -119,15 +119,7 @@ pub(super) fn unreadable_error<C: ConsumerContext>(
         .take()
         .unwrap_or_else(|| e.to_string());
     let offset = offset_in(&reason);
-    let assigned: Vec<i32> = consumer
-        .assignment()
-        .map(|t| {
-            t.elements_for_topic(topic)
-                .iter()
-                .map(|e| e.partition())
-                .collect()
-        })
-        .unwrap_or_default();
+    let assigned = super::assigned(consumer, topic);
     let mut candidates: Vec<i32> = assigned
         .iter()
         .copied()

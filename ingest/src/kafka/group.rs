@@ -15,7 +15,7 @@ use rdkafka::types::RDKafkaRespErr;
 
 use super::errors::ErrorLog;
 use super::poll::{poll_batches, Ready};
-use super::{client_config, kafka_err, KafkaSourceConfig, PartitionOwner};
+use super::{assigned, client_config, kafka_err, partitions_of, KafkaSourceConfig, PartitionOwner};
 use crate::source::{Source, SourceError};
 
 struct Context {
@@ -61,11 +61,7 @@ impl ConsumerContext for Context {
             consumer.rebalance_protocol(),
             RebalanceProtocol::Cooperative
         );
-        let parts: Vec<i32> = tpl
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
+        let parts = partitions_of(tpl, &self.topic);
         self.rebalanced.store(true, Ordering::SeqCst);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -193,19 +189,17 @@ impl KafkaSource {
 }
 
 impl KafkaSource {
+    /// The broker's first and next offsets of `partition` (a round trip).
+    fn watermarks(&self, partition: i32) -> Option<(i64, i64)> {
+        self.consumer
+            .fetch_watermarks(&self.name, partition, Duration::from_secs(5))
+            .ok()
+    }
+
     /// Leaves the group: the owner is asked to checkpoint every partition first.
     fn leave(&mut self) {
         self.ready.batches.clear();
-        let assigned: Vec<i32> = self
-            .consumer
-            .assignment()
-            .map(|t| {
-                t.elements_for_topic(&self.name)
-                    .iter()
-                    .map(|e| e.partition())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let assigned = assigned(&self.consumer, &self.name);
         if !assigned.is_empty() {
             let ctx = self.consumer.context();
             let commits = ctx.owner.revoked(&ctx.topic, &assigned, false);
@@ -273,15 +267,11 @@ impl Source for KafkaSource {
     }
 
     fn behind(&mut self) -> Option<Vec<(i32, u64)>> {
-        let assigned = self.consumer.assignment().ok()?;
+        let assigned = partitions_of(&self.consumer.assignment().ok()?, &self.name);
         let client_positions = self.consumer.position().ok();
         let mut out = Vec::new();
-        for e in assigned.elements_for_topic(&self.name) {
-            let p = e.partition();
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&self.name, p, Duration::from_secs(5))
-                .ok()?;
+        for p in assigned {
+            let (low, high) = self.watermarks(p)?;
             let client = client_positions
                 .as_ref()
                 .and_then(|t| t.find_partition(&self.name, p))
@@ -308,11 +298,7 @@ impl Source for KafkaSource {
     }
 
     fn start_of(&mut self, partition: i32) -> Option<i64> {
-        let (low, _) = self
-            .consumer
-            .fetch_watermarks(&self.name, partition, Duration::from_secs(5))
-            .ok()?;
-        Some(low)
+        self.watermarks(partition).map(|(low, _)| low)
     }
 
     fn commit(&mut self, offsets: &[(i32, i64)]) {

@@ -18,7 +18,9 @@ use std::time::Duration;
 use inferwatch_schemas::kafka::{self, Role};
 use inferwatch_schemas::ClientProperties;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::TopicPartitionList;
 
 use crate::source::SourceError;
 
@@ -68,6 +70,22 @@ pub trait PartitionOwner: Send + Sync {
 fn client_config(cfg: &KafkaSourceConfig, extra: &[(&str, &str)]) -> ClientConfig {
     let role = Role::Consumer { group: &cfg.group };
     kafka::client_config(&cfg.brokers, role, extra, &cfg.properties)
+}
+
+/// The partitions of `topic` in `tpl`.
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect()
+}
+
+/// The partitions of `topic` assigned to `consumer` (none when the client cannot tell).
+fn assigned<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Vec<i32> {
+    consumer
+        .assignment()
+        .map(|t| partitions_of(&t, topic))
+        .unwrap_or_default()
 }
 
 fn kafka_err(cfg: &KafkaSourceConfig) -> impl Fn(KafkaError) -> SourceError + '_ {
