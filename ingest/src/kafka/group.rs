@@ -18,6 +18,9 @@ use super::poll::{poll_batches, Ready};
 use super::{assigned, client_config, kafka_err, partitions_of, KafkaSourceConfig, PartitionOwner};
 use crate::source::{Source, SourceError};
 
+/// How long a partition's watermarks may take to arrive (one broker round trip).
+const WATERMARK_WAIT: Duration = Duration::from_secs(5);
+
 struct Context {
     topic: String,
     owner: Arc<dyn PartitionOwner>,
@@ -30,6 +33,8 @@ struct Context {
     starts: Mutex<Vec<(i32, i64)>>,
     /// Set at the first assignment: the group and the brokers were reached.
     joined: AtomicBool,
+    /// Set when leaving the group: what is assigned now is handed back right away.
+    leaving: AtomicBool,
     errors: ErrorLog,
 }
 
@@ -82,6 +87,18 @@ impl ConsumerContext for Context {
                             tracing::error!("cannot start partition {p} at offset {off}: {e}");
                         }
                     }
+                }
+                if self.leaving.load(Ordering::SeqCst) {
+                    // A coordinator may hand a partition nobody held to a member on its way
+                    // out (seen with Tansu): its last windows must not stay open.
+                    let ends: Vec<(i32, i64)> = parts
+                        .iter()
+                        .filter_map(|&p| {
+                            let wm = consumer.fetch_watermarks(&self.topic, p, WATERMARK_WAIT);
+                            wm.ok().map(|(_, high)| (p, high))
+                        })
+                        .collect();
+                    self.owner.assigned_while_leaving(&self.topic, &ends);
                 }
                 let r = if cooperative {
                     consumer.incremental_assign(tpl)
@@ -172,6 +189,7 @@ impl KafkaSource {
             revoked: Mutex::new(Vec::new()),
             starts: Mutex::new(Vec::new()),
             joined: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
             errors: ErrorLog::new("kafka", &cfg.properties),
         };
         let consumer: BaseConsumer<Context> =
@@ -192,13 +210,17 @@ impl KafkaSource {
     /// The broker's first and next offsets of `partition` (a round trip).
     fn watermarks(&self, partition: i32) -> Option<(i64, i64)> {
         self.consumer
-            .fetch_watermarks(&self.name, partition, Duration::from_secs(5))
+            .fetch_watermarks(&self.name, partition, WATERMARK_WAIT)
             .ok()
     }
 
     /// Leaves the group: the owner is asked to checkpoint every partition first.
     fn leave(&mut self) {
         self.ready.batches.clear();
+        self.consumer
+            .context()
+            .leaving
+            .store(true, Ordering::SeqCst);
         let assigned = assigned(&self.consumer, &self.name);
         if !assigned.is_empty() {
             let ctx = self.consumer.context();

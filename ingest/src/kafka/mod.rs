@@ -64,6 +64,13 @@ pub trait PartitionOwner: Send + Sync {
     /// them: drop their state, write nothing), make their progress durable and return the
     /// next offset to commit for each.
     fn revoked(&self, topic: &str, partitions: &[i32], lost: bool) -> Vec<(i32, i64)>;
+
+    /// The member is leaving the group at the end of its input, and `partitions` of `topic`
+    /// came to it while it left, each with the broker's end offset. A partition read to its
+    /// end may close its windows as the ones held at the end did; it is revoked next.
+    fn assigned_while_leaving(&self, topic: &str, ends: &[(i32, i64)]) {
+        let _ = (topic, ends);
+    }
 }
 
 /// A consumer of `cfg`'s group; `extra` adds to the settings every consumer shares.

@@ -178,6 +178,7 @@ impl Pipeline {
             fatal: None,
             rebalanced_at: Instant::now(),
             feedback: None,
+            finished: false,
         };
         Ok(Self {
             shared: Arc::new(Mutex::new(shared)),

@@ -42,6 +42,15 @@ impl PartitionOwner for Owner {
         out
     }
 
+    fn assigned_while_leaving(&self, _topic: &str, ends: &[(i32, i64)]) {
+        let mut s = self.0.lock().expect("not poisoned");
+        for &(p, end) in ends {
+            if let Err(e) = s.finish_late(p, end) {
+                s.fatal.get_or_insert(e);
+            }
+        }
+    }
+
     fn revoked(&self, _topic: &str, partitions: &[i32], lost: bool) -> Vec<(i32, i64)> {
         let mut s = self.0.lock().expect("not poisoned");
         s.rebalanced_at = Instant::now();

@@ -63,6 +63,8 @@ pub(super) struct Shared {
     pub(super) rebalanced_at: Instant,
     /// The feedback join's side of the run, when there is a feedback source.
     pub(super) feedback: Option<FeedbackSide>,
+    /// The input ended (not a stop): every window of every partition held has closed.
+    pub(super) finished: bool,
 }
 
 pub(super) fn lock(part: &Mutex<Part>) -> MutexGuard<'_, Part> {
@@ -417,8 +419,30 @@ impl Shared {
     /// Closes every open window and ends every session of every partition (end of a
     /// finite source).
     pub(super) fn finish(&mut self) -> Result<()> {
+        self.finished = true;
         let out = self.outlet()?;
         self.each_part(|_, part| part.watermark(Watermark::End, out))
+    }
+
+    /// After the end of input, `partition` arrived with `end` as the broker's end offset:
+    /// read to that end (by an earlier owner), it finishes as the others did.
+    pub(super) fn finish_late(&mut self, partition: i32, end: i64) -> Result<()> {
+        self.settle()?;
+        let Some(part) = self.parts.get(&partition) else {
+            return Ok(());
+        };
+        let mut part = lock(part);
+        if !self.finished || part.next_offset.is_none_or(|n| n < end) {
+            return Ok(());
+        }
+        tracing::info!(
+            "partition {partition}: arrived after the end of input; closing its windows"
+        );
+        let out = self.outlet()?;
+        part.watermark(Watermark::End, out)?;
+        let mut collected = Collector::default();
+        part.chain.revisions(true, &mut collected)?;
+        part.send(collected.drain().collect(), out)
     }
 
     /// Queues a checkpoint of `partition`; returns the receiver to wait on when `wait`.

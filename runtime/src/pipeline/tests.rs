@@ -110,9 +110,16 @@ enum Step {
     End,
 }
 
+/// What a [`Fed`] source does when it leaves, as a consumer's rebalance callbacks would.
+type AtClose = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
 /// A source fed by the test, one step at a time; quiet (empty polls) in between. Seeks
 /// are recorded for the test to act on.
-struct Fed(std::sync::mpsc::Receiver<Step>, Arc<Mutex<Vec<(i32, i64)>>>);
+struct Fed(
+    std::sync::mpsc::Receiver<Step>,
+    Arc<Mutex<Vec<(i32, i64)>>>,
+    AtClose,
+);
 
 impl Source for Fed {
     fn name(&self) -> &str {
@@ -137,6 +144,12 @@ impl Source for Fed {
         self.1.lock().unwrap().push((partition, offset));
         true
     }
+
+    fn close(&mut self) {
+        if let Some(f) = self.2.lock().unwrap().take() {
+            f();
+        }
+    }
 }
 
 /// A processor with checkpoints on, running on its own thread.
@@ -145,6 +158,7 @@ struct Processor {
     owner: Arc<dyn PartitionOwner>,
     run: std::thread::JoinHandle<Result<RunReport>>,
     seeks: Arc<Mutex<Vec<(i32, i64)>>>,
+    at_close: AtClose,
 }
 
 impl Processor {
@@ -158,7 +172,8 @@ impl Processor {
         let owner = pipeline.owner();
         let (feed, rx) = std::sync::mpsc::channel();
         let seeks = Arc::new(Mutex::new(Vec::new()));
-        let fed = Fed(rx, seeks.clone());
+        let at_close: AtClose = Arc::new(Mutex::new(None));
+        let fed = Fed(rx, seeks.clone(), at_close.clone());
         let run = std::thread::spawn(move || {
             let stop = AtomicBool::new(false);
             pipeline.run(Box::new(fed), &stop, |_| {}, |_| {})
@@ -168,6 +183,7 @@ impl Processor {
             owner,
             run,
             seeks,
+            at_close,
         }
     }
 
@@ -193,13 +209,18 @@ fn await_checkpoint(config: &Config, next: i64) {
 
 /// Every `event_id` in the `events` files, sorted.
 fn event_ids(dir: &std::path::Path) -> Vec<String> {
+    strings(dir, "events", "event_id")
+}
+
+/// Column `col` (strings) of every row of `table`'s files, sorted.
+fn strings(dir: &std::path::Path, table: &str, col: &str) -> Vec<String> {
     use datafusion::arrow::array::{Array, StringArray};
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    fn walk(dir: &std::path::Path, ids: &mut Vec<String>) {
+    fn walk(dir: &std::path::Path, col: &str, ids: &mut Vec<String>) {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             let path = e.path();
             if path.is_dir() {
-                walk(&path, ids);
+                walk(&path, col, ids);
             } else if path.extension().is_some_and(|x| x == "parquet") {
                 let file = std::fs::File::open(&path).unwrap();
                 let reader = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -208,7 +229,7 @@ fn event_ids(dir: &std::path::Path) -> Vec<String> {
                     .unwrap();
                 for batch in reader {
                     let batch = batch.unwrap();
-                    let col = batch.column(inferwatch_schemas::tables::events::EVENT_ID);
+                    let col = batch.column_by_name(col).unwrap();
                     let col = col.as_any().downcast_ref::<StringArray>().unwrap();
                     ids.extend((0..col.len()).map(|i| col.value(i).to_string()));
                 }
@@ -216,8 +237,8 @@ fn event_ids(dir: &std::path::Path) -> Vec<String> {
         }
     }
     let mut ids = Vec::new();
-    if dir.join("events").exists() {
-        walk(&dir.join("events"), &mut ids);
+    if dir.join(table).exists() {
+        walk(&dir.join(table), col, &mut ids);
     }
     ids.sort();
     ids
@@ -399,4 +420,61 @@ fn a_partition_taken_back_before_any_commit_starts_over_from_the_beginning() {
     a.end();
     b.end();
     assert_each_once(dir.path(), 100);
+}
+
+#[test]
+fn a_partition_handed_over_while_leaving_at_the_end_closes_its_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_owner_config(dir.path(), Duration::from_secs(3600));
+    // b reads partition 1 to its end, and gives it up in a rebalance: its window stays open
+    // in the checkpoint for the next owner.
+    let b = Processor::start(&config);
+    b.owner.assigned("t", &[1]);
+    b.send(batch(1, "orphan", 0..30, 0));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(b.owner.revoked("t", &[1], false), vec![(1, 30)]);
+    // No member gets it until a reaches the end of its input and leaves: the coordinator
+    // hands it to a on the way out, and takes it back.
+    let a = Processor::start(&config);
+    a.owner.assigned("t", &[0]);
+    a.send(batch(0, "busy", 0..30, 0));
+    let owner = a.owner.clone();
+    *a.at_close.lock().unwrap() = Some(Box::new(move || {
+        owner.assigned("t", &[1]);
+        owner.assigned_while_leaving("t", &[(1, 30)]);
+        owner.revoked("t", &[1], false);
+    }));
+    a.end();
+    b.end();
+    let services = strings(dir.path(), "metrics", "service");
+    assert!(services.contains(&"busy".to_string()), "{services:?}");
+    assert!(
+        services.contains(&"orphan".to_string()),
+        "the orphan's window stayed open: {services:?}"
+    );
+}
+
+#[test]
+fn a_partition_handed_over_while_leaving_with_unread_messages_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_owner_config(dir.path(), Duration::from_secs(3600));
+    let b = Processor::start(&config);
+    b.owner.assigned("t", &[1]);
+    b.send(batch(1, "orphan", 0..30, 0));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(b.owner.revoked("t", &[1], false), vec![(1, 30)]);
+    b.end();
+    let a = Processor::start(&config);
+    let owner = a.owner.clone();
+    // Offsets 30..40 were never read: the windows wait for them in the checkpoint.
+    *a.at_close.lock().unwrap() = Some(Box::new(move || {
+        owner.assigned("t", &[1]);
+        owner.assigned_while_leaving("t", &[(1, 40)]);
+        owner.revoked("t", &[1], false);
+    }));
+    a.end();
+    let services = strings(dir.path(), "metrics", "service");
+    assert!(services.is_empty(), "{services:?}");
+    let store = CheckpointStore::new(&Store::local(&config.data_dir), "script");
+    assert_eq!(store.load(1).unwrap().map(|c| c.next_offset), Some(30));
 }
