@@ -137,18 +137,112 @@ impl FileSource {
 
 /// The partition of a line: by its `service` (lines without one go to partition 0).
 fn partition_of(line: &[u8], partitions: u32) -> usize {
+    let service = match scan_service(line) {
+        Scan::Found(s) => Some(Cow::Borrowed(s)),
+        Scan::Missing => None,
+        Scan::Unsure => parse_service(line),
+    };
+    match service {
+        Some(s) => (fnv64(s.as_bytes()) % partitions as u64) as usize,
+        None => 0,
+    }
+}
+
+/// A full parse: for the lines the scan leaves to it (escapes, not an object).
+fn parse_service(line: &[u8]) -> Option<Cow<'_, str>> {
     #[derive(serde::Deserialize)]
     struct Key<'a> {
         #[serde(borrow, default)]
         service: Option<Cow<'a, str>>,
     }
-    match serde_json::from_slice::<Key>(line)
+    serde_json::from_slice::<Key>(line)
         .ok()
         .and_then(|k| k.service)
-    {
-        Some(s) => (fnv64(s.as_bytes()) % partitions as u64) as usize,
-        None => 0,
+}
+
+/// What a scan of a line found of its top-level `service`.
+#[derive(Debug, PartialEq)]
+enum Scan<'a> {
+    Found(&'a str),
+    /// No top-level `service` string before the line ends.
+    Missing,
+    /// Escapes or an unexpected shape: a full parse decides.
+    Unsure,
+}
+
+/// Finds the top-level `"service": "..."` without parsing the line: the reader runs on one
+/// thread ahead of every worker, so it must cost a fraction of a parse. It stops at the
+/// key, which producers write near the front.
+fn scan_service(line: &[u8]) -> Scan<'_> {
+    let skip_ws = |mut i: usize| {
+        while line.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip_ws(0);
+    if line.get(i) != Some(&b'{') {
+        return Scan::Unsure;
     }
+    i += 1;
+    let (mut depth, mut expect_key) = (1usize, true);
+    while i < line.len() {
+        match line[i] {
+            b'"' => {
+                let Some((end, escaped)) = string_end(line, i + 1) else {
+                    return Scan::Missing;
+                };
+                let is_key = depth == 1 && expect_key;
+                if is_key && escaped {
+                    return Scan::Unsure;
+                }
+                if is_key && &line[i + 1..end] == b"service" {
+                    let v = skip_ws(end + 1);
+                    if line.get(v) != Some(&b':') {
+                        return Scan::Unsure;
+                    }
+                    let v = skip_ws(v + 1);
+                    if line.get(v) != Some(&b'"') {
+                        // A number, null, an object: not a service name.
+                        return Scan::Missing;
+                    }
+                    return match string_end(line, v + 1) {
+                        Some((e, false)) => {
+                            std::str::from_utf8(&line[v + 1..e]).map_or(Scan::Unsure, Scan::Found)
+                        }
+                        Some((_, true)) => Scan::Unsure,
+                        None => Scan::Missing,
+                    };
+                }
+                expect_key = false;
+                i = end + 1;
+                continue;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expect_key = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    Scan::Missing
+}
+
+/// The index of the quote that closes the string starting at `from`, and whether it held
+/// escapes; `None` when the line ends first.
+fn string_end(line: &[u8], mut from: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
+    while from < line.len() {
+        match line[from] {
+            b'"' => return Some((from, escaped)),
+            b'\\' => {
+                escaped = true;
+                from += 2;
+            }
+            _ => from += 1,
+        }
+    }
+    None
 }
 
 impl Source for FileSource {
@@ -252,6 +346,36 @@ mod tests {
         let again: Vec<(i32, i64)> = read(4).iter().map(|b| (b.partition, b.offset(0))).collect();
         let first: Vec<(i32, i64)> = batches.iter().map(|b| (b.partition, b.offset(0))).collect();
         assert_eq!(again, first);
+    }
+
+    #[test]
+    fn the_scan_finds_the_service_a_parse_finds() {
+        let lines: &[&str] = &[
+            r#"{"service":"a","model":"m"}"#,
+            r#"  { "event_id" : "x" , "service" : "b" }"#,
+            r#"{"attributes":{"service":"nested"},"service":"top"}"#,
+            r#"{"flags":["service",{"service":"deep"}],"service":"c"}"#,
+            r#"{"note":"a \"service\": \"fake\"","service":"d"}"#,
+            r#"{"service":"with \"escapes\""}"#,
+            r#"{"ser\u0076ice":"escaped key"}"#,
+            r#"{"service":null}"#,
+            r#"{"service":42}"#,
+            r#"{"model":"m"}"#,
+            r#"["service","x"]"#,
+            r#"{"service":"#,
+            r#"{"service":"ünïcode"}"#,
+        ];
+        for line in lines {
+            let scanned = match scan_service(line.as_bytes()) {
+                Scan::Found(s) => Some(s.to_string()),
+                Scan::Missing => None,
+                Scan::Unsure => parse_service(line.as_bytes()).map(|s| s.into_owned()),
+            };
+            let parsed = parse_service(line.as_bytes()).map(|s| s.into_owned());
+            assert_eq!(scanned, parsed, "{line}");
+        }
+        assert_eq!(scan_service(br#"{"a":1,"service":"s"}"#), Scan::Found("s"));
+        assert_eq!(scan_service(br#"{"service":"with \"q\""}"#), Scan::Unsure);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! values; against the raw values KS is off by at most the largest share of either sample that
 //! falls in one 0.001-wide bucket.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -176,7 +176,7 @@ impl DriftState {
 /// `prediction` values interned to small ids, at most [`MAX_CATEGORIES`] of them.
 #[derive(Debug, Clone, Default)]
 pub struct Categories {
-    index: HashMap<String, u32>,
+    index: crate::FastMap<String, u32>,
     names: Vec<String>,
 }
 

@@ -8,7 +8,7 @@
 //! oldest entry is dropped, counted in `evicted` when it was still waiting, and feedback for
 //! it then counts as unknown.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use inferwatch_schemas::{Feedback, Unmatched};
@@ -62,7 +62,7 @@ pub struct LabelJoin {
     horizon: i64,
     max_pending: usize,
     score_threshold: f64,
-    entries: HashMap<Arc<str>, Entry>,
+    entries: crate::FastMap<Arc<str>, Entry>,
     /// Waiting or answered entries in arrival order, and expired ones: both expire from the
     /// front (arrival order is event-time order up to the allowed out-of-orderness).
     live: VecDeque<Arc<str>>,
@@ -84,7 +84,7 @@ impl LabelJoin {
             horizon: c.label_horizon.as_millis() as i64,
             max_pending: c.max_pending,
             score_threshold: c.score_threshold,
-            entries: HashMap::new(),
+            entries: Default::default(),
             live: VecDeque::new(),
             expired: VecDeque::new(),
             stats: LabelStats::default(),

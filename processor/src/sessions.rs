@@ -8,7 +8,7 @@
 //! the `sessions` table. At most `max_sessions` are tracked: past it the one idle longest
 //! ends early and is counted as evicted.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use inferwatch_schemas::hash::Fnv64;
@@ -32,7 +32,7 @@ pub struct Session {
     /// Why it is runaway (`max_steps`, `max_repeats`), once it is.
     pub runaway: Option<String>,
     /// Hash of (tool, input_hash) → calls.
-    calls: HashMap<u64, u32>,
+    calls: crate::FastMap<u64, u32>,
 }
 
 /// What one event did to its session.
@@ -56,7 +56,7 @@ pub struct Sessions {
     max_repeats: u32,
     gap: i64,
     max_sessions: usize,
-    live: HashMap<Arc<str>, Session>,
+    live: crate::FastMap<Arc<str>, Session>,
     /// (last seen, id), to end idle sessions in order.
     idle: BTreeSet<(i64, Arc<str>)>,
     stats: SessionStats,
@@ -85,7 +85,7 @@ impl Sessions {
             max_repeats: c.max_repeats,
             gap: c.session_gap.as_millis() as i64,
             max_sessions: c.max_sessions,
-            live: HashMap::new(),
+            live: Default::default(),
             idle: BTreeSet::new(),
             stats: SessionStats::default(),
         }
@@ -129,7 +129,7 @@ impl Sessions {
                     cost_nanos: 0,
                     wasted_nanos: 0,
                     runaway: None,
-                    calls: HashMap::new(),
+                    calls: Default::default(),
                 },
             );
             self.idle.insert((t, id));

@@ -14,7 +14,7 @@ pub(super) const DAY_MS: i64 = 86_400_000;
 pub(super) struct Budgets {
     /// Budgets in nano-dollars.
     pub(super) services: HashMap<String, i64>,
-    pub(super) tenant_ids: HashMap<String, u32>,
+    pub(super) tenant_ids: crate::FastMap<String, u32>,
     pub(super) tenants: Vec<(String, i64)>,
     /// (day, nano-dollars spent in that day's closed panes).
     pub(super) service_spend: HashMap<String, (i64, i64)>,

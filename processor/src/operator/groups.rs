@@ -2,14 +2,14 @@
 //! built-in states, and the custom metrics' groups accumulators use the same indices, so a
 //! micro-batch updates each aggregate function in one call with the group of every row.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::metrics::CoreState;
 
 #[derive(Default)]
 pub(super) struct Groups {
     /// Pane start → key → group.
-    panes: BTreeMap<i64, HashMap<u32, usize>>,
+    panes: BTreeMap<i64, crate::FastMap<u32, usize>>,
     /// Group → built-in state; freed groups hold a default state until reused.
     states: Vec<CoreState>,
     free: Vec<usize>,

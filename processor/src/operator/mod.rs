@@ -43,7 +43,7 @@ pub struct Key {
 
 #[derive(Default)]
 struct Keys {
-    index: HashMap<String, u32>,
+    index: crate::FastMap<String, u32>,
     values: Vec<Key>,
     buf: String,
 }
