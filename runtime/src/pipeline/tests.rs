@@ -422,28 +422,38 @@ fn a_partition_taken_back_before_any_commit_starts_over_from_the_beginning() {
     assert_each_once(dir.path(), 100);
 }
 
-#[test]
-fn a_partition_handed_over_while_leaving_at_the_end_closes_its_windows() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = two_owner_config(dir.path(), Duration::from_secs(3600));
-    // b reads partition 1 to its end, and gives it up in a rebalance: its window stays open
-    // in the checkpoint for the next owner.
-    let b = Processor::start(&config);
+/// A processor that reads offsets 0..30 of partition 1 ("orphan") and gives the partition
+/// up in a rebalance: its window stays open in the checkpoint for the next owner.
+fn read_and_give_up(config: &Config) -> Processor {
+    let b = Processor::start(config);
     b.owner.assigned("t", &[1]);
     b.send(batch(1, "orphan", 0..30, 0));
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(b.owner.revoked("t", &[1], false), vec![(1, 30)]);
-    // No member gets it until a reaches the end of its input and leaves: the coordinator
-    // hands it to a on the way out, and takes it back.
-    let a = Processor::start(&config);
-    a.owner.assigned("t", &[0]);
-    a.send(batch(0, "busy", 0..30, 0));
+    b
+}
+
+/// When `a` leaves the group, the coordinator hands it partition 1 (which ends at `end`),
+/// and takes it back.
+fn handed_partition_1_on_leaving(a: &Processor, end: i64) {
     let owner = a.owner.clone();
     *a.at_close.lock().unwrap() = Some(Box::new(move || {
         owner.assigned("t", &[1]);
-        owner.assigned_while_leaving("t", &[(1, 30)]);
+        owner.assigned_while_leaving("t", &[(1, end)]);
         owner.revoked("t", &[1], false);
     }));
+}
+
+#[test]
+fn a_partition_handed_over_while_leaving_at_the_end_closes_its_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_owner_config(dir.path(), Duration::from_secs(3600));
+    let b = read_and_give_up(&config);
+    // No member gets it until a reaches the end of its input and leaves.
+    let a = Processor::start(&config);
+    a.owner.assigned("t", &[0]);
+    a.send(batch(0, "busy", 0..30, 0));
+    handed_partition_1_on_leaving(&a, 30);
     a.end();
     b.end();
     let services = strings(dir.path(), "metrics", "service");
@@ -458,20 +468,10 @@ fn a_partition_handed_over_while_leaving_at_the_end_closes_its_windows() {
 fn a_partition_handed_over_while_leaving_with_unread_messages_stays_open() {
     let dir = tempfile::tempdir().unwrap();
     let config = two_owner_config(dir.path(), Duration::from_secs(3600));
-    let b = Processor::start(&config);
-    b.owner.assigned("t", &[1]);
-    b.send(batch(1, "orphan", 0..30, 0));
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(b.owner.revoked("t", &[1], false), vec![(1, 30)]);
-    b.end();
-    let a = Processor::start(&config);
-    let owner = a.owner.clone();
+    read_and_give_up(&config).end();
     // Offsets 30..40 were never read: the windows wait for them in the checkpoint.
-    *a.at_close.lock().unwrap() = Some(Box::new(move || {
-        owner.assigned("t", &[1]);
-        owner.assigned_while_leaving("t", &[(1, 40)]);
-        owner.revoked("t", &[1], false);
-    }));
+    let a = Processor::start(&config);
+    handed_partition_1_on_leaving(&a, 40);
     a.end();
     let services = strings(dir.path(), "metrics", "service");
     assert!(services.is_empty(), "{services:?}");
