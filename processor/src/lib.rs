@@ -18,11 +18,11 @@ pub mod sessions;
 pub mod window;
 
 pub use alerts::{AlertOutput, Alerting};
-
-/// The hash map of the per-event paths (keys, sessions, label waits): a fast hasher, since
-/// the keys come from our own events and SipHash cost about a tenth of the aggregate.
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub use chain::{Chain, Collector, Emitted, Operator, Watermark};
 pub use config::ProcessorConfig;
 pub use error::{ProcessorError, Result};
 pub use operator::{OperatorStats, Output, Revisions, WindowOperator};
+
+/// The hash map of the per-event paths (keys, sessions, label waits): a fast hasher, since
+/// the keys come from our own events and SipHash cost about a tenth of the aggregate.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;

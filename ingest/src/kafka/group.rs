@@ -18,8 +18,12 @@ use super::poll::{poll_batches, Ready};
 use super::{assigned, client_config, kafka_err, partitions_of, KafkaSourceConfig, PartitionOwner};
 use crate::source::{Source, SourceError};
 
-/// How long a partition's watermarks may take to arrive (one broker round trip).
-const WATERMARK_WAIT: Duration = Duration::from_secs(5);
+/// The broker's first and next offsets of `partition` (a round trip).
+fn watermarks(consumer: &BaseConsumer<Context>, topic: &str, partition: i32) -> Option<(i64, i64)> {
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(5))
+        .ok()
+}
 
 struct Context {
     topic: String,
@@ -93,10 +97,7 @@ impl ConsumerContext for Context {
                     // out (seen with Tansu): its last windows must not stay open.
                     let ends: Vec<(i32, i64)> = parts
                         .iter()
-                        .filter_map(|&p| {
-                            let wm = consumer.fetch_watermarks(&self.topic, p, WATERMARK_WAIT);
-                            wm.ok().map(|(_, high)| (p, high))
-                        })
+                        .filter_map(|&p| Some((p, watermarks(consumer, &self.topic, p)?.1)))
                         .collect();
                     self.owner.assigned_while_leaving(&self.topic, &ends);
                 }
@@ -207,11 +208,8 @@ impl KafkaSource {
 }
 
 impl KafkaSource {
-    /// The broker's first and next offsets of `partition` (a round trip).
     fn watermarks(&self, partition: i32) -> Option<(i64, i64)> {
-        self.consumer
-            .fetch_watermarks(&self.name, partition, WATERMARK_WAIT)
-            .ok()
+        watermarks(&self.consumer, &self.name, partition)
     }
 
     /// Leaves the group: the owner is asked to checkpoint every partition first.

@@ -67,6 +67,23 @@ pub(super) struct Shared {
     pub(super) finished: bool,
 }
 
+/// Sends the revisions `part`'s operators have ready (all pending ones with `force`);
+/// returns how many `metrics` rows they revise.
+fn send_revisions(part: &mut Part, force: bool, out: &Outlet) -> Result<u64> {
+    let mut collected = Collector::default();
+    part.chain.revisions(force, &mut collected)?;
+    let emitted: Vec<Emitted> = collected.drain().collect();
+    let revised = emitted
+        .iter()
+        .map(|e| match e {
+            Emitted::Revisions(r) => r.metrics.num_rows() as u64,
+            _ => 0,
+        })
+        .sum();
+    part.send(emitted, out)?;
+    Ok(revised)
+}
+
 pub(super) fn lock(part: &Mutex<Part>) -> MutexGuard<'_, Part> {
     part.lock()
         .expect("a partition's state is never left half-updated")
@@ -367,20 +384,17 @@ impl Shared {
         let mut revised = 0;
         let out = self.outlet()?;
         self.each_part(|_, part| {
-            let mut collected = Collector::default();
-            part.chain.revisions(force, &mut collected)?;
-            let emitted: Vec<Emitted> = collected.drain().collect();
-            for e in &emitted {
-                if let Emitted::Revisions(r) = e {
-                    revised += r.metrics.num_rows() as u64;
-                }
-            }
-            part.send(emitted, out)
+            revised += send_revisions(part, force, out)?;
+            Ok(())
         })?;
-        if let Some(fb) = self.feedback.as_mut() {
-            fb.counts.revised_rows += revised;
-        }
+        self.count_revised(revised);
         Ok(())
+    }
+
+    fn count_revised(&mut self, rows: u64) {
+        if let Some(fb) = self.feedback.as_mut() {
+            fb.counts.revised_rows += rows;
+        }
     }
 
     /// Sessions ended early past `loops.max_sessions`, over the partitions held.
@@ -427,12 +441,15 @@ impl Shared {
     /// After the end of input, `partition` arrived with `end` as the broker's end offset:
     /// read to that end (by an earlier owner), it finishes as the others did.
     pub(super) fn finish_late(&mut self, partition: i32, end: i64) -> Result<()> {
+        if !self.finished {
+            return Ok(());
+        }
         self.settle()?;
         let Some(part) = self.parts.get(&partition) else {
             return Ok(());
         };
         let mut part = lock(part);
-        if !self.finished || part.next_offset.is_none_or(|n| n < end) {
+        if part.next_offset.is_none_or(|n| n < end) {
             return Ok(());
         }
         tracing::info!(
@@ -440,9 +457,10 @@ impl Shared {
         );
         let out = self.outlet()?;
         part.watermark(Watermark::End, out)?;
-        let mut collected = Collector::default();
-        part.chain.revisions(true, &mut collected)?;
-        part.send(collected.drain().collect(), out)
+        let revised = send_revisions(&mut part, true, out)?;
+        drop(part);
+        self.count_revised(revised);
+        Ok(())
     }
 
     /// Queues a checkpoint of `partition`; returns the receiver to wait on when `wait`.
