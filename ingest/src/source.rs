@@ -75,7 +75,8 @@ pub trait Source: Send {
 
     /// The partitions held that have messages past what was read, with how many, when the
     /// source can tell (Kafka asks the brokers for their end offsets): a source that is
-    /// behind is not idle, however long nothing arrived. `None`: unknown.
+    /// behind is not idle, however long nothing arrived. Kafka also names partitions no
+    /// member of the group is seen reading, which it is getting assigned. `None`: unknown.
     fn behind(&mut self) -> Option<Vec<(i32, u64)>> {
         None
     }

@@ -83,6 +83,7 @@ impl Job {
         }
         let mut kc = KafkaSourceConfig::new(&k.brokers, &k.group, &k.topic);
         kc.properties = k.properties.clone();
+        kc.commit_interval = config.checkpoint.interval;
         let source = Box::new(KafkaSource::new(&kc, pipeline.owner())?);
         Ok(Self {
             pipeline,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use inferwatch_schemas::RawBatch;
 use rdkafka::client::ClientContext;
@@ -14,6 +14,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
 use super::errors::ErrorLog;
+use super::orphans::{Orphans, Unread};
 use super::poll::{poll_batches, Ready};
 use super::{assigned, client_config, kafka_err, partitions_of, KafkaSourceConfig, PartitionOwner};
 use crate::source::{Source, SourceError};
@@ -82,8 +83,10 @@ impl ConsumerContext for Context {
                     .expect("not poisoned")
                     .retain(|p| !parts.contains(p));
                 tracing::info!("assigned partitions {parts:?} of {}", self.topic);
+                let mut resumed = Vec::new();
                 for (p, from) in self.owner.assigned(&self.topic, &parts) {
                     if let Some(off) = from {
+                        resumed.push((p, off));
                         self.starts.lock().expect("not poisoned").push((p, off));
                         if let Err(e) =
                             tpl.set_partition_offset(&self.topic, p, Offset::Offset(off))
@@ -108,6 +111,11 @@ impl ConsumerContext for Context {
                 };
                 if let Err(e) = r {
                     tracing::error!("assigning partitions {parts:?} failed: {e}");
+                }
+                // The group sees where the checkpoints resume, even before anything new
+                // arrives: an offset that stays behind looks like a partition nobody reads.
+                if !resumed.is_empty() {
+                    commit(consumer, &self.topic, &resumed, CommitMode::Async);
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
@@ -165,7 +173,16 @@ pub struct KafkaSource {
     ready: Ready,
     /// Next offset per partition, where known: names the partition of an unreadable batch.
     positions: BTreeMap<i32, i64>,
+    /// When the last message arrived: a quiet member looks for partitions nobody reads.
+    last_message: Instant,
+    orphans: Orphans,
 }
+
+/// How long a member is quiet before it looks for partitions nobody reads, and how often.
+const QUIET: Duration = Duration::from_secs(5);
+
+/// What the group member uses unless `[kafka.properties]` says otherwise.
+const SESSION_TIMEOUT_MS: &str = "10000";
 
 impl KafkaSource {
     /// Joins the group and subscribes. Brokers need not be up yet: the consumer keeps
@@ -178,7 +195,7 @@ impl KafkaSource {
             cfg,
             &[
                 ("partition.assignment.strategy", "cooperative-sticky"),
-                ("session.timeout.ms", "10000"),
+                ("session.timeout.ms", SESSION_TIMEOUT_MS),
                 ("heartbeat.interval.ms", "1000"),
                 ("max.poll.interval.ms", "300000"),
             ],
@@ -196,6 +213,12 @@ impl KafkaSource {
         let consumer: BaseConsumer<Context> =
             cc.create_with_context(context).map_err(kafka_err(cfg))?;
         consumer.subscribe(&[&cfg.topic]).map_err(kafka_err(cfg))?;
+        let session = cfg
+            .properties
+            .get("session.timeout.ms")
+            .unwrap_or(SESSION_TIMEOUT_MS)
+            .parse()
+            .map_or(Duration::from_secs(10), Duration::from_millis);
         Ok(Self {
             consumer,
             name: Arc::from(cfg.topic.as_str()),
@@ -203,6 +226,8 @@ impl KafkaSource {
             poll_wait: cfg.poll_wait,
             ready: Ready::default(),
             positions: BTreeMap::new(),
+            last_message: Instant::now(),
+            orphans: Orphans::new(cfg.commit_interval, session),
         })
     }
 }
@@ -210,6 +235,63 @@ impl KafkaSource {
 impl KafkaSource {
     fn watermarks(&self, partition: i32) -> Option<(i64, i64)> {
         watermarks(&self.consumer, &self.name, partition)
+    }
+
+    /// While quiet, looks for partitions nobody reads every [`QUIET`], and rejoins the group
+    /// when one has been left for too long.
+    fn watch_orphans(&mut self) {
+        let now = Instant::now();
+        let due_check = self
+            .orphans
+            .last_check
+            .is_none_or(|t| now.duration_since(t) >= QUIET);
+        if now.duration_since(self.last_message) >= QUIET && due_check {
+            self.check_orphans(now);
+        }
+    }
+
+    fn check_orphans(&mut self, now: Instant) {
+        let ctx = self.consumer.context();
+        if !ctx.joined.load(Ordering::SeqCst) || ctx.leaving.load(Ordering::SeqCst) {
+            return;
+        }
+        let held = assigned(&self.consumer, &self.name);
+        self.orphans.check(&self.consumer, &self.name, &held, now);
+        let due = self.orphans.due(now);
+        if !due.is_empty() {
+            self.rejoin(&due);
+            self.orphans.rejoined(now);
+        }
+    }
+
+    /// Leaves the group and joins it again, so that its coordinator assigns every partition
+    /// afresh. What is held is revoked first (checkpointed and committed, as in any
+    /// rebalance).
+    fn rejoin(&mut self, orphans: &[Unread]) {
+        let parts: Vec<i32> = orphans.iter().map(|u| u.partition).collect();
+        let unread: u64 = orphans.iter().map(|u| u.messages).sum();
+        let still = orphans
+            .iter()
+            .map(|u| u.still_for)
+            .min()
+            .unwrap_or_default();
+        tracing::warn!(
+            "partitions {parts:?} of {} hold {unread} unread messages and no member of the \
+             group has read them for {}s: rejoining the group so that they are assigned again",
+            self.name,
+            still.as_secs()
+        );
+        self.ready.batches.clear();
+        self.consumer.unsubscribe();
+        // The revocation runs inside a poll. Messages polled meanwhile are dropped: the
+        // checkpoint of their partition says where its next owner starts.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !assigned(&self.consumer, &self.name).is_empty() && Instant::now() < deadline {
+            let _ = self.consumer.poll(Duration::from_millis(100));
+        }
+        if let Err(e) = self.consumer.subscribe(&[&self.name]) {
+            tracing::error!("subscribing to {} again failed: {e}", self.name);
+        }
     }
 
     /// Leaves the group: the owner is asked to checkpoint every partition first.
@@ -265,6 +347,11 @@ impl Source for KafkaSource {
         self.positions.extend(std::mem::take(
             &mut *ctx.starts.lock().expect("not poisoned"),
         ));
+        if pending.is_empty() && failed.is_none() {
+            self.watch_orphans();
+        } else {
+            self.last_message = Instant::now();
+        }
         self.ready.refill(pending, failed, &self.name)
     }
 
@@ -314,6 +401,10 @@ impl Source for KafkaSource {
                 self.seek(p, at);
             }
         }
+        // Partitions nobody reads are waited for too (a rejoin gets them assigned), unless
+        // someone is seen reading them.
+        self.check_orphans(Instant::now());
+        out.extend(self.orphans.waited_for().map(|u| (u.partition, u.messages)));
         Some(out)
     }
 

@@ -11,6 +11,7 @@
 mod errors;
 mod follower;
 mod group;
+mod orphans;
 mod poll;
 
 use std::time::Duration;
@@ -39,6 +40,10 @@ pub struct KafkaSourceConfig {
     pub properties: ClientProperties,
     /// How long one `next_batch` waits for messages before returning what it has.
     pub poll_wait: Duration,
+    /// How often the processor commits each partition's progress (its checkpoint
+    /// interval). A partition whose committed offset stays below its end for much longer
+    /// than this is read by nobody, and a quiet member rejoins the group to get it assigned.
+    pub commit_interval: Duration,
 }
 
 impl KafkaSourceConfig {
@@ -49,6 +54,7 @@ impl KafkaSourceConfig {
             topic: topic.into(),
             properties: ClientProperties::new(),
             poll_wait: Duration::from_millis(100),
+            commit_interval: Duration::from_secs(10),
         }
     }
 }
