@@ -150,11 +150,12 @@ impl Orphans {
             .collect()
     }
 
-    /// A rejoin starts the watch afresh.
+    /// A rejoin starts the clocks afresh; what is unread is still waited for.
     pub(super) fn rejoined(&mut self, now: Instant) {
         self.last_rejoin = Some(now);
-        self.seen.clear();
-        self.unread.clear();
+        for w in self.seen.values_mut() {
+            w.since = now;
+        }
     }
 }
 
@@ -239,8 +240,10 @@ mod tests {
         let due = o.due(t0 + s(9));
         assert_eq!(parts(due.iter()), [3]);
         assert_eq!(due[0].messages, 50);
-        // After a rejoin the watch starts over, and the next rejoin waits its turn.
+        // After a rejoin the clocks start over (the partition is still waited for), and
+        // the next rejoin waits its turn.
         o.rejoined(t0 + s(9));
+        assert_eq!(parts(o.waited_for()), [1, 3]);
         o.observe(&[at(3, None, 50)], t0 + s(12));
         o.observe(&[at(3, None, 50)], t0 + s(17));
         assert!(

@@ -33,6 +33,7 @@ use serde::Serialize;
 
 mod calibration;
 mod drift;
+mod hdr;
 mod quantile;
 
 pub use calibration::{
@@ -40,7 +41,8 @@ pub use calibration::{
     Rank, RANK_STEPS,
 };
 pub use drift::{count_buckets, Categorical, CategoricalState, Drift, DriftFn, TwoSample};
-pub use quantile::{Hdr, Quantile};
+pub use hdr::Hdr;
+pub use quantile::Quantile;
 
 /// What the functions take from the config: the reliability bins and the drift floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

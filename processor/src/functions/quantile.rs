@@ -1,6 +1,6 @@
 //! `latency_quantile(latency_ms, q)` and `cost_quantile(cost_usd, q)`: quantiles from an HDR
-//! histogram with three significant digits, so a state is a few KB whatever the traffic and
-//! merges exactly.
+//! histogram with three significant digits ([`Hdr`]), so a state is a few KB whatever the
+//! traffic and merges exactly.
 
 use std::sync::Arc;
 
@@ -11,90 +11,8 @@ use arrow::datatypes::Schema;
 use datafusion::common::{exec_err, Result as DfResult, ScalarValue};
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::PhysicalExpr;
-use hdrhistogram::Histogram;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{float_arg, kept, Function, States};
-
-/// Significant digits of every HDR histogram.
-const HDR_SIGFIG: u8 = 3;
-
-fn histogram() -> Box<Histogram<u32>> {
-    // Auto-resizing: memory follows the largest value seen, not a preset range.
-    Box::new(Histogram::new(HDR_SIGFIG).expect("3 significant digits is a valid HDR precision"))
-}
-
-/// An HDR histogram of non-negative integers, empty until the first value.
-#[derive(Debug, Clone, Default)]
-pub struct Hdr(Option<Box<Histogram<u32>>>);
-
-impl Hdr {
-    pub fn record(&mut self, v: u64) {
-        let h = self.0.get_or_insert_with(histogram);
-        // Only values beyond HDR's range (> 2^62) clamp.
-        if h.record(v).is_err() {
-            h.saturating_record(v);
-        }
-    }
-
-    pub fn merge(&mut self, from: &Hdr) {
-        if let Some(f) = &from.0 {
-            match &mut self.0 {
-                Some(h) => h
-                    .add(f.as_ref())
-                    .expect("auto-resizing histograms always merge"),
-                None => self.0 = Some(f.clone()),
-            }
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|h| h.is_empty())
-    }
-
-    /// The `q` quantile divided by `unit`; `None` when empty.
-    pub fn quantile(&self, q: f64, unit: f64) -> Option<f64> {
-        self.0
-            .as_ref()
-            .filter(|h| !h.is_empty())
-            .map(|h| h.value_at_quantile(q) as f64 / unit)
-    }
-
-    pub fn size(&self) -> usize {
-        self.0.as_ref().map_or(0, |h| {
-            size_of::<Histogram<u32>>() + h.distinct_values() * size_of::<u32>()
-        })
-    }
-}
-
-/// The (bucket value, count) pairs that were recorded. Recording each bucket's highest
-/// equivalent value again lands in the same bucket, so the restored histogram answers every
-/// quantile exactly as the original did.
-impl Serialize for Hdr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let pairs: Option<Vec<(u64, u32)>> = self.0.as_ref().map(|h| {
-            h.iter_recorded()
-                .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                .collect()
-        });
-        pairs.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Hdr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let pairs = Option::<Vec<(u64, u32)>>::deserialize(d)?;
-        Ok(Hdr(pairs.map(|pairs| {
-            let mut h = histogram();
-            for (v, n) in pairs {
-                if h.record_n(v, n).is_err() {
-                    h.saturating_record_n(v, n);
-                }
-            }
-            h
-        })))
-    }
-}
+use super::{float_arg, kept, Function, Hdr, States};
 
 /// A quantile of values recorded in `unit`s per output unit (µs per ms, nano-dollars per
 /// dollar).
