@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use arrow::array::{Array, AsArray};
 use arrow::util::pretty::pretty_format_batches;
 use inferwatch_schemas::{EventDecoder, Limits, RawBatch};
 
@@ -123,4 +124,70 @@ fn a_checkpoint_of_an_unknown_operator_is_refused() {
     let snap = br#"{"chain":1,"operators":[["dedupe","00"]]}"#;
     let err = Chain::new(&config).unwrap().restore(snap).unwrap_err();
     assert!(err.to_string().contains("`dedupe`"), "{err}");
+}
+
+/// One call per session, many sessions, all in one window.
+fn one_call_sessions(range: std::ops::Range<i64>) -> RecordBatch {
+    let mut raw = RawBatch::new(Arc::from("t"), 0);
+    for i in range {
+        let json = format!(
+            r#"{{"event_id":"e{i}","timestamp":{},"service":"s","model":"m","latency_ms":5,"status":"ok","session_id":"sess-{i}"}}"#,
+            1_767_225_600_000 + i
+        );
+        raw.push(json.as_bytes(), i);
+    }
+    EventDecoder::new(Limits::default()).decode(&raw).events
+}
+
+#[test]
+fn sessions_ending_within_a_long_window_are_handed_out_before_it_closes_each_once() {
+    let mut config = ProcessorConfig::default();
+    config.window.size = std::time::Duration::from_secs(3600);
+    config.window.slide = None;
+    // Past 10 sessions the one idle longest ends early: every call ends a session.
+    config.loops.max_sessions = 10;
+    let mut chain = Chain::new(&config).unwrap();
+    let total = crate::operator::SESSION_ROWS_PER_FILE as i64 * 5 / 2;
+    let (mut ids, mut names, mut before_close) = (Vec::new(), Vec::new(), 0);
+    let mut out = Collector::default();
+    let mut take = |out: &mut Collector, closed: bool| {
+        for e in out.drain() {
+            if let Emitted::Sessions(s) = e {
+                names.push(s.at);
+                if !closed {
+                    before_close += s.batch.num_rows();
+                }
+                let id = s.batch.column(0).as_string::<i32>();
+                ids.extend((0..id.len()).map(|i| id.value(i).to_string()));
+            }
+        }
+    };
+    for start in (0..total).step_by(5_000) {
+        chain
+            .process_batch(
+                one_call_sessions(start..(start + 5_000).min(total)),
+                &mut out,
+            )
+            .unwrap();
+        take(&mut out, false);
+    }
+    chain.handle_watermark(Watermark::End, &mut out).unwrap();
+    take(&mut out, true);
+    let per_file = crate::operator::SESSION_ROWS_PER_FILE;
+    assert!(
+        before_close >= 2 * per_file && total as usize - before_close < per_file + 5_000,
+        "two files' worth were handed out before the window closed: {before_close}"
+    );
+    assert!(
+        names.windows(2).all(|w| w[0] < w[1]),
+        "file names increase: {names:?}"
+    );
+    ids.sort();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(
+        (n, ids.len()),
+        (total as usize, total as usize),
+        "each session once"
+    );
 }

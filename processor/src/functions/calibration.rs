@@ -11,13 +11,8 @@ use arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{Result as DfResult, ScalarValue};
 use serde::{Deserialize, Serialize};
 
+use super::ranks::{bucket_of, Ranks, RANK_STEPS};
 use super::{bool_arg, f64_bits, float_arg, kept, Function, States};
-
-/// AUROC and equal-mass resolution: confidences are bucketed to 1/RANK_STEPS (round to
-/// nearest). Pairs of opposite labels in one bucket count as ties (½), so the error against
-/// the exact AUROC is at most half the share of such pairs — below 0.005 unless scores pile
-/// up within 0.0001 of each other.
-pub const RANK_STEPS: f64 = 10_000.0;
 
 /// Bin index of a confidence in [0, 1] under the equal-width (b/B, (b+1)/B] rule.
 pub fn calibration_bin(c: f64, bins: usize) -> usize {
@@ -79,17 +74,9 @@ pub struct Calibration {
     /// Equal-width bins (empty with equal-mass binning).
     #[serde(default)]
     pub bins: Vec<Bin>,
-    /// Confidence bucket (1/[`RANK_STEPS`]) → counts and confidence sum.
-    pub ranks: std::collections::BTreeMap<u16, Rank>,
-}
-
-/// Labeled events in one confidence bucket.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct Rank {
-    pub correct: u64,
-    pub wrong: u64,
-    #[serde(with = "f64_bits")]
-    pub conf_sum: f64,
+    /// Labeled counts per confidence bucket (1/[`RANK_STEPS`]); confidence sums too with
+    /// equal-mass bins.
+    pub ranks: Ranks,
 }
 
 /// One reliability bin's partial state.
@@ -117,13 +104,9 @@ impl Calibration {
             b.correct += y;
             b.conf_sum += conf;
         }
-        let r = self
-            .ranks
-            .entry((conf * RANK_STEPS).round() as u16)
-            .or_default();
-        r.correct += y;
-        r.wrong += 1 - y;
-        r.conf_sum += conf;
+        // Equal-mass bins (no equal-width ones) take their mean confidence from the buckets.
+        self.ranks
+            .add(bucket_of(conf), correct, (width_bins == 0).then_some(conf));
     }
 
     pub fn merge(&mut self, o: &Calibration) {
@@ -139,12 +122,7 @@ impl Calibration {
             a.correct += b.correct;
             a.conf_sum += b.conf_sum;
         }
-        for (k, x) in &o.ranks {
-            let r = self.ranks.entry(*k).or_default();
-            r.correct += x.correct;
-            r.wrong += x.wrong;
-            r.conf_sum += x.conf_sum;
-        }
+        self.ranks.merge(&o.ranks);
     }
 
     /// Non-empty reliability bins, in bin order.
@@ -177,7 +155,7 @@ impl Calibration {
         let mut conf_sums: Vec<f64> = Vec::new();
         let mut correct: Vec<u64> = Vec::new();
         let mut below = 0u64;
-        for (&k, r) in &self.ranks {
+        for (k, r) in self.ranks.iter() {
             let n = r.correct + r.wrong;
             let bin = ((bins as u64 * below) / self.n).min(bins as u64 - 1);
             below += n;
@@ -247,7 +225,7 @@ impl Calibration {
         }
         let mut neg_below = 0.0;
         let mut sum = 0.0;
-        for r in self.ranks.values() {
+        for (_, r) in self.ranks.iter() {
             sum += r.correct as f64 * (neg_below + 0.5 * r.wrong as f64);
             neg_below += r.wrong as f64;
         }
@@ -255,7 +233,7 @@ impl Calibration {
     }
 
     pub fn size(&self) -> usize {
-        self.bins.capacity() * size_of::<Bin>() + self.ranks.len() * (size_of::<(u16, Rank)>() + 8)
+        self.bins.capacity() * size_of::<Bin>() + self.ranks.size()
     }
 }
 

@@ -35,14 +35,15 @@ mod calibration;
 mod drift;
 mod hdr;
 mod quantile;
+mod ranks;
 
 pub use calibration::{
     calibration_bin, Bin, BinRow, BinSpec, Binning, Calibration, CalibrationFn, CalibrationValue,
-    Rank, RANK_STEPS,
 };
 pub use drift::{count_buckets, Categorical, CategoricalState, Drift, DriftFn, TwoSample};
 pub use hdr::Hdr;
 pub use quantile::Quantile;
+pub use ranks::{Rank, Ranks, RANK_STEPS};
 
 /// What the functions take from the config: the reliability bins and the drift floor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

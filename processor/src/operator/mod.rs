@@ -143,8 +143,10 @@ pub struct WindowOperator {
     sessions: Sessions,
     /// Sessions that ended, not yet handed out as `sessions` rows.
     ended: Vec<(Arc<str>, Session)>,
-    /// `emitted_through` when `sessions` rows were last handed out.
+    /// The event time that names the last file of `sessions` rows handed out (increasing).
     sessions_at: Option<i64>,
+    /// `emitted_through` when `sessions` rows were last handed out.
+    sessions_cut_through: Option<i64>,
 }
 
 impl WindowOperator {
@@ -204,6 +206,7 @@ impl WindowOperator {
             sessions: Sessions::new(&config.loops),
             ended: Vec::new(),
             sessions_at: None,
+            sessions_cut_through: None,
         })
     }
 
@@ -247,8 +250,8 @@ use budgets::*;
 use groups::Groups;
 pub use revisions::Revisions;
 use revisions::*;
-pub use rows::SessionRows;
 use rows::*;
+pub use rows::{SessionRows, SESSION_ROWS_PER_FILE};
 pub(crate) use snapshot::{hex, unhex};
 
 #[cfg(test)]

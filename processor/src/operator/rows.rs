@@ -2,10 +2,14 @@
 
 use super::*;
 
+/// Ended sessions held at most before they are handed out as a file of `sessions` rows.
+pub const SESSION_ROWS_PER_FILE: usize = 32_768;
+
 /// Rows of the `sessions` table, handed out when windows close.
 #[derive(Debug)]
 pub struct SessionRows {
-    /// Names the file: the window close they were handed out at.
+    /// Names the file: the window close they were handed out at, or the event time reached
+    /// when [`SESSION_ROWS_PER_FILE`] ended before a window closed (names increase).
     pub at: i64,
     pub batch: RecordBatch,
 }
@@ -167,12 +171,28 @@ impl WindowOperator {
     }
 
     /// `sessions` rows of the sessions that ended, handed out once a window closed since
-    /// the last call (or now, with `force`), so files are cut at points fixed by event time.
+    /// the last call (or now, with `force`), so files are cut at points fixed by event time;
+    /// also whenever [`SESSION_ROWS_PER_FILE`] have ended, so that a long window with many
+    /// sessions does not hold them all in memory.
     pub fn take_sessions(&mut self, force: bool) -> Result<Option<SessionRows>> {
-        if self.ended.is_empty() || (!force && self.sessions_at == self.emitted_through) {
+        let closed = self.sessions_cut_through != self.emitted_through;
+        let full = self.ended.len() >= SESSION_ROWS_PER_FILE;
+        if self.ended.is_empty() || !(force || closed || full) {
             return Ok(None);
         }
-        self.sessions_at = self.emitted_through;
+        self.sessions_cut_through = self.emitted_through;
+        let named = if closed || force {
+            self.emitted_through
+        } else {
+            self.max_event_time
+        };
+        // A restore removes the files named after its checkpoint's `sessions_at`: names
+        // must increase.
+        let at = match self.sessions_at {
+            Some(prev) => named.unwrap_or(prev).max(prev + 1),
+            None => named.unwrap_or(0),
+        };
+        self.sessions_at = Some(at);
         let mut ended = std::mem::take(&mut self.ended);
         ended.sort_by(|a, b| (a.1.first_seen, &a.0).cmp(&(b.1.first_seen, &b.0)));
         let mut keys = WindowKeyColumns::new();
@@ -204,10 +224,7 @@ impl WindowOperator {
             Arc::new(reason.finish()),
         ]);
         let batch = RecordBatch::try_new(inferwatch_schemas::tables::sessions_schema(), columns)?;
-        Ok(Some(SessionRows {
-            at: self.emitted_through.unwrap_or(0),
-            batch,
-        }))
+        Ok(Some(SessionRows { at, batch }))
     }
 
     /// Reliability-bin rows (`calibration_bins`) of the windows closed since the last call.

@@ -254,6 +254,9 @@ impl WindowOperator {
             .map(|(id, s)| (Arc::from(id), s))
             .collect();
         self.sessions_at = snap.sessions_at;
+        // Rows are handed out in the batch that closes a window, so none are due at a
+        // checkpoint for a window already closed.
+        self.sessions_cut_through = snap.emitted_through;
         self.max_event_time = snap.max_event_time;
         self.stats = snap.stats;
         Ok(())
