@@ -261,17 +261,8 @@ mod tests {
 
     /// A deterministic spread of values: log-normal-ish over many decades, with repeats.
     fn values(seed: u64, n: usize, scale: f64) -> Vec<u64> {
-        let mut x = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-                (scale * (8.0 * u).exp2()) as u64
-            })
+        super::super::uniforms(seed, n)
+            .map(|(u, _)| (scale * (8.0 * u).exp2()) as u64)
             .collect()
     }
 

@@ -394,5 +394,17 @@ pub(crate) mod f64_bits {
     }
 }
 
+/// A deterministic stream of (uniform in [0, 1), the raw 64 bits) for tests: an LCG.
+#[cfg(test)]
+fn uniforms(seed: u64, n: usize) -> impl Iterator<Item = (f64, u64)> {
+    let mut x = seed;
+    (0..n).map(move |_| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((x >> 11) as f64 / (1u64 << 53) as f64, x)
+    })
+}
+
 #[cfg(test)]
 mod tests;

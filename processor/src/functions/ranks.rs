@@ -200,15 +200,8 @@ mod tests {
     }
 
     fn events(n: usize, seed: u64) -> Vec<(f64, bool)> {
-        let mut x = seed;
-        (0..n)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                let conf = (x >> 11) as f64 / (1u64 << 53) as f64;
-                (conf, (x & 0b111) != 0)
-            })
+        super::super::uniforms(seed, n)
+            .map(|(conf, x)| (conf, (x & 0b111) != 0))
             .collect()
     }
 
