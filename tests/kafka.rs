@@ -353,7 +353,15 @@ fn a_broker_that_is_down_at_start_and_mid_run_is_waited_for() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let config = dir.path().join("c.toml");
-    std::fs::write(&config, "[checkpoint]\ninterval = \"500ms\"\n").unwrap();
+    // A session that outlives the broker's restart under load. When the client's session
+    // expired while the broker was away, Tansu 0.6 kept the group forming around the old
+    // member as its leader, which no longer existed, and never assigned the partitions
+    // again (seen in its database: state `Forming`, leader not among the members).
+    std::fs::write(
+        &config,
+        "[checkpoint]\ninterval = \"500ms\"\n[kafka.properties]\n\"session.timeout.ms\" = \"30000\"\n",
+    )
+    .unwrap();
     let group = unique("g");
     // The processor starts first, with no broker there.
     let mut child = spawn_run(
