@@ -16,15 +16,11 @@ use rdkafka::types::RDKafkaRespErr;
 use super::errors::ErrorLog;
 use super::orphans::{Orphans, Unread};
 use super::poll::{poll_batches, Ready};
-use super::{assigned, client_config, kafka_err, partitions_of, KafkaSourceConfig, PartitionOwner};
+use super::{
+    assigned, client_config, kafka_err, partitions_of, watermarks, KafkaSourceConfig,
+    PartitionOwner,
+};
 use crate::source::{Source, SourceError};
-
-/// The broker's first and next offsets of `partition` (a round trip).
-fn watermarks(consumer: &BaseConsumer<Context>, topic: &str, partition: i32) -> Option<(i64, i64)> {
-    consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(5))
-        .ok()
-}
 
 struct Context {
     topic: String,
@@ -182,7 +178,7 @@ pub struct KafkaSource {
 const QUIET: Duration = Duration::from_secs(5);
 
 /// What the group member uses unless `[kafka.properties]` says otherwise.
-const SESSION_TIMEOUT_MS: &str = "10000";
+const SESSION_TIMEOUT_MS: u64 = 10_000;
 
 impl KafkaSource {
     /// Joins the group and subscribes. Brokers need not be up yet: the consumer keeps
@@ -195,7 +191,7 @@ impl KafkaSource {
             cfg,
             &[
                 ("partition.assignment.strategy", "cooperative-sticky"),
-                ("session.timeout.ms", SESSION_TIMEOUT_MS),
+                ("session.timeout.ms", &SESSION_TIMEOUT_MS.to_string()),
                 ("heartbeat.interval.ms", "1000"),
                 ("max.poll.interval.ms", "300000"),
             ],
@@ -213,12 +209,12 @@ impl KafkaSource {
         let consumer: BaseConsumer<Context> =
             cc.create_with_context(context).map_err(kafka_err(cfg))?;
         consumer.subscribe(&[&cfg.topic]).map_err(kafka_err(cfg))?;
-        let session = cfg
-            .properties
-            .get("session.timeout.ms")
-            .unwrap_or(SESSION_TIMEOUT_MS)
-            .parse()
-            .map_or(Duration::from_secs(10), Duration::from_millis);
+        let session_ms = cfg.properties.get("session.timeout.ms");
+        let session = Duration::from_millis(
+            session_ms
+                .and_then(|ms| ms.parse().ok())
+                .unwrap_or(SESSION_TIMEOUT_MS),
+        );
         Ok(Self {
             consumer,
             name: Arc::from(cfg.topic.as_str()),
@@ -257,7 +253,7 @@ impl KafkaSource {
         }
         let held = assigned(&self.consumer, &self.name);
         self.orphans.check(&self.consumer, &self.name, &held, now);
-        let due = self.orphans.due(now);
+        let due = self.orphans.due();
         if !due.is_empty() {
             self.rejoin(&due);
             self.orphans.rejoined(now);

@@ -93,6 +93,17 @@ fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
         .collect()
 }
 
+/// The broker's first and next offsets of `partition` (a round trip).
+fn watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(5))
+        .ok()
+}
+
 /// The partitions of `topic` assigned to `consumer` (none when the client cannot tell).
 fn assigned<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Vec<i32> {
     consumer

@@ -3,8 +3,8 @@
 //! still open), and then no one ever reads it. A quiet member watches the group's committed
 //! offsets of the partitions it does not hold: every live reader commits each commit
 //! interval, so an offset below the end that stays put for longer than a dead member's
-//! session plus two commit intervals belongs to nobody, and the member rejoins the group so
-//! that its coordinator assigns every partition afresh.
+//! session plus two commit intervals (and a margin) belongs to nobody, and the member
+//! rejoins the group so that its coordinator assigns every partition afresh.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -48,13 +48,13 @@ struct Watch {
 pub(super) struct Orphans {
     seen: BTreeMap<i32, Watch>,
     /// A live reader commits within this (two commit intervals).
-    pub(super) live_within: Duration,
-    /// Still longer than this: nobody reads it (a dead member's session plus `live_within`).
-    pub(super) orphaned_after: Duration,
+    live_within: Duration,
+    /// Still longer than this: nobody reads it (a dead member's session, `live_within` and
+    /// [`ORPHAN_MARGIN`]).
+    orphaned_after: Duration,
     pub(super) last_check: Option<Instant>,
-    pub(super) last_rejoin: Option<Instant>,
     /// What the last check found.
-    pub(super) unread: Vec<Unread>,
+    unread: Vec<Unread>,
 }
 
 impl Orphans {
@@ -68,7 +68,6 @@ impl Orphans {
             // rebalance: wait well past that.
             orphaned_after: session_timeout + live_within + ORPHAN_MARGIN,
             last_check: None,
-            last_rejoin: None,
             unread: Vec::new(),
         }
     }
@@ -89,7 +88,7 @@ impl Orphans {
         let offsets: Vec<Offsets> = committed
             .into_iter()
             .filter_map(|(partition, committed)| {
-                let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT).ok()?;
+                let (low, high) = super::watermarks(consumer, topic, partition)?;
                 Some(Offsets {
                     partition,
                     committed,
@@ -141,15 +140,10 @@ impl Orphans {
             .filter(|u| !u.moved || u.still_for >= self.live_within)
     }
 
-    /// Partitions nobody has read for `orphaned_after`, when a rejoin is due (at most one
-    /// per `orphaned_after`, so that the group settles in between).
-    pub(super) fn due(&self, now: Instant) -> Vec<Unread> {
-        if self
-            .last_rejoin
-            .is_some_and(|t| now.duration_since(t) < self.orphaned_after)
-        {
-            return Vec::new();
-        }
+    /// Partitions nobody has read for `orphaned_after`: a rejoin is due. (A rejoin restarts
+    /// every clock, so there is at most one per `orphaned_after` and the group settles in
+    /// between.)
+    pub(super) fn due(&self) -> Vec<Unread> {
         self.unread
             .iter()
             .filter(|u| u.still_for >= self.orphaned_after)
@@ -159,7 +153,6 @@ impl Orphans {
 
     /// A rejoin starts the clocks afresh; what is unread is still waited for.
     pub(super) fn rejoined(&mut self, now: Instant) {
-        self.last_rejoin = Some(now);
         for w in self.seen.values_mut() {
             w.since = now;
         }
@@ -236,7 +229,7 @@ mod tests {
             t0,
         );
         assert_eq!(parts(o.waited_for()), [1, 3], "unknown yet: waited for");
-        assert!(o.due(t0).is_empty());
+        assert!(o.due().is_empty());
         // 1 moves (a live reader), 3 does not.
         o.observe(&[at(1, Some(40), 100), at(3, None, 50)], t0 + s(2));
         assert_eq!(parts(o.waited_for()), [3]);
@@ -245,10 +238,10 @@ mod tests {
         let t = t0 + s(9) + ORPHAN_MARGIN;
         o.observe(&[at(1, Some(70), 100), at(3, None, 50)], t0 + s(4));
         o.observe(&[at(1, Some(70), 100), at(3, None, 50)], t - s(1));
-        assert!(o.due(t - s(1)).is_empty(), "not yet");
+        assert!(o.due().is_empty(), "not yet");
         o.observe(&[at(1, Some(70), 100), at(3, None, 50)], t);
         assert_eq!(parts(o.waited_for()), [1, 3], "1 has been still too long");
-        let due = o.due(t);
+        let due = o.due();
         assert_eq!(parts(due.iter()), [3], "1 moved 5 s after 3 was first seen");
         assert_eq!(due[0].messages, 50);
         // After a rejoin the clocks start over (the partitions are still waited for), and
@@ -257,10 +250,10 @@ mod tests {
         assert_eq!(parts(o.waited_for()), [1, 3]);
         o.observe(&[at(3, None, 50)], t + s(3));
         o.observe(&[at(3, None, 50)], t + s(8));
-        assert!(o.due(t + s(8)).is_empty(), "too soon after the last rejoin");
+        assert!(o.due().is_empty(), "too soon after the last rejoin");
         let later = t + s(9) + ORPHAN_MARGIN;
         o.observe(&[at(3, None, 50)], later);
-        assert_eq!(parts(o.due(later).iter()), [3]);
+        assert_eq!(parts(o.due().iter()), [3]);
         // A partition that came to this member leaves the watch.
         o.observe(&[], later + s(1));
         assert!(o.unread.is_empty() && o.seen.is_empty());
