@@ -28,9 +28,22 @@ fi
 # The Kafka-protocol broker the integration tests start on a free loopback port (not needed
 # when INFERWATCH_TEST_BROKERS points at another Kafka).
 export PATH="$HOME/.cargo/bin:$PATH"
+tansu_install=""
+tansu_log="$(mktemp)"
 if [ -z "${INFERWATCH_TEST_BROKERS:-}" ] && ! command -v tansu >/dev/null 2>&1; then
-    echo "installing the Tansu broker for the Kafka tests (cargo install, about 8 minutes)..."
-    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --quiet
+    # Beside the workspace build: each fills the core the other leaves idle while it links
+    # or compiles one large crate.
+    echo "installing the Tansu broker for the Kafka tests in the background (cargo install, about 10 minutes)..."
+    cargo install tansu --version 0.6.0 --locked --features dynostore,libsql --quiet \
+        >"$tansu_log" 2>&1 &
+    tansu_install=$!
 fi
 
+cargo test --release --workspace --all-targets --no-run "$@"
+if [ -n "$tansu_install" ] && ! wait "$tansu_install"; then
+    cat "$tansu_log"
+    echo "installing the Tansu broker failed (above); the Kafka tests need it, or INFERWATCH_TEST_BROKERS" >&2
+    exit 1
+fi
+rm -f "$tansu_log"
 cargo test --release --workspace --all-targets "$@"

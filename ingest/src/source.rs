@@ -97,6 +97,12 @@ pub trait Source: Send {
         false
     }
 
+    /// Whether `partition` is still assigned to this member of a consumer group, as far as
+    /// it knows. Sources outside a group say false: nobody takes their partitions over.
+    fn still_assigned(&self, _partition: i32) -> bool {
+        false
+    }
+
     /// Starts reading `partition` from `offset` (`None`: from the beginning): how a
     /// co-partitioned feedback source follows the partitions the processor owns.
     fn follow(&mut self, _partition: i32, _offset: Option<i64>) {}

@@ -417,6 +417,10 @@ impl Source for KafkaSource {
         self.leave();
     }
 
+    fn still_assigned(&self, partition: i32) -> bool {
+        assigned(&self.consumer, &self.name).contains(&partition)
+    }
+
     fn seek(&mut self, partition: i32, offset: i64) -> bool {
         // Batches already buffered for the partition come from the old position.
         self.ready.batches.retain(|b| b.partition != partition);

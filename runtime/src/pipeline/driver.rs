@@ -101,6 +101,10 @@ impl Pipeline {
             None => return Ok(Some(End::Finished)),
             Some(raw) if raw.is_empty() => {
                 s.tick(now)?;
+                if clock.checkpoints {
+                    let idle = clock.idle_for_long(now, s.rebalanced_at, s.parts.is_empty());
+                    s.take_back_fenced(source, clock.fence_grace(), idle, now)?;
+                }
                 if clock.idle_for_long(now, s.rebalanced_at, s.parts.is_empty()) {
                     if let Some(why) = source.stalled() {
                         fail!("{why}");
@@ -364,6 +368,13 @@ struct Clock {
 }
 
 impl Clock {
+    /// How long a partition fenced here (yet still assigned) waits for its revocation
+    /// before it is taken back: the other processor commits at least this often while it
+    /// holds the partition.
+    fn fence_grace(&self) -> Duration {
+        self.checkpoint_interval * 2 + Duration::from_secs(1)
+    }
+
     /// Quiet means: nothing arrived for `stop_when_idle` while holding partitions, and not
     /// just after a rebalance. A member without partitions waits longer, in case the group
     /// is still settling.

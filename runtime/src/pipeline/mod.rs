@@ -20,6 +20,7 @@
 
 mod driver;
 mod feedback;
+mod fences;
 mod owner;
 mod part;
 mod partitions;
@@ -166,6 +167,7 @@ impl Pipeline {
             seek_requests: Vec::new(),
             counters: outlet.counters.clone(),
             fenced,
+            fenced_since: BTreeMap::new(),
             limits: Limits {
                 max_payload_bytes: config.source.max_payload_bytes,
                 ..Limits::default()

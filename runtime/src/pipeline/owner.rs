@@ -61,7 +61,7 @@ impl PartitionOwner for Owner {
                 s.fatal.get_or_insert(e);
             }
             for &p in partitions {
-                s.fenced.lock().expect("not poisoned").remove(&p);
+                s.forget_fence(p);
                 s.parts.remove(&p);
                 s.cursors.remove(&p);
                 s.stop_following(p);

@@ -49,6 +49,9 @@ pub(super) struct Shared {
     /// claim): their state here is dropped; a batch that still arrives for one claims it
     /// anew from the latest checkpoint.
     pub(super) fenced: Arc<Mutex<BTreeSet<i32>>>,
+    /// Fenced partitions whose state was dropped here, and since when: while the consumer
+    /// still holds one and hands nothing of it, it is taken back after a grace period.
+    pub(super) fenced_since: BTreeMap<i32, Instant>,
     pub(super) limits: Limits,
     /// Where outputs go; `None` once the run is over.
     pub(super) outlet: Option<Outlet>,
@@ -147,27 +150,6 @@ impl Shared {
         Ok(rx)
     }
 
-    /// Lets `partition` be claimed again after another processor took it over. What this
-    /// processor sent the sink before it learned of the takeover (outputs, a checkpoint of
-    /// the old state) is handled first, while the partition still counts as fenced there:
-    /// dropped, never written under the new claim.
-    pub(super) fn unfence(&mut self, partition: i32) -> Result<()> {
-        if !self
-            .fenced
-            .lock()
-            .expect("not poisoned")
-            .contains(&partition)
-        {
-            return Ok(());
-        }
-        self.settle()?;
-        self.sink_barrier()?
-            .recv()
-            .map_err(|_| failed!("the Parquet writer stopped"))?;
-        self.fenced.lock().expect("not poisoned").remove(&partition);
-        Ok(())
-    }
-
     /// Notices raised since the last call.
     pub(super) fn take_notices(&self) -> Vec<Notice> {
         self.outlet
@@ -243,25 +225,6 @@ impl Shared {
         self.parts.insert(partition, Arc::new(Mutex::new(part)));
         self.cursors.insert(partition, Cursor { next, seeks: 0 });
         Ok(next)
-    }
-
-    /// True when another processor took `partition` over: its state is dropped here.
-    pub(super) fn is_fenced(&mut self, partition: i32) -> Result<bool> {
-        if !self
-            .fenced
-            .lock()
-            .expect("not poisoned")
-            .contains(&partition)
-        {
-            return Ok(false);
-        }
-        // What its worker still holds is processed first; the sink drops it.
-        self.settle()?;
-        if self.parts.remove(&partition).is_some() {
-            self.cursors.remove(&partition);
-            self.stop_following(partition);
-        }
-        Ok(true)
     }
 
     /// The part of `raw` that continues the partition where the driver stands in it:
@@ -340,31 +303,22 @@ impl Shared {
     /// processed on the partition's worker (or here, without workers).
     pub(super) fn process(&mut self, raw: RawBatch, now: Instant) -> Result<()> {
         let partition = raw.partition;
-        let refenced = self.is_fenced(partition)?;
-        if refenced {
+        if self.is_fenced(partition)? {
             // Another processor committed it, yet the consumer still hands it to this one:
-            // take it back from that commit (claimed anew below; a gap in offsets seeks).
-            self.unfence(partition)?;
+            // take it back from that commit (a gap in offsets seeks).
             tracing::warn!(
                 "partition {partition}: still assigned here after another processor committed \
                  it; resuming from that processor's checkpoint"
             );
-        }
-        if !self.parts.contains_key(&partition) {
-            if self.options.checkpoints && !refenced {
+            self.reclaim(partition, now)?;
+        } else if !self.parts.contains_key(&partition) {
+            if self.options.checkpoints {
                 // Polled before its revocation: the partition's next owner reads it.
                 tracing::debug!("partition {partition}: not assigned here; batch dropped");
                 return Ok(());
             }
             self.settle()?;
-            if self.assign(partition, now)?.is_none() && refenced {
-                // Taken back before anyone committed it: the consumer is mid-stream, but
-                // nothing before this offset is durable. Start over from the beginning.
-                self.send(ToSink::Start { partition, from: 0 })?;
-                if let Some(c) = self.cursors.get_mut(&partition) {
-                    c.next = Some(0);
-                }
-            }
+            self.assign(partition, now)?;
         }
         let Some(raw) = self.resume(raw)? else {
             return Ok(());
@@ -537,7 +491,7 @@ impl Shared {
             let fenced = self.is_fenced(p)?;
             if release {
                 // Kafka takes it away (or gives it back later): either way, start afresh.
-                self.fenced.lock().expect("not poisoned").remove(&p);
+                self.forget_fence(p);
             }
             if fenced {
                 continue;

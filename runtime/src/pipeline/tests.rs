@@ -140,6 +140,10 @@ impl Source for Fed {
         false
     }
 
+    fn still_assigned(&self, _partition: i32) -> bool {
+        true
+    }
+
     fn seek(&mut self, partition: i32, offset: i64) -> bool {
         self.1.lock().unwrap().push((partition, offset));
         true
@@ -477,4 +481,33 @@ fn a_partition_handed_over_while_leaving_with_unread_messages_stays_open() {
     assert!(services.is_empty(), "{services:?}");
     let store = CheckpointStore::new(&Store::local(&config.data_dir), "script");
     assert_eq!(store.load(1).unwrap().map(|c| c.next_offset), Some(30));
+}
+
+#[test]
+fn a_fenced_partition_still_assigned_but_read_to_its_end_is_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = two_owner_config(dir.path(), Duration::ZERO);
+    let a = Processor::start(&config);
+    a.owner.assigned("t", &[0]);
+    a.send(batch(0, "svc", 0..50, 0));
+    await_checkpoint(&config, 50);
+    // b claims the partition, so a's next commit fails: a is fenced...
+    let b = Processor::start(&config);
+    assert_eq!(b.owner.assigned("t", &[0]), vec![(0, Some(50))]);
+    a.send(batch(0, "svc", 50..60, 50));
+    // ...b reads on and gives the partition up, yet the consumer keeps it with a, which has
+    // read to the end and gets nothing more.
+    b.send(batch(0, "svc", 50..80, 50));
+    await_checkpoint(&config, 80);
+    assert_eq!(b.owner.revoked("t", &[0], false), vec![(0, 80)]);
+    b.end();
+    // a claims it back from b's checkpoint and asks the consumer to go back there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !a.seeks.lock().unwrap().contains(&(0, 80)) {
+        assert!(Instant::now() < deadline, "a did not take partition 0 back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.send(batch(0, "svc", 80..100, 80));
+    a.end();
+    assert_each_once(dir.path(), 100);
 }
