@@ -491,16 +491,16 @@ fn a_fenced_partition_still_assigned_but_read_to_its_end_is_taken_back() {
     a.owner.assigned("t", &[0]);
     a.send(batch(0, "svc", 0..50, 0));
     await_checkpoint(&config, 50);
-    // b claims the partition, so a's next commit fails: a is fenced...
+    // b claims the partition, reads on and gives it up...
     let b = Processor::start(&config);
     assert_eq!(b.owner.assigned("t", &[0]), vec![(0, Some(50))]);
-    a.send(batch(0, "svc", 50..60, 50));
-    // ...b reads on and gives the partition up, yet the consumer keeps it with a, which has
-    // read to the end and gets nothing more.
     b.send(batch(0, "svc", 50..80, 50));
     await_checkpoint(&config, 80);
     assert_eq!(b.owner.revoked("t", &[0], false), vec![(0, 80)]);
     b.end();
+    // ...yet the consumer keeps it with a: a's next commit fails (it is fenced), and a
+    // has read to the end and gets nothing more.
+    a.send(batch(0, "svc", 50..60, 50));
     // a claims it back from b's checkpoint and asks the consumer to go back there.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !a.seeks.lock().unwrap().contains(&(0, 80)) {
