@@ -89,12 +89,14 @@ impl Shared {
         now_or_never: bool,
         now: Instant,
     ) -> Result<()> {
+        // Only partitions still held here need the worker barrier of `is_fenced`.
         let fenced: Vec<i32> = self
             .fenced
             .lock()
             .expect("not poisoned")
             .iter()
             .copied()
+            .filter(|p| self.parts.contains_key(p))
             .collect();
         for p in fenced {
             self.is_fenced(p)?;

@@ -71,6 +71,10 @@ impl PartitionOwner for Owner {
             }
             return Vec::new();
         }
+        for p in partitions {
+            // Not here to take back; the fence stays so the sink still drops what was sent.
+            s.fenced_since.remove(p);
+        }
         let owned: Vec<i32> = partitions
             .iter()
             .copied()
