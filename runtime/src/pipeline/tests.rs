@@ -275,18 +275,24 @@ fn assert_each_once(dir: &std::path::Path, n: i64) {
     assert_eq!(ids, want);
 }
 
+/// Processor a reads offsets 0..50 of partition 0 and commits at least once (the generation
+/// it holds moves past the one it claimed); then b claims the partition from there.
+fn b_takes_over_from_a_at_50(config: &Config) -> (Processor, Processor) {
+    let a = Processor::start(config);
+    a.owner.assigned("t", &[0]);
+    a.send(batch(0, "svc", 0..50, 0));
+    await_checkpoint(config, 50);
+    let b = Processor::start(config);
+    assert_eq!(b.owner.assigned("t", &[0]), vec![(0, Some(50))]);
+    (a, b)
+}
+
 #[test]
 fn a_fenced_processor_removes_the_files_it_completed_after_its_last_commit() {
     let dir = tempfile::tempdir().unwrap();
     let config = two_owner_config(dir.path(), Duration::ZERO);
-    let a = Processor::start(&config);
-    a.owner.assigned("t", &[0]);
-    a.send(batch(0, "svc", 0..50, 0));
-    // a commits at least once: the generation it holds moves past the one it claimed.
-    await_checkpoint(&config, 50);
-    // b takes partition 0 over while a still believes it owns it...
-    let b = Processor::start(&config);
-    assert_eq!(b.owner.assigned("t", &[0]), vec![(0, Some(50))]);
+    let (a, b) = b_takes_over_from_a_at_50(&config);
+    // b took partition 0 over while a still believes it owns it...
     // ...and a completes files of offsets 50.. before its next commit fails.
     a.send(batch(0, "svc", 50..100, 50));
     a.end();
@@ -487,13 +493,8 @@ fn a_partition_handed_over_while_leaving_with_unread_messages_stays_open() {
 fn a_fenced_partition_still_assigned_but_read_to_its_end_is_taken_back() {
     let dir = tempfile::tempdir().unwrap();
     let config = two_owner_config(dir.path(), Duration::ZERO);
-    let a = Processor::start(&config);
-    a.owner.assigned("t", &[0]);
-    a.send(batch(0, "svc", 0..50, 0));
-    await_checkpoint(&config, 50);
-    // b claims the partition, reads on and gives it up...
-    let b = Processor::start(&config);
-    assert_eq!(b.owner.assigned("t", &[0]), vec![(0, Some(50))]);
+    let (a, b) = b_takes_over_from_a_at_50(&config);
+    // b reads on and gives the partition up...
     b.send(batch(0, "svc", 50..80, 50));
     await_checkpoint(&config, 80);
     assert_eq!(b.owner.revoked("t", &[0], false), vec![(0, 80)]);
