@@ -10,15 +10,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder,
-    Int64Builder, ListBuilder, MapBuilder, MapFieldNames, RecordBatch, StringBuilder,
-    TimestampMillisecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder,
+    MapFieldNames, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::raw::RawBatch;
-use crate::tables::{dead_letter_schema, events_schema};
+use crate::tables::events_schema;
 use crate::time::{parse_rfc3339, EpochMs, MAX_EVENT_MS, MIN_EVENT_MS};
 use crate::validate::{Limits, Status, SUPPORTED_SCHEMA_VERSION};
 
@@ -536,68 +535,6 @@ impl EventDecoder {
         b.source_partition.append_value(raw.partition);
         b.source_offset.append_value(raw.offset(i));
         b.late.append_value(false);
-    }
-}
-
-/// Builds `dead_letter` record batches.
-pub struct DeadLetterBuilder {
-    source: StringBuilder,
-    partition: Int32Builder,
-    offset: Int64Builder,
-    stream_time: TimestampMillisecondBuilder,
-    reason: StringBuilder,
-    raw_len: Int64Builder,
-    raw: BinaryBuilder,
-}
-
-impl Default for DeadLetterBuilder {
-    fn default() -> Self {
-        Self {
-            source: StringBuilder::new(),
-            partition: Int32Builder::new(),
-            offset: Int64Builder::new(),
-            stream_time: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            reason: StringBuilder::new(),
-            raw_len: Int64Builder::new(),
-            raw: BinaryBuilder::new(),
-        }
-    }
-}
-
-impl DeadLetterBuilder {
-    /// Adds every reject of a decoded batch, filed at `stream_time`.
-    pub fn append_rejects(&mut self, raw: &RawBatch, rejects: &[Reject], stream_time: EpochMs) {
-        for r in rejects {
-            let payload = raw.payload(r.index);
-            self.source.append_value(&raw.source);
-            self.partition.append_value(raw.partition);
-            self.offset.append_value(raw.offset(r.index));
-            self.stream_time.append_value(stream_time);
-            self.reason.append_value(&r.reason);
-            self.raw_len.append_value(payload.len() as i64);
-            self.raw.append_value(payload);
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.source.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn finish(&mut self) -> RecordBatch {
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(self.source.finish()),
-            Arc::new(self.partition.finish()),
-            Arc::new(self.offset.finish()),
-            Arc::new(self.stream_time.finish()),
-            Arc::new(self.reason.finish()),
-            Arc::new(self.raw_len.finish()),
-            Arc::new(self.raw.finish()),
-        ];
-        RecordBatch::try_new(dead_letter_schema(), cols).expect("dead letter schema")
     }
 }
 

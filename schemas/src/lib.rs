@@ -2,6 +2,7 @@
 //! validation, and decoding of raw JSON payloads straight into Arrow.
 
 pub mod alert;
+pub mod dead_letter;
 pub mod decode;
 pub mod event;
 pub mod feedback;
@@ -15,7 +16,8 @@ pub mod time;
 pub mod validate;
 
 pub use alert::{Notice, NoticeKind, Severity};
-pub use decode::{DeadLetterBuilder, Decoded, EventDecoder, Reject};
+pub use dead_letter::DeadLetterBuilder;
+pub use decode::{Decoded, EventDecoder, Reject};
 pub use event::InferenceEvent;
 pub use feedback::{decode_feedback, Feedback, Unmatched};
 pub use properties::ClientProperties;
