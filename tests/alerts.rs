@@ -304,7 +304,7 @@ fn slack_errors_are_retried_and_429_waits_for_retry_after() {
 
 /// Runs `inferwatch run` over `input` in the background; stderr to `log`.
 fn spawn_file_run(input: &Path, data: &Path, cfg: &Path, log: &Path) -> std::process::Child {
-    Command::new(BIN)
+    Command::new(bin())
         .args(["run", "--source", &format!("file:{}", input.display())])
         .args(["--data-dir", data.to_str().unwrap()])
         .args(["--config", cfg.to_str().unwrap()])

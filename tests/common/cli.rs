@@ -6,7 +6,15 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_inferwatch");
+/// The binary under test: this build's, or the one `INFERWATCH_TEST_BIN` names (to run a
+/// copied test binary against a fixed build while the tree changes, as a stress loop does).
+pub fn bin() -> &'static str {
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var("INFERWATCH_TEST_BIN") {
+        Ok(b) if !b.is_empty() => b,
+        _ => env!("CARGO_BIN_EXE_inferwatch").to_string(),
+    })
+}
 
 /// Environment every `inferwatch` child of this test binary gets (object-store credentials),
 /// set once before the first child starts; the process's own environment is not touched.
@@ -20,7 +28,7 @@ pub fn child_env(vars: Vec<(String, String)>) {
 
 /// The binary, with [`CHILD_ENV`].
 pub fn command() -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(bin());
     for (k, v) in CHILD_ENV.get().into_iter().flatten() {
         c.env(k, v);
     }
