@@ -9,4 +9,4 @@ pub mod source;
 pub use file::FileSource;
 pub use kafka::{KafkaFollower, KafkaSource, KafkaSourceConfig, PartitionOwner};
 pub use producer::{EventProducer, ProducerError};
-pub use source::{Source, SourceError};
+pub use source::{Behind, Source, SourceError};

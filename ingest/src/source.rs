@@ -3,6 +3,18 @@
 
 use inferwatch_schemas::RawBatch;
 
+/// How far a source is behind the end of what it can read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behind {
+    /// The source has no such notion (a scripted source).
+    Unknown,
+    /// Per partition, the messages past what was read; empty when caught up.
+    Partitions(Vec<(i32, u64)>),
+    /// It could not tell just now (the brokers did not answer): not idle either, since
+    /// a slow broker is exactly when nothing arrives.
+    Unanswered(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot open {path}: {source} (check the path after `file:`)")]
@@ -76,9 +88,9 @@ pub trait Source: Send {
     /// The partitions held that have messages past what was read, with how many, when the
     /// source can tell (Kafka asks the brokers for their end offsets): a source that is
     /// behind is not idle, however long nothing arrived. Kafka also names partitions no
-    /// member of the group is seen reading, which it is getting assigned. `None`: unknown.
-    fn behind(&mut self) -> Option<Vec<(i32, u64)>> {
-        None
+    /// member of the group is seen reading, which it is getting assigned.
+    fn behind(&mut self) -> Behind {
+        Behind::Unknown
     }
 
     /// Tells the source that everything before these (partition, next offset) pairs is

@@ -20,7 +20,7 @@ use super::{
     assigned, client_config, kafka_err, partitions_of, watermarks, KafkaSourceConfig,
     PartitionOwner,
 };
-use crate::source::{Source, SourceError};
+use crate::source::{Behind, Source, SourceError};
 
 struct Context {
     topic: String,
@@ -369,12 +369,19 @@ impl Source for KafkaSource {
         ))
     }
 
-    fn behind(&mut self) -> Option<Vec<(i32, u64)>> {
-        let assigned = partitions_of(&self.consumer.assignment().ok()?, &self.name);
+    fn behind(&mut self) -> Behind {
+        let Ok(assignment) = self.consumer.assignment() else {
+            return Behind::Unanswered("the client could not list its partitions".into());
+        };
+        let assigned = partitions_of(&assignment, &self.name);
         let client_positions = self.consumer.position().ok();
         let mut out = Vec::new();
         for p in assigned {
-            let (low, high) = self.watermarks(p)?;
+            let Some((low, high)) = self.watermarks(p) else {
+                return Behind::Unanswered(format!(
+                    "the brokers did not say where partition {p} ends"
+                ));
+            };
             let client = client_positions
                 .as_ref()
                 .and_then(|t| t.find_partition(&self.name, p))
@@ -401,7 +408,7 @@ impl Source for KafkaSource {
         // someone is seen reading them.
         self.check_orphans(Instant::now());
         out.extend(self.orphans.waited_for().map(|u| (u.partition, u.messages)));
-        Some(out)
+        Behind::Partitions(out)
     }
 
     fn start_of(&mut self, partition: i32) -> Option<i64> {

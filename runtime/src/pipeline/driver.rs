@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use inferwatch_ingest::Source;
+use inferwatch_ingest::{Behind, Source};
 use inferwatch_schemas::Notice;
 
 use super::partitions::Shared;
@@ -399,24 +399,24 @@ impl Clock {
             return Ok(true);
         }
         self.behind_checked = Some(now);
-        let behind = source.behind().unwrap_or_default();
-        if behind.is_empty() {
-            return Ok(false);
-        }
-        let unread: u64 = behind.iter().map(|(_, n)| n).sum();
-        let parts: Vec<i32> = behind.iter().map(|(p, _)| *p).collect();
+        let why = match source.behind() {
+            Behind::Unknown => return Ok(false),
+            Behind::Partitions(behind) if behind.is_empty() => return Ok(false),
+            Behind::Partitions(behind) => {
+                let unread: u64 = behind.iter().map(|(_, n)| n).sum();
+                let parts: Vec<i32> = behind.iter().map(|(p, _)| *p).collect();
+                format!("partitions {parts:?} hold {unread} unread messages")
+            }
+            Behind::Unanswered(why) => format!("{why} (so there may be unread messages)"),
+        };
         let since = *self.behind_since.get_or_insert_with(|| {
-            tracing::warn!(
-                "nothing arrived for {d:?}, yet partitions {parts:?} hold {unread} unread \
-                 messages: waiting for them"
-            );
+            tracing::warn!("nothing arrived for {d:?}, yet {why}: waiting");
             now
         });
         if now.duration_since(since) >= d * 6 {
             fail!(
-                "partitions {parts:?} hold {unread} unread messages, but nothing arrived for \
-                 {:?}: stopping without them. Check the brokers; a restart resumes from the \
-                 last checkpoints",
+                "{why}, but nothing arrived for {:?}: stopping without them. Check the \
+                 brokers; a restart resumes from the last checkpoints",
                 now.duration_since(self.last_payload)
             );
         }

@@ -9,7 +9,7 @@ use inferwatch_schemas::RawBatch;
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
 
-use inferwatch_ingest::SourceError;
+use inferwatch_ingest::{Behind, SourceError};
 
 /// A scripted two-partition source: batches, and pauses that show up as empty polls.
 struct Script {
@@ -328,10 +328,21 @@ fn a_processor_that_lost_its_partition_removes_the_files_it_completed_after_its_
     assert_each_once(dir.path(), 100);
 }
 
-/// Quiet, yet holding partitions with unread messages: `behind` says so until `until`.
+/// What a lagging source says when asked how far behind it is.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// Five unread messages.
+    Unread,
+    /// Nothing: the brokers do not answer.
+    Silent,
+}
+
+/// Quiet, yet holding partitions with unread messages until `behind_until`; `answer` is
+/// what `behind` says meanwhile.
 struct Lagging {
     behind_until: Instant,
     served: bool,
+    answer: Answer,
 }
 
 impl Source for Lagging {
@@ -353,18 +364,17 @@ impl Source for Lagging {
         false
     }
 
-    fn behind(&mut self) -> Option<Vec<(i32, u64)>> {
-        let unread = if self.served { 0 } else { 5 };
-        Some(
-            vec![(0, unread)]
-                .into_iter()
-                .filter(|(_, n)| *n > 0)
-                .collect(),
-        )
+    fn behind(&mut self) -> Behind {
+        match self.answer {
+            Answer::Unread if !self.served => Behind::Partitions(vec![(0, 5)]),
+            Answer::Unread => Behind::Partitions(Vec::new()),
+            Answer::Silent if !self.served => Behind::Unanswered("no answer".into()),
+            Answer::Silent => Behind::Partitions(Vec::new()),
+        }
     }
 }
 
-fn run_idle(behind_for: Duration) -> (Result<RunReport>, Duration) {
+fn run_idle(behind_for: Duration, answer: Answer) -> (Result<RunReport>, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().to_path_buf(),
@@ -379,6 +389,7 @@ fn run_idle(behind_for: Duration) -> (Result<RunReport>, Duration) {
     let source = Lagging {
         behind_until: Instant::now() + behind_for,
         served: false,
+        answer,
     };
     let started = Instant::now();
     let stop = AtomicBool::new(false);
@@ -388,22 +399,29 @@ fn run_idle(behind_for: Duration) -> (Result<RunReport>, Duration) {
 
 #[test]
 fn a_quiet_source_that_is_behind_is_waited_for() {
-    let (r, took) = run_idle(Duration::from_millis(700));
-    let report = r.unwrap();
-    assert_eq!(
-        report.progress.events, 5,
-        "the messages that came late were read"
-    );
-    assert!(took >= Duration::from_millis(700), "{took:?}");
+    for answer in [Answer::Unread, Answer::Silent] {
+        let (r, took) = run_idle(Duration::from_millis(700), answer);
+        let report = r.unwrap();
+        assert_eq!(
+            report.progress.events, 5,
+            "the messages that came late were read"
+        );
+        assert!(took >= Duration::from_millis(700), "{took:?}");
+    }
 }
 
 #[test]
 fn a_source_that_stays_behind_fails_the_run_instead_of_stopping_quietly() {
-    let (r, took) = run_idle(Duration::from_secs(60));
-    let err = r.unwrap_err().to_string();
-    assert!(err.contains("hold 5 unread messages"), "{err}");
-    // Six times `stop_when_idle` past the first quiet spell, not the whole minute.
-    assert!(took < Duration::from_secs(10), "{took:?}");
+    for (answer, says) in [
+        (Answer::Unread, "hold 5 unread messages"),
+        (Answer::Silent, "no answer"),
+    ] {
+        let (r, took) = run_idle(Duration::from_secs(60), answer);
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+        // Six times `stop_when_idle` past the first quiet spell, not the whole minute.
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
 }
 
 #[test]
