@@ -6,6 +6,7 @@ pub mod chain;
 pub mod columns;
 pub mod config;
 pub mod custom;
+pub mod distinct;
 pub mod drift;
 pub mod error;
 pub mod functions;

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::distinct::DistinctHashes;
 use crate::drift::DriftState;
 use crate::functions::f64_bits;
 pub use crate::functions::{
@@ -95,12 +96,8 @@ pub struct CoreState {
     pub drift: Option<Box<DriftState>>,
     /// Cost per budgeted tenant (tenant id → nano-dollars).
     pub tenant_costs: Vec<(u32, i64)>,
-    /// Hashes of the sessions with events here (sorted and deduplicated when merged).
-    session_ids: Vec<u64>,
-    /// `session_ids.len()` after its last deduplication: it is deduplicated again at twice
-    /// that, so a key with thousands of distinct sessions does not sort on every event.
-    #[serde(default)]
-    session_ids_deduped: usize,
+    /// Hashes of the sessions with events here.
+    session_ids: DistinctHashes,
     pub runaway_sessions: u64,
     pub wasted_nanos: i64,
 }
@@ -161,12 +158,7 @@ impl CoreState {
                 .add(p);
         }
         if let Some(h) = o.session {
-            self.session_ids.push(h);
-            if self.session_ids.len() >= (2 * self.session_ids_deduped).max(4096) {
-                self.session_ids.sort_unstable();
-                self.session_ids.dedup();
-                self.session_ids_deduped = self.session_ids.len();
-            }
+            self.session_ids.insert(h);
         }
         self.runaway_sessions += o.step.became_runaway as u64;
         self.wasted_nanos += o.step.wasted_nanos;
@@ -207,10 +199,7 @@ impl CoreState {
         self.late_labels += o.late_labels;
         self.awaiting += o.awaiting;
         if !o.session_ids.is_empty() {
-            self.session_ids.extend_from_slice(&o.session_ids);
-            self.session_ids.sort_unstable();
-            self.session_ids.dedup();
-            self.session_ids_deduped = self.session_ids.len();
+            self.session_ids.merge(&o.session_ids);
         }
         self.runaway_sessions += o.runaway_sessions;
         self.wasted_nanos += o.wasted_nanos;
@@ -231,10 +220,7 @@ impl CoreState {
 
     /// Distinct sessions with events in this state.
     pub fn distinct_sessions(&self) -> usize {
-        let mut ids = self.session_ids.clone();
-        ids.sort_unstable();
-        ids.dedup();
-        ids.len()
+        self.session_ids.len()
     }
 }
 
