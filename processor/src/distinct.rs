@@ -44,11 +44,15 @@ impl DistinctHashes {
         let mut tail = self.tail.clone();
         tail.sort_unstable();
         tail.dedup();
-        self.sorted.len()
-            + tail
-                .iter()
-                .filter(|h| self.sorted.binary_search(h).is_err())
-                .count()
+        self.sorted.len() + self.not_sorted(&tail)
+    }
+
+    /// How many of `values` the sorted vector lacks.
+    fn not_sorted(&self, values: &[u64]) -> usize {
+        values
+            .iter()
+            .filter(|h| self.sorted.binary_search(h).is_err())
+            .count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -67,11 +71,7 @@ impl DistinctHashes {
         }
         self.tail.sort_unstable();
         self.tail.dedup();
-        let fresh = self
-            .tail
-            .iter()
-            .filter(|h| self.sorted.binary_search(h).is_err())
-            .count();
+        let fresh = self.not_sorted(&self.tail);
         if fresh > 0 {
             let mut out = Vec::with_capacity(self.sorted.len() + fresh);
             let (mut a, mut b) = (0, 0);
