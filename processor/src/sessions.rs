@@ -8,15 +8,17 @@
 //! the `sessions` table. At most `max_sessions` are tracked: past it the one idle longest
 //! ends early and is counted as evicted.
 
+use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use inferwatch_schemas::hash::Fnv64;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use std::time::Duration;
 
 use crate::error::{config_err, ProcessorError};
+use crate::FastMap;
 use inferwatch_schemas::time::deserialize_duration as duration;
 
 /// One tracked session.
@@ -30,9 +32,99 @@ pub struct Session {
     pub cost_nanos: i64,
     pub wasted_nanos: i64,
     /// Why it is runaway (`max_steps`, `max_repeats`), once it is.
-    pub runaway: Option<String>,
-    /// Hash of (tool, input_hash) → calls.
-    calls: crate::FastMap<u64, u32>,
+    pub runaway: Option<Box<str>>,
+    calls: Calls,
+}
+
+impl Session {
+    fn new(key: u32, t: i64) -> Self {
+        Self {
+            key,
+            first_seen: t,
+            last_seen: t,
+            steps: 0,
+            repeats: 0,
+            cost_nanos: 0,
+            wasted_nanos: 0,
+            runaway: None,
+            calls: Calls::default(),
+        }
+    }
+}
+
+/// Calls by hash of (tool, input_hash). Most sessions make a few: a short vector, grown one
+/// slot at a time at first, costs a fraction of a hash map's smallest table; a session with
+/// many distinct calls gets a map.
+#[derive(Debug, Clone)]
+enum Calls {
+    Few(Vec<(u64, u32)>),
+    Many(Box<FastMap<u64, u32>>),
+}
+
+/// Past this many distinct calls a session's calls go to a map.
+const FEW_CALLS: usize = 16;
+
+impl Default for Calls {
+    fn default() -> Self {
+        Calls::Few(Vec::new())
+    }
+}
+
+impl Calls {
+    /// One more call with hash `h`: how many there were of it, this one included.
+    fn add(&mut self, h: u64) -> u32 {
+        match self {
+            Calls::Few(v) => {
+                if let Some((_, n)) = v.iter_mut().find(|(k, _)| *k == h) {
+                    *n += 1;
+                    return *n;
+                }
+                if v.len() == FEW_CALLS {
+                    let mut map: FastMap<u64, u32> = v.iter().copied().collect();
+                    map.insert(h, 1);
+                    *self = Calls::Many(Box::new(map));
+                    return 1;
+                }
+                if v.len() == v.capacity() {
+                    v.reserve_exact(v.len().max(1));
+                }
+                v.push((h, 1));
+                1
+            }
+            Calls::Many(m) => {
+                let n = m.entry(h).or_default();
+                *n += 1;
+                *n
+            }
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (u64, u32)> + '_> {
+        match self {
+            Calls::Few(v) => Box::new(v.iter().copied()),
+            Calls::Many(m) => Box::new(m.iter().map(|(&h, &n)| (h, n))),
+        }
+    }
+}
+
+// Checkpoints hold a map of hash to calls (the form of older checkpoints too).
+impl Serialize for Calls {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Calls {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = FastMap::<u64, u32>::deserialize(d)?;
+        if map.len() <= FEW_CALLS {
+            let mut v: Vec<(u64, u32)> = map.into_iter().collect();
+            v.shrink_to_fit();
+            Ok(Calls::Few(v))
+        } else {
+            Ok(Calls::Many(Box::new(map)))
+        }
+    }
 }
 
 /// What one event did to its session.
@@ -51,15 +143,31 @@ pub struct SessionStats {
     pub evicted: u64,
 }
 
+/// The sessions of one partition. Each tracked session costs about 280 bytes: its slot
+/// (~120), its id and its calls (one small allocation each), and an entry in each of the
+/// hash index and the idle order.
 pub struct Sessions {
     max_steps: u64,
     max_repeats: u32,
     gap: i64,
     max_sessions: usize,
-    live: crate::FastMap<Arc<str>, Session>,
-    /// (last seen, id), to end idle sessions in order.
+    /// Tracked sessions by slot; the slots of ended ones are reused (`free`).
+    slots: Vec<Option<Tracked>>,
+    free: Vec<u32>,
+    /// Slot by hash of the session id. An id whose hash another tracked id already has is
+    /// found by the id itself in `collided` (with 64-bit hashes, in practice never).
+    by_hash: FastMap<u64, u32>,
+    collided: FastMap<Box<str>, u32>,
+    /// [`session_hash`]; tests give every id one hash to exercise `collided`.
+    hash_of: fn(&str) -> u64,
+    /// (last seen, id), to end idle sessions in order (ties by id, as checkpoints restore).
     idle: BTreeSet<(i64, Arc<str>)>,
     stats: SessionStats,
+}
+
+struct Tracked {
+    id: Arc<str>,
+    session: Session,
 }
 
 /// Checkpointed form.
@@ -67,6 +175,12 @@ pub struct Sessions {
 pub struct SessionsSnapshot {
     live: Vec<(String, Session)>,
     stats: SessionStats,
+}
+
+/// A stable 64-bit hash of a session id (FNV-1a): `Sessions` finds a session by it, and the
+/// `sessions` column counts distinct ones.
+pub fn session_hash(id: &str) -> u64 {
+    inferwatch_schemas::hash::fnv64(id.as_bytes())
 }
 
 fn call_hash(tool: &str, input: &str) -> u64 {
@@ -85,7 +199,11 @@ impl Sessions {
             max_repeats: c.max_repeats,
             gap: c.session_gap.as_millis() as i64,
             max_sessions: c.max_sessions,
-            live: Default::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_hash: Default::default(),
+            collided: Default::default(),
+            hash_of: session_hash,
             idle: BTreeSet::new(),
             stats: SessionStats::default(),
         }
@@ -95,11 +213,21 @@ impl Sessions {
         self.stats
     }
 
-    /// One event of session `id`.
+    /// How many sessions are tracked.
+    pub fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One event of session `id`, whose [`session_hash`] is `hash`.
     #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &mut self,
         id: &str,
+        hash: u64,
         key: u32,
         t: i64,
         tool: Option<&str>,
@@ -107,43 +235,18 @@ impl Sessions {
         cost_nanos: Option<i64>,
         ended: &mut Vec<(Arc<str>, Session)>,
     ) -> Step {
-        if !self.live.contains_key(id) {
-            while self.live.len() >= self.max_sessions {
-                let Some((_, oldest)) = self.idle.pop_first() else {
-                    break;
-                };
-                if let Some(s) = self.live.remove(&oldest) {
-                    self.stats.evicted += 1;
-                    ended.push((oldest, s));
-                }
-            }
-            let id: Arc<str> = Arc::from(id);
-            self.live.insert(
-                id.clone(),
-                Session {
-                    key,
-                    first_seen: t,
-                    last_seen: t,
-                    steps: 0,
-                    repeats: 0,
-                    cost_nanos: 0,
-                    wasted_nanos: 0,
-                    runaway: None,
-                    calls: Default::default(),
-                },
-            );
-            self.idle.insert((t, id));
-            self.stats.tracked += 1;
-        }
-        let id = self
-            .live
-            .get_key_value(id)
-            .map(|(k, _)| k.clone())
-            .expect("inserted above");
-        let s = self.live.get_mut(&id).expect("present");
+        debug_assert_eq!(hash, (self.hash_of)(id));
+        let slot = match self.find(id, hash) {
+            Some(slot) => slot,
+            None => self.track(id, hash, key, t, ended),
+        };
+        let tracked = self.slots[slot as usize]
+            .as_mut()
+            .expect("found slots are tracked");
+        let s = &mut tracked.session;
         if t > s.last_seen {
-            self.idle.remove(&(s.last_seen, id.clone()));
-            self.idle.insert((t, id.clone()));
+            self.idle.remove(&(s.last_seen, tracked.id.clone()));
+            self.idle.insert((t, tracked.id.clone()));
             s.last_seen = t;
         }
         s.first_seen = s.first_seen.min(t);
@@ -152,23 +255,25 @@ impl Sessions {
         s.cost_nanos += cost;
         let mut step = Step::default();
         if let (Some(tool), Some(input)) = (tool, input_hash) {
-            let n = s.calls.entry(call_hash(tool, input)).or_default();
-            *n += 1;
-            if *n > 1 {
+            let n = s.calls.add(call_hash(tool, input));
+            if n > 1 {
                 s.repeats += 1;
                 s.wasted_nanos += cost;
                 step.wasted_nanos = cost;
             }
-            if *n >= self.max_repeats && s.runaway.is_none() {
-                s.runaway = Some(format!(
-                    "{tool} called {n} times with the same input (max_repeats {})",
-                    self.max_repeats
-                ));
+            if n >= self.max_repeats && s.runaway.is_none() {
+                s.runaway = Some(
+                    format!(
+                        "{tool} called {n} times with the same input (max_repeats {})",
+                        self.max_repeats
+                    )
+                    .into(),
+                );
                 step.became_runaway = true;
             }
         }
         if s.steps > self.max_steps && s.runaway.is_none() {
-            s.runaway = Some(format!("{} steps (max_steps {})", s.steps, self.max_steps));
+            s.runaway = Some(format!("{} steps (max_steps {})", s.steps, self.max_steps).into());
             step.became_runaway = true;
         }
         step
@@ -181,18 +286,90 @@ impl Sessions {
                 break;
             }
             let (_, id) = self.idle.pop_first().expect("first exists");
-            if let Some(s) = self.live.remove(&id) {
-                self.stats.ended += 1;
-                ended.push((id, s));
+            self.stats.ended += 1;
+            ended.push(self.untrack(&id));
+        }
+    }
+
+    fn find(&self, id: &str, hash: u64) -> Option<u32> {
+        match self.by_hash.get(&hash) {
+            Some(&slot) if self.tracked(slot).id.as_ref() == id => Some(slot),
+            _ if self.collided.is_empty() => None,
+            _ => self.collided.get(id).copied(),
+        }
+    }
+
+    fn tracked(&self, slot: u32) -> &Tracked {
+        self.slots[slot as usize]
+            .as_ref()
+            .expect("indexed slots are tracked")
+    }
+
+    /// Starts tracking session `id` first seen at `t`, ending the one idle longest first
+    /// when `max_sessions` are tracked. Returns its slot.
+    fn track(
+        &mut self,
+        id: &str,
+        hash: u64,
+        key: u32,
+        t: i64,
+        ended: &mut Vec<(Arc<str>, Session)>,
+    ) -> u32 {
+        while self.len() >= self.max_sessions {
+            let Some((_, oldest)) = self.idle.pop_first() else {
+                break;
+            };
+            self.stats.evicted += 1;
+            ended.push(self.untrack(&oldest));
+        }
+        self.stats.tracked += 1;
+        let id: Arc<str> = Arc::from(id);
+        self.idle.insert((t, id.clone()));
+        self.insert(id, hash, Session::new(key, t))
+    }
+
+    fn insert(&mut self, id: Arc<str>, hash: u64, session: Session) -> u32 {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        match self.by_hash.entry(hash) {
+            Entry::Vacant(v) => {
+                v.insert(slot);
+            }
+            Entry::Occupied(_) => {
+                self.collided.insert(Box::from(&*id), slot);
             }
         }
+        self.slots[slot as usize] = Some(Tracked { id, session });
+        slot
+    }
+
+    /// Stops tracking session `id` (its idle entry is already gone).
+    fn untrack(&mut self, id: &str) -> (Arc<str>, Session) {
+        let hash = (self.hash_of)(id);
+        let slot = self.find(id, hash).expect("idle sessions are tracked");
+        let t = self.slots[slot as usize]
+            .take()
+            .expect("found slots are tracked");
+        if self.by_hash.get(&hash) == Some(&slot) {
+            self.by_hash.remove(&hash);
+        } else {
+            self.collided.remove(id);
+        }
+        self.free.push(slot);
+        (t.id, t.session)
     }
 
     pub fn snapshot(&self) -> SessionsSnapshot {
         let mut live: Vec<(String, Session)> = self
-            .live
+            .slots
             .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
+            .flatten()
+            .map(|t| (t.id.to_string(), t.session.clone()))
             .collect();
         live.sort_by(|a, b| a.0.cmp(&b.0));
         SessionsSnapshot {
@@ -202,12 +379,16 @@ impl Sessions {
     }
 
     pub fn restore(&mut self, s: SessionsSnapshot) {
-        self.live.clear();
+        self.slots.clear();
+        self.free.clear();
+        self.by_hash.clear();
+        self.collided.clear();
         self.idle.clear();
         for (id, sess) in s.live {
+            let hash = (self.hash_of)(&id);
             let id: Arc<str> = Arc::from(id);
             self.idle.insert((sess.last_seen, id.clone()));
-            self.live.insert(id, sess);
+            self.insert(id, hash, sess);
         }
         self.stats = s.stats;
     }
@@ -256,6 +437,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn h(id: &str) -> u64 {
+        session_hash(id)
+    }
+
     fn sessions(max_sessions: usize) -> Sessions {
         Sessions::new(&LoopConfig {
             max_steps: 10,
@@ -269,15 +454,60 @@ mod tests {
     fn the_third_identical_call_is_a_loop_and_repeats_are_wasted() {
         let mut s = sessions(10);
         let mut ended = Vec::new();
-        let a = s.observe("a", 0, 1, Some("search"), Some("h1"), Some(5), &mut ended);
+        let a = s.observe(
+            "a",
+            h("a"),
+            0,
+            1,
+            Some("search"),
+            Some("h1"),
+            Some(5),
+            &mut ended,
+        );
         assert_eq!(a, Step::default());
-        let b = s.observe("a", 0, 2, Some("search"), Some("h1"), Some(7), &mut ended);
+        let b = s.observe(
+            "a",
+            h("a"),
+            0,
+            2,
+            Some("search"),
+            Some("h1"),
+            Some(7),
+            &mut ended,
+        );
         assert_eq!((b.wasted_nanos, b.became_runaway), (7, false));
-        let other = s.observe("a", 0, 3, Some("search"), Some("h2"), Some(1), &mut ended);
+        let other = s.observe(
+            "a",
+            h("a"),
+            0,
+            3,
+            Some("search"),
+            Some("h2"),
+            Some(1),
+            &mut ended,
+        );
         assert_eq!(other, Step::default());
-        let c = s.observe("a", 0, 4, Some("search"), Some("h1"), Some(11), &mut ended);
+        let c = s.observe(
+            "a",
+            h("a"),
+            0,
+            4,
+            Some("search"),
+            Some("h1"),
+            Some(11),
+            &mut ended,
+        );
         assert_eq!((c.wasted_nanos, c.became_runaway), (11, true));
-        let d = s.observe("a", 0, 5, Some("search"), Some("h1"), Some(1), &mut ended);
+        let d = s.observe(
+            "a",
+            h("a"),
+            0,
+            5,
+            Some("search"),
+            Some("h1"),
+            Some(1),
+            &mut ended,
+        );
         assert!(!d.became_runaway, "flagged once");
         s.end_idle(106, &mut ended);
         assert_eq!(ended.len(), 1);
@@ -295,15 +525,24 @@ mod tests {
         let mut ended = Vec::new();
         for i in 0..10 {
             let input = format!("h{i}");
-            let st = s.observe("long", 0, i, Some("t"), Some(&input), Some(1), &mut ended);
+            let st = s.observe(
+                "long",
+                h("long"),
+                0,
+                i,
+                Some("t"),
+                Some(&input),
+                Some(1),
+                &mut ended,
+            );
             assert!(!st.became_runaway);
         }
         assert!(
-            s.observe("long", 0, 10, None, None, None, &mut ended)
+            s.observe("long", h("long"), 0, 10, None, None, None, &mut ended)
                 .became_runaway
         );
-        s.observe("b", 0, 20, None, None, None, &mut ended);
-        s.observe("c", 0, 30, None, None, None, &mut ended);
+        s.observe("b", h("b"), 0, 20, None, None, None, &mut ended);
+        s.observe("c", h("c"), 0, 30, None, None, None, &mut ended);
         assert_eq!(s.stats().evicted, 1);
         assert_eq!(&*ended[0].0, "long");
         let snap = serde_json::to_string(&s.snapshot()).unwrap();
@@ -311,5 +550,70 @@ mod tests {
         back.restore(serde_json::from_str(&snap).unwrap());
         back.end_idle(i64::MAX, &mut ended);
         assert_eq!(ended.len(), 3);
+    }
+
+    #[test]
+    fn sessions_whose_ids_share_a_hash_stay_apart() {
+        let mut s = sessions(10);
+        s.hash_of = |_| 7;
+        let mut ended = Vec::new();
+        for (t, id) in [(1, "x"), (2, "y"), (3, "z"), (200, "y"), (201, "z")] {
+            s.observe(id, 7, 0, t, Some("t"), Some(id), Some(1), &mut ended);
+        }
+        // x ended (its gap passed) while y and z, in the same hash, went on.
+        assert_eq!(ended.len(), 0, "sessions end only in end_idle");
+        s.end_idle(150, &mut ended);
+        let steps: Vec<(&str, u64)> = ended.iter().map(|(id, s)| (&**id, s.steps)).collect();
+        assert_eq!(steps, [("x", 1)]);
+        s.observe("x", 7, 0, 202, None, None, None, &mut ended);
+        s.end_idle(i64::MAX, &mut ended);
+        let mut steps: Vec<(&str, u64, u64)> = ended
+            .iter()
+            .map(|(id, s)| (&**id, s.steps, s.repeats))
+            .collect();
+        steps.sort();
+        assert_eq!(steps, [("x", 1, 0), ("x", 1, 0), ("y", 2, 1), ("z", 2, 1)]);
+        assert_eq!(s.len(), 0);
+        assert!(s.by_hash.is_empty() && s.collided.is_empty());
+    }
+
+    #[test]
+    fn many_distinct_calls_count_alike_across_a_checkpoint() {
+        let mut s = sessions(10);
+        let mut ended = Vec::new();
+        // 20 distinct calls (past FEW_CALLS), each made twice: 20 repeats.
+        for i in 0..40 {
+            let input = format!("h{}", i % 20);
+            s.observe(
+                "a",
+                h("a"),
+                0,
+                i,
+                Some("t"),
+                Some(&input),
+                Some(1),
+                &mut ended,
+            );
+        }
+        let snap = serde_json::to_string(&s.snapshot()).unwrap();
+        assert!(
+            snap.contains(&format!("\"{}\":2", call_hash("t", "h7"))),
+            "{snap}"
+        );
+        let mut back = sessions(10);
+        back.restore(serde_json::from_str(&snap).unwrap());
+        let third = back.observe(
+            "a",
+            h("a"),
+            0,
+            50,
+            Some("t"),
+            Some("h0"),
+            Some(1),
+            &mut ended,
+        );
+        assert_eq!(third.wasted_nanos, 1);
+        back.end_idle(i64::MAX, &mut ended);
+        assert_eq!((ended[0].1.steps, ended[0].1.repeats), (41, 21));
     }
 }

@@ -7,6 +7,7 @@ use arrow::array::BooleanArray;
 
 use super::*;
 use crate::functions::{count_buckets, FieldOf, Function, Quantile};
+use crate::sessions::session_hash;
 
 /// The `events` columns the operator reads, typed once per batch.
 struct Cols<'a> {
@@ -191,10 +192,11 @@ impl WindowOperator {
         };
         if let Some(sid) = opt(c.session_id, i) {
             let (tool, input) = (opt(c.tool, i), opt(c.input_hash, i));
+            let hash = session_hash(sid);
             obs.step = self
                 .sessions
-                .observe(sid, key, t, tool, input, cost, &mut self.ended);
-            obs.session = Some(session_hash(sid));
+                .observe(sid, hash, key, t, tool, input, cost, &mut self.ended);
+            obs.session = Some(hash);
         }
         let awaits = match self.labels.as_mut() {
             Some(l) if c.confidence.is_valid(i) && !c.correct.is_valid(i) => {
@@ -267,11 +269,6 @@ impl WindowOperator {
         }
         Ok(())
     }
-}
-
-/// A stable 64-bit hash of a session id (FNV-1a), for counting distinct sessions.
-fn session_hash(id: &str) -> u64 {
-    inferwatch_schemas::hash::fnv64(id.as_bytes())
 }
 
 /// Row `i` of a string column, `None` when null.
