@@ -1,9 +1,10 @@
 //! Labeled counts per confidence bucket (1/[`RANK_STEPS`]), for AUROC and equal-mass bins.
 //!
 //! A busy key fills thousands of the 10,001 buckets in one window, so the layout matters:
-//! sorted (bucket, counts) pairs while few, then one 8-byte slot per bucket (80 KB). Each
-//! bucket's confidence sum is only needed for the mean confidence of equal-mass bins, so it
-//! is kept only when asked for.
+//! sorted (bucket, counts) pairs while few, then one slot per bucket: 4 bytes (40 KB) while
+//! every count fits 16 bits, 8 bytes (80 KB) once one does not. Each bucket's confidence sum
+//! is only needed for the mean confidence of equal-mass bins, so it is kept only when asked
+//! for.
 
 use std::collections::BTreeMap;
 
@@ -78,14 +79,6 @@ impl<T: Copy + Default> Slots<T> {
         }
     }
 
-    /// Every (bucket, value), by bucket (a dense layout gives every bucket).
-    fn iter(&self) -> Box<dyn Iterator<Item = (u16, T)> + '_> {
-        match self {
-            Slots::Sparse(pairs) => Box::new(pairs.iter().copied()),
-            Slots::Dense(slots) => Box::new(slots.iter().enumerate().map(|(b, &v)| (b as u16, v))),
-        }
-    }
-
     fn is_empty(&self) -> bool {
         matches!(self, Slots::Sparse(p) if p.is_empty())
     }
@@ -98,11 +91,102 @@ impl<T: Copy + Default> Slots<T> {
     }
 }
 
+/// (correct, wrong) per bucket: sorted pairs while few, then a slot per bucket, 16-bit
+/// until a count outgrows it. Counts saturate at `u32::MAX`.
+#[derive(Debug, Clone)]
+enum Counts {
+    Sparse(Vec<(u16, [u32; 2])>),
+    Dense16(Box<[[u16; 2]]>),
+    Dense32(Box<[[u32; 2]]>),
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts::Sparse(Vec::new())
+    }
+}
+
+impl Counts {
+    fn add(&mut self, bucket: u16, add: [u32; 2]) {
+        let b = bucket as usize;
+        match self {
+            Counts::Sparse(pairs) => match pairs.binary_search_by_key(&bucket, |p| p.0) {
+                Ok(i) => pairs[i].1 = sum(pairs[i].1, add),
+                Err(_) if pairs.len() >= SPARSE_MAX => {
+                    self.densify();
+                    self.add(bucket, add);
+                }
+                Err(i) => pairs.insert(i, (bucket, add)),
+            },
+            Counts::Dense16(slots) => {
+                let [c, w] = sum(slots[b].map(u32::from), add);
+                match (u16::try_from(c), u16::try_from(w)) {
+                    (Ok(c), Ok(w)) => slots[b] = [c, w],
+                    _ => {
+                        let mut wide: Box<[[u32; 2]]> =
+                            slots.iter().map(|s| s.map(u32::from)).collect();
+                        wide[b] = [c, w];
+                        *self = Counts::Dense32(wide);
+                    }
+                }
+            }
+            Counts::Dense32(slots) => slots[b] = sum(slots[b], add),
+        }
+    }
+
+    /// A slot per bucket in place of the pairs: 16-bit when every count fits.
+    fn densify(&mut self) {
+        let Counts::Sparse(pairs) = self else {
+            return;
+        };
+        let narrow = pairs
+            .iter()
+            .all(|(_, c)| c.iter().all(|&n| n <= u16::MAX as u32));
+        *self = if narrow {
+            let mut slots = vec![[0u16; 2]; BUCKETS].into_boxed_slice();
+            for &(b, [c, w]) in pairs.iter() {
+                slots[b as usize] = [c as u16, w as u16];
+            }
+            Counts::Dense16(slots)
+        } else {
+            let mut slots = vec![[0u32; 2]; BUCKETS].into_boxed_slice();
+            for &(b, c) in pairs.iter() {
+                slots[b as usize] = c;
+            }
+            Counts::Dense32(slots)
+        };
+    }
+
+    /// Every (bucket, counts), by bucket (a dense layout gives every bucket).
+    fn iter(&self) -> Box<dyn Iterator<Item = (u16, [u32; 2])> + '_> {
+        match self {
+            Counts::Sparse(pairs) => Box::new(pairs.iter().copied()),
+            Counts::Dense16(slots) => Box::new(
+                (0u16..)
+                    .zip(slots.iter())
+                    .map(|(b, s)| (b, s.map(u32::from))),
+            ),
+            Counts::Dense32(slots) => Box::new((0u16..).zip(slots.iter().copied())),
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Counts::Sparse(pairs) => pairs.capacity() * size_of::<(u16, [u32; 2])>(),
+            Counts::Dense16(slots) => slots.len() * size_of::<[u16; 2]>(),
+            Counts::Dense32(slots) => slots.len() * size_of::<[u32; 2]>(),
+        }
+    }
+}
+
+fn sum(a: [u32; 2], b: [u32; 2]) -> [u32; 2] {
+    [a[0].saturating_add(b[0]), a[1].saturating_add(b[1])]
+}
+
 /// Labeled counts per confidence bucket, and optionally the confidence sum of each.
 #[derive(Debug, Clone, Default)]
 pub struct Ranks {
-    /// (correct, wrong) per bucket.
-    counts: Slots<[u32; 2]>,
+    counts: Counts,
     /// Confidence sum per bucket; empty unless [`Ranks::add`] was given confidences.
     conf_sums: Slots<f64>,
 }
@@ -116,18 +200,17 @@ impl Ranks {
     /// One labeled event; `conf` when bucket confidence sums are kept.
     #[inline]
     pub fn add(&mut self, bucket: u16, correct: bool, conf: Option<f64>) {
-        let c = self.counts.get_mut(bucket);
-        let i = usize::from(!correct);
-        c[i] = c[i].saturating_add(1);
+        self.counts
+            .add(bucket, [u32::from(correct), u32::from(!correct)]);
         if let Some(conf) = conf {
             *self.conf_sums.get_mut(bucket) += conf;
         }
     }
 
     fn add_rank(&mut self, bucket: u16, r: &Rank) {
-        let c = self.counts.get_mut(bucket);
-        c[0] = c[0].saturating_add(r.correct.min(u32::MAX as u64) as u32);
-        c[1] = c[1].saturating_add(r.wrong.min(u32::MAX as u64) as u32);
+        let narrow = |n: u64| n.min(u32::MAX as u64) as u32;
+        self.counts
+            .add(bucket, [narrow(r.correct), narrow(r.wrong)]);
         if r.conf_sum != 0.0 {
             *self.conf_sums.get_mut(bucket) += r.conf_sum;
         }
@@ -259,6 +342,28 @@ mod tests {
         events(100_000, 2)
             .iter()
             .for_each(|&(c, y)| busy.add(bucket_of(c), y, None));
-        assert_eq!(busy.size(), BUCKETS * 8);
+        assert_eq!(busy.size(), BUCKETS * 4);
+    }
+
+    #[test]
+    fn a_count_past_16_bits_widens_every_slot_and_loses_nothing() {
+        let mut r = Ranks::default();
+        for b in 0..=SPARSE_MAX as u16 {
+            r.add(b, true, None);
+        }
+        assert_eq!(r.size(), BUCKETS * 4, "dense, 16-bit");
+        for _ in 0..70_000 {
+            r.add(5, false, None);
+        }
+        assert_eq!(r.size(), BUCKETS * 8, "dense, 32-bit");
+        let got: Vec<(u16, u64, u64)> = r.iter().map(|(b, r)| (b, r.correct, r.wrong)).collect();
+        assert_eq!(got.len(), SPARSE_MAX + 1);
+        assert_eq!(got[5], (5, 1, 70_000));
+        assert!(got.iter().all(|&(b, c, w)| c == 1 && (w == 0) == (b != 5)));
+        // Sparse counts already past 16 bits go straight to 32-bit slots.
+        let mut big = Ranks::default();
+        big.merge(&r);
+        assert_eq!(big.size(), BUCKETS * 8);
+        assert_eq!(big.iter().collect::<Vec<_>>(), r.iter().collect::<Vec<_>>());
     }
 }
