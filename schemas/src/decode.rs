@@ -10,14 +10,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder,
-    MapFieldNames, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
+    MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use crate::raw::RawBatch;
-use crate::tables::events_schema;
+use crate::tables::{events as col, events_schema};
 use crate::time::{parse_rfc3339, EpochMs, MAX_EVENT_MS, MIN_EVENT_MS};
 use crate::validate::{Limits, Status, SUPPORTED_SCHEMA_VERSION};
 
@@ -201,6 +201,8 @@ pub struct Decoded {
 pub struct EventDecoder {
     limits: Limits,
     b: Builders,
+    /// Value bytes of each string column in the last batch.
+    text_bytes: Vec<usize>,
 }
 
 struct Builders {
@@ -238,49 +240,53 @@ struct Builders {
 }
 
 impl Builders {
-    fn new() -> Self {
+    /// Builders for `rows` events, with `bytes[c]` bytes for the values of string column `c`
+    /// (the last batch's: sized once, they are not grown value by value).
+    fn with_capacity(rows: usize, bytes: &[usize]) -> Self {
+        let s =
+            |c: usize| StringBuilder::with_capacity(rows, bytes.get(c).map_or(0, |b| b + b / 8));
         let names = MapFieldNames {
             entry: "entries".into(),
             key: "keys".into(),
             value: "values".into(),
         };
         Self {
-            event_id: StringBuilder::new(),
-            timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
-            service: StringBuilder::new(),
-            model: StringBuilder::new(),
-            model_version: StringBuilder::new(),
-            route: StringBuilder::new(),
-            tenant: StringBuilder::new(),
-            session_id: StringBuilder::new(),
-            status: StringBuilder::new(),
-            latency_ms: Float64Builder::new(),
-            tokens_in: Int64Builder::new(),
-            tokens_out: Int64Builder::new(),
-            tokens_cached: Int64Builder::new(),
-            cost_usd: Float64Builder::new(),
-            cost_source: StringBuilder::new(),
-            prediction: StringBuilder::new(),
-            confidence: Float64Builder::new(),
-            correct: BooleanBuilder::new(),
-            quality_score: Float64Builder::new(),
+            event_id: s(col::EVENT_ID),
+            timestamp: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            service: s(col::SERVICE),
+            model: s(col::MODEL),
+            model_version: s(col::MODEL_VERSION),
+            route: s(col::ROUTE),
+            tenant: s(col::TENANT),
+            session_id: s(col::SESSION_ID),
+            status: s(col::STATUS),
+            latency_ms: Float64Builder::with_capacity(rows),
+            tokens_in: Int64Builder::with_capacity(rows),
+            tokens_out: Int64Builder::with_capacity(rows),
+            tokens_cached: Int64Builder::with_capacity(rows),
+            cost_usd: Float64Builder::with_capacity(rows),
+            cost_source: s(col::COST_SOURCE),
+            prediction: s(col::PREDICTION),
+            confidence: Float64Builder::with_capacity(rows),
+            correct: BooleanBuilder::with_capacity(rows),
+            quality_score: Float64Builder::with_capacity(rows),
             flags: ListBuilder::new(StringBuilder::new()),
-            approval: StringBuilder::new(),
-            step: Int64Builder::new(),
-            tool: StringBuilder::new(),
-            input_hash: StringBuilder::new(),
-            output_chars: Int64Builder::new(),
+            approval: s(col::APPROVAL),
+            step: Int64Builder::with_capacity(rows),
+            tool: s(col::TOOL),
+            input_hash: s(col::INPUT_HASH),
+            output_chars: Int64Builder::with_capacity(rows),
             attributes: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
                 .with_values_field(arrow::datatypes::Field::new(
                     "values",
                     arrow::datatypes::DataType::Utf8,
                     true,
                 )),
-            schema_version: Int32Builder::new(),
-            source: StringBuilder::new(),
-            source_partition: Int32Builder::new(),
-            source_offset: Int64Builder::new(),
-            late: BooleanBuilder::new(),
+            schema_version: Int32Builder::with_capacity(rows),
+            source: s(col::SOURCE),
+            source_partition: Int32Builder::with_capacity(rows),
+            source_offset: Int64Builder::with_capacity(rows),
+            late: BooleanBuilder::with_capacity(rows),
         }
     }
 
@@ -335,7 +341,8 @@ impl EventDecoder {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            b: Builders::new(),
+            b: Builders::with_capacity(1024, &[]),
+            text_bytes: Vec::new(),
         }
     }
 
@@ -347,6 +354,7 @@ impl EventDecoder {
     pub fn decode(&mut self, raw: &RawBatch) -> Decoded {
         let mut rows = Vec::with_capacity(raw.len());
         let mut rejects = Vec::new();
+        self.b = Builders::with_capacity(raw.len(), &self.text_bytes);
         for i in 0..raw.len() {
             let payload = raw.payload(i);
             match self.decode_one(payload) {
@@ -358,6 +366,10 @@ impl EventDecoder {
             }
         }
         let columns = self.b.finish();
+        self.text_bytes = columns
+            .iter()
+            .map(|c| c.as_string_opt::<i32>().map_or(0, |s| s.values().len()))
+            .collect();
         let events = RecordBatch::try_new(events_schema(), columns)
             .expect("decoder builders match the events schema");
         Decoded {
