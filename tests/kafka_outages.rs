@@ -107,18 +107,7 @@ fn run_logs(data: &Path) -> String {
 /// The offset after the last one `data`'s latest checkpoint of `partition` covers; `None`
 /// before the first (or while its directory is still empty).
 fn checkpointed(data: &Path, topic: &str, partition: i32) -> Option<i64> {
-    let dir = data
-        .join("_checkpoints")
-        .join(topic)
-        .join(format!("p{partition:05}"));
-    let mut gens: Vec<_> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
-        .collect();
-    gens.sort();
-    let ckpt = std::fs::read(gens.last()?).ok()?;
+    let ckpt = newest_checkpoint(data, topic, partition)?;
     let header = String::from_utf8_lossy(&ckpt[..ckpt.len().min(200)]).into_owned();
     let next = header
         .split_whitespace()

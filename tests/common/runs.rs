@@ -262,16 +262,21 @@ pub fn check_consumer(brokers: &str, topic: &str) -> BaseConsumer {
 
 /// The latest checkpoint generation of `partition` of `source` under `data`.
 pub fn latest_checkpoint(data: &Path, source: &str, partition: i32) -> Vec<u8> {
+    newest_checkpoint(data, source, partition).expect("a checkpoint")
+}
+
+/// [`latest_checkpoint`], `None` before the first one is written.
+pub fn newest_checkpoint(data: &Path, source: &str, partition: i32) -> Option<Vec<u8>> {
     let dir = data
         .join("_checkpoints")
         .join(source)
         .join(format!("p{partition:05}"));
     let mut gens: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
+        .ok()?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
         .collect();
     gens.sort();
-    std::fs::read(gens.last().expect("a checkpoint")).unwrap()
+    std::fs::read(gens.last()?).ok()
 }
