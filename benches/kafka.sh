@@ -10,7 +10,8 @@ events=${1:-1000000}
 partitions=${2:-4}
 work=$(mktemp -d)
 trap 'kill $broker 2>/dev/null; rm -rf "$work"' EXIT
-cargo build --release --quiet
+# The test build's feature set: a plain `cargo build` would rebuild every dependency.
+cargo test --release --workspace --all-targets --no-run --quiet
 bin=${CARGO_TARGET_DIR:-target}/release/inferwatch
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 (cd "$work" && exec tansu broker --listener-url "tcp://127.0.0.1:$port" \

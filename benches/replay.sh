@@ -13,7 +13,8 @@ events=${1:-2000000}
 routes=${2:-0}
 work=${BENCH_DIR:-$(mktemp -d)}
 if [ -z "${INFERWATCH_BIN:-}" ]; then
-    cargo build --release --quiet
+    # The test build's feature set: a plain `cargo build` would rebuild every dependency.
+    cargo test --release --workspace --all-targets --no-run --quiet
 fi
 bin=${INFERWATCH_BIN:-${CARGO_TARGET_DIR:-target}/release/inferwatch}
 input="$work/replay-$events-$routes.ndjson"

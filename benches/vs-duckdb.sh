@@ -13,7 +13,8 @@ routes=${2:-0}
 window=${3:-1m}
 work=${BENCH_DIR:-$(mktemp -d)}
 if [ -z "${INFERWATCH_BIN:-}" ]; then
-    cargo build --release --quiet
+    # The test build's feature set: a plain `cargo build` would rebuild every dependency.
+    cargo test --release --workspace --all-targets --no-run --quiet
 fi
 bin=${INFERWATCH_BIN:-${CARGO_TARGET_DIR:-target}/release/inferwatch}
 python3 -c "import duckdb" 2>/dev/null || python3 -m pip install --quiet duckdb
