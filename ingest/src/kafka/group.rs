@@ -304,29 +304,8 @@ impl KafkaSource {
             commit(&self.consumer, &ctx.topic, &commits, CommitMode::Sync);
         }
         self.consumer.unsubscribe();
-        self.close_consumer();
-    }
-
-    /// Leaves the group now, serving the rebalance callbacks that come on the way out:
-    /// they run only inside a poll, and a coordinator may still hand this member partitions
-    /// as it leaves (seen with Tansu, with partitions nobody held). Served when the
-    /// consumer is dropped, after the run's report, their last windows were never closed
-    /// (the pipeline had stopped writing). Polled messages are dropped: the next owner reads
-    /// them from the checkpoint.
-    fn close_consumer(&mut self) {
-        if let Err(e) = self.consumer.close_queue() {
-            tracing::warn!("leaving the group of {}: {e}", self.name);
-            return;
-        }
-        let deadline = Instant::now() + LEAVE_WAIT;
-        while !self.consumer.closed() && Instant::now() < deadline {
-            let _ = self.consumer.poll(Duration::from_millis(100));
-        }
     }
 }
-
-/// How long leaving the group may take before the run ends anyway.
-const LEAVE_WAIT: Duration = Duration::from_secs(30);
 
 impl Source for KafkaSource {
     fn name(&self) -> &str {
