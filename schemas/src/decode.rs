@@ -201,8 +201,6 @@ pub struct Decoded {
 pub struct EventDecoder {
     limits: Limits,
     b: Builders,
-    /// Value bytes of each string column in the last batch.
-    text_bytes: Vec<usize>,
 }
 
 struct Builders {
@@ -342,7 +340,6 @@ impl EventDecoder {
         Self {
             limits,
             b: Builders::with_capacity(1024, &[]),
-            text_bytes: Vec::new(),
         }
     }
 
@@ -354,7 +351,6 @@ impl EventDecoder {
     pub fn decode(&mut self, raw: &RawBatch) -> Decoded {
         let mut rows = Vec::with_capacity(raw.len());
         let mut rejects = Vec::new();
-        self.b = Builders::with_capacity(raw.len(), &self.text_bytes);
         for i in 0..raw.len() {
             let payload = raw.payload(i);
             match self.decode_one(payload) {
@@ -366,10 +362,12 @@ impl EventDecoder {
             }
         }
         let columns = self.b.finish();
-        self.text_bytes = columns
+        // The next batch's builders, sized like this one.
+        let text_bytes: Vec<usize> = columns
             .iter()
             .map(|c| c.as_string_opt::<i32>().map_or(0, |s| s.values().len()))
             .collect();
+        self.b = Builders::with_capacity(raw.len(), &text_bytes);
         let events = RecordBatch::try_new(events_schema(), columns)
             .expect("decoder builders match the events schema");
         Decoded {
