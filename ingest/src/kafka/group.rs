@@ -92,13 +92,11 @@ impl ConsumerContext for Context {
                     }
                 }
                 if self.leaving.load(Ordering::SeqCst) {
-                    // A coordinator may hand a partition nobody held to a member on its way
-                    // out (seen with Tansu): its last windows must not stay open.
-                    let ends: Vec<(i32, i64)> = parts
-                        .iter()
-                        .filter_map(|&p| Some((p, watermarks(consumer, &self.topic, p)?.1)))
-                        .collect();
-                    self.owner.assigned_while_leaving(&self.topic, &ends);
+                    self.hand_back(consumer, &parts);
+                    // Nothing is committed after the assign call below: a closing consumer
+                    // takes that call as an unassign, and a commit still in flight when it
+                    // terminates aborts librdkafka (rd_kafka_cgrp_terminated asserts).
+                    resumed.clear();
                 }
                 let r = if cooperative {
                     consumer.incremental_assign(tpl)
@@ -138,6 +136,28 @@ impl ConsumerContext for Context {
             other => {
                 tracing::error!("rebalance failed: {other:?}; leaving the assignment as it was");
             }
+        }
+    }
+}
+
+impl Context {
+    /// Partitions handed to a member on its way out (a coordinator may give partitions
+    /// nobody held to a leaving member; seen with Tansu): the ones read to their end close
+    /// their last windows, then all are checkpointed, released and committed, before the
+    /// assign call, while the group still waits for it.
+    fn hand_back(&self, consumer: &BaseConsumer<Self>, parts: &[i32]) {
+        let ends: Vec<(i32, i64)> = parts
+            .iter()
+            .filter_map(|&p| Some((p, watermarks(consumer, &self.topic, p)?.1)))
+            .collect();
+        self.owner.assigned_while_leaving(&self.topic, &ends);
+        let commits = self.owner.revoked(&self.topic, parts, false);
+        self.revoked
+            .lock()
+            .expect("not poisoned")
+            .extend_from_slice(parts);
+        if !commits.is_empty() {
+            commit(consumer, &self.topic, &commits, CommitMode::Sync);
         }
     }
 }
@@ -304,8 +324,36 @@ impl KafkaSource {
             commit(&self.consumer, &ctx.topic, &commits, CommitMode::Sync);
         }
         self.consumer.unsubscribe();
+        self.close_consumer();
+    }
+
+    /// Leaves the group now, serving the rebalance callbacks that come on the way out:
+    /// they run only inside a poll, and a coordinator may still hand this member partitions
+    /// as it leaves. Served when the consumer is dropped, after the run's report, their
+    /// last windows were never closed (the pipeline had stopped writing). Polled messages
+    /// are dropped: the next owner reads them from the checkpoint.
+    fn close_consumer(&mut self) {
+        if let Err(e) = self.consumer.close_queue() {
+            tracing::warn!("leaving the group of {}: {e}", self.name);
+            return;
+        }
+        let deadline = Instant::now() + LEAVE_WAIT;
+        while !self.consumer.closed() && Instant::now() < deadline {
+            let _ = self.consumer.poll(Duration::from_millis(100));
+        }
+        if !self.consumer.closed() {
+            tracing::warn!(
+                "leaving the group of {} took longer than {}s; the group's coordinator \
+                 reassigns its partitions once its session times out",
+                self.name,
+                LEAVE_WAIT.as_secs()
+            );
+        }
     }
 }
+
+/// How long leaving the group may take before the run ends anyway.
+const LEAVE_WAIT: Duration = Duration::from_secs(30);
 
 impl Source for KafkaSource {
     fn name(&self) -> &str {
