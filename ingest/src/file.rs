@@ -9,21 +9,20 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::Arc;
 
 use inferwatch_schemas::hash::fnv64;
 use inferwatch_schemas::RawBatch;
 
+use crate::lines::Lines;
 use crate::source::{Source, SourceError};
 
 pub struct FileSource {
     name: String,
     path: String,
-    reader: BufReader<File>,
+    lines: Lines,
     line: i64,
-    read_bytes: u64,
     total_bytes: u64,
     source: Arc<str>,
     done: bool,
@@ -32,7 +31,6 @@ pub struct FileSource {
     /// Partitioned reading: lines gathered per partition, and batches ready to hand out.
     gathering: Vec<Option<RawBatch>>,
     ready: VecDeque<RawBatch>,
-    line_buf: Vec<u8>,
 }
 
 impl FileSource {
@@ -53,15 +51,13 @@ impl FileSource {
             source: Arc::from(name.as_str()),
             name,
             path: display,
-            reader: BufReader::with_capacity(1 << 20, file),
+            lines: Lines::new(file),
             line: 0,
-            read_bytes: 0,
             total_bytes,
             done: false,
             partitions: 1,
             gathering: Vec::new(),
             ready: VecDeque::new(),
-            line_buf: Vec::new(),
         })
     }
 
@@ -70,40 +66,6 @@ impl FileSource {
         self.partitions = n.max(1);
         self.gathering = (0..self.partitions).map(|_| None).collect();
         self
-    }
-
-    /// Appends the next line to `buf`, without its line ending (`\n` or `\r\n`); false at
-    /// the end of the file.
-    fn read_into(&mut self, buf: &mut Vec<u8>) -> Result<bool, SourceError> {
-        let start = buf.len();
-        let n = self
-            .reader
-            .read_until(b'\n', buf)
-            .map_err(|source| SourceError::Read {
-                path: self.path.clone(),
-                line: self.line,
-                source,
-            })?;
-        if n == 0 {
-            return Ok(false);
-        }
-        self.read_bytes += n as u64;
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-            if buf.len() > start && buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-        }
-        Ok(true)
-    }
-
-    /// The next line into `line_buf`; false at the end.
-    fn read_line(&mut self) -> Result<bool, SourceError> {
-        let mut line = std::mem::take(&mut self.line_buf);
-        line.clear();
-        let more = self.read_into(&mut line);
-        self.line_buf = line;
-        more
     }
 
     /// Partitioned reading: lines gather per partition; a partition's batch is handed out
@@ -117,21 +79,30 @@ impl FileSource {
             if self.done {
                 return Ok(self.gathering.iter_mut().find_map(Option::take));
             }
-            if !self.read_line()? {
+            let at = self.line;
+            let Some(line) = self.lines.next_line().map_err(read_error(&self.path, at))? else {
                 self.done = true;
                 continue;
-            }
-            let p = partition_of(&self.line_buf, self.partitions);
+            };
+            let p = partition_of(line, self.partitions);
             let source = &self.source;
             let batch = self.gathering[p].get_or_insert_with(|| {
                 RawBatch::with_capacity(source.clone(), p as i32, max, max * 400)
             });
-            batch.push(&self.line_buf, self.line);
+            batch.push(line, at);
             self.line += 1;
             if batch.len() >= max {
                 self.ready.extend(self.gathering[p].take());
             }
         }
+    }
+}
+
+fn read_error(path: &str, line: i64) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
+    move |source| SourceError::Read {
+        path: path.to_owned(),
+        line,
+        source,
     }
 }
 
@@ -259,13 +230,12 @@ impl Source for FileSource {
         }
         let mut batch = RawBatch::with_capacity(self.source.clone(), 0, max, max * 400);
         while batch.len() < max {
-            let buf = batch.buffer_mut();
-            let start = buf.len();
-            if !self.read_into(buf)? {
+            let at = self.line;
+            let Some(line) = self.lines.next_line().map_err(read_error(&self.path, at))? else {
                 self.done = true;
                 break;
-            }
-            batch.commit_tail(start, self.line);
+            };
+            batch.push(line, at);
             self.line += 1;
         }
         if batch.is_empty() {
@@ -279,7 +249,7 @@ impl Source for FileSource {
     }
 
     fn progress(&self) -> Option<(u64, u64)> {
-        Some((self.read_bytes, self.total_bytes))
+        Some((self.lines.read_bytes, self.total_bytes))
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod kafka;
+mod lines;
 pub mod producer;
 pub mod source;
 

@@ -154,8 +154,31 @@ impl PriceTable {
         tokens_out: i64,
         tokens_cached: i64,
     ) -> Option<i64> {
-        let schedule = self.schedule(model)?;
-        let dated = schedule.iter().rev().find(|d| d.from_ms <= time_ms)?;
+        self.prices_of(model)?
+            .cost_nanos(time_ms, tokens_in, tokens_out, tokens_cached)
+    }
+
+    /// A model's prices, for a caller that prices many calls of one model (the lookup
+    /// hashes the name; this is done once).
+    pub fn prices_of(&self, model: &str) -> Option<ModelPrices> {
+        self.schedule(model).map(ModelPrices)
+    }
+}
+
+/// One model's dated prices, found in a [`PriceTable`].
+#[derive(Debug, Clone)]
+pub struct ModelPrices(Schedule);
+
+impl ModelPrices {
+    /// As [`PriceTable::cost_nanos`], for this model.
+    pub fn cost_nanos(
+        &self,
+        time_ms: i64,
+        tokens_in: i64,
+        tokens_out: i64,
+        tokens_cached: i64,
+    ) -> Option<i64> {
+        let dated = self.0.iter().rev().find(|d| d.from_ms <= time_ms)?;
         let tokens_in = tokens_in.max(0);
         let p = dated
             .tiers

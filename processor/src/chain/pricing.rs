@@ -1,6 +1,7 @@
 //! Pricing: events without `cost_usd` get it from the price table (`cost_source` =
 //! `table`); events that carry a cost keep it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, RecordBatch, StringBuilder};
@@ -11,9 +12,7 @@ use inferwatch_schemas::validate::COST_SOURCE_TABLE;
 use super::{Collector, Operator};
 use crate::error::Result;
 use crate::operator::opt;
-use std::collections::BTreeMap;
-
-use crate::price::{PriceTable, Prices};
+use crate::price::{ModelPrices, PriceTable, Prices};
 
 pub struct Pricing {
     prices: PriceTable,
@@ -47,19 +46,29 @@ impl Pricing {
             |a: &arrow::array::Int64Array, i: usize| if a.is_valid(i) { a.value(i) } else { 0 };
         let mut usd = Vec::with_capacity(n);
         let mut src = StringBuilder::with_capacity(n, n * 5);
+        // A batch holds few models: each is looked up once (up to a bound).
+        let mut seen: Vec<(&str, Option<ModelPrices>)> = Vec::new();
         for i in 0..n {
             if cost.is_valid(i) {
                 src.append_option(opt(source, i));
                 usd.push(Some(cost.value(i)));
                 continue;
             }
-            let nanos = self.prices.cost_nanos(
-                model.value(i),
-                ts.value(i),
-                get(tin, i),
-                get(tout, i),
-                get(tcached, i),
-            );
+            let m = model.value(i);
+            let k = match seen.iter().position(|(name, _)| *name == m) {
+                Some(k) => k,
+                None => {
+                    let prices = self.prices.prices_of(m);
+                    if seen.len() == MODELS_SEEN {
+                        seen.pop();
+                    }
+                    seen.push((m, prices));
+                    seen.len() - 1
+                }
+            };
+            let nanos = seen[k].1.as_ref().and_then(|p| {
+                p.cost_nanos(ts.value(i), get(tin, i), get(tout, i), get(tcached, i))
+            });
             src.append_option(nanos.map(|_| COST_SOURCE_TABLE));
             // Exact: nano-dollars below 2^52 survive the division and `usd_to_nanos`.
             usd.push(nanos.map(|c| c as f64 / 1e9));
@@ -70,6 +79,9 @@ impl Pricing {
         Ok(RecordBatch::try_new(events.schema(), columns)?)
     }
 }
+
+/// How many models a batch remembers the prices of.
+const MODELS_SEEN: usize = 32;
 
 impl Operator for Pricing {
     fn name(&self) -> &'static str {

@@ -5,177 +5,22 @@
 //! payloads take a slow path that re-reads them to say which field is wrong; they become
 //! rejects for the `dead_letter` table and never stop the batch.
 
-use std::borrow::Cow;
-use std::fmt;
-use std::sync::Arc;
+mod scan;
+#[cfg(test)]
+mod scan_tests;
+mod wire;
 
-use arrow::array::{
-    ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
-    MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
-};
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
+use std::sync::Arc;
 
 use crate::raw::RawBatch;
 use crate::tables::{events as col, events_schema};
 use crate::time::{parse_rfc3339, EpochMs, MAX_EVENT_MS, MIN_EVENT_MS};
 use crate::validate::{Limits, Status, SUPPORTED_SCHEMA_VERSION};
-
-/// A string that borrows from the payload unless JSON escapes forced a copy.
-#[derive(Debug)]
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// `timestamp` is RFC 3339 text or epoch milliseconds.
-#[derive(Debug)]
-enum WireTime<'a> {
-    Text(Text<'a>),
-    Millis(f64),
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for WireTime<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = WireTime<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an RFC 3339 string or epoch milliseconds")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(WireTime::Text(Text(Cow::Borrowed(v))))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(WireTime::Text(Text(Cow::Owned(v.to_owned()))))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(WireTime::Millis(v as f64))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(WireTime::Millis(v as f64))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(WireTime::Millis(v))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// `flags`: a list of strings, borrowed.
-#[derive(Debug, Default)]
-struct Flags<'a>(Vec<Text<'a>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Flags<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Flags<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of strings")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut v = Vec::new();
-                while let Some(t) = seq.next_element::<Text<'de>>()? {
-                    v.push(t);
-                }
-                Ok(Flags(v))
-            }
-        }
-        d.deserialize_seq(V)
-    }
-}
-
-/// `attributes`: an object of string to string, borrowed, in payload order.
-#[derive(Debug, Default)]
-struct Attributes<'a>(Vec<(Text<'a>, Text<'a>)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Attributes<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Attributes<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object of string values")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut v = Vec::new();
-                while let Some(kv) = map.next_entry::<Text<'de>, Text<'de>>()? {
-                    v.push(kv);
-                }
-                Ok(Attributes(v))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// One inference event as it is on the wire. Unknown fields are ignored so that newer
-/// producers do not break older processors.
-#[derive(Debug, Deserialize)]
-struct WireEvent<'a> {
-    #[serde(borrow)]
-    event_id: Option<Text<'a>>,
-    #[serde(borrow)]
-    timestamp: Option<WireTime<'a>>,
-    #[serde(borrow)]
-    service: Option<Text<'a>>,
-    #[serde(borrow)]
-    model: Option<Text<'a>>,
-    #[serde(borrow)]
-    model_version: Option<Text<'a>>,
-    #[serde(borrow)]
-    route: Option<Text<'a>>,
-    #[serde(borrow)]
-    tenant: Option<Text<'a>>,
-    #[serde(borrow)]
-    session_id: Option<Text<'a>>,
-    #[serde(borrow)]
-    status: Option<Text<'a>>,
-    latency_ms: Option<f64>,
-    tokens_in: Option<i64>,
-    tokens_out: Option<i64>,
-    tokens_cached: Option<i64>,
-    cost_usd: Option<f64>,
-    #[serde(borrow)]
-    prediction: Option<Text<'a>>,
-    confidence: Option<f64>,
-    correct: Option<bool>,
-    quality_score: Option<f64>,
-    #[serde(borrow)]
-    flags: Option<Flags<'a>>,
-    #[serde(borrow)]
-    approval: Option<Text<'a>>,
-    step: Option<i64>,
-    #[serde(borrow)]
-    tool: Option<Text<'a>>,
-    #[serde(borrow)]
-    input_hash: Option<Text<'a>>,
-    output_chars: Option<i64>,
-    #[serde(borrow)]
-    attributes: Option<Attributes<'a>>,
-    schema_version: Option<i64>,
-}
+use arrow::array::{
+    ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
+    MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+};
+use wire::{Text, WireEvent, WireTime};
 
 /// A payload that did not become an event.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +46,7 @@ pub struct Decoded {
 pub struct EventDecoder {
     limits: Limits,
     b: Builders,
+    order: scan::KeyOrder,
 }
 
 struct Builders {
@@ -340,6 +186,7 @@ impl EventDecoder {
         Self {
             limits,
             b: Builders::with_capacity(1024, &[]),
+            order: scan::KeyOrder::default(),
         }
     }
 
@@ -353,9 +200,11 @@ impl EventDecoder {
         let mut rejects = Vec::new();
         for i in 0..raw.len() {
             let payload = raw.payload(i);
-            match self.decode_one(payload) {
-                Ok(ev) => {
-                    self.append(&ev.0, ev.1, raw, i);
+            // Filled in place: the struct is large, and moving it per event showed in profiles.
+            let mut ev = WireEvent::default();
+            match self.decode_one(payload, &mut ev) {
+                Ok(ts) => {
+                    self.append(&ev, ts, raw, i);
                     rows.push(i as u32);
                 }
                 Err(reason) => rejects.push(Reject { index: i, reason }),
@@ -377,7 +226,11 @@ impl EventDecoder {
         }
     }
 
-    fn decode_one<'p>(&self, payload: &'p [u8]) -> Result<(WireEvent<'p>, EpochMs), String> {
+    fn decode_one<'p>(
+        &mut self,
+        payload: &'p [u8],
+        ev: &mut WireEvent<'p>,
+    ) -> Result<EpochMs, String> {
         if payload.is_empty() || payload.iter().all(|b| b.is_ascii_whitespace()) {
             return Err("empty payload".into());
         }
@@ -395,6 +248,9 @@ impl EventDecoder {
                 "payload is not valid UTF-8 (invalid byte at offset {at})"
             ));
         };
+        if scan::scan(text, ev, &mut self.order) {
+            return self.validate(ev);
+        }
         // serde's derived struct visitor also accepts a positional array: only objects are events.
         if text.trim_start().as_bytes().first() != Some(&b'{') {
             let e = serde_json::from_str::<serde::de::IgnoredAny>(text).err();
@@ -406,12 +262,11 @@ impl EventDecoder {
                 ),
             });
         }
-        let ev: WireEvent = match serde_json::from_str(text) {
+        *ev = match serde_json::from_str(text) {
             Ok(ev) => ev,
             Err(e) => return Err(crate::validate::diagnose(payload, &e)),
         };
-        let ts = self.validate(&ev)?;
-        Ok((ev, ts))
+        self.validate(ev)
     }
 
     /// Checks every field against the event schema; returns the event time.

@@ -1,0 +1,486 @@
+//! A one-pass reader for the common event payload, exact wherever it answers.
+//!
+//! serde_json is general and pays for it per field and per byte. Most payloads are plain: an
+//! object of known fields, strings without escapes, short numbers. This reader takes those
+//! and builds the [`WireEvent`] serde_json would, bit for bit. Anything it is not sure of
+//! (an escape or a control character anywhere, a duplicate field, a negative number, a
+//! number serde_json would compute another way, a nested value under an unknown field, any
+//! syntax error) makes it answer `None`: the payload then goes to serde_json, which decides
+//! and names the error. So it can only be slower than serde_json, never different.
+
+use std::borrow::Cow;
+
+use super::wire::{Attributes, Flags, Text, WireEvent, WireTime};
+
+/// Reads `text` as one event object into `ev` (all `None` before); false when serde_json
+/// must decide (`ev` then holds a part of the payload, to be overwritten).
+pub(super) fn scan<'a>(text: &'a str, ev: &mut WireEvent<'a>, order: &mut KeyOrder) -> bool {
+    // Escapes and control characters are rare: a payload with any goes to serde_json, so
+    // that strings below need only look for their closing quote.
+    if !plain(text.as_bytes()) {
+        return false;
+    }
+    let mut r = Reader { text, at: 0 };
+    if r.event(ev, order).is_none() {
+        return false;
+    }
+    r.skip_ws();
+    r.at == text.len()
+}
+
+/// The field names, in the order of [`Reader::value`]'s indices.
+const KEYS: [&str; 26] = [
+    "event_id",
+    "timestamp",
+    "service",
+    "model",
+    "model_version",
+    "route",
+    "tenant",
+    "session_id",
+    "status",
+    "latency_ms",
+    "tokens_in",
+    "tokens_out",
+    "tokens_cached",
+    "cost_usd",
+    "prediction",
+    "confidence",
+    "correct",
+    "quality_score",
+    "flags",
+    "approval",
+    "step",
+    "tool",
+    "input_hash",
+    "output_chars",
+    "attributes",
+    "schema_version",
+];
+
+/// Each name of [`KEYS`] with its closing quote, as a little-endian word to compare 16
+/// payload bytes against, the mask of its bytes, and its length.
+const KEY_WORDS: [(u128, u128, usize); KEYS.len()] = {
+    let mut out = [(0, 0, 0); KEYS.len()];
+    let mut k = 0;
+    while k < KEYS.len() {
+        let name = KEYS[k].as_bytes();
+        let (mut word, mut i) = (0u128, 0);
+        while i < name.len() {
+            word |= (name[i] as u128) << (8 * i);
+            i += 1;
+        }
+        word |= (b'"' as u128) << (8 * i);
+        let len = name.len() + 1;
+        out[k] = (word, u128::MAX >> (8 * (16 - len)), len);
+        k += 1;
+    }
+    out
+};
+
+/// For each byte, the keys of [`KEYS`] that start with it (bit `k` for key `k`).
+const FIRST_BYTE: [u32; 256] = {
+    let mut out = [0u32; 256];
+    let mut k = 0;
+    while k < KEYS.len() {
+        out[KEYS[k].as_bytes()[0] as usize] |= 1 << k;
+        k += 1;
+    }
+    out
+};
+
+/// No byte below 0x20 and no backslash, eight bytes at a time.
+fn plain(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut odd = 0u64;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // Any flag means a flagged byte somewhere (a false flag needs a true one below it).
+        odd |=
+            (word.wrapping_sub(splat(0x20)) & !word & splat(0x80)) | zero_byte(word ^ splat(b'\\'));
+    }
+    odd == 0 && chunks.remainder().iter().all(|&c| c >= 0x20 && c != b'\\')
+}
+
+/// An unknown field, or the start of the object, in [`KeyOrder`].
+const OTHER: u8 = KEYS.len() as u8;
+
+/// Which field came after which in the last payloads: a producer writes its fields in one
+/// order, so the next key is usually known and is checked with one comparison.
+#[derive(Debug, Clone)]
+pub(super) struct KeyOrder([u8; KEYS.len() + 1]);
+
+impl Default for KeyOrder {
+    fn default() -> Self {
+        Self([0; KEYS.len() + 1])
+    }
+}
+
+fn key_index(key: &str) -> u8 {
+    KEYS.iter()
+        .position(|k| *k == key)
+        .map_or(OTHER, |i| i as u8)
+}
+
+/// A number as serde_json's parser sees it (non-negative: negatives are left to it).
+enum Number {
+    Int(u64),
+    Float(f64),
+}
+
+/// The powers of ten that are exact in an f64; serde_json scales by the same values.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+struct Reader<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// The next byte after blanks, consumed.
+    fn next(&mut self) -> Option<u8> {
+        self.skip_ws();
+        let c = self.peek()?;
+        self.at += 1;
+        Some(c)
+    }
+
+    fn literal(&mut self, rest: &[u8]) -> Option<()> {
+        let tail = self.text.as_bytes().get(self.at..)?;
+        if !tail.starts_with(rest) {
+            return None;
+        }
+        self.at += rest.len();
+        Some(())
+    }
+
+    fn event(&mut self, ev: &mut WireEvent<'a>, order: &mut KeyOrder) -> Option<()> {
+        let mut seen = 0u32;
+        if self.next()? != b'{' {
+            return None;
+        }
+        self.skip_ws();
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(());
+        }
+        let mut last = OTHER;
+        loop {
+            if self.next()? != b'"' {
+                return None;
+            }
+            let key = self.key(order.0[usize::from(last)])?;
+            order.0[usize::from(last)] = key;
+            if self.next()? != b':' {
+                return None;
+            }
+            if key == OTHER {
+                // Unknown fields are ignored, as serde does; only scalars are skipped here.
+                self.skip_scalar()?;
+            } else {
+                let bit = 1u32 << key;
+                if seen & bit != 0 {
+                    return None; // serde's derive rejects a duplicate field
+                }
+                seen |= bit;
+                self.value(key, ev)?;
+            }
+            last = key;
+            match self.next()? {
+                b',' => {}
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The index of the key whose opening quote was read; `guess` is tried first.
+    fn key(&mut self, guess: u8) -> Option<u8> {
+        let tail = &self.text.as_bytes()[self.at..];
+        if let Some(chunk) = tail.get(..16) {
+            let bytes = u128::from_le_bytes(chunk.try_into().expect("sixteen bytes"));
+            let matches = |k: usize| {
+                let (word, mask, len) = KEY_WORDS[k];
+                (bytes & mask == word).then_some(len)
+            };
+            if let Some(len) = (guess != OTHER)
+                .then(|| matches(usize::from(guess)))
+                .flatten()
+            {
+                self.at += len;
+                return Some(guess);
+            }
+            // The keys that start like this one (at most six share a first byte).
+            let mut candidates = FIRST_BYTE[usize::from(chunk[0])];
+            while candidates != 0 {
+                let k = candidates.trailing_zeros() as usize;
+                if let Some(len) = matches(k) {
+                    self.at += len;
+                    return Some(k as u8);
+                }
+                candidates &= candidates - 1;
+            }
+        }
+        Some(key_index(self.string_body()?))
+    }
+
+    fn value(&mut self, key: u8, ev: &mut WireEvent<'a>) -> Option<()> {
+        match key {
+            0 => ev.event_id = self.text()?,
+            1 => ev.timestamp = self.time()?,
+            2 => ev.service = self.text()?,
+            3 => ev.model = self.text()?,
+            4 => ev.model_version = self.text()?,
+            5 => ev.route = self.text()?,
+            6 => ev.tenant = self.text()?,
+            7 => ev.session_id = self.text()?,
+            8 => ev.status = self.text()?,
+            9 => ev.latency_ms = self.float()?,
+            10 => ev.tokens_in = self.int()?,
+            11 => ev.tokens_out = self.int()?,
+            12 => ev.tokens_cached = self.int()?,
+            13 => ev.cost_usd = self.float()?,
+            14 => ev.prediction = self.text()?,
+            15 => ev.confidence = self.float()?,
+            16 => ev.correct = self.boolean()?,
+            17 => ev.quality_score = self.float()?,
+            18 => ev.flags = self.flags()?,
+            19 => ev.approval = self.text()?,
+            20 => ev.step = self.int()?,
+            21 => ev.tool = self.text()?,
+            22 => ev.input_hash = self.text()?,
+            23 => ev.output_chars = self.int()?,
+            24 => ev.attributes = self.attributes()?,
+            25 => ev.schema_version = self.int()?,
+            _ => unreachable!("KEYS has {} names", KEYS.len()),
+        }
+        Some(())
+    }
+
+    /// The rest of a string whose opening quote was read (the payload has no escapes and no
+    /// control characters: [`scan`] checked).
+    fn string_body(&mut self) -> Option<&'a str> {
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        let mut i = start;
+        // Eight bytes at a time; the lowest flagged byte is exact, the ones above it may not be.
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let quote = zero_byte(word ^ splat(b'"'));
+            if quote != 0 {
+                return self.string_end(start, i + (quote.trailing_zeros() / 8) as usize);
+            }
+            i += 8;
+        }
+        let end = start + bytes[start..].iter().position(|&c| c == b'"')?;
+        self.string_end(start, end)
+    }
+
+    fn string_end(&mut self, start: usize, end: usize) -> Option<&'a str> {
+        self.at = end + 1;
+        // Both ends are next to an ASCII quote, so both are character boundaries.
+        self.text.get(start..end)
+    }
+
+    /// A non-negative JSON number whose first digit was read.
+    fn number(&mut self, first: u8) -> Option<Number> {
+        let mut sig = u64::from(first - b'0');
+        if first == b'0' {
+            if let Some(b'0'..=b'9') = self.peek() {
+                return None;
+            }
+        } else {
+            while let Some(c @ b'0'..=b'9') = self.peek() {
+                sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+                self.at += 1;
+            }
+        }
+        let mut exp: i32 = 0;
+        let mut float = false;
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            float = true;
+            let start = self.at;
+            while let Some(c @ b'0'..=b'9') = self.peek() {
+                sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+                exp -= 1;
+                self.at += 1;
+            }
+            if self.at == start {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            float = true;
+            let negative = self.peek() == Some(b'-');
+            if let Some(b'-' | b'+') = self.peek() {
+                self.at += 1;
+            }
+            let start = self.at;
+            let mut e: i32 = 0;
+            while let Some(c @ b'0'..=b'9') = self.peek() {
+                e = e.checked_mul(10)?.checked_add(i32::from(c - b'0'))?;
+                self.at += 1;
+            }
+            if self.at == start {
+                return None;
+            }
+            exp = if negative {
+                exp.saturating_sub(e)
+            } else {
+                exp.saturating_add(e)
+            };
+        }
+        if !float {
+            return Some(Number::Int(sig));
+        }
+        // serde_json (without float_roundtrip): the significand as f64, scaled once.
+        let pow = *POW10.get(exp.unsigned_abs() as usize)?;
+        let f = sig as f64;
+        Some(Number::Float(if exp >= 0 { f * pow } else { f / pow }))
+    }
+
+    /// `null` or a string.
+    fn text(&mut self) -> Option<Option<Text<'a>>> {
+        match self.next()? {
+            b'"' => Some(Some(Text(Cow::Borrowed(self.string_body()?)))),
+            b'n' => self.literal(b"ull").map(|_| None),
+            _ => None,
+        }
+    }
+
+    fn float(&mut self) -> Option<Option<f64>> {
+        match self.next()? {
+            c @ b'0'..=b'9' => Some(Some(match self.number(c)? {
+                Number::Int(n) => n as f64,
+                Number::Float(f) => f,
+            })),
+            b'n' => self.literal(b"ull").map(|_| None),
+            _ => None,
+        }
+    }
+
+    fn int(&mut self) -> Option<Option<i64>> {
+        match self.next()? {
+            c @ b'0'..=b'9' => match self.number(c)? {
+                Number::Int(n) => i64::try_from(n).ok().map(Some),
+                Number::Float(_) => None,
+            },
+            b'n' => self.literal(b"ull").map(|_| None),
+            _ => None,
+        }
+    }
+
+    fn boolean(&mut self) -> Option<Option<bool>> {
+        match self.next()? {
+            b't' => self.literal(b"rue").map(|_| Some(true)),
+            b'f' => self.literal(b"alse").map(|_| Some(false)),
+            b'n' => self.literal(b"ull").map(|_| None),
+            _ => None,
+        }
+    }
+
+    fn time(&mut self) -> Option<Option<WireTime<'a>>> {
+        match self.next()? {
+            b'"' => Some(Some(WireTime::Text(Text(Cow::Borrowed(
+                self.string_body()?,
+            ))))),
+            c @ b'0'..=b'9' => Some(Some(WireTime::Millis(match self.number(c)? {
+                Number::Int(n) => n as f64,
+                Number::Float(f) => f,
+            }))),
+            b'n' => self.literal(b"ull").map(|_| None),
+            _ => None,
+        }
+    }
+
+    fn flags(&mut self) -> Option<Option<Flags<'a>>> {
+        match self.next()? {
+            b'[' => {}
+            b'n' => return self.literal(b"ull").map(|_| None),
+            _ => return None,
+        }
+        let mut out = Vec::new();
+        self.skip_ws();
+        if self.peek()? == b']' {
+            self.at += 1;
+            return Some(Some(Flags(out)));
+        }
+        loop {
+            if self.next()? != b'"' {
+                return None;
+            }
+            out.push(Text(Cow::Borrowed(self.string_body()?)));
+            match self.next()? {
+                b',' => {}
+                b']' => return Some(Some(Flags(out))),
+                _ => return None,
+            }
+        }
+    }
+
+    fn attributes(&mut self) -> Option<Option<Attributes<'a>>> {
+        match self.next()? {
+            b'{' => {}
+            b'n' => return self.literal(b"ull").map(|_| None),
+            _ => return None,
+        }
+        let mut out = Vec::new();
+        self.skip_ws();
+        if self.peek()? == b'}' {
+            self.at += 1;
+            return Some(Some(Attributes(out)));
+        }
+        loop {
+            if self.next()? != b'"' {
+                return None;
+            }
+            let key = self.string_body()?;
+            if self.next()? != b':' || self.next()? != b'"' {
+                return None;
+            }
+            let value = self.string_body()?;
+            out.push((Text(Cow::Borrowed(key)), Text(Cow::Borrowed(value))));
+            match self.next()? {
+                b',' => {}
+                b'}' => return Some(Some(Attributes(out))),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The value of an unknown field, when it is a string, a number or a literal.
+    fn skip_scalar(&mut self) -> Option<()> {
+        match self.next()? {
+            b'"' => self.string_body().map(|_| ()),
+            c @ b'0'..=b'9' => self.number(c).map(|_| ()),
+            b't' => self.literal(b"rue"),
+            b'f' => self.literal(b"alse"),
+            b'n' => self.literal(b"ull"),
+            _ => None,
+        }
+    }
+}
+
+const fn splat(b: u8) -> u64 {
+    u64::from_ne_bytes([b; 8])
+}
+
+/// The high bit of each zero byte of `v` (exact up to the first; borrows may flag above it).
+const fn zero_byte(v: u64) -> u64 {
+    v.wrapping_sub(splat(1)) & !v & splat(0x80)
+}
