@@ -203,15 +203,13 @@ fn scan_service(line: &[u8]) -> Scan<'_> {
 /// escapes; `None` when the line ends first.
 fn string_end(line: &[u8], mut from: usize) -> Option<(usize, bool)> {
     let mut escaped = false;
-    while from < line.len() {
-        match line[from] {
-            b'"' => return Some((from, escaped)),
-            b'\\' => {
-                escaped = true;
-                from += 2;
-            }
-            _ => from += 1,
+    while let Some(n) = memchr::memchr2(b'"', b'\\', line.get(from..)?) {
+        from += n;
+        if line[from] == b'"' {
+            return Some((from, escaped));
         }
+        escaped = true;
+        from += 2;
     }
     None
 }
