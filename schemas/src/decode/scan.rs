@@ -409,55 +409,49 @@ impl<'a> Reader<'a> {
     }
 
     fn flags(&mut self) -> Option<Option<Flags<'a>>> {
-        match self.next()? {
-            b'[' => {}
-            b'n' => return self.literal(b"ull").map(|_| None),
-            _ => return None,
-        }
-        let mut out = Vec::new();
-        self.skip_ws();
-        if self.peek()? == b']' {
-            self.at += 1;
-            return Some(Some(Flags(out)));
-        }
-        loop {
-            if self.next()? != b'"' {
-                return None;
-            }
-            out.push(Text(Cow::Borrowed(self.string_body()?)));
-            match self.next()? {
-                b',' => {}
-                b']' => return Some(Some(Flags(out))),
-                _ => return None,
-            }
-        }
+        let items = self.strings(b'[', b']', |r| Some(Text(Cow::Borrowed(r.string_body()?))))?;
+        Some(items.map(Flags))
     }
 
     fn attributes(&mut self) -> Option<Option<Attributes<'a>>> {
+        let items = self.strings(b'{', b'}', |r| {
+            let key = r.string_body()?;
+            if r.next()? != b':' || r.next()? != b'"' {
+                return None;
+            }
+            let value = r.string_body()?;
+            Some((Text(Cow::Borrowed(key)), Text(Cow::Borrowed(value))))
+        })?;
+        Some(items.map(Attributes))
+    }
+
+    /// `null`, or `open` items `close` with commas between, each item starting with a string
+    /// (`item` reads it from after its opening quote).
+    fn strings<T>(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<Option<Vec<T>>> {
         match self.next()? {
-            b'{' => {}
             b'n' => return self.literal(b"ull").map(|_| None),
+            c if c == open => {}
             _ => return None,
         }
         let mut out = Vec::new();
         self.skip_ws();
-        if self.peek()? == b'}' {
+        if self.peek()? == close {
             self.at += 1;
-            return Some(Some(Attributes(out)));
+            return Some(Some(out));
         }
         loop {
             if self.next()? != b'"' {
                 return None;
             }
-            let key = self.string_body()?;
-            if self.next()? != b':' || self.next()? != b'"' {
-                return None;
-            }
-            let value = self.string_body()?;
-            out.push((Text(Cow::Borrowed(key)), Text(Cow::Borrowed(value))));
+            out.push(item(self)?);
             match self.next()? {
                 b',' => {}
-                b'}' => return Some(Some(Attributes(out))),
+                c if c == close => return Some(Some(out)),
                 _ => return None,
             }
         }
