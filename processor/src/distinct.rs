@@ -144,7 +144,7 @@ mod tests {
         for i in 0..20_000u64 {
             // Repeats, and values past the tail of both sides.
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            let h = ((x >> 33) % 6_000) * 0x9e37_79b9_7f4a_7c15;
+            let h = ((x >> 33) % 6_000).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             want.insert(h);
             if i % 3 == 0 {
                 a.insert(h)

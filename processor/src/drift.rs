@@ -166,6 +166,11 @@ impl DriftState {
         self.prediction.pending.shrink_to_fit();
     }
 
+    /// Heap bytes.
+    pub fn size(&self) -> usize {
+        self.confidence.size() + self.quality.size() + self.prediction.size()
+    }
+
     pub fn merge(&mut self, o: &DriftState) {
         self.confidence.merge(&o.confidence);
         self.quality.merge(&o.quality);

@@ -103,6 +103,22 @@ pub struct CoreState {
 }
 
 impl CoreState {
+    /// Bytes this state holds, itself included: what one open (pane × key) costs.
+    pub fn size(&self) -> usize {
+        // `Hdr::size` counts the histogram itself, which `Self` already holds.
+        size_of::<Self>() + self.latency_us.size() + self.cost_hist.size() - 2 * size_of::<Hdr>()
+            + self
+                .calibration
+                .as_ref()
+                .map_or(0, |c| size_of::<Calibration>() + c.size())
+            + self
+                .drift
+                .as_ref()
+                .map_or(0, |d| size_of::<DriftState>() + d.size())
+            + self.tenant_costs.capacity() * size_of::<(u32, i64)>()
+            + self.session_ids.size()
+    }
+
     /// The state a revision evaluates: the window's request count and its calibration
     /// with the labels joined since.
     pub fn for_revision(requests: u64, calibration: Calibration, late_labels: u64) -> Self {

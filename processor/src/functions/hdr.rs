@@ -4,7 +4,8 @@
 //! seen: about 60 KB for latencies up to a few seconds in µs, the same again for costs in
 //! nano-dollars, per open (window × key). Most keys see a few hundred distinct steps, so the
 //! counters are kept sparse (sorted (index, count) pairs) until that list grows past
-//! [`SPARSE_MAX`], then in 1 KB blocks allocated as values land in them. Both give exactly
+//! [`SPARSE_MAX`], then in blocks of 256 counters allocated as values land in them (16-bit
+//! counters, 512 bytes, until one passes 65,535). Both give exactly
 //! the quantiles the `hdrhistogram` crate gives for the same values (the test checks).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -57,7 +58,52 @@ enum Counts {
     /// Sorted by index.
     Sparse(Vec<(u32, u32)>),
     /// Block `i` counts indices `i × BLOCK ..`.
-    Blocks(Vec<Option<Box<[u32; BLOCK]>>>),
+    Blocks(Vec<Option<Block>>),
+}
+
+/// [`BLOCK`] counters: 16-bit until one passes 65,535 (most blocks never do), then 32-bit.
+#[derive(Debug, Clone)]
+enum Block {
+    Narrow(Box<[u16; BLOCK]>),
+    Wide(Box<[u32; BLOCK]>),
+}
+
+impl Block {
+    fn add(&mut self, j: usize, n: u32) {
+        if let Block::Narrow(c) = self {
+            let sum = u32::from(c[j]).saturating_add(n);
+            if let Ok(narrow) = u16::try_from(sum) {
+                c[j] = narrow;
+                return;
+            }
+            let mut wide = Box::new([0u32; BLOCK]);
+            for (w, &n) in wide.iter_mut().zip(c.iter()) {
+                *w = u32::from(n);
+            }
+            *self = Block::Wide(wide);
+        }
+        if let Block::Wide(c) = self {
+            c[j] = c[j].saturating_add(n);
+        }
+    }
+
+    fn count(&self, j: usize) -> u32 {
+        match self {
+            Block::Narrow(c) => u32::from(c[j]),
+            Block::Wide(c) => c[j],
+        }
+    }
+
+    fn counts(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..BLOCK).map(|j| self.count(j))
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Block::Narrow(_) => size_of::<[u16; BLOCK]>(),
+            Block::Wide(_) => size_of::<[u32; BLOCK]>(),
+        }
+    }
 }
 
 /// An HDR histogram of non-negative integers (three significant digits), empty until the
@@ -112,7 +158,7 @@ impl Hdr {
                 for (b, block) in blocks.iter().enumerate() {
                     let Some(block) = block else { continue };
                     let base = (b << BLOCK_MAGNITUDE) as u32;
-                    for (j, &n) in block.iter().enumerate() {
+                    for (j, n) in block.counts().enumerate() {
                         if n > 0 {
                             f(base + j as u32, n);
                         }
@@ -148,14 +194,14 @@ impl Hdr {
             Counts::Blocks(blocks) => {
                 for (b, block) in blocks.iter().enumerate() {
                     let Some(block) = block else { continue };
-                    let sum: u64 = block.iter().map(|&n| u64::from(n)).sum();
+                    let sum: u64 = block.counts().map(u64::from).sum();
                     if seen + sum < target {
                         seen += sum;
                         continue;
                     }
                     found = block
-                        .iter()
-                        .position(|&n| {
+                        .counts()
+                        .position(|n| {
                             seen += u64::from(n);
                             seen >= target
                         })
@@ -180,24 +226,23 @@ impl Hdr {
                 Counts::Empty => 0,
                 Counts::Sparse(pairs) => pairs.capacity() * size_of::<(u32, u32)>(),
                 Counts::Blocks(blocks) => {
-                    blocks.capacity() * size_of::<Option<Box<[u32; BLOCK]>>>()
-                        + blocks.iter().flatten().count() * size_of::<[u32; BLOCK]>()
+                    blocks.capacity() * size_of::<Option<Block>>()
+                        + blocks.iter().flatten().map(Block::bytes).sum::<usize>()
                 }
             }
     }
 }
 
-fn add_to_block(blocks: &mut Vec<Option<Box<[u32; BLOCK]>>>, index: u32, n: u32) {
+fn add_to_block(blocks: &mut Vec<Option<Block>>, index: u32, n: u32) {
     let b = (index >> BLOCK_MAGNITUDE) as usize;
     if b >= blocks.len() {
         blocks.resize_with(b + 1, || None);
     }
-    let block = blocks[b].get_or_insert_with(|| Box::new([0; BLOCK]));
-    let c = &mut block[index as usize & (BLOCK - 1)];
-    *c = c.saturating_add(n);
+    let block = blocks[b].get_or_insert_with(|| Block::Narrow(Box::new([0; BLOCK])));
+    block.add(index as usize & (BLOCK - 1), n);
 }
 
-fn to_blocks(pairs: &[(u32, u32)]) -> Vec<Option<Box<[u32; BLOCK]>>> {
+fn to_blocks(pairs: &[(u32, u32)]) -> Vec<Option<Block>> {
     let mut blocks = Vec::new();
     for &(i, n) in pairs {
         add_to_block(&mut blocks, i, n);
@@ -306,6 +351,32 @@ mod tests {
                 assert_same(&back, &theirs, &format!("{what}, restored"));
             }
         }
+    }
+
+    #[test]
+    fn a_counter_past_65535_widens_its_block_and_every_answer_stays_exact() {
+        let mut vs = values(5, 5_000, 50.0);
+        vs.extend(std::iter::repeat_n(777, 70_000));
+        let (mut ours, mut theirs) = (Hdr::default(), Histogram::<u32>::new(3).unwrap());
+        for &v in &vs {
+            ours.record(v);
+            theirs.record(v).unwrap();
+        }
+        let Counts::Blocks(blocks) = &ours.counts else {
+            panic!("5,000 spread values are kept in blocks");
+        };
+        let wide = blocks
+            .iter()
+            .flatten()
+            .filter(|b| matches!(b, Block::Wide(_)));
+        assert_eq!(wide.count(), 1, "only the busy step's block widens");
+        assert_same(&ours, &theirs, "one busy step");
+        let mut twice = ours.clone();
+        twice.merge(&ours);
+        theirs.add(theirs.clone()).unwrap();
+        assert_same(&twice, &theirs, "merged with itself");
+        let back: Hdr = serde_json::from_str(&serde_json::to_string(&twice).unwrap()).unwrap();
+        assert_same(&back, &theirs, "restored");
     }
 
     #[test]

@@ -63,6 +63,17 @@ impl Groups {
         &mut self.states
     }
 
+    /// Bytes of every state (free ones too: they keep their allocations until reused) and
+    /// of the index to them.
+    pub(super) fn state_bytes(&self) -> usize {
+        let index: usize = self
+            .panes
+            .values()
+            .map(|keys| keys.capacity() * (size_of::<(u32, usize)>() + 1))
+            .sum();
+        self.states.iter().map(CoreState::size).sum::<usize>() + index
+    }
+
     /// Number of group indices in use or free: the `total_num_groups` of accumulators.
     pub(super) fn capacity(&self) -> usize {
         self.states.len()

@@ -224,6 +224,11 @@ impl WindowOperator {
         self.stats
     }
 
+    /// Bytes held by the open (pane × key) states of the built-in metrics.
+    pub fn state_bytes(&self) -> usize {
+        self.groups.state_bytes()
+    }
+
     /// Newest event time of the partition (files dead letters deterministically).
     pub fn max_event_time(&self) -> Option<i64> {
         self.max_event_time
