@@ -119,11 +119,7 @@ impl ConsumerContext for Context {
                     if lost { "lost" } else { "revoked" },
                     self.topic
                 );
-                let commits = self.owner.revoked(&self.topic, &parts, lost);
-                self.revoked.lock().expect("not poisoned").extend(&parts);
-                if !lost && !commits.is_empty() {
-                    commit(consumer, &self.topic, &commits, CommitMode::Sync);
-                }
+                self.release(consumer, &parts, lost);
                 let r = if cooperative {
                     consumer.incremental_unassign(tpl)
                 } else {
@@ -151,12 +147,19 @@ impl Context {
             .filter_map(|&p| Some((p, watermarks(consumer, &self.topic, p)?.1)))
             .collect();
         self.owner.assigned_while_leaving(&self.topic, &ends);
-        let commits = self.owner.revoked(&self.topic, parts, false);
+        self.release(consumer, parts, false);
+    }
+
+    /// The owner checkpoints and lets go of `parts`; their checkpointed offsets are
+    /// committed unless they were lost (another member may own them already). Messages
+    /// polled for them are dropped by `next_batch`.
+    fn release(&self, consumer: &BaseConsumer<Self>, parts: &[i32], lost: bool) {
+        let commits = self.owner.revoked(&self.topic, parts, lost);
         self.revoked
             .lock()
             .expect("not poisoned")
             .extend_from_slice(parts);
-        if !commits.is_empty() {
+        if !lost && !commits.is_empty() {
             commit(consumer, &self.topic, &commits, CommitMode::Sync);
         }
     }
@@ -319,9 +322,9 @@ impl KafkaSource {
             .store(true, Ordering::SeqCst);
         let assigned = assigned(&self.consumer, &self.name);
         if !assigned.is_empty() {
-            let ctx = self.consumer.context();
-            let commits = ctx.owner.revoked(&ctx.topic, &assigned, false);
-            commit(&self.consumer, &ctx.topic, &commits, CommitMode::Sync);
+            self.consumer
+                .context()
+                .release(&self.consumer, &assigned, false);
         }
         self.consumer.unsubscribe();
         self.close_consumer();
