@@ -1,9 +1,10 @@
 //! JSON payloads straight into Arrow: the hot path of every source.
 //!
-//! Good payloads take the fast path: serde into a borrowed struct (no `serde_json::Value`, no
-//! per-field allocation unless a string has escapes), validation, then Arrow builders. Bad
-//! payloads take a slow path that re-reads them to say which field is wrong; they become
-//! rejects for the `dead_letter` table and never stop the batch.
+//! Every payload becomes a borrowed struct (`wire`, no per-field allocation unless a string
+//! has escapes): plain ones by a one-pass reader (`scan`), the rest by serde_json, which
+//! gives the same struct. Then validation and Arrow builders. Bad payloads take a slow path
+//! that re-reads them to say which field is wrong; they become rejects for the
+//! `dead_letter` table and never stop the batch.
 
 mod scan;
 #[cfg(test)]
@@ -241,7 +242,8 @@ impl EventDecoder {
                 self.limits.max_payload_bytes
             ));
         }
-        // One SIMD UTF-8 check beats serde_json's per string; std's says where a bad one breaks.
+        // One UTF-8 check of the whole payload beats serde_json's per string; std's says where
+        // a bad one breaks.
         let Ok(text) = simdutf8::basic::from_utf8(payload) else {
             let at = std::str::from_utf8(payload).map_or_else(|e| e.valid_up_to(), |_| 0);
             return Err(format!(

@@ -5,7 +5,7 @@
 //! and builds the [`WireEvent`] serde_json would, bit for bit. Anything it is not sure of
 //! (an escape or a control character anywhere, a duplicate field, a negative number, a
 //! number serde_json would compute another way, a nested value under an unknown field, any
-//! syntax error) makes it answer `None`: the payload then goes to serde_json, which decides
+//! syntax error) makes it answer false: the payload then goes to serde_json, which decides
 //! and names the error. So it can only be slower than serde_json, never different.
 
 use std::borrow::Cow;
@@ -107,14 +107,8 @@ const OTHER: u8 = KEYS.len() as u8;
 
 /// Which field came after which in the last payloads: a producer writes its fields in one
 /// order, so the next key is usually known and is checked with one comparison.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct KeyOrder([u8; KEYS.len() + 1]);
-
-impl Default for KeyOrder {
-    fn default() -> Self {
-        Self([0; KEYS.len() + 1])
-    }
-}
 
 fn key_index(key: &str) -> u8 {
     KEYS.iter()
@@ -126,6 +120,16 @@ fn key_index(key: &str) -> u8 {
 enum Number {
     Int(u64),
     Float(f64),
+}
+
+impl Number {
+    /// As an `f64` field gets it: serde_json's visitors cast integers.
+    fn to_f64(&self) -> f64 {
+        match *self {
+            Number::Int(n) => n as f64,
+            Number::Float(f) => f,
+        }
+    }
 }
 
 /// The powers of ten that are exact in an f64; serde_json scales by the same values.
@@ -144,8 +148,10 @@ impl<'a> Reader<'a> {
         self.text.as_bytes().get(self.at).copied()
     }
 
+    /// Spaces: the other JSON blanks are control characters, which [`scan`] leaves to
+    /// serde_json.
     fn skip_ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+        while let Some(b' ') = self.peek() {
             self.at += 1;
         }
     }
@@ -168,40 +174,46 @@ impl<'a> Reader<'a> {
     }
 
     fn event(&mut self, ev: &mut WireEvent<'a>, order: &mut KeyOrder) -> Option<()> {
-        let mut seen = 0u32;
         if self.next()? != b'{' {
             return None;
         }
-        self.skip_ws();
-        if self.peek()? == b'}' {
-            self.at += 1;
-            return Some(());
-        }
-        let mut last = OTHER;
-        loop {
-            if self.next()? != b'"' {
-                return None;
-            }
-            let key = self.key(order.0[usize::from(last)])?;
+        let (mut seen, mut last) = (0u32, OTHER);
+        self.items(b'}', |r| {
+            let key = r.key(order.0[usize::from(last)])?;
             order.0[usize::from(last)] = key;
-            if self.next()? != b':' {
+            last = key;
+            if r.next()? != b':' {
                 return None;
             }
             if key == OTHER {
                 // Unknown fields are ignored, as serde does; only scalars are skipped here.
-                self.skip_scalar()?;
-            } else {
-                let bit = 1u32 << key;
-                if seen & bit != 0 {
-                    return None; // serde's derive rejects a duplicate field
-                }
-                seen |= bit;
-                self.value(key, ev)?;
+                return r.skip_scalar();
             }
-            last = key;
+            let bit = 1u32 << key;
+            if seen & bit != 0 {
+                return None; // serde's derive rejects a duplicate field
+            }
+            seen |= bit;
+            r.value(key, ev)
+        })
+    }
+
+    /// The items of an object or array whose opening byte was read, up to `close`, commas
+    /// between, each starting with a string (`item` reads it from after its opening quote).
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.skip_ws();
+        if self.peek()? == close {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            if self.next()? != b'"' {
+                return None;
+            }
+            item(self)?;
             match self.next()? {
                 b',' => {}
-                b'}' => return Some(()),
+                c if c == close => return Some(()),
                 _ => return None,
             }
         }
@@ -365,10 +377,7 @@ impl<'a> Reader<'a> {
 
     fn float(&mut self) -> Option<Option<f64>> {
         match self.next()? {
-            c @ b'0'..=b'9' => Some(Some(match self.number(c)? {
-                Number::Int(n) => n as f64,
-                Number::Float(f) => f,
-            })),
+            c @ b'0'..=b'9' => Some(Some(self.number(c)?.to_f64())),
             b'n' => self.literal(b"ull").map(|_| None),
             _ => None,
         }
@@ -399,10 +408,7 @@ impl<'a> Reader<'a> {
             b'"' => Some(Some(WireTime::Text(Text(Cow::Borrowed(
                 self.string_body()?,
             ))))),
-            c @ b'0'..=b'9' => Some(Some(WireTime::Millis(match self.number(c)? {
-                Number::Int(n) => n as f64,
-                Number::Float(f) => f,
-            }))),
+            c @ b'0'..=b'9' => Some(Some(WireTime::Millis(self.number(c)?.to_f64()))),
             b'n' => self.literal(b"ull").map(|_| None),
             _ => None,
         }
@@ -425,8 +431,7 @@ impl<'a> Reader<'a> {
         Some(items.map(Attributes))
     }
 
-    /// `null`, or `open` items `close` with commas between, each item starting with a string
-    /// (`item` reads it from after its opening quote).
+    /// `null`, or the [`Reader::items`] of a list or object that `open` starts, collected.
     fn strings<T>(
         &mut self,
         open: u8,
@@ -439,22 +444,11 @@ impl<'a> Reader<'a> {
             _ => return None,
         }
         let mut out = Vec::new();
-        self.skip_ws();
-        if self.peek()? == close {
-            self.at += 1;
-            return Some(Some(out));
-        }
-        loop {
-            if self.next()? != b'"' {
-                return None;
-            }
-            out.push(item(self)?);
-            match self.next()? {
-                b',' => {}
-                c if c == close => return Some(Some(out)),
-                _ => return None,
-            }
-        }
+        self.items(close, |r| {
+            out.push(item(r)?);
+            Some(())
+        })?;
+        Some(Some(out))
     }
 
     /// The value of an unknown field, when it is a string, a number or a literal.
