@@ -185,6 +185,7 @@ pub fn run_summary(r: &RunReport) {
         thousands(p.metric_rows),
         r.files_written,
     );
+    time_summary(r);
     if p.checkpoints > 0 {
         let share = |d: Duration| 100.0 * d.as_secs_f64() / p.elapsed.as_secs_f64().max(1e-9);
         eprintln!(
@@ -203,6 +204,32 @@ pub fn run_summary(r: &RunReport) {
         eprintln!(
             "  {} sessions ended early past loops.max_sessions; raise it to track more at once",
             thousands(p.sessions_evicted)
+        );
+    }
+}
+
+/// Where the time went: tells a run the source limits (a broker, a disk) from one the
+/// processing limits.
+fn time_summary(r: &RunReport) {
+    let t = &r.time;
+    let wall = r.progress.elapsed.as_secs_f64().max(1e-9);
+    let share = |d: Duration| 100.0 * d.as_secs_f64() / wall;
+    if t.workers == 0 {
+        eprintln!(
+            "  time: reading the source {:.1}s ({:.0}%), processing {:.1}s ({:.0}%)",
+            t.source.as_secs_f64(),
+            share(t.source),
+            t.processing.as_secs_f64(),
+            share(t.processing),
+        );
+    } else {
+        eprintln!(
+            "  time: reading the source {:.1}s ({:.0}%), {} workers {:.0}% busy, {:.1}s waiting for them",
+            t.source.as_secs_f64(),
+            share(t.source),
+            t.workers,
+            share(t.processing) / t.workers as f64,
+            t.waiting_for_workers.as_secs_f64(),
         );
     }
 }

@@ -11,4 +11,4 @@ pub mod pipeline;
 
 pub use config::Config;
 pub use error::{Context, Result, RuntimeError};
-pub use pipeline::{FeedbackCounts, Pipeline, Progress, RunOptions, RunReport};
+pub use pipeline::{FeedbackCounts, Pipeline, Progress, RunOptions, RunReport, TimeSpent};

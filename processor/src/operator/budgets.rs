@@ -79,19 +79,20 @@ impl Budgets {
 
 impl WindowOperator {
     /// The `budgets` rows of the window [`start`, `end`) (its cost per budgeted service and
-    /// tenant, over all its keys, `core`); returns (spent today in USD, burn rate) per
-    /// budgeted service for the window's `metrics` rows.
+    /// tenant, summed over its `members`: (pane, key, group)); returns (spent today in USD,
+    /// burn rate) per budgeted service for the window's `metrics` rows.
     pub(super) fn window_budgets(
         &mut self,
         start: i64,
         end: i64,
-        core: &BTreeMap<u32, CoreState>,
+        members: &[(i64, u32, usize)],
     ) -> HashMap<String, (f64, f64)> {
         let day = start.div_euclid(DAY_MS);
         let mut service_cost: BTreeMap<&str, i64> = BTreeMap::new();
         let mut tenant_cost: BTreeMap<u32, i64> = BTreeMap::new();
-        for (k, st) in core {
-            let service = self.keys.values[*k as usize].service.as_str();
+        for &(_, k, g) in members {
+            let st = self.groups.state(g);
+            let service = self.keys.values[k as usize].service.as_str();
             if self.budgets.services.contains_key(service) {
                 *service_cost.entry(service).or_default() += st.cost_nanos;
             }

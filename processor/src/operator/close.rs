@@ -115,15 +115,18 @@ impl WindowOperator {
         custom: Option<&crate::custom::States>,
     ) -> Result<()> {
         let end = start + self.spec.size;
-        let mut core: BTreeMap<u32, CoreState> = BTreeMap::new();
         let members: Vec<(i64, u32, usize)> = self.groups.in_panes(start..end).collect();
+        // Each key's groups, in time order; a key's state is merged only when the window
+        // has more than one pane of it, and one key at a time: closing a window must not
+        // hold a second copy of all its state.
+        let mut panes: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for &(_, k, g) in &members {
-            core.entry(k).or_default().merge(self.groups.state(g));
+            panes.entry(k).or_default().push(g);
         }
-        if core.is_empty() {
+        if panes.is_empty() {
             return Ok(());
         }
-        let mut keys: Vec<u32> = core.keys().copied().collect();
+        let mut keys: Vec<u32> = panes.keys().copied().collect();
         keys.sort_by(|a, b| self.keys.values[*a as usize].cmp(&self.keys.values[*b as usize]));
         if let (Some(c), Some(states)) = (&self.custom, custom) {
             // Each key's row merges its panes' states in time order (`members` is).
@@ -133,10 +136,21 @@ impl WindowOperator {
             out.custom
                 .push(c.metrics.evaluate_rows(states, &pairs, keys.len())?);
         }
-        let service_budget = self.window_budgets(start, end, &core);
+        let service_budget = self.window_budgets(start, end, &members);
         for k in keys {
             let key = &self.keys.values[k as usize];
-            let state = &core[&k];
+            let merged;
+            let state = match panes[&k][..] {
+                [g] => self.groups.state(g),
+                ref groups => {
+                    let mut m = CoreState::default();
+                    for &g in groups {
+                        m.merge(self.groups.state(g));
+                    }
+                    merged = m;
+                    &merged
+                }
+            };
             let drift = self.baselines.entry(k).or_default().evaluate(
                 self.reference,
                 start,

@@ -84,6 +84,7 @@ impl Pipeline {
         clock: &mut Clock,
         on_notice: &mut impl FnMut(&Notice),
     ) -> Result<Option<End>> {
+        let polled = Instant::now();
         let raw = match source.next_batch(clock.batch_size) {
             Ok(raw) => raw,
             Err(e) => {
@@ -94,6 +95,7 @@ impl Pipeline {
         };
         let now = Instant::now();
         let mut s = self.shared();
+        s.time.source += now - polled;
         if let Some(e) = s.fatal.take() {
             return Err(e);
         }
@@ -261,7 +263,7 @@ impl Pipeline {
         source_error: Option<RuntimeError>,
         on_progress: &mut impl FnMut(&Progress),
     ) -> Result<RunReport> {
-        let (mut progress, checkpoint_wait, window_size_ms) = {
+        let (mut progress, checkpoint_wait, window_size_ms, time) = {
             let mut s = self.shared();
             if let Some(e) = s.fatal.take() {
                 return Err(e);
@@ -269,7 +271,7 @@ impl Pipeline {
             s.close()?;
             let progress = self.progress_of(&s, source, started);
             let size = s.config.processor.window.size.as_millis() as i64;
-            (progress, s.checkpoint_wait, size)
+            (progress, s.checkpoint_wait, size, s.time)
         };
         let (files_written, checkpoint_time) = match self.sink.take() {
             Some(sink) => sink.finish().context("writing Parquet failed")?,
@@ -288,6 +290,7 @@ impl Pipeline {
             checkpoint_wait,
             checkpoint_time,
             notices_waiting: 0,
+            time,
         })
     }
 

@@ -99,6 +99,22 @@ pub struct RunReport {
     pub checkpoint_time: Duration,
     /// Alert notices not delivered yet: they wait in the outbox for the next start.
     pub notices_waiting: usize,
+    /// Where the run's time went: which side limits its speed.
+    pub time: TimeSpent,
+}
+
+/// Where a run's time went. Reading the source and processing batches overlap when there
+/// are workers: a source that takes most of the run while the workers idle is the limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimeSpent {
+    /// The driver thread inside the source's read or poll (a poll waits for messages).
+    pub source: Duration,
+    /// Decoding and operators, summed over the threads that process batches.
+    pub processing: Duration,
+    /// Threads that process batches; 0: the driver thread itself (`--threads 1`).
+    pub workers: usize,
+    /// The driver waiting for a worker to take a batch (every worker's queue full).
+    pub waiting_for_workers: Duration,
 }
 
 /// How a run treats its source.
@@ -177,6 +193,10 @@ impl Pipeline {
             store,
             checkpoints: 0,
             checkpoint_wait: Duration::ZERO,
+            time: TimeSpent {
+                workers: if threads > 1 { threads } else { 0 },
+                ..TimeSpent::default()
+            },
             fatal: None,
             rebalanced_at: Instant::now(),
             feedback: None,

@@ -60,6 +60,7 @@ pub(super) struct Shared {
     pub(super) store: CheckpointStore,
     pub(super) checkpoints: u64,
     pub(super) checkpoint_wait: Duration,
+    pub(super) time: super::TimeSpent,
     /// An error raised inside a rebalance callback, reported by the main loop.
     pub(super) fatal: Option<RuntimeError>,
     /// When the assignment last changed: the idle clock of `stop_when_idle` restarts there.
@@ -137,7 +138,13 @@ impl Shared {
 
     /// Stops the workers (after what they hold) and lets go of the sink: the run is over.
     pub(super) fn close(&mut self) -> Result<()> {
-        let stopped = self.workers.take().map_or(Ok(()), Workers::stop);
+        let stopped = match self.workers.take() {
+            Some(w) => w.stop().map(|(busy, waited)| {
+                self.time.processing += busy;
+                self.time.waiting_for_workers += waited;
+            }),
+            None => Ok(()),
+        };
         self.outlet = None;
         stopped
     }
@@ -328,7 +335,10 @@ impl Shared {
             Some(w) => w.dispatch(part, raw, now),
             None => {
                 let out = self.outlet()?;
-                lock(&part).process(raw, now, out)
+                let started = Instant::now();
+                let r = lock(&part).process(raw, now, out);
+                self.time.processing += started.elapsed();
+                r
             }
         }
     }

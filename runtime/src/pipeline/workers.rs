@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use inferwatch_schemas::RawBatch;
 
@@ -40,6 +40,8 @@ struct Queue {
     /// The first error a worker met; the run stops with it.
     error: Option<RuntimeError>,
     stopping: bool,
+    /// Time spent processing batches, summed over the workers.
+    busy: Duration,
 }
 
 struct Pool {
@@ -52,6 +54,8 @@ pub(super) struct Workers {
     pool: Arc<Pool>,
     handles: Vec<JoinHandle<()>>,
     limit: usize,
+    /// Time [`Workers::dispatch`] waited for room in the queue.
+    waited: Duration,
 }
 
 impl Workers {
@@ -73,6 +77,7 @@ impl Workers {
             pool,
             handles,
             limit: n * QUEUED_PER_WORKER,
+            waited: Duration::ZERO,
         })
     }
 
@@ -87,9 +92,13 @@ impl Workers {
         raw: RawBatch,
         now: Instant,
     ) -> Result<()> {
-        let mut q = self.queue();
-        while q.pending >= self.limit && q.error.is_none() {
-            q = self.pool.changed.wait(q).expect("not poisoned");
+        let mut q = self.pool.queue.lock().expect("not poisoned");
+        if q.pending >= self.limit {
+            let started = Instant::now();
+            while q.pending >= self.limit && q.error.is_none() {
+                q = self.pool.changed.wait(q).expect("not poisoned");
+            }
+            self.waited += started.elapsed();
         }
         if let Some(e) = q.error.take() {
             return Err(e);
@@ -119,15 +128,20 @@ impl Workers {
         }
     }
 
-    /// Finishes what is queued and stops the threads.
-    pub(super) fn stop(self) -> Result<()> {
+    /// Finishes what is queued and stops the threads. Returns the time the workers spent
+    /// processing and the time dispatching waited for them.
+    pub(super) fn stop(self) -> Result<(Duration, Duration)> {
         let r = self.barrier();
-        self.queue().stopping = true;
+        let busy = {
+            let mut q = self.queue();
+            q.stopping = true;
+            q.busy
+        };
         self.pool.changed.notify_all();
         for h in self.handles {
             let _ = h.join();
         }
-        r
+        r.map(|()| (busy, self.waited))
     }
 }
 
@@ -154,9 +168,12 @@ fn work(pool: &Pool, out: &Outlet) {
             let mut part = job.part.lock().map_err(|_| failed!("a worker panicked"))?;
             part.process(job.raw, job.now, out)
         };
+        let started = Instant::now();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
             .unwrap_or_else(|_| Err(failed!("a worker panicked")));
+        let spent = started.elapsed();
         q = pool.queue.lock().expect("not poisoned");
+        q.busy += spent;
         q.running.remove(&p);
         q.pending -= 1;
         if q.waiting.get(&p).is_some_and(|w| !w.is_empty()) {
