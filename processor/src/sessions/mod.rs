@@ -8,8 +8,6 @@
 //! the `sessions` table. At most `max_sessions` are tracked: past it the one idle longest
 //! ends early and is counted as evicted.
 
-use std::collections::hash_map::Entry;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use inferwatch_schemas::hash::Fnv64;
@@ -21,7 +19,11 @@ use crate::error::{config_err, ProcessorError};
 use crate::FastMap;
 
 mod calls;
+mod slots;
+#[cfg(test)]
+mod model_tests;
 use calls::Calls;
+use slots::{Live, Slots};
 use inferwatch_schemas::time::deserialize_duration as duration;
 
 /// One tracked session.
@@ -37,22 +39,6 @@ pub struct Session {
     /// Why it is runaway (`max_steps`, `max_repeats`), once it is.
     pub runaway: Option<Box<str>>,
     calls: Calls,
-}
-
-impl Session {
-    fn new(key: u32, t: i64) -> Self {
-        Self {
-            key,
-            first_seen: t,
-            last_seen: t,
-            steps: 0,
-            repeats: 0,
-            cost_nanos: 0,
-            wasted_nanos: 0,
-            runaway: None,
-            calls: Calls::default(),
-        }
-    }
 }
 
 /// What one event did to its session.
@@ -71,31 +57,24 @@ pub struct SessionStats {
     pub evicted: u64,
 }
 
-/// The sessions of one partition. Each tracked session costs about 280 bytes: its slot
-/// (~120), its id and its calls (one small allocation each), and an entry in each of the
-/// hash index and the idle order.
+/// The sessions of one partition. Each tracked session costs about 160 bytes with four
+/// calls: its slot (96), its entry in the hash index (17 to 34), its place in the idle heap
+/// (4), and its calls (8 each).
 pub struct Sessions {
     max_steps: u64,
     max_repeats: u32,
     gap: i64,
     max_sessions: usize,
-    /// Tracked sessions by slot; the slots of ended ones are reused (`free`).
-    slots: Vec<Option<Tracked>>,
-    free: Vec<u32>,
+    slots: Slots,
     /// Slot by hash of the session id. An id whose hash another tracked id already has is
     /// found by the id itself in `collided` (with 64-bit hashes, in practice never).
     by_hash: FastMap<u64, u32>,
     collided: FastMap<Box<str>, u32>,
     /// [`session_hash`]; tests give every id one hash to exercise `collided`.
     hash_of: fn(&str) -> u64,
-    /// (last seen, id), to end idle sessions in order (ties by id, as checkpoints restore).
-    idle: BTreeSet<(i64, Arc<str>)>,
+    /// Why a session is runaway, by slot (few are).
+    runaway: FastMap<u32, Box<str>>,
     stats: SessionStats,
-}
-
-struct Tracked {
-    id: Arc<str>,
-    session: Session,
 }
 
 /// Checkpointed form.
@@ -127,12 +106,11 @@ impl Sessions {
             max_repeats: c.max_repeats,
             gap: c.session_gap.as_millis() as i64,
             max_sessions: c.max_sessions,
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: Slots::default(),
             by_hash: Default::default(),
             collided: Default::default(),
             hash_of: session_hash,
-            idle: BTreeSet::new(),
+            runaway: Default::default(),
             stats: SessionStats::default(),
         }
     }
@@ -143,11 +121,20 @@ impl Sessions {
 
     /// How many sessions are tracked.
     pub fn len(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Heap bytes of the sessions tracked.
+    pub fn size(&self) -> usize {
+        // A hash table holds up to 7/8 of its buckets; each bucket has a control byte.
+        let table = |capacity: usize, entry: usize| capacity * 8 / 7 * (entry + 1);
+        self.slots.size()
+            + table(self.by_hash.capacity(), std::mem::size_of::<(u64, u32)>())
+            + table(self.runaway.capacity(), std::mem::size_of::<(u32, Box<str>)>())
     }
 
     /// One event of session `id`, whose [`session_hash`] is `hash`.
@@ -168,40 +155,38 @@ impl Sessions {
             Some(slot) => slot,
             None => self.track(id, hash, key, t, ended),
         };
-        let tracked = self.slots[slot as usize]
-            .as_mut()
-            .expect("found slots are tracked");
-        let s = &mut tracked.session;
-        if t > s.last_seen {
-            self.idle.remove(&(s.last_seen, tracked.id.clone()));
-            self.idle.insert((t, tracked.id.clone()));
-            s.last_seen = t;
+        if t > self.slots.get(slot).last_seen() {
+            self.slots.touch(slot, t);
         }
+        let s = self.slots.get_mut(slot);
         s.first_seen = s.first_seen.min(t);
-        s.steps += 1;
+        s.steps = s.steps.saturating_add(1);
         let cost = cost_nanos.unwrap_or(0);
         s.cost_nanos += cost;
         let mut step = Step::default();
+        let mut repeated = None;
         if let (Some(tool), Some(input)) = (tool, input_hash) {
             let n = s.calls.add(call_hash(tool, input));
             if n > 1 {
-                s.repeats += 1;
+                s.repeats = s.repeats.saturating_add(1);
                 s.wasted_nanos += cost;
                 step.wasted_nanos = cost;
             }
-            if n >= self.max_repeats && s.runaway.is_none() {
-                s.runaway = Some(
-                    format!(
-                        "{tool} called {n} times with the same input (max_repeats {})",
-                        self.max_repeats
-                    )
-                    .into(),
-                );
-                step.became_runaway = true;
+            if n >= self.max_repeats {
+                repeated = Some((tool, n));
             }
         }
-        if s.steps > self.max_steps && s.runaway.is_none() {
-            s.runaway = Some(format!("{} steps (max_steps {})", s.steps, self.max_steps).into());
+        let steps = u64::from(s.steps);
+        let too_long = steps > self.max_steps;
+        if (repeated.is_some() || too_long) && !self.runaway.contains_key(&slot) {
+            let why = match repeated {
+                Some((tool, n)) => format!(
+                    "{tool} called {n} times with the same input (max_repeats {})",
+                    self.max_repeats
+                ),
+                None => format!("{steps} steps (max_steps {})", self.max_steps),
+            };
+            self.runaway.insert(slot, why.into());
             step.became_runaway = true;
         }
         step
@@ -209,28 +194,21 @@ impl Sessions {
 
     /// Ends the sessions idle for `session_gap` at watermark `wm` (all with `wm = i64::MAX`).
     pub fn end_idle(&mut self, wm: i64, ended: &mut Vec<(Arc<str>, Session)>) {
-        while let Some((last, _)) = self.idle.first() {
-            if last.saturating_add(self.gap) >= wm {
+        while let Some(slot) = self.slots.oldest() {
+            if self.slots.get(slot).last_seen().saturating_add(self.gap) >= wm {
                 break;
             }
-            let (_, id) = self.idle.pop_first().expect("first exists");
             self.stats.ended += 1;
-            ended.push(self.untrack(&id));
+            ended.push(self.untrack(slot));
         }
     }
 
     fn find(&self, id: &str, hash: u64) -> Option<u32> {
         match self.by_hash.get(&hash) {
-            Some(&slot) if self.tracked(slot).id.as_ref() == id => Some(slot),
+            Some(&slot) if self.slots.get(slot).id.as_bytes() == id.as_bytes() => Some(slot),
             _ if self.collided.is_empty() => None,
             _ => self.collided.get(id).copied(),
         }
-    }
-
-    fn tracked(&self, slot: u32) -> &Tracked {
-        self.slots[slot as usize]
-            .as_ref()
-            .expect("indexed slots are tracked")
     }
 
     /// Starts tracking session `id` first seen at `t`, ending the one idle longest first
@@ -244,60 +222,55 @@ impl Sessions {
         ended: &mut Vec<(Arc<str>, Session)>,
     ) -> u32 {
         while self.len() >= self.max_sessions {
-            let Some((_, oldest)) = self.idle.pop_first() else {
+            let Some(oldest) = self.slots.oldest() else {
                 break;
             };
             self.stats.evicted += 1;
-            ended.push(self.untrack(&oldest));
+            ended.push(self.untrack(oldest));
         }
         self.stats.tracked += 1;
-        let id: Arc<str> = Arc::from(id);
-        self.idle.insert((t, id.clone()));
-        self.insert(id, hash, Session::new(key, t))
+        self.insert(hash, Live::new(id, key, t, t))
     }
 
-    fn insert(&mut self, id: Arc<str>, hash: u64, session: Session) -> u32 {
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
+    fn insert(&mut self, hash: u64, live: Live) -> u32 {
+        let id: Option<Box<str>> = self
+            .by_hash
+            .contains_key(&hash)
+            .then(|| live.id.as_str().into());
+        let slot = self.slots.insert(live);
+        match id {
             None => {
-                self.slots.push(None);
-                (self.slots.len() - 1) as u32
+                self.by_hash.insert(hash, slot);
             }
-        };
-        match self.by_hash.entry(hash) {
-            Entry::Vacant(v) => {
-                v.insert(slot);
-            }
-            Entry::Occupied(_) => {
-                self.collided.insert(Box::from(&*id), slot);
+            Some(id) => {
+                self.collided.insert(id, slot);
             }
         }
-        self.slots[slot as usize] = Some(Tracked { id, session });
         slot
     }
 
-    /// Stops tracking session `id` (its idle entry is already gone).
-    fn untrack(&mut self, id: &str) -> (Arc<str>, Session) {
+    /// Stops tracking the session in `slot`.
+    fn untrack(&mut self, slot: u32) -> (Arc<str>, Session) {
+        let live = self.slots.remove(slot);
+        let id = live.id.as_str();
         let hash = (self.hash_of)(id);
-        let slot = self.find(id, hash).expect("idle sessions are tracked");
-        let t = self.slots[slot as usize]
-            .take()
-            .expect("found slots are tracked");
         if self.by_hash.get(&hash) == Some(&slot) {
             self.by_hash.remove(&hash);
         } else {
             self.collided.remove(id);
         }
-        self.free.push(slot);
-        (t.id, t.session)
+        let runaway = self.runaway.remove(&slot);
+        (Arc::from(id), session_of(&live, runaway))
     }
 
     pub fn snapshot(&self) -> SessionsSnapshot {
         let mut live: Vec<(String, Session)> = self
             .slots
             .iter()
-            .flatten()
-            .map(|t| (t.id.to_string(), t.session.clone()))
+            .map(|(slot, l)| {
+                let runaway = self.runaway.get(&slot).cloned();
+                (l.id.as_str().to_string(), session_of(l, runaway))
+            })
             .collect();
         live.sort_by(|a, b| a.0.cmp(&b.0));
         SessionsSnapshot {
@@ -308,17 +281,38 @@ impl Sessions {
 
     pub fn restore(&mut self, s: SessionsSnapshot) {
         self.slots.clear();
-        self.free.clear();
         self.by_hash.clear();
         self.collided.clear();
-        self.idle.clear();
+        self.runaway.clear();
         for (id, sess) in s.live {
             let hash = (self.hash_of)(&id);
-            let id: Arc<str> = Arc::from(id);
-            self.idle.insert((sess.last_seen, id.clone()));
-            self.insert(id, hash, sess);
+            let mut live = Live::new(&id, sess.key, sess.first_seen, sess.last_seen);
+            live.steps = u32::try_from(sess.steps).unwrap_or(u32::MAX);
+            live.repeats = u32::try_from(sess.repeats).unwrap_or(u32::MAX);
+            live.cost_nanos = sess.cost_nanos;
+            live.wasted_nanos = sess.wasted_nanos;
+            live.calls = sess.calls;
+            let slot = self.insert(hash, live);
+            if let Some(why) = sess.runaway {
+                self.runaway.insert(slot, why);
+            }
         }
         self.stats = s.stats;
+    }
+}
+
+/// The public form of a tracked session.
+fn session_of(l: &Live, runaway: Option<Box<str>>) -> Session {
+    Session {
+        key: l.key,
+        first_seen: l.first_seen,
+        last_seen: l.last_seen(),
+        steps: l.steps.into(),
+        repeats: l.repeats.into(),
+        cost_nanos: l.cost_nanos,
+        wasted_nanos: l.wasted_nanos,
+        runaway,
+        calls: l.calls.clone(),
     }
 }
 
@@ -328,7 +322,8 @@ impl Sessions {
 pub struct LoopConfig {
     /// A session with more steps than this is runaway.
     pub max_steps: u64,
-    /// A session that calls one tool with the same `input_hash` this many times is runaway.
+    /// A session that calls one tool with the same `input_hash` this many times is runaway
+    /// (2 to 65535).
     pub max_repeats: u32,
     /// A session ends when the watermark passes its last event by this much.
     #[serde(deserialize_with = "duration")]
@@ -351,9 +346,13 @@ impl Default for LoopConfig {
 
 impl LoopConfig {
     pub fn validate(&self) -> Result<(), ProcessorError> {
-        if self.max_repeats < 2 || self.max_steps == 0 || self.max_sessions == 0 {
+        if !(2..=calls::MAX_COUNT).contains(&self.max_repeats)
+            || self.max_steps == 0
+            || self.max_sessions == 0
+        {
             return Err(config_err!(
-                "loops.max_repeats must be at least 2, loops.max_steps and loops.max_sessions at least 1"
+                "loops.max_repeats must be 2 to {}, loops.max_steps and loops.max_sessions at least 1",
+                calls::MAX_COUNT
             ));
         }
         Ok(())
@@ -525,7 +524,7 @@ mod tests {
         }
         let snap = serde_json::to_string(&s.snapshot()).unwrap();
         assert!(
-            snap.contains(&format!("\"{}\":2", call_hash("t", "h7"))),
+            snap.contains(&format!("\"{}\":2", call_hash("t", "h7") & !0xffff)),
             "{snap}"
         );
         let mut back = sessions(10);
