@@ -1,7 +1,10 @@
-//! Tracked sessions by slot, and the order they went idle in: a binary min-heap of slots
-//! by (last seen, id), each slot knowing its place in it. A session costs its slot (96
-//! bytes; slots come in chunks of [`CHUNK`]), four bytes of heap, and its calls; an id
-//! longer than [`SHORT_ID`] bytes one more allocation.
+//! Tracked sessions by slot, and the order they went idle in: a binary min-heap of
+//! (time, slot) by (time, id), each slot knowing its place in it. An event only moves its
+//! session's last-seen time on; the heap catches up when that session reaches the top
+//! (its time there is never later than the true one, so the top, once current, is the
+//! session idle longest). A session costs its slot (96 bytes; slots come in chunks of
+//! [`CHUNK`]), 16 bytes of heap, and its calls; an id longer than [`SHORT_ID`] bytes one
+//! more allocation.
 
 use super::calls::Calls;
 
@@ -53,7 +56,7 @@ impl SessionId {
 pub(super) struct Live {
     pub(super) id: SessionId,
     pub(super) first_seen: i64,
-    /// Changed only by [`Slots::touch`], which keeps the heap in order.
+    /// Changed only by [`Slots::touch`]: its heap time may lag behind.
     last_seen: i64,
     pub(super) cost_nanos: i64,
     pub(super) wasted_nanos: i64,
@@ -95,7 +98,8 @@ pub(super) struct Slots {
     /// Slots in use or free; past it, the last chunk is unused.
     used: usize,
     free: Vec<u32>,
-    heap: Vec<u32>,
+    /// (last seen when last placed, slot).
+    heap: Vec<(i64, u32)>,
 }
 
 impl Slots {
@@ -132,8 +136,9 @@ impl Slots {
             }
         };
         live.pos = self.heap.len() as u32;
+        let t = live.last_seen;
         *self.at(slot) = Some(live);
-        self.heap.push(slot);
+        self.heap.push((t, slot));
         self.sift_up(self.heap.len() - 1);
         slot
     }
@@ -143,13 +148,28 @@ impl Slots {
         let live = self.get_mut(slot);
         debug_assert!(t > live.last_seen);
         live.last_seen = t;
-        let pos = live.pos as usize;
-        self.sift_down(pos);
     }
 
     /// The session idle longest (ties: the smallest id).
-    pub(super) fn oldest(&self) -> Option<u32> {
-        self.heap.first().copied()
+    pub(super) fn oldest(&mut self) -> Option<u32> {
+        self.oldest_before(i64::MAX)
+    }
+
+    /// The session idle longest, if its last event came before `t`. The heap catches up
+    /// only as far as that takes: with every time there at or past `t`, nothing moves.
+    pub(super) fn oldest_before(&mut self, t: i64) -> Option<u32> {
+        loop {
+            let &(at, slot) = self.heap.first()?;
+            if at >= t {
+                return None;
+            }
+            let last = self.get(slot).last_seen;
+            if last == at {
+                return Some(slot);
+            }
+            self.heap[0].0 = last;
+            self.sift_down(0);
+        }
     }
 
     /// Stops tracking the session in `slot`.
@@ -176,6 +196,18 @@ impl Slots {
             .filter_map(|(i, l)| l.as_ref().map(|l| (i as u32, l)))
     }
 
+    /// Stops tracking every session; hands out each with its slot, in slot order.
+    pub(super) fn drain(&mut self) -> impl Iterator<Item = (u32, Live)> + '_ {
+        self.free.clear();
+        self.heap.clear();
+        self.used = 0;
+        std::mem::take(&mut self.chunks)
+            .into_iter()
+            .flat_map(|c| c.into_vec())
+            .enumerate()
+            .filter_map(|(i, l)| l.map(|l| (i as u32, l)))
+    }
+
     pub(super) fn clear(&mut self) {
         self.chunks.clear();
         self.used = 0;
@@ -186,7 +218,8 @@ impl Slots {
     /// Heap bytes.
     pub(super) fn size(&self) -> usize {
         let own = self.chunks.len() * CHUNK * std::mem::size_of::<Option<Live>>()
-            + (self.free.capacity() + self.heap.capacity()) * 4;
+            + self.free.capacity() * 4
+            + self.heap.capacity() * std::mem::size_of::<(i64, u32)>();
         let each: usize = self
             .iter()
             .map(|(_, l)| l.calls.size() + l.id.heap_bytes())
@@ -194,14 +227,14 @@ impl Slots {
         own + each
     }
 
-    /// Whether the session at heap place `a` went idle before the one at `b`.
+    /// Whether heap place `a` comes before `b`: by time, then id.
     fn before(&self, a: usize, b: usize) -> bool {
-        let (x, y) = (self.get(self.heap[a]), self.get(self.heap[b]));
-        (x.last_seen, x.id.as_bytes()) < (y.last_seen, y.id.as_bytes())
+        let ((ta, sa), (tb, sb)) = (self.heap[a], self.heap[b]);
+        ta < tb || (ta == tb && self.get(sa).id.as_bytes() < self.get(sb).id.as_bytes())
     }
 
     fn set_pos(&mut self, pos: usize) {
-        let slot = self.heap[pos];
+        let slot = self.heap[pos].1;
         self.get_mut(slot).pos = pos as u32;
     }
 
