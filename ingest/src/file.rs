@@ -30,8 +30,15 @@ pub struct FileSource {
     partitions: u32,
     /// Partitioned reading: lines gathered per partition, and batches ready to hand out.
     gathering: Vec<Option<RawBatch>>,
+    /// Bytes of the lines in `gathering`.
+    gathered: usize,
     ready: VecDeque<RawBatch>,
 }
+
+/// Partitioned reading gathers at most this many full batches' worth of lines (at 400
+/// bytes a line) over all partitions; past it the partition holding most hands out its
+/// batch early. A file read as many partitions thus holds a few batches, not one each.
+const GATHERED_BATCHES: usize = 4;
 
 impl FileSource {
     /// Opens `path`; the source is named `file:<file name>`.
@@ -57,6 +64,7 @@ impl FileSource {
             done: false,
             partitions: 1,
             gathering: Vec::new(),
+            gathered: 0,
             ready: VecDeque::new(),
         })
     }
@@ -87,13 +95,30 @@ impl FileSource {
             let p = partition_of(line, self.partitions);
             let source = &self.source;
             let batch = self.gathering[p].get_or_insert_with(|| {
-                RawBatch::with_capacity(source.clone(), p as i32, max, max * 400)
+                let lines = max.min(1024);
+                RawBatch::with_capacity(source.clone(), p as i32, lines, lines * 400)
             });
             batch.push(line, at);
+            self.gathered += line.len();
             self.line += 1;
             if batch.len() >= max {
-                self.ready.extend(self.gathering[p].take());
+                self.hand_out(p);
+            } else if self.gathered > GATHERED_BATCHES * max * 400 {
+                let fullest = (0..self.gathering.len())
+                    .max_by_key(|&q| self.gathering[q].as_ref().map_or(0, RawBatch::bytes))
+                    .expect("a partition gathers");
+                self.hand_out(fullest);
             }
+        }
+    }
+}
+
+impl FileSource {
+    /// Partition `p`'s gathered lines become a batch ready to hand out.
+    fn hand_out(&mut self, p: usize) {
+        if let Some(batch) = self.gathering[p].take() {
+            self.gathered -= batch.bytes();
+            self.ready.push_back(batch);
         }
     }
 }
@@ -314,6 +339,36 @@ mod tests {
         let again: Vec<(i32, i64)> = read(4).iter().map(|b| (b.partition, b.offset(0))).collect();
         let first: Vec<(i32, i64)> = batches.iter().map(|b| (b.partition, b.offset(0))).collect();
         assert_eq!(again, first);
+    }
+
+    #[test]
+    fn many_partitions_gather_a_few_batches_not_one_each() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let pad = "x".repeat(380);
+        let mut text = String::new();
+        for i in 0..20_000 {
+            text += &format!("{{\"service\":\"s{}\",\"pad\":\"{pad}\"}}\n", i % 97);
+        }
+        f.write_all(text.as_bytes()).unwrap();
+        let (max, partitions) = (100, 64);
+        let mut src = FileSource::open(f.path()).unwrap().with_partitions(partitions);
+        let mut seen = vec![Vec::new(); partitions as usize];
+        let mut early = 0;
+        while let Some(b) = src.next_batch(max).unwrap() {
+            // Gathering holds its budget and at most one line over it.
+            assert!(src.gathered <= GATHERED_BATCHES * max * 400 + 420);
+            early += usize::from(b.len() < max);
+            for i in 0..b.len() {
+                seen[b.partition as usize].push(b.offset(i));
+            }
+        }
+        assert!(early > 100, "{early} batches handed out early");
+        let mut all: Vec<i64> = seen.iter().flatten().copied().collect();
+        for o in &seen {
+            assert!(o.windows(2).all(|w| w[0] < w[1]));
+        }
+        all.sort();
+        assert_eq!(all, (0..20_000).collect::<Vec<_>>());
     }
 
     #[test]

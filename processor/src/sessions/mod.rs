@@ -199,10 +199,11 @@ impl Sessions {
             self.by_hash.clear();
             self.collided.clear();
             let mut runaway = std::mem::take(&mut self.runaway);
+            ended.reserve_exact(self.slots.len());
             for (slot, live) in self.slots.drain() {
                 self.stats.ended += 1;
                 let id = Arc::from(live.id.as_str());
-                ended.push((id, session_of(&live, runaway.remove(&slot))));
+                ended.push((id, session_of(&live, runaway.remove(&slot), Calls::default())));
             }
             return;
         }
@@ -270,7 +271,7 @@ impl Sessions {
             self.collided.remove(id);
         }
         let runaway = self.runaway.remove(&slot);
-        (Arc::from(id), session_of(&live, runaway))
+        (Arc::from(id), session_of(&live, runaway, Calls::default()))
     }
 
     pub fn snapshot(&self) -> SessionsSnapshot {
@@ -279,7 +280,7 @@ impl Sessions {
             .iter()
             .map(|(slot, l)| {
                 let runaway = self.runaway.get(&slot).cloned();
-                (l.id.as_str().to_string(), session_of(l, runaway))
+                (l.id.as_str().to_string(), session_of(l, runaway, l.calls.clone()))
             })
             .collect();
         live.sort_by(|a, b| a.0.cmp(&b.0));
@@ -311,8 +312,8 @@ impl Sessions {
     }
 }
 
-/// The public form of a tracked session.
-fn session_of(l: &Live, runaway: Option<Box<str>>) -> Session {
+/// The public form of a session; an ended one no longer needs its calls.
+fn session_of(l: &Live, runaway: Option<Box<str>>, calls: Calls) -> Session {
     Session {
         key: l.key,
         first_seen: l.first_seen,
@@ -322,7 +323,7 @@ fn session_of(l: &Live, runaway: Option<Box<str>>) -> Session {
         cost_nanos: l.cost_nanos,
         wasted_nanos: l.wasted_nanos,
         runaway,
-        calls: l.calls.clone(),
+        calls,
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Decoded {
 pub struct EventDecoder {
     limits: Limits,
     b: Builders,
+    /// Bytes of each text column in the last batch: the next one's builders start that big.
+    text_bytes: Vec<usize>,
     order: scan::KeyOrder,
 }
 
@@ -186,7 +188,8 @@ impl EventDecoder {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
-            b: Builders::with_capacity(1024, &[]),
+            b: Builders::with_capacity(0, &[]),
+            text_bytes: Vec::new(),
             order: scan::KeyOrder::default(),
         }
     }
@@ -197,6 +200,9 @@ impl EventDecoder {
 
     /// Decodes every payload of `raw`: each becomes either a row of `events` or a [`Reject`].
     pub fn decode(&mut self, raw: &RawBatch) -> Decoded {
+        // Sized here, not when the last batch finished: a decoder per partition would
+        // otherwise hold a batch's worth of buffers while its partition waits.
+        self.b = Builders::with_capacity(raw.len(), &self.text_bytes);
         let mut rows = Vec::with_capacity(raw.len());
         let mut rejects = Vec::new();
         for i in 0..raw.len() {
@@ -212,12 +218,11 @@ impl EventDecoder {
             }
         }
         let columns = self.b.finish();
-        // The next batch's builders, sized like this one.
-        let text_bytes: Vec<usize> = columns
+        self.b = Builders::with_capacity(0, &[]);
+        self.text_bytes = columns
             .iter()
             .map(|c| c.as_string_opt::<i32>().map_or(0, |s| s.values().len()))
             .collect();
-        self.b = Builders::with_capacity(raw.len(), &text_bytes);
         let events = RecordBatch::try_new(events_schema(), columns)
             .expect("decoder builders match the events schema");
         Decoded {
