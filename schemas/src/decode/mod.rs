@@ -47,8 +47,9 @@ pub struct Decoded {
 pub struct EventDecoder {
     limits: Limits,
     b: Builders,
-    /// Bytes of each text column in the last batch: the next one's builders start that big.
-    text_bytes: Vec<usize>,
+    /// Bytes per row of each text column in the last batch: the next one's builders start
+    /// that big.
+    text_bytes: Vec<f64>,
     order: scan::KeyOrder,
 }
 
@@ -202,7 +203,12 @@ impl EventDecoder {
     pub fn decode(&mut self, raw: &RawBatch) -> Decoded {
         // Sized here, not when the last batch finished: a decoder per partition would
         // otherwise hold a batch's worth of buffers while its partition waits.
-        self.b = Builders::with_capacity(raw.len(), &self.text_bytes);
+        let bytes: Vec<usize> = self
+            .text_bytes
+            .iter()
+            .map(|b| (b * raw.len() as f64) as usize)
+            .collect();
+        self.b = Builders::with_capacity(raw.len(), &bytes);
         let mut rows = Vec::with_capacity(raw.len());
         let mut rejects = Vec::new();
         for i in 0..raw.len() {
@@ -219,9 +225,10 @@ impl EventDecoder {
         }
         let columns = self.b.finish();
         self.b = Builders::with_capacity(0, &[]);
+        let n = raw.len().max(1) as f64;
         self.text_bytes = columns
             .iter()
-            .map(|c| c.as_string_opt::<i32>().map_or(0, |s| s.values().len()))
+            .map(|c| c.as_string_opt::<i32>().map_or(0.0, |s| s.values().len() as f64 / n))
             .collect();
         let events = RecordBatch::try_new(events_schema(), columns)
             .expect("decoder builders match the events schema");
