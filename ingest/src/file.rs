@@ -32,6 +32,9 @@ pub struct FileSource {
     gathering: Vec<Option<RawBatch>>,
     /// Bytes of the lines in `gathering`.
     gathered: usize,
+    /// Bytes of the lines read so far: batches reserve what `max` such lines need, since
+    /// growing a batch copies it.
+    line_bytes: u64,
     ready: VecDeque<RawBatch>,
 }
 
@@ -66,6 +69,7 @@ impl FileSource {
             partitions: 1,
             gathering: Vec::new(),
             gathered: 0,
+            line_bytes: 0,
             ready: VecDeque::new(),
         })
     }
@@ -96,11 +100,13 @@ impl FileSource {
             let p = partition_of(line, self.partitions);
             let source = &self.source;
             // Reserved, not touched: pages count once lines fill them.
+            let bytes = batch_bytes(self.line_bytes, self.line, max);
             let batch = self.gathering[p].get_or_insert_with(|| {
-                RawBatch::with_capacity(source.clone(), p as i32, max, max * 400)
+                RawBatch::with_capacity(source.clone(), p as i32, max, bytes)
             });
             batch.push(line, at);
             self.gathered += line.len();
+            self.line_bytes += line.len() as u64;
             self.line += 1;
             if batch.len() >= max {
                 self.hand_out(p);
@@ -122,6 +128,16 @@ impl FileSource {
             self.ready.push_back(batch);
         }
     }
+}
+
+/// Bytes to reserve for `max` lines: their mean length so far and an eighth more (400 a
+/// line before any was read).
+fn batch_bytes(line_bytes: u64, lines: i64, max: usize) -> usize {
+    let mean = match lines {
+        0 => 400,
+        n => (line_bytes / n as u64) as usize,
+    };
+    max * (mean + mean / 8 + 1)
 }
 
 fn read_error(path: &str, line: i64) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
@@ -252,7 +268,8 @@ impl Source for FileSource {
         if self.done {
             return Ok(None);
         }
-        let mut batch = RawBatch::with_capacity(self.source.clone(), 0, max, max * 400);
+        let bytes = batch_bytes(self.line_bytes, self.line, max);
+        let mut batch = RawBatch::with_capacity(self.source.clone(), 0, max, bytes);
         while batch.len() < max {
             let at = self.line;
             let Some(line) = self.lines.next_line().map_err(read_error(&self.path, at))? else {
@@ -260,6 +277,7 @@ impl Source for FileSource {
                 break;
             };
             batch.push(line, at);
+            self.line_bytes += line.len() as u64;
             self.line += 1;
         }
         if batch.is_empty() {
