@@ -16,7 +16,7 @@ use inferwatch_schemas::time::deserialize_duration as duration;
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// Payloads per micro-batch. Workers hold a few batches in flight (about 8 MB each, raw
-    /// and decoded, at 8,192); smaller batches cost time (4,096: 1.6 % more instructions).
+    /// and decoded, at 8,192); 4,096 measured no smaller and 0.45 % more instructions.
     pub batch_size: usize,
     /// Largest accepted payload, in bytes; larger ones go to `dead_letter`.
     pub max_payload_bytes: usize,
