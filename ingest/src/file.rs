@@ -370,7 +370,9 @@ mod tests {
         }
         f.write_all(text.as_bytes()).unwrap();
         let (max, partitions) = (20, 64);
-        let mut src = FileSource::open(f.path()).unwrap().with_partitions(partitions);
+        let mut src = FileSource::open(f.path())
+            .unwrap()
+            .with_partitions(partitions);
         let mut seen = vec![Vec::new(); partitions as usize];
         let mut early = 0;
         while let Some(b) = src.next_batch(max).unwrap() {

@@ -50,8 +50,10 @@ impl Calls {
                     return (*c & COUNT_MASK) as u32;
                 }
                 if v.len() == FEW_CALLS {
-                    let mut map: FastMap<u64, u32> =
-                        v.iter().map(|&c| (key(c), (c & COUNT_MASK) as u32)).collect();
+                    let mut map: FastMap<u64, u32> = v
+                        .iter()
+                        .map(|&c| (key(c), (c & COUNT_MASK) as u32))
+                        .collect();
                     map.insert(h, 1);
                     *self = Calls::Many(Box::new(map));
                     return 1;

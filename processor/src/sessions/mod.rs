@@ -19,12 +19,12 @@ use crate::error::{config_err, ProcessorError};
 use crate::FastMap;
 
 mod calls;
-mod slots;
 #[cfg(test)]
 mod model_tests;
+mod slots;
 use calls::Calls;
-use slots::{Live, Slots};
 use inferwatch_schemas::time::deserialize_duration as duration;
+use slots::{Live, Slots};
 
 /// One tracked session.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,7 +134,10 @@ impl Sessions {
         let table = |capacity: usize, entry: usize| capacity * 8 / 7 * (entry + 1);
         self.slots.size()
             + table(self.by_hash.capacity(), std::mem::size_of::<(u64, u32)>())
-            + table(self.runaway.capacity(), std::mem::size_of::<(u32, Box<str>)>())
+            + table(
+                self.runaway.capacity(),
+                std::mem::size_of::<(u32, Box<str>)>(),
+            )
     }
 
     /// One event of session `id`, whose [`session_hash`] is `hash`.
@@ -203,7 +206,10 @@ impl Sessions {
             for (slot, live) in self.slots.drain() {
                 self.stats.ended += 1;
                 let id = Arc::from(live.id.as_str());
-                ended.push((id, session_of(&live, runaway.remove(&slot), Calls::default())));
+                ended.push((
+                    id,
+                    session_of(&live, runaway.remove(&slot), Calls::default()),
+                ));
             }
             return;
         }
@@ -280,7 +286,10 @@ impl Sessions {
             .iter()
             .map(|(slot, l)| {
                 let runaway = self.runaway.get(&slot).cloned();
-                (l.id.as_str().to_string(), session_of(l, runaway, l.calls.clone()))
+                (
+                    l.id.as_str().to_string(),
+                    session_of(l, runaway, l.calls.clone()),
+                )
             })
             .collect();
         live.sort_by(|a, b| a.0.cmp(&b.0));

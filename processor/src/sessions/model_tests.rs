@@ -184,7 +184,16 @@ fn a_tracked_session_with_four_calls_costs_under_190_bytes() {
         let id = format!("sess-{i:x}-{}", i % 7);
         for c in 0..4 {
             let input = format!("{c:016x}");
-            s.observe(&id, h(&id), 0, i, Some("search"), Some(&input), None, &mut ended);
+            s.observe(
+                &id,
+                h(&id),
+                0,
+                i,
+                Some("search"),
+                Some(&input),
+                None,
+                &mut ended,
+            );
         }
     }
     assert_eq!(s.len(), 20_000);

@@ -228,7 +228,10 @@ impl EventDecoder {
         let n = raw.len().max(1) as f64;
         self.text_bytes = columns
             .iter()
-            .map(|c| c.as_string_opt::<i32>().map_or(0.0, |s| s.values().len() as f64 / n))
+            .map(|c| {
+                c.as_string_opt::<i32>()
+                    .map_or(0.0, |s| s.values().len() as f64 / n)
+            })
             .collect();
         let events = RecordBatch::try_new(events_schema(), columns)
             .expect("decoder builders match the events schema");
