@@ -81,6 +81,14 @@ impl FileSource {
         self
     }
 
+    /// Partition `p`'s gathered lines become a batch ready to hand out.
+    fn hand_out(&mut self, p: usize) {
+        if let Some(batch) = self.gathering[p].take() {
+            self.gathered -= batch.bytes();
+            self.ready.push_back(batch);
+        }
+    }
+
     /// Partitioned reading: lines gather per partition; a partition's batch is handed out
     /// once it holds `max` lines, and at the end of the file what is left, in partition
     /// order.
@@ -116,16 +124,6 @@ impl FileSource {
                     .expect("a partition gathers");
                 self.hand_out(fullest);
             }
-        }
-    }
-}
-
-impl FileSource {
-    /// Partition `p`'s gathered lines become a batch ready to hand out.
-    fn hand_out(&mut self, p: usize) {
-        if let Some(batch) = self.gathering[p].take() {
-            self.gathered -= batch.bytes();
-            self.ready.push_back(batch);
         }
     }
 }

@@ -8,6 +8,7 @@
 //! the `sessions` table. At most `max_sessions` are tracked: past it the one idle longest
 //! ends early and is counted as evicted.
 
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use inferwatch_schemas::hash::Fnv64;
@@ -250,16 +251,13 @@ impl Sessions {
     }
 
     fn insert(&mut self, hash: u64, live: Live) -> u32 {
-        let id: Option<Box<str>> = self
-            .by_hash
-            .contains_key(&hash)
-            .then(|| live.id.as_str().into());
         let slot = self.slots.insert(live);
-        match id {
-            None => {
-                self.by_hash.insert(hash, slot);
+        match self.by_hash.entry(hash) {
+            Entry::Vacant(v) => {
+                v.insert(slot);
             }
-            Some(id) => {
+            Entry::Occupied(_) => {
+                let id = self.slots.get(slot).id.as_str().into();
                 self.collided.insert(id, slot);
             }
         }

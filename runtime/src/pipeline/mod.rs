@@ -174,6 +174,10 @@ impl Pipeline {
             0 | 1 => None,
             n => Some(Workers::start(n, &outlet)?),
         };
+        let time = TimeSpent {
+            workers: workers.as_ref().map_or(0, |_| threads),
+            ..TimeSpent::default()
+        };
         let shared = Shared {
             config: config.clone(),
             source: Arc::from(source_name),
@@ -193,10 +197,7 @@ impl Pipeline {
             store,
             checkpoints: 0,
             checkpoint_wait: Duration::ZERO,
-            time: TimeSpent {
-                workers: if threads > 1 { threads } else { 0 },
-                ..TimeSpent::default()
-            },
+            time,
             fatal: None,
             rebalanced_at: Instant::now(),
             feedback: None,

@@ -223,8 +223,8 @@ impl EventDecoder {
                 Err(reason) => rejects.push(Reject { index: i, reason }),
             }
         }
+        // `finish` leaves the builders empty: nothing is held until the next batch.
         let columns = self.b.finish();
-        self.b = Builders::with_capacity(0, &[]);
         let n = raw.len().max(1) as f64;
         self.text_bytes = columns
             .iter()
