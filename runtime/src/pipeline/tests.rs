@@ -544,3 +544,56 @@ fn a_fenced_partition_still_assigned_but_read_to_its_end_is_taken_back() {
     a.end();
     assert_each_once(dir.path(), 100);
 }
+
+/// A bounded source that takes 20 ms to hand out each of its ten batches.
+struct Slow {
+    served: i64,
+}
+
+impl Source for Slow {
+    fn name(&self) -> &str {
+        "script"
+    }
+
+    fn next_batch(&mut self, _max: usize) -> Result<Option<RawBatch>, SourceError> {
+        if self.served == 10 {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let s = self.served * 100;
+        self.served += 1;
+        Ok(Some(batch((s / 100 % 2) as i32, "slow", s..s + 100, s)))
+    }
+
+    fn is_bounded(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_run_reports_the_time_its_source_took_apart_from_processing() {
+    for threads in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.runtime.threads = threads;
+        let store = Store::local(dir.path());
+        let pipeline = Pipeline::new(&config, &store, "script", RunOptions::default()).unwrap();
+        let stop = AtomicBool::new(false);
+        let r = pipeline
+            .run(Box::new(Slow { served: 0 }), &stop, |_| {}, |_| {})
+            .unwrap();
+        assert_eq!(r.progress.events, 1000);
+        let t = r.time;
+        assert_eq!(t.workers, if threads == 1 { 0 } else { 2 });
+        // Ten polls of 20 ms each, within the run; 1,000 events processed in less.
+        assert!(t.source >= Duration::from_millis(200), "{t:?}");
+        assert!(t.source <= r.progress.elapsed, "{t:?}");
+        assert!(
+            t.processing > Duration::ZERO && t.processing < t.source,
+            "{t:?}"
+        );
+    }
+}
