@@ -206,6 +206,12 @@ pub fn run_summary(r: &RunReport) {
             thousands(p.sessions_evicted)
         );
     }
+    if r.spilled_bytes > 0 {
+        eprintln!(
+            "  {} MiB of session counts spilled to disk past runtime.sessions_memory_mb",
+            thousands(r.spilled_bytes >> 20)
+        );
+    }
 }
 
 /// Where the time went: tells a run the source limits (a broker, a disk) from one the

@@ -21,6 +21,8 @@ pub struct RowInputs<'a> {
     /// (spent today in USD, burn rate) of the row's service budget.
     pub budget: Option<(f64, f64)>,
     pub revision: u32,
+    /// Distinct sessions of the window (counted before: it may read spill files).
+    pub sessions: usize,
 }
 
 /// How a column's value comes out of a row's inputs.
@@ -237,7 +239,7 @@ pub const COLUMNS: &[Column] = &[
     float("ks_quality_score", None, |r| r.drift.ks_quality),
     float("js_prediction", None, |r| r.drift.js_prediction),
     int("sessions", Some("count(DISTINCT session_id)"), |r| {
-        r.state.distinct_sessions() as i64
+        r.sessions as i64
     }),
     int("runaway_sessions", None, |r| r.state.runaway_sessions as i64),
     float("wasted_cost_usd", None, |r| {

@@ -20,6 +20,9 @@ pub enum ProcessorError {
     /// A built-in aggregate function failed on a batch.
     #[error("built-in metric: {0}")]
     Function(#[from] DataFusionError),
+    /// A spill file (the `sessions` counts past `window.sessions_memory_mb`) failed.
+    #[error("spill file: {0}; check that runtime.spill_dir exists, is writable and has room")]
+    Spill(std::io::Error),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
 }

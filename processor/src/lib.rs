@@ -16,6 +16,7 @@ pub mod operator;
 pub mod price;
 pub mod rules;
 pub mod sessions;
+pub mod spill;
 pub mod window;
 
 pub use alerts::{AlertOutput, Alerting};

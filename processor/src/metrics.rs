@@ -234,9 +234,22 @@ impl CoreState {
         }
     }
 
-    /// Distinct sessions with events in this state.
-    pub fn distinct_sessions(&self) -> usize {
-        self.session_ids.len()
+    /// Distinct sessions with events in this state; reads its spilled runs, if any.
+    pub fn distinct_sessions(&self) -> std::io::Result<usize> {
+        self.session_ids.count()
+    }
+
+    /// Values of the `sessions` set held in memory, and its bytes there.
+    pub(crate) fn sessions_in_memory(&self) -> (usize, usize) {
+        (self.session_ids.in_memory(), self.session_ids.size())
+    }
+
+    /// Moves the `sessions` set's values held in memory to `file`; returns bytes written.
+    pub(crate) fn spill_sessions(
+        &mut self,
+        file: &std::sync::Arc<dyn crate::spill::SpillFile>,
+    ) -> std::io::Result<usize> {
+        self.session_ids.spill(file)
     }
 }
 

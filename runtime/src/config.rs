@@ -72,14 +72,33 @@ impl SinkConfig {
     }
 }
 
-/// `[runtime]`: how the work is spread over threads.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[runtime]`: how the work is spread over threads, and what may go to disk.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Threads that decode and aggregate: each source partition runs on one of them, one
     /// batch at a time, so results do not depend on this number. 0: one per core. 1: one
     /// thread does everything, writing Parquet too.
     pub threads: usize,
+    /// MiB of memory for the exact `sessions` counts of open windows (8 bytes per distinct
+    /// session per window and key), all partitions together. Past it their values move to
+    /// files in `spill_dir` and are merged back when the window closes: values stay exact,
+    /// memory stays flat however many sessions a window sees.
+    pub sessions_memory_mb: usize,
+    /// Where those files go. They are unlinked as soon as they are made, so they hold space
+    /// only while open and a crash leaves nothing behind. "": `<data_dir>/_spill` for a
+    /// local `data_dir`, the system's temporary directory for `s3://`.
+    pub spill_dir: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            sessions_memory_mb: 16,
+            spill_dir: String::new(),
+        }
+    }
 }
 
 impl RuntimeConfig {

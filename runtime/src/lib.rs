@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod jobs;
 pub mod pipeline;
+pub mod spill;
 
 pub use config::Config;
 pub use error::{Context, Result, RuntimeError};

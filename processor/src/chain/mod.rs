@@ -132,6 +132,14 @@ impl Chain {
         })
     }
 
+    /// The window aggregate spills its `sessions` sets past `spill`'s budget.
+    pub fn with_spill(mut self, spill: Option<std::sync::Arc<crate::spill::Spill>>) -> Self {
+        if let Some(s) = spill {
+            self.window = self.window.with_spill(s);
+        }
+        self
+    }
+
     fn operators(&mut self) -> [&mut dyn Operator; 3] {
         [&mut self.pricing, &mut self.window, &mut self.alerts]
     }

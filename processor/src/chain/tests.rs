@@ -191,3 +191,69 @@ fn sessions_ending_within_a_long_window_are_handed_out_before_it_closes_each_onc
         "each session once"
     );
 }
+
+/// Calls of ~5,000 sessions over two keys and ~6 minutes (thousands per pane and key, so
+/// sets are big enough to spill), sessions coming back across panes, some events out of
+/// order.
+fn session_events(range: std::ops::Range<i64>) -> RecordBatch {
+    let mut raw = RawBatch::new(Arc::from("t"), 0);
+    for i in range {
+        let ts = 1_767_225_600_000 + i * 10 - (i * 7919 % 4000);
+        let json = format!(
+            r#"{{"event_id":"e{i}","timestamp":{ts},"service":"s{}","model":"m","latency_ms":5,"status":"ok","session_id":"sess-{}"}}"#,
+            i % 2,
+            (i * 31 + i / 500) % 5_000,
+        );
+        raw.push(json.as_bytes(), i);
+    }
+    EventDecoder::new(Limits::default()).decode(&raw).events
+}
+
+#[test]
+fn spilled_session_counts_are_the_counts_kept_in_memory() {
+    use crate::spill::{MemorySpillDir, Spill};
+    let mut config = ProcessorConfig::default();
+    config.window.size = std::time::Duration::from_secs(180);
+    config.window.slide = Some(std::time::Duration::from_secs(60));
+    let run = |chain: &mut Chain, range: std::ops::Range<i64>, end: bool| {
+        let mut out = Collector::default();
+        for start in range.clone().step_by(1_000) {
+            let batch = session_events(start..(start + 1_000).min(range.end));
+            chain.process_batch(batch, &mut out).unwrap();
+        }
+        if end {
+            chain.handle_watermark(Watermark::End, &mut out).unwrap();
+        }
+        tables(&mut out)
+    };
+    let mut memory = Chain::new(&config).unwrap();
+    let mut expected = run(&mut memory, 0..18_000, false);
+    expected.extend(run(&mut memory, 18_000..36_000, true));
+    assert!(expected.iter().any(|t| t.starts_with("metrics")));
+
+    // A budget of nothing: every batch spills every set big enough.
+    let dir = Arc::new(MemorySpillDir::default());
+    let spill = Spill::new(Box::new(SharedDir(dir.clone())), 0);
+    let mut first = Chain::new(&config).unwrap().with_spill(Some(spill.clone()));
+    let mut got = run(&mut first, 0..18_000, false);
+    let snap = first.snapshot().unwrap();
+    let spilled_before_restore = spill.spilled_bytes();
+    assert!(spilled_before_restore > 0, "the budget of 0 spilled");
+    drop(first);
+    let mut second = Chain::new(&config).unwrap().with_spill(Some(spill.clone()));
+    second.restore(&snap).unwrap();
+    got.extend(run(&mut second, 18_000..36_000, true));
+    assert!(spill.spilled_bytes() > spilled_before_restore);
+    assert!(dir.created.load(std::sync::atomic::Ordering::Relaxed) > 2);
+    assert_eq!(got, expected);
+}
+
+/// Lends one memory directory to several spills, so the test can count its files.
+#[derive(Debug)]
+struct SharedDir(Arc<crate::spill::MemorySpillDir>);
+
+impl crate::spill::SpillDir for SharedDir {
+    fn create(&self) -> std::io::Result<Arc<dyn crate::spill::SpillFile>> {
+        self.0.create()
+    }
+}

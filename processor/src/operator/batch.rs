@@ -126,6 +126,7 @@ impl WindowOperator {
         self.expire_labels(max_ts - ooo);
         self.sessions.end_idle(max_ts - ooo, &mut self.ended);
         self.stats.events += n as u64;
+        self.keep_sessions_in_budget()?;
 
         let mut columns = events.columns().to_vec();
         columns[col::LATE] = Arc::new(late.finish());

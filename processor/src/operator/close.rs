@@ -189,6 +189,7 @@ impl WindowOperator {
                 anomaly,
                 budget,
                 revision: 0,
+                sessions: state.distinct_sessions().map_err(ProcessorError::Spill)?,
             });
             if let Some(cal) = &state.calibration {
                 self.bins.append(start, end, key, cal, self.bin_spec, 0);

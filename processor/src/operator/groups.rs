@@ -5,6 +5,11 @@
 use std::collections::BTreeMap;
 
 use crate::metrics::CoreState;
+use crate::spill::Spill;
+
+/// Fewer values in memory than this are not worth a run of their own: what stays in memory
+/// past the budget is at most this many values (8 KiB) per open (pane × key).
+const MIN_SPILL: usize = 1024;
 
 #[derive(Default)]
 pub(super) struct Groups {
@@ -72,6 +77,32 @@ impl Groups {
             .map(|keys| keys.capacity() * (size_of::<(u32, usize)>() + 1))
             .sum();
         self.states.iter().map(CoreState::size).sum::<usize>() + index
+    }
+
+    /// Bytes the `sessions` sets of the groups hold in memory.
+    pub(super) fn sessions_bytes(&self) -> usize {
+        self.states.iter().map(|s| s.sessions_in_memory().1).sum()
+    }
+
+    /// Moves the `sessions` values the open groups hold in memory to spill files, one new
+    /// file per pane (it goes when the pane's groups do); returns the bytes written.
+    pub(super) fn spill_sessions(&mut self, spill: &Spill) -> std::io::Result<usize> {
+        let mut written = 0;
+        for keys in self.panes.values() {
+            let mut file = None;
+            for &g in keys.values() {
+                let state = &mut self.states[g];
+                if state.sessions_in_memory().0 < MIN_SPILL {
+                    continue;
+                }
+                let f = match &file {
+                    Some(f) => f,
+                    None => file.insert(spill.create()?),
+                };
+                written += state.spill_sessions(f)?;
+            }
+        }
+        Ok(written)
     }
 
     /// Number of group indices in use or free: the `total_num_groups` of accumulators.

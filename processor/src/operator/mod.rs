@@ -29,6 +29,7 @@ use crate::metrics::{Approval, BinSpec, CoreState, Observation, StatusClass};
 use crate::metrics::{Calibration, CostAnomaly, CostSeries};
 use crate::price::usd_to_nanos;
 use crate::sessions::{Session, SessionStats, Sessions, SessionsSnapshot};
+use crate::spill::Spill;
 use crate::window::WindowSpec;
 use inferwatch_schemas::{Feedback, Unmatched};
 
@@ -147,6 +148,21 @@ pub struct WindowOperator {
     sessions_at: Option<i64>,
     /// `emitted_through` when `sessions` rows were last handed out.
     sessions_cut_through: Option<i64>,
+    /// The process's spill budget for the `sessions` sets, and this partition's share.
+    spill: Option<SpillShare>,
+}
+
+/// A partition's part of the memory [`Spill`] budgets; given back when it goes.
+#[derive(Debug)]
+struct SpillShare {
+    spill: Arc<Spill>,
+    held: usize,
+}
+
+impl Drop for SpillShare {
+    fn drop(&mut self) {
+        self.spill.report(self.held, 0);
+    }
 }
 
 impl WindowOperator {
@@ -207,7 +223,34 @@ impl WindowOperator {
             ended: Vec::new(),
             sessions_at: None,
             sessions_cut_through: None,
+            spill: None,
         })
+    }
+
+    /// Spills the `sessions` sets past `spill`'s budget (shared with other partitions)
+    /// instead of holding them all in memory.
+    pub fn with_spill(mut self, spill: Arc<Spill>) -> Self {
+        self.spill = Some(SpillShare { spill, held: 0 });
+        self
+    }
+
+    /// Reports what the `sessions` sets hold in memory to the process's budget and spills
+    /// them when all partitions together are over it.
+    fn keep_sessions_in_budget(&mut self) -> Result<()> {
+        let Some(share) = &mut self.spill else {
+            return Ok(());
+        };
+        let now = self.groups.sessions_bytes();
+        let before = std::mem::replace(&mut share.held, now);
+        if share.spill.report(before, now) {
+            let written =
+                (self.groups.spill_sessions(&share.spill)).map_err(ProcessorError::Spill)?;
+            share.spill.wrote(written);
+            let after = self.groups.sessions_bytes();
+            share.spill.report(now, after);
+            share.held = after;
+        }
+        Ok(())
     }
 
     /// This run has a feedback source: predictions without `correct` wait for labels.

@@ -104,6 +104,7 @@ impl WindowOperator {
                 anomaly: CostAnomaly::default(),
                 budget: None,
                 revision: r.revision,
+                sessions: 0,
             });
             let fresh = core.finish();
             let old = r.row.as_ref().expect("filtered above");

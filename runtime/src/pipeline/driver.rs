@@ -263,7 +263,7 @@ impl Pipeline {
         source_error: Option<RuntimeError>,
         on_progress: &mut impl FnMut(&Progress),
     ) -> Result<RunReport> {
-        let (mut progress, checkpoint_wait, window_size_ms, time) = {
+        let (mut progress, checkpoint_wait, window_size_ms, time, spilled_bytes) = {
             let mut s = self.shared();
             if let Some(e) = s.fatal.take() {
                 return Err(e);
@@ -271,7 +271,13 @@ impl Pipeline {
             s.close()?;
             let progress = self.progress_of(&s, source, started);
             let size = s.config.processor.window.size.as_millis() as i64;
-            (progress, s.checkpoint_wait, size, s.time)
+            (
+                progress,
+                s.checkpoint_wait,
+                size,
+                s.time,
+                s.spill.spilled_bytes(),
+            )
         };
         let (files_written, checkpoint_time) = match self.sink.take() {
             Some(sink) => sink.finish().context("writing Parquet failed")?,
@@ -291,6 +297,7 @@ impl Pipeline {
             checkpoint_time,
             notices_waiting: 0,
             time,
+            spilled_bytes,
         })
     }
 

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use inferwatch_ingest::{PartitionOwner, Source};
+use inferwatch_processor::spill::Spill;
 use inferwatch_processor::WindowOperator;
 use inferwatch_schemas::{DeadLetterBuilder, Limits};
 use inferwatch_sink::{CheckpointStore, KafkaOutputConfig, Store};
@@ -40,6 +41,7 @@ use inferwatch_sink::{CheckpointStore, KafkaOutputConfig, Store};
 use crate::alerting::Enqueuer;
 use crate::config::Config;
 use crate::error::{Result, RuntimeError};
+use crate::spill::FileSpillDir;
 use feedback::FeedbackSide;
 use owner::Owner;
 use part::Outlet;
@@ -101,6 +103,8 @@ pub struct RunReport {
     pub notices_waiting: usize,
     /// Where the run's time went: which side limits its speed.
     pub time: TimeSpent,
+    /// Bytes of `sessions` counts written to spill files (`runtime.sessions_memory_mb`).
+    pub spilled_bytes: u64,
 }
 
 /// Where a run's time went. Reading the source and processing batches overlap when there
@@ -149,6 +153,7 @@ impl Pipeline {
         // Also checks the processor config before anything starts.
         let metrics_schema = WindowOperator::new(&config.processor)?.metrics_schema();
         let threads = config.runtime.threads();
+        let spill = Self::spill(config, data_dir)?;
         let (ack_tx, acks) = channel();
         let fenced = Arc::new(Mutex::new(BTreeSet::new()));
         let store = CheckpointStore::new(data_dir, source_name);
@@ -202,6 +207,7 @@ impl Pipeline {
             rebalanced_at: Instant::now(),
             feedback: None,
             finished: false,
+            spill,
         };
         Ok(Self {
             shared: Arc::new(Mutex::new(shared)),
@@ -210,6 +216,18 @@ impl Pipeline {
             feedback: None,
             data_dir: data_dir.clone(),
         })
+    }
+
+    /// Where the `sessions` counts past `runtime.sessions_memory_mb` go (see
+    /// `inferwatch_processor::spill`).
+    fn spill(config: &Config, data_dir: &Store) -> Result<Arc<Spill>> {
+        let dir = match (config.runtime.spill_dir.as_str(), data_dir.local_dir()) {
+            ("", Some(local)) => local.join("_spill"),
+            ("", None) => std::env::temp_dir().join("inferwatch-spill"),
+            (dir, _) => dir.into(),
+        };
+        let limit = config.runtime.sessions_memory_mb.saturating_mul(1 << 20);
+        Ok(Spill::new(Box::new(FileSpillDir::new(&dir)?), limit))
     }
 
     /// Joins labels from `source` (feedback events) to the predictions of the main source.

@@ -6,6 +6,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use inferwatch_processor::spill::Spill;
 use inferwatch_processor::{Chain, Collector, Emitted, Watermark};
 use inferwatch_schemas::{Limits, Notice, RawBatch};
 use inferwatch_sink::{Checkpoint, CheckpointStore};
@@ -61,6 +62,8 @@ pub(super) struct Shared {
     pub(super) checkpoints: u64,
     pub(super) checkpoint_wait: Duration,
     pub(super) time: super::TimeSpent,
+    /// The process's memory budget for `sessions` counts and where they spill past it.
+    pub(super) spill: Arc<Spill>,
     /// An error raised inside a rebalance callback, reported by the main loop.
     pub(super) fatal: Option<RuntimeError>,
     /// When the assignment last changed: the idle clock of `stop_when_idle` restarts there.
@@ -105,7 +108,7 @@ impl Shared {
     }
 
     pub(super) fn new_operator(&self) -> Result<Chain> {
-        Ok(Chain::new(&self.config.processor)?)
+        Ok(Chain::new(&self.config.processor)?.with_spill(Some(self.spill.clone())))
     }
 
     /// The allowed out-of-orderness: a partition's watermark is its newest event time minus
