@@ -208,8 +208,8 @@ pub fn run_summary(r: &RunReport) {
     }
     if r.spilled_bytes > 0 {
         eprintln!(
-            "  {} MiB of session counts spilled to disk past runtime.sessions_memory_mb",
-            thousands(r.spilled_bytes >> 20)
+            "  {:.1} MiB of session counts spilled to disk past runtime.sessions_memory_mb",
+            r.spilled_bytes as f64 / (1 << 20) as f64
         );
     }
 }

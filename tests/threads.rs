@@ -1,6 +1,7 @@
 //! The number of threads never changes a result: file replays of every scenario, with and
 //! without late feedback, give the same rows in every table with `--threads 1` (one thread
-//! does everything) and with a pool of workers.
+//! does everything) and with a pool of workers. Nor does the memory budget: `sessions`
+//! counts spilled to disk are the counts kept in memory.
 
 use std::path::Path;
 
@@ -132,4 +133,36 @@ fn late_feedback_joins_alike_on_one_thread_and_on_a_pool() {
         rows(&one, "feedback_unmatched"),
         rows(&pool, "feedback_unmatched")
     );
+}
+
+#[test]
+fn sessions_counts_spilled_to_disk_equal_those_kept_in_memory() {
+    let dir = test_dir();
+    // Thousands of sessions per key in one 10-minute window: sets big enough to spill.
+    let args = ["--count", "150000", "--rate", "1500", "--seed", "23"];
+    let input = generate(dir.path(), "sessions.ndjson", &args);
+    let spill = dir.path().join("spill");
+    let config = dir.path().join("spill.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[runtime]\nsessions_memory_mb = 0\nspill_dir = {:?}\n",
+            spill.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (memory, spilled) = (dir.path().join("memory"), dir.path().join("spilled"));
+    run(&input, &memory, &["--window", "10m", "--threads", "1"]);
+    let out = run(
+        &input,
+        &spilled,
+        &["--window", "10m", "--config", config.to_str().unwrap()],
+    );
+    assert!(out.contains("of session counts spilled to disk"), "{out}");
+    let sessions = "SELECT max(sessions) AS m FROM metrics";
+    assert!(count(&memory, sessions) > 2_000, "sets big enough to spill");
+    assert_same_tables(&memory, &spilled, "spilled");
+    let left: Vec<_> = std::fs::read_dir(&spill).unwrap().collect();
+    assert!(left.is_empty(), "spill files leave no names: {left:?}");
+    assert!(!memory.join("_spill").read_dir().unwrap().any(|_| true));
 }
