@@ -148,15 +148,12 @@ fn read_error(path: &str, line: i64) -> impl FnOnce(std::io::Error) -> SourceErr
 
 /// The partition of a line: by its `service` (lines without one go to partition 0).
 fn partition_of(line: &[u8], partitions: u32) -> usize {
-    let service = match scan_service(line) {
-        Scan::Found(s) => Some(Cow::Borrowed(s)),
+    let hash = match scan_service(line) {
+        Scan::Found(s) => Some(fnv64(s)),
         Scan::Missing => None,
-        Scan::Unsure => parse_service(line),
+        Scan::Unsure => parse_service(line).map(|s| fnv64(s.as_bytes())),
     };
-    match service {
-        Some(s) => (fnv64(s.as_bytes()) % partitions as u64) as usize,
-        None => 0,
-    }
+    hash.map_or(0, |h| (h % partitions as u64) as usize)
 }
 
 /// A full parse: for the lines the scan leaves to it (escapes, not an object).
@@ -174,7 +171,8 @@ fn parse_service(line: &[u8]) -> Option<Cow<'_, str>> {
 /// What a scan of a line found of its top-level `service`.
 #[derive(Debug, PartialEq)]
 enum Scan<'a> {
-    Found(&'a str),
+    /// The name's bytes, valid UTF-8.
+    Found(&'a [u8]),
     /// No top-level `service` string before the line ends.
     Missing,
     /// Escapes or an unexpected shape: a full parse decides.
@@ -219,7 +217,13 @@ fn scan_service(line: &[u8]) -> Scan<'_> {
                     }
                     return match string_end(line, v + 1) {
                         Some((e, false)) => {
-                            std::str::from_utf8(&line[v + 1..e]).map_or(Scan::Unsure, Scan::Found)
+                            // Names are short and nearly always ASCII: checked a word at a
+                            // time, where a UTF-8 check costs more than the scan.
+                            let name = &line[v + 1..e];
+                            match name.is_ascii() || std::str::from_utf8(name).is_ok() {
+                                true => Scan::Found(name),
+                                false => Scan::Unsure,
+                            }
                         }
                         Some((_, true)) => Scan::Unsure,
                         None => Scan::Missing,
@@ -409,14 +413,14 @@ mod tests {
         ];
         for line in lines {
             let scanned = match scan_service(line.as_bytes()) {
-                Scan::Found(s) => Some(s.to_string()),
+                Scan::Found(s) => Some(String::from_utf8(s.to_vec()).unwrap()),
                 Scan::Missing => None,
                 Scan::Unsure => parse_service(line.as_bytes()).map(|s| s.into_owned()),
             };
             let parsed = parse_service(line.as_bytes()).map(|s| s.into_owned());
             assert_eq!(scanned, parsed, "{line}");
         }
-        assert_eq!(scan_service(br#"{"a":1,"service":"s"}"#), Scan::Found("s"));
+        assert_eq!(scan_service(br#"{"a":1,"service":"s"}"#), Scan::Found(b"s"));
         assert_eq!(scan_service(br#"{"service":"with \"q\""}"#), Scan::Unsure);
     }
 
