@@ -187,10 +187,10 @@ fn bench_parquet(c: &mut Criterion) {
             _ => None,
         })
         .expect("events");
-    let props = ParquetOptions::default()
-        .writer_properties()
-        .expect("default parquet options");
     let schema = events.schema();
+    let props = ParquetOptions::default()
+        .writer_properties(&schema)
+        .expect("default parquet options");
     let encode = |events: &RecordBatch| -> Vec<u8> {
         let mut w = ArrowWriter::try_new(
             Vec::with_capacity(1 << 20),

@@ -5,10 +5,12 @@ use std::fs::{self, File};
 use std::path::Path;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
+use inferwatch_schemas::tables::SELDOM_REPEATED;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{io_err, Result};
 use crate::store::Store;
@@ -32,11 +34,17 @@ impl Default for ParquetOptions {
 }
 
 impl ParquetOptions {
-    pub fn writer_properties(&self) -> Result<WriterProperties> {
-        Ok(WriterProperties::builder()
+    /// The writer settings for a file of `schema`: dictionaries only where values repeat.
+    pub fn writer_properties(&self, schema: &Schema) -> Result<WriterProperties> {
+        let mut b = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(self.zstd_level)?))
-            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
-            .build())
+            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)));
+        for field in schema.fields() {
+            if SELDOM_REPEATED.contains(&field.name().as_str()) {
+                b = b.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
+            }
+        }
+        Ok(b.build())
     }
 }
 
@@ -66,4 +74,51 @@ pub(crate) fn persist(file: File, tmp: &Path, path: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("syncing directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringArray};
+    use arrow::datatypes::{DataType, Field};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::*;
+
+    /// Unique ids go without a dictionary (the writer would drop it anyway, after hashing
+    /// every value); a repeated name keeps one, and both read back unchanged.
+    #[test]
+    fn only_columns_whose_values_repeat_get_a_dictionary() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("event_id", DataType::Utf8, false),
+            Field::new("service", DataType::Utf8, false),
+        ]));
+        let ids: Vec<String> = (0..20_000).map(|i| format!("ev-{i:08}")).collect();
+        let services: Vec<&str> = (0..20_000).map(|i| ["a", "b", "c"][i % 3]).collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(ids.clone())),
+            Arc::new(StringArray::from(services.clone())),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let props = ParquetOptions::default()
+            .writer_properties(&schema)
+            .unwrap();
+        let file = tempfile::tempfile().unwrap();
+        let mut writer = ArrowWriter::try_new(file, schema, Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        let file = writer.into_inner().unwrap();
+
+        let reader = SerializedFileReader::new(file.try_clone().unwrap()).unwrap();
+        let group = reader.metadata().row_group(0);
+        assert!(group.column(0).dictionary_page_offset().is_none());
+        assert!(group.column(1).dictionary_page_offset().is_some());
+        let read: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(file, 8192)
+                .unwrap()
+                .collect::<std::result::Result<_, _>>()
+                .unwrap();
+        let back = arrow::compute::concat_batches(&batch.schema(), &read).unwrap();
+        assert_eq!(back, batch);
+    }
 }

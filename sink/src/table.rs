@@ -95,9 +95,9 @@ impl PositionedTable {
         Ok(Self {
             store: store.clone(),
             table: table.to_string(),
+            props: parquet.writer_properties(&schema)?,
             schema,
             ts_col,
-            props: parquet.writer_properties()?,
             max_rows: max_rows.max(1),
             prefix: format!("{}-p{partition:05}", sanitize_component(source)),
             open: BTreeMap::new(),
@@ -310,8 +310,8 @@ impl WindowTable {
         Ok(Self {
             store: store.clone(),
             table: table.to_string(),
+            props: parquet.writer_properties(&schema)?,
             schema,
-            props: parquet.writer_properties()?,
             suffix: sanitize_component(source),
             files_written: 0,
         })
