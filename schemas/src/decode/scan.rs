@@ -89,17 +89,21 @@ const FIRST_BYTE: [u32; 256] = {
     out
 };
 
-/// No byte below 0x20 and no backslash, eight bytes at a time.
+/// No byte below 0x20 and no backslash. Written as a branch-free reduction over 64-byte
+/// blocks so that the compiler vectorises it (four 16-byte compares a block on x86-64's
+/// baseline), where a byte or word loop costs a payload's length in instructions.
 fn plain(bytes: &[u8]) -> bool {
-    let mut chunks = bytes.chunks_exact(8);
-    let mut odd = 0u64;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        // Any flag means a flagged byte somewhere (a false flag needs a true one below it).
-        odd |=
-            (word.wrapping_sub(splat(0x20)) & !word & splat(0x80)) | zero_byte(word ^ splat(b'\\'));
+    let odd = |c: u8| (c < 0x20) | (c == b'\\');
+    let block_odd = |block: &[u8; 64]| block.iter().fold(false, |a, &c| a | odd(c));
+    let (blocks, rest) = bytes.as_chunks::<64>();
+    let mut any = false;
+    for block in blocks {
+        any |= block_odd(block);
     }
-    odd == 0 && chunks.remainder().iter().all(|&c| c >= 0x20 && c != b'\\')
+    // The last bytes padded with blanks, which pass, into one more block.
+    let mut last = [b' '; 64];
+    last[..rest.len()].copy_from_slice(rest);
+    !(any | block_odd(&last))
 }
 
 /// An unknown field, or the start of the object, in [`KeyOrder`].
