@@ -30,7 +30,6 @@ pub fn flags_type() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
 }
 
-/// Column indexes of the `events` table, so hot loops need no name lookups.
 /// Columns, in any table, whose values seldom repeat within a file (ids, times, measured
 /// values, raw payloads). Parquet writers store them without a dictionary: there it would
 /// cost a hash per value, only to be dropped once it outgrew its page (`events` encodes
@@ -51,6 +50,7 @@ pub const SELDOM_REPEATED: [&str; 13] = [
     "last_seen",
 ];
 
+/// Column indexes of the `events` table, so hot loops need no name lookups.
 pub mod events {
     pub const EVENT_ID: usize = 0;
     pub const TIMESTAMP: usize = 1;

@@ -97,8 +97,8 @@ mod tests {
         let ids: Vec<String> = (0..20_000).map(|i| format!("ev-{i:08}")).collect();
         let services: Vec<&str> = (0..20_000).map(|i| ["a", "b", "c"][i % 3]).collect();
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(ids.clone())),
-            Arc::new(StringArray::from(services.clone())),
+            Arc::new(StringArray::from(ids)),
+            Arc::new(StringArray::from(services)),
         ];
         let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
         let props = ParquetOptions::default()
