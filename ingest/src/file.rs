@@ -10,7 +10,9 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+use memchr::memmem;
 
 use inferwatch_schemas::hash::fnv64;
 use inferwatch_schemas::RawBatch;
@@ -180,16 +182,45 @@ enum Scan<'a> {
 }
 
 /// Finds the top-level `"service": "..."` without parsing the line: the reader runs on one
-/// thread ahead of every worker, so it must cost a fraction of a parse. It stops at the
-/// key, which producers write near the front.
+/// thread ahead of every worker, so it must cost a fraction of a parse.
 fn scan_service(line: &[u8]) -> Scan<'_> {
-    let skip_ws = |mut i: usize| {
-        while line.get(i).is_some_and(u8::is_ascii_whitespace) {
-            i += 1;
-        }
-        i
-    };
-    let mut i = skip_ws(0);
+    quick_service(line).unwrap_or_else(|| walk_service(line))
+}
+
+/// The key with its quotes, searched for as a whole (SIMD) rather than string by string.
+static SERVICE_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"service\""));
+
+/// The common case in a few vector searches: the first `"service"` of the line, taken when
+/// everything before it is one flat object (no nesting, no escapes), so that an even number
+/// of quotes before it makes it the start of a string, and a `{` or `,` before it a key.
+/// `None` leaves the line to [`walk_service`].
+fn quick_service(line: &[u8]) -> Option<Scan<'_>> {
+    let at = SERVICE_KEY.find(line)?;
+    let before = &line[..at];
+    let open = before.iter().position(|c| !c.is_ascii_whitespace())?;
+    let inside = &before[open + 1..];
+    let flat = before[open] == b'{' && memchr::memchr3(b'{', b'[', b'\\', inside).is_none();
+    let even = quote_parity(inside) == 0;
+    let prev = before.iter().rev().find(|c| !c.is_ascii_whitespace());
+    (flat && even && matches!(prev, Some(b'{' | b',')))
+        .then(|| service_value(line, at + SERVICE_KEY.needle().len()))
+}
+
+/// 1 when `bytes` hold an odd number of quotes. Folded over fixed 16-byte blocks, which the
+/// compiler vectorises (a loop over the slice itself ran a byte at a time).
+fn quote_parity(bytes: &[u8]) -> u8 {
+    let block = |b: &[u8; 16]| b.iter().fold(0u8, |p, &c| p ^ u8::from(c == b'"'));
+    let (blocks, rest) = bytes.as_chunks::<16>();
+    let mut last = [0u8; 16];
+    last[..rest.len()].copy_from_slice(rest);
+    blocks.iter().fold(block(&last), |p, b| p ^ block(b))
+}
+
+/// Walks the line's strings and brackets to the top-level key: any shape, stopping at the
+/// key, which producers write near the front.
+fn walk_service(line: &[u8]) -> Scan<'_> {
+    let mut i = skip_ws(line, 0);
     if line.get(i) != Some(&b'{') {
         return Scan::Unsure;
     }
@@ -206,28 +237,7 @@ fn scan_service(line: &[u8]) -> Scan<'_> {
                     return Scan::Unsure;
                 }
                 if is_key && &line[i + 1..end] == b"service" {
-                    let v = skip_ws(end + 1);
-                    if line.get(v) != Some(&b':') {
-                        return Scan::Unsure;
-                    }
-                    let v = skip_ws(v + 1);
-                    if line.get(v) != Some(&b'"') {
-                        // A number, null, an object: not a service name.
-                        return Scan::Missing;
-                    }
-                    return match string_end(line, v + 1) {
-                        Some((e, false)) => {
-                            // Names are short and nearly always ASCII: checked a word at a
-                            // time, where a UTF-8 check costs more than the scan.
-                            let name = &line[v + 1..e];
-                            match name.is_ascii() || std::str::from_utf8(name).is_ok() {
-                                true => Scan::Found(name),
-                                false => Scan::Unsure,
-                            }
-                        }
-                        Some((_, true)) => Scan::Unsure,
-                        None => Scan::Missing,
-                    };
+                    return service_value(line, end + 1);
                 }
                 expect_key = false;
                 i = end + 1;
@@ -241,6 +251,39 @@ fn scan_service(line: &[u8]) -> Scan<'_> {
         i += 1;
     }
     Scan::Missing
+}
+
+/// What follows the top-level key `service` whose closing quote ends before `after`.
+fn service_value(line: &[u8], after: usize) -> Scan<'_> {
+    let v = skip_ws(line, after);
+    if line.get(v) != Some(&b':') {
+        return Scan::Unsure;
+    }
+    let v = skip_ws(line, v + 1);
+    if line.get(v) != Some(&b'"') {
+        // A number, null, an object: not a service name.
+        return Scan::Missing;
+    }
+    match string_end(line, v + 1) {
+        Some((e, false)) => {
+            // Names are short and nearly always ASCII: checked a word at a time, where a
+            // UTF-8 check costs more than the scan.
+            let name = &line[v + 1..e];
+            match name.is_ascii() || std::str::from_utf8(name).is_ok() {
+                true => Scan::Found(name),
+                false => Scan::Unsure,
+            }
+        }
+        Some((_, true)) => Scan::Unsure,
+        None => Scan::Missing,
+    }
+}
+
+fn skip_ws(line: &[u8], mut i: usize) -> usize {
+    while line.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
 }
 
 /// The index of the quote that closes the string starting at `from`, and whether it held
@@ -410,6 +453,13 @@ mod tests {
             r#"["service","x"]"#,
             r#"{"service":"#,
             r#"{"service":"ünïcode"}"#,
+            // The quick search's first match is a value, or sits after nesting or escapes.
+            r#"{"a":"service","service":"t"}"#,
+            r#"{"a" : "service" , "service" : "u"}"#,
+            r#"{"a":{"b":1},"service":"v"}"#,
+            r#"{"a":"x\"y","service":"w"}"#,
+            r#"{"a":"service:","service":"x"}"#,
+            r#"{"service" "y"}"#,
         ];
         for line in lines {
             let scanned = match scan_service(line.as_bytes()) {
@@ -422,6 +472,11 @@ mod tests {
         }
         assert_eq!(scan_service(br#"{"a":1,"service":"s"}"#), Scan::Found(b"s"));
         assert_eq!(scan_service(br#"{"service":"with \"q\""}"#), Scan::Unsure);
+        // The quick search answers flat lines itself and leaves the others to the walk.
+        assert_eq!(quick_service(br#"{"a":1,"service":"s"}"#), Some(Scan::Found(b"s")));
+        assert_eq!(quick_service(br#"{"a":"service","service":"t"}"#), None);
+        assert_eq!(quick_service(br#"{"a":[1],"service":"s"}"#), None);
+        assert_eq!(quick_service(br#"{"model":"m"}"#), None);
     }
 
     #[test]
