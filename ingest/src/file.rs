@@ -473,7 +473,10 @@ mod tests {
         assert_eq!(scan_service(br#"{"a":1,"service":"s"}"#), Scan::Found(b"s"));
         assert_eq!(scan_service(br#"{"service":"with \"q\""}"#), Scan::Unsure);
         // The quick search answers flat lines itself and leaves the others to the walk.
-        assert_eq!(quick_service(br#"{"a":1,"service":"s"}"#), Some(Scan::Found(b"s")));
+        assert_eq!(
+            quick_service(br#"{"a":1,"service":"s"}"#),
+            Some(Scan::Found(b"s"))
+        );
         assert_eq!(quick_service(br#"{"a":"service","service":"t"}"#), None);
         assert_eq!(quick_service(br#"{"a":[1],"service":"s"}"#), None);
         assert_eq!(quick_service(br#"{"model":"m"}"#), None);

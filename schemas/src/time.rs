@@ -41,7 +41,6 @@ pub fn date_hour(ms: EpochMs) -> (String, u32) {
     (format!("{y:04}-{m:02}-{d:02}"), hour)
 }
 
-/// Formats epoch milliseconds as RFC 3339 UTC with milliseconds, e.g. `2026-01-01T00:00:00.000Z`.
 /// Wall-clock time now, ms since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> EpochMs {
     std::time::SystemTime::now()
@@ -50,6 +49,7 @@ pub fn now_ms() -> EpochMs {
         .unwrap_or(0)
 }
 
+/// Formats epoch milliseconds as RFC 3339 UTC with milliseconds, e.g. `2026-01-01T00:00:00.000Z`.
 pub fn format_rfc3339_ms(ms: EpochMs) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
@@ -80,10 +80,48 @@ fn digits(b: &[u8]) -> Option<u32> {
 /// truncated. Returns `None` for anything else, including impossible dates.
 pub fn parse_rfc3339(s: &str) -> Option<EpochMs> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20 {
         return None;
     }
-    if !matches!(b[10], b'T' | b't' | b' ') {
+    let minute = parse_minute(b)?;
+    let (seconds, millis) = parse_seconds(b)?;
+    Some((minute + seconds) * 1000 + millis)
+}
+
+/// [`parse_rfc3339`] for a stream of timestamps: it remembers the last minute it read
+/// (`YYYY-MM-DDTHH:MM`), which a stream's events share by the thousand, so the date checks
+/// and calendar arithmetic run once a minute instead of once an event.
+#[derive(Debug, Clone, Default)]
+pub struct Rfc3339Parser {
+    /// The first 16 bytes of the last valid timestamp, and their local seconds.
+    last: Option<(u128, i64)>,
+}
+
+impl Rfc3339Parser {
+    /// The same answer as [`parse_rfc3339`] for every input.
+    pub fn parse(&mut self, s: &str) -> Option<EpochMs> {
+        let b = s.as_bytes();
+        let head = u128::from_le_bytes(b.get(..16)?.try_into().expect("sixteen bytes"));
+        if b.len() < 20 {
+            return None;
+        }
+        let minute = match self.last {
+            Some((h, minute)) if h == head => minute,
+            _ => {
+                let minute = parse_minute(b)?;
+                self.last = Some((head, minute));
+                minute
+            }
+        };
+        let (seconds, millis) = parse_seconds(b)?;
+        Some((minute + seconds) * 1000 + millis)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM` (`t` or a space for the `T`), checked, as seconds since the epoch in
+/// the timestamp's own offset. `b` holds at least 20 bytes.
+fn parse_minute(b: &[u8]) -> Option<i64> {
+    if b[4] != b'-' || b[7] != b'-' || b[13] != b':' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
     let year = digits(&b[0..4])? as i64;
@@ -91,12 +129,24 @@ pub fn parse_rfc3339(s: &str) -> Option<EpochMs> {
     let day = digits(&b[8..10])?;
     let hour = digits(&b[11..13])?;
     let minute = digits(&b[14..16])?;
-    let second = digits(&b[17..19])?;
     if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
         return None;
     }
+    if hour > 23 || minute > 59 {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hour as i64 * 3600 + minute as i64 * 60)
+}
+
+/// `:SS[.fraction](Z|±HH:MM)` from byte 16: (seconds less the offset, milliseconds).
+/// `b` holds at least 20 bytes.
+fn parse_seconds(b: &[u8]) -> Option<(i64, i64)> {
+    if b[16] != b':' {
+        return None;
+    }
+    let second = digits(&b[17..19])?;
     // 60 is a leap second; it is folded into the next second, as most systems do.
-    if hour > 23 || minute > 59 || second > 60 {
+    if second > 60 {
         return None;
     }
     let mut i = 19;
@@ -135,10 +185,7 @@ pub fn parse_rfc3339(s: &str) -> Option<EpochMs> {
         }
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
-    let secs =
-        days * 86_400 + hour as i64 * 3600 + minute as i64 * 60 + second as i64 - offset_secs;
-    Some(secs * 1000 + millis)
+    Some((second as i64 - offset_secs, millis))
 }
 
 fn days_in_month(y: i64, m: u32) -> u32 {
@@ -177,6 +224,69 @@ pub fn deserialize_opt_duration<'de, D: serde::Deserializer<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stream_parser_answers_as_the_plain_one() {
+        // Runs of one minute with varied seconds, fractions and offsets, and near-misses of
+        // every kind: wrong separators, bad digits, impossible dates and times, a valid
+        // minute with a bad tail and the reverse.
+        let minutes = [
+            "2026-01-01T00:00",
+            "2026-01-01t00:00",
+            "2026-01-01 00:00",
+            "2024-02-29T23:59",
+            "2025-02-29T23:59",
+            "2026-13-01T00:00",
+            "2026-01-01T24:00",
+            "2026-01-01T00:60",
+            "2026-01-01X00:00",
+            "2026/01/01T00:00",
+            "20a6-01-01T00:00",
+            "9999-12-31T23:59",
+        ];
+        let tails = [
+            ":00Z",
+            ":59.999Z",
+            ":60.5z",
+            ":61Z",
+            ":07.1+02:00",
+            ":07.123456-05:30",
+            ":07.+02:00",
+            ":07",
+            ":07Zx",
+            ":07+24:00",
+            ":0aZ",
+            "-07Z",
+            ":07.25+02:0",
+        ];
+        let mut stream = Rfc3339Parser::default();
+        let mut seen = 0;
+        for round in 0..3 {
+            for (i, m) in minutes.iter().enumerate() {
+                for (j, t) in tails.iter().enumerate() {
+                    // Interleave minutes in later rounds, so the remembered one changes.
+                    let m = if round > 0 && j % 2 == 1 {
+                        minutes[(i + round) % minutes.len()]
+                    } else {
+                        m
+                    };
+                    let s = format!("{m}{t}");
+                    assert_eq!(stream.parse(&s), parse_rfc3339(&s), "{s}");
+                    seen += usize::from(parse_rfc3339(&s).is_some());
+                }
+            }
+        }
+        assert!(seen > 50, "the cases include valid timestamps ({seen})");
+        for s in [
+            "",
+            "2026-01-01T00:00",
+            "2026-01-01T00:00:0",
+            "2026-01-01T00:00:00",
+        ] {
+            assert_eq!(stream.parse(s), None, "{s}");
+            assert_eq!(parse_rfc3339(s), None, "{s}");
+        }
+    }
 
     #[test]
     fn civil_round_trips_over_four_centuries() {

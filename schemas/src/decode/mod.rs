@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::raw::RawBatch;
 use crate::tables::{events as col, events_schema};
-use crate::time::{parse_rfc3339, EpochMs, MAX_EVENT_MS, MIN_EVENT_MS};
+use crate::time::{EpochMs, Rfc3339Parser, MAX_EVENT_MS, MIN_EVENT_MS};
 use crate::validate::{Limits, Status, SUPPORTED_SCHEMA_VERSION};
 use arrow::array::{
     ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
@@ -51,6 +51,7 @@ pub struct EventDecoder {
     /// that big.
     text_bytes: Vec<f64>,
     order: scan::KeyOrder,
+    times: Rfc3339Parser,
 }
 
 struct Builders {
@@ -192,6 +193,7 @@ impl EventDecoder {
             b: Builders::with_capacity(0, &[]),
             text_bytes: Vec::new(),
             order: scan::KeyOrder::default(),
+            times: Rfc3339Parser::default(),
         }
     }
 
@@ -287,7 +289,7 @@ impl EventDecoder {
     }
 
     /// Checks every field against the event schema; returns the event time.
-    fn validate(&self, ev: &WireEvent) -> Result<EpochMs, String> {
+    fn validate(&mut self, ev: &WireEvent) -> Result<EpochMs, String> {
         let l = &self.limits;
         if let Some(v) = ev.schema_version {
             if v != SUPPORTED_SCHEMA_VERSION {
@@ -297,7 +299,7 @@ impl EventDecoder {
             }
         }
         l.required_id("event_id", text(&ev.event_id), l.max_event_id_bytes)?;
-        let ts = event_time(ev)?;
+        let ts = event_time(ev, &mut self.times)?;
         l.required_id("service", text(&ev.service), l.max_name_bytes)?;
         l.required_id("model", text(&ev.model), l.max_name_bytes)?;
         for (name, v) in [
@@ -421,10 +423,10 @@ impl EventDecoder {
 }
 
 /// The event time: RFC 3339 or whole epoch milliseconds, within years 1970 to 9999.
-fn event_time(ev: &WireEvent) -> Result<EpochMs, String> {
+fn event_time(ev: &WireEvent, times: &mut Rfc3339Parser) -> Result<EpochMs, String> {
     let ts = match &ev.timestamp {
         None => return Err("missing required field `timestamp`".into()),
-        Some(WireTime::Text(t)) => parse_rfc3339(&t.0).ok_or_else(|| {
+        Some(WireTime::Text(t)) => times.parse(&t.0).ok_or_else(|| {
             format!(
                 "field `timestamp`: cannot parse {:?} as RFC 3339 or epoch milliseconds",
                 crate::validate::clip(&t.0, 64)
