@@ -295,6 +295,44 @@ fn full_event_fills_every_column() {
 }
 
 #[test]
+fn lists_and_batch_constants_hold_for_every_row_order_and_batch() {
+    // `flags` and `attributes` first absent, then present, then absent again; a batch with
+    // neither; then a batch whose only list comes last. One decoder, so state carries over.
+    let plain = minimal().to_string();
+    let flagged = with("flags", json!(["pii"])).to_string();
+    let attributed = with("attributes", json!({"k": "v"})).to_string();
+    let batches: [&[&str]; 3] = [
+        &[&plain, &plain, &flagged, &attributed, &plain],
+        &[&plain, &plain],
+        &[&plain, &plain, &plain, &attributed],
+    ];
+    let mut decoder = EventDecoder::default();
+    for payloads in batches {
+        let d = decoder.decode(&raw_batch(payloads));
+        check_partition(&d, payloads.len());
+        let b = &d.events;
+        let (flags, attrs) = (b.column(events::FLAGS), b.column(events::ATTRIBUTES));
+        for (row, p) in payloads.iter().enumerate() {
+            assert_eq!(flags.is_valid(row), *p == flagged, "flags row {row}");
+            assert_eq!(
+                attrs.is_valid(row),
+                *p == attributed,
+                "attributes row {row}"
+            );
+            assert_eq!(str_at(b, events::SOURCE, row), SOURCE);
+            assert_eq!(i32_at(b, events::SOURCE_PARTITION, row), PARTITION);
+            assert!(!bool_at(b, events::LATE, row));
+        }
+        if let Some(row) = payloads.iter().position(|p| *p == flagged) {
+            assert_eq!(flags_at(b, row), ["pii"]);
+        }
+        if let Some(row) = payloads.iter().position(|p| *p == attributed) {
+            assert_eq!(attributes_at(b, row), [("k".to_owned(), "v".to_owned())]);
+        }
+    }
+}
+
+#[test]
 fn column_constants_match_the_schema() {
     let s = events_schema();
     for (idx, name) in [

@@ -18,9 +18,11 @@ use crate::tables::{events as col, events_schema};
 use crate::time::{EpochMs, Rfc3339Parser, MAX_EVENT_MS, MIN_EVENT_MS};
 use crate::validate::{Limits, Status, SUPPORTED_SCHEMA_VERSION};
 use arrow::array::{
-    ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
-    MapBuilder, MapFieldNames, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    new_null_array, ArrayBuilder, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Builder,
+    Int32Array, Int32Builder, Int64Builder, ListBuilder, MapBuilder, MapFieldNames, RecordBatch,
+    StringArray, StringBuilder, TimestampMillisecondBuilder,
 };
+use arrow::buffer::{BooleanBuffer, OffsetBuffer};
 use wire::{Text, WireEvent, WireTime};
 
 /// A payload that did not become an event.
@@ -75,17 +77,49 @@ struct Builders {
     correct: BooleanBuilder,
     quality_score: Float64Builder,
     flags: ListBuilder<StringBuilder>,
+    flags_nulls: LazyNulls,
     approval: StringBuilder,
     step: Int64Builder,
     tool: StringBuilder,
     input_hash: StringBuilder,
     output_chars: Int64Builder,
     attributes: MapBuilder<StringBuilder, StringBuilder>,
+    attributes_nulls: LazyNulls,
     schema_version: Int32Builder,
-    source: StringBuilder,
-    source_partition: Int32Builder,
     source_offset: Int64Builder,
-    late: BooleanBuilder,
+    // `source`, `source_partition` and `late` hold one value per batch: built whole at the end.
+}
+
+/// Nulls held back from a builder that has seen no value in this batch: most batches have
+/// no `flags` or `attributes`, and a null cost those builders as much as a value.
+#[derive(Default)]
+struct LazyNulls {
+    waiting: usize,
+    active: bool,
+}
+
+impl LazyNulls {
+    /// For a row without a value: true when the builder takes the null now.
+    fn null(&mut self) -> bool {
+        self.waiting += usize::from(!self.active);
+        self.active
+    }
+
+    /// For a row with a value: the nulls the builder takes first.
+    fn value(&mut self) -> usize {
+        self.active = true;
+        std::mem::take(&mut self.waiting)
+    }
+
+    /// The column: the builder's, or all nulls when it saw no value.
+    fn finish(&mut self, built: ArrayRef, column: usize) -> ArrayRef {
+        match std::mem::take(self) {
+            LazyNulls { active: true, .. } => built,
+            LazyNulls { waiting, .. } => {
+                new_null_array(events_schema().field(column).data_type(), waiting)
+            }
+        }
+    }
 }
 
 impl Builders {
@@ -120,6 +154,7 @@ impl Builders {
             correct: BooleanBuilder::with_capacity(rows),
             quality_score: Float64Builder::with_capacity(rows),
             flags: ListBuilder::new(StringBuilder::new()),
+            flags_nulls: LazyNulls::default(),
             approval: s(col::APPROVAL),
             step: Int64Builder::with_capacity(rows),
             tool: s(col::TOOL),
@@ -131,15 +166,19 @@ impl Builders {
                     arrow::datatypes::DataType::Utf8,
                     true,
                 )),
+            attributes_nulls: LazyNulls::default(),
             schema_version: Int32Builder::with_capacity(rows),
-            source: s(col::SOURCE),
-            source_partition: Int32Builder::with_capacity(rows),
             source_offset: Int64Builder::with_capacity(rows),
-            late: BooleanBuilder::with_capacity(rows),
         }
     }
 
-    fn finish(&mut self) -> Vec<ArrayRef> {
+    /// The columns of the rows appended, with `raw`'s source and partition.
+    fn finish(&mut self, raw: &RawBatch) -> Vec<ArrayRef> {
+        let rows = self.timestamp.len();
+        let flags = Arc::new(self.flags.finish());
+        let attributes = Arc::new(self.attributes.finish());
+        let source = raw.source.as_bytes();
+        let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(source.len(), rows));
         vec![
             Arc::new(self.event_id.finish()),
             Arc::new(self.timestamp.finish()),
@@ -160,18 +199,18 @@ impl Builders {
             Arc::new(self.confidence.finish()),
             Arc::new(self.correct.finish()),
             Arc::new(self.quality_score.finish()),
-            Arc::new(self.flags.finish()),
+            self.flags_nulls.finish(flags, col::FLAGS),
             Arc::new(self.approval.finish()),
             Arc::new(self.step.finish()),
             Arc::new(self.tool.finish()),
             Arc::new(self.input_hash.finish()),
             Arc::new(self.output_chars.finish()),
-            Arc::new(self.attributes.finish()),
+            self.attributes_nulls.finish(attributes, col::ATTRIBUTES),
             Arc::new(self.schema_version.finish()),
-            Arc::new(self.source.finish()),
-            Arc::new(self.source_partition.finish()),
+            Arc::new(StringArray::new(offsets, source.repeat(rows).into(), None)),
+            Arc::new(Int32Array::from_value(raw.partition, rows)),
             Arc::new(self.source_offset.finish()),
-            Arc::new(self.late.finish()),
+            Arc::new(BooleanArray::new(BooleanBuffer::new_unset(rows), None)),
         ]
     }
 }
@@ -226,7 +265,7 @@ impl EventDecoder {
             }
         }
         // `finish` leaves the builders empty: nothing is held until the next batch.
-        let columns = self.b.finish();
+        let columns = self.b.finish(raw);
         let n = raw.len().max(1) as f64;
         self.text_bytes = columns
             .iter()
@@ -386,12 +425,16 @@ impl EventDecoder {
         b.quality_score.append_option(ev.quality_score);
         match &ev.flags {
             Some(f) => {
+                for _ in 0..b.flags_nulls.value() {
+                    b.flags.append(false);
+                }
                 for t in &f.0 {
                     b.flags.values().append_value(&t.0);
                 }
                 b.flags.append(true);
             }
-            None => b.flags.append(false),
+            None if b.flags_nulls.null() => b.flags.append(false),
+            None => {}
         }
         b.approval.append_option(text(&ev.approval));
         b.step.append_option(ev.step);
@@ -400,6 +443,11 @@ impl EventDecoder {
         b.output_chars.append_option(ev.output_chars);
         match &ev.attributes {
             Some(a) => {
+                for _ in 0..b.attributes_nulls.value() {
+                    b.attributes
+                        .append(false)
+                        .expect("map builder accepts nulls");
+                }
                 for (k, v) in &a.0 {
                     b.attributes.keys().append_value(&k.0);
                     b.attributes.values().append_value(&v.0);
@@ -408,17 +456,15 @@ impl EventDecoder {
                     .append(true)
                     .expect("keys and values appended in pairs");
             }
-            None => b
+            None if b.attributes_nulls.null() => b
                 .attributes
                 .append(false)
                 .expect("map builder accepts nulls"),
+            None => {}
         }
         b.schema_version
             .append_value(ev.schema_version.unwrap_or(SUPPORTED_SCHEMA_VERSION) as i32);
-        b.source.append_value(&raw.source);
-        b.source_partition.append_value(raw.partition);
         b.source_offset.append_value(raw.offset(i));
-        b.late.append_value(false);
     }
 }
 
