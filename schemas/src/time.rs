@@ -79,13 +79,7 @@ fn digits(b: &[u8]) -> Option<u32> {
 /// `t`/space as separator, lower-case `z`) to epoch milliseconds; sub-millisecond digits are
 /// truncated. Returns `None` for anything else, including impossible dates.
 pub fn parse_rfc3339(s: &str) -> Option<EpochMs> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let minute = parse_minute(b)?;
-    let (seconds, millis) = parse_seconds(b)?;
-    Some((minute + seconds) * 1000 + millis)
+    Rfc3339Parser::default().parse(s)
 }
 
 /// [`parse_rfc3339`] for a stream of timestamps: it remembers the last minute it read
@@ -98,7 +92,7 @@ pub struct Rfc3339Parser {
 }
 
 impl Rfc3339Parser {
-    /// The same answer as [`parse_rfc3339`] for every input.
+    /// The same answer as [`parse_rfc3339`] for every input, whatever it read before.
     pub fn parse(&mut self, s: &str) -> Option<EpochMs> {
         let b = s.as_bytes();
         let head = u128::from_le_bytes(b.get(..16)?.try_into().expect("sixteen bytes"));
