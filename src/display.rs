@@ -1,14 +1,14 @@
-//! What the terminal shows: a progress line while running, summaries at the end. Everything
-//! fits 100 columns.
+//! What the terminal shows at the end of a command: summaries and alert lines. They fit
+//! the terminal (100 columns when it cannot tell).
 
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Result;
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 
-use inferwatch_runtime::{Progress, RunReport};
+use inferwatch_runtime::RunReport;
 
 /// Peak resident memory of this process in bytes (Linux), for run summaries and the bench.
 pub fn peak_rss_bytes() -> Option<u64> {
@@ -28,7 +28,7 @@ pub fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -40,78 +40,12 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn rate(n: u64, d: Duration) -> u64 {
+pub fn rate(n: u64, d: Duration) -> u64 {
     let s = d.as_secs_f64();
     if s > 0.0 {
         (n as f64 / s) as u64
     } else {
         0
-    }
-}
-
-/// A progress line: redrawn in place on a terminal, a plain line every few seconds otherwise.
-pub struct ProgressLine {
-    tty: bool,
-    live: bool,
-    last_plain: Duration,
-    drawn: bool,
-}
-
-impl ProgressLine {
-    pub fn new(tty: bool, live: bool) -> Self {
-        Self {
-            tty,
-            live,
-            last_plain: Duration::ZERO,
-            drawn: false,
-        }
-    }
-
-    pub fn update(&mut self, p: &Progress) {
-        let mut line = format!(
-            "{:>6.1}s  events {:>11}  {:>9}/s  windows {:>5}  dead letters {:>7}  late {:>6}",
-            p.elapsed.as_secs_f64(),
-            thousands(p.events),
-            thousands(rate(p.payloads, p.elapsed)),
-            thousands(p.windows_closed),
-            thousands(p.dead_letters),
-            thousands(p.late_events),
-        );
-        if p.checkpoints > 0 {
-            line.push_str(&format!(
-                "  partitions {}  checkpoints {}",
-                p.partitions,
-                thousands(p.checkpoints)
-            ));
-        }
-        if let (Some((done, total)), false) = (p.source_done, self.live) {
-            if let Some(pct) = (done * 100).checked_div(total) {
-                line.push_str(&format!("  {pct:>3}%"));
-            }
-        }
-        if self.tty {
-            eprint!("\r{line}");
-            let _ = std::io::stderr().flush();
-            self.drawn = true;
-        } else if p.elapsed >= self.last_plain + Duration::from_secs(5) {
-            self.last_plain = p.elapsed;
-            eprintln!("{line}");
-        }
-    }
-
-    pub fn done(&mut self) {
-        if self.drawn {
-            eprintln!();
-        }
-    }
-
-    /// Prints a line above the progress line (which the next update redraws).
-    pub fn print(&mut self, text: &str) {
-        if self.tty && self.drawn {
-            eprint!("\r\x1b[K");
-            self.drawn = false;
-        }
-        eprintln!("{text}");
     }
 }
 
@@ -321,12 +255,25 @@ fn service_rows(
     out: &mut impl Write,
     rows: &[datafusion::arrow::array::RecordBatch],
 ) -> Result<()> {
+    // The service column is as wide as its longest name, cut only where the terminal
+    // cannot hold it beside the other columns (83 wide).
+    let longest = rows
+        .iter()
+        .filter_map(|b| b.column_by_name("service"))
+        .filter_map(|c| {
+            let c = datafusion::arrow::compute::cast(c, &DataType::Utf8).ok()?;
+            let c = c.as_string::<i32>();
+            c.iter().flatten().map(|s| s.chars().count()).max()
+        })
+        .max()
+        .unwrap_or(0);
+    let width = longest.clamp(7, terminal_width().saturating_sub(84).max(16));
     // One layout for the header and the rows.
     macro_rules! line {
         ($($cell:expr),* $(,)?) => {
             writeln!(
                 out,
-                "{:<16} {:<6} {:>8} {:>6} {:>8} {:>7} {:>5} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
+                "{:<width$} {:<6} {:>8} {:>6} {:>8} {:>7} {:>5} {:>5} {:>6} {:>5} {:>5} {:>5} {:>5}",
                 $($cell),*
             )
         };
@@ -377,7 +324,7 @@ fn service_rows(
         };
         for i in 0..b.num_rows() {
             line!(
-                trim(service.value(i), 16),
+                trim(service.value(i), width),
                 period.value(i),
                 thousands(events.value(i) as u64),
                 v(0, i, 2),
@@ -436,6 +383,13 @@ pub fn feedback_summary(f: &inferwatch_runtime::FeedbackCounts) {
             thousands(f.evicted)
         );
     }
+}
+
+/// Columns of the terminal the summary is printed on; 100 when it is not one.
+fn terminal_width() -> usize {
+    console::Term::stdout()
+        .size_checked()
+        .map_or(100, |(_, w)| usize::from(w))
 }
 
 fn trim(s: &str, n: usize) -> String {

@@ -3,6 +3,8 @@
 
 mod commands;
 mod display;
+mod http;
+mod progress;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +54,10 @@ pub struct Common {
     /// [config: runtime.threads].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Serve /metrics (Prometheus), /livez and /readyz on this address, e.g.
+    /// 127.0.0.1:9464 [config: http.listen].
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
 }
 
 impl Common {
@@ -71,6 +77,9 @@ impl Common {
         }
         if let Some(n) = self.threads {
             c.runtime.threads = n;
+        }
+        if let Some(a) = &self.http {
+            c.http.listen = a.clone();
         }
         if let Some(w) = &self.slack_webhook {
             c.slack.webhooks.push(w.clone());

@@ -887,6 +887,31 @@ fn query_formats() {
     assert!(count(&data, "SELECT count(DISTINCT date) FROM events") >= 1);
     let bad = inferwatch(&["query", "--data-dir", d, "SELECT nope FROM events"]);
     assert!(!bad.status.success());
+    // The valid columns are listed once, not once per level of DataFusion's error.
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("No field named nope"), "{said}");
+    assert_eq!(said.matches("events.event_id").count(), 1, "{said}");
+    // A clean run writes no dead letters, yet every table answers, with its columns.
+    for table in [
+        "dead_letter",
+        "feedback_unmatched",
+        "alerts",
+        "metrics_latest",
+        "calibration_bins_latest",
+    ] {
+        let sql = format!("SELECT count(*) AS n FROM {table}");
+        let n = count(&data, &sql);
+        let sql = format!("SELECT count(*) FROM {table} WHERE date IS NOT NULL");
+        assert_eq!(count(&data, &sql), n, "{table}");
+    }
+    assert_eq!(count(&data, "SELECT count(*) FROM dead_letter"), 0);
+    assert_eq!(
+        count(
+            &data,
+            "SELECT count(reason) FROM dead_letter WHERE raw_len > 0"
+        ),
+        0
+    );
     let empty = inferwatch(&[
         "query",
         "--data-dir",

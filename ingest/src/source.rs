@@ -93,6 +93,13 @@ pub trait Source: Send {
         Behind::Unknown
     }
 
+    /// Per partition held, the messages past what was read, from what the source already
+    /// knows (no round trip: it may be a fetch old). `None`: the source has no such notion
+    /// (files, the generator); a partition missing from the list: not known yet.
+    fn lag(&self) -> Option<Vec<(i32, u64)>> {
+        None
+    }
+
     /// Tells the source that everything before these (partition, next offset) pairs is
     /// durable: Kafka commits them to the group as a hint for where to resume.
     fn commit(&mut self, _offsets: &[(i32, i64)]) {}

@@ -232,6 +232,22 @@ impl AlertDelivery {
         self.enqueuer.clone()
     }
 
+    /// The outbox and the Slack loops' counts, for the process's metrics.
+    pub fn watch(&self) -> crate::telemetry::DeliveryWatch {
+        let slack = self
+            .loops
+            .iter()
+            .filter_map(|l| match l {
+                Loop::Slack(d) => Some(d.stats()),
+                Loop::Topic(_) => None,
+            })
+            .collect();
+        crate::telemetry::DeliveryWatch {
+            outbox: self.enqueuer.outbox.clone(),
+            slack,
+        }
+    }
+
     /// Waits up to `wait` for the outbox to drain, then stops the loops. Returns how many
     /// notices are still waiting (they go out on the next start).
     pub fn finish(self, wait: Duration) -> usize {

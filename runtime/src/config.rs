@@ -111,6 +111,31 @@ impl RuntimeConfig {
     }
 }
 
+/// `[http]`: the process's own health over HTTP, for Prometheus and orchestrators:
+/// `/metrics` (Prometheus text format), `/livez`, `/readyz`. Off unless an address is given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to serve on, e.g. "127.0.0.1:9464"; "" serves nothing (flag: --http).
+    pub listen: String,
+    /// `/readyz` answers 200 once the partitions held are restored and none is more than
+    /// this many messages behind its end (Kafka).
+    pub ready_max_lag: u64,
+    /// `/livez` answers 503 when the main loop has not turned for this long (stuck).
+    #[serde(deserialize_with = "duration")]
+    pub live_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            ready_max_lag: 10_000,
+            live_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// `[checkpoint]`: how often partition progress is made durable (Kafka sources).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -246,6 +271,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub kafka: KafkaConfig,
     pub slack: SlackSection,
+    pub http: HttpConfig,
     #[serde(flatten)]
     pub processor: ProcessorConfig,
 }
@@ -261,6 +287,7 @@ impl Default for Config {
             runtime: RuntimeConfig::default(),
             kafka: KafkaConfig::default(),
             slack: SlackSection::default(),
+            http: HttpConfig::default(),
             processor: ProcessorConfig::default(),
         }
     }
@@ -382,6 +409,9 @@ mod tests {
         assert_eq!(c.kafka.properties, d.kafka.properties);
         assert_eq!(c.storage.endpoint, d.storage.endpoint);
         assert_eq!(c.storage.secret_access_key, d.storage.secret_access_key);
+        assert_eq!(c.http.listen, d.http.listen);
+        assert_eq!(c.http.ready_max_lag, d.http.ready_max_lag);
+        assert_eq!(c.http.live_timeout, d.http.live_timeout);
         // The commented settings are real keys: uncommented, they parse.
         let uncommented: String = text
             .lines()

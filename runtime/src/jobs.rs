@@ -3,6 +3,7 @@
 //! pipeline; the caller runs it and shows progress.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use inferwatch_ingest::{KafkaFollower, KafkaSource, KafkaSourceConfig, Source};
@@ -13,6 +14,7 @@ use crate::alerting::{AlertDelivery, AlertTopics};
 use crate::config::Config;
 use crate::error::Result;
 use crate::pipeline::{Pipeline, Progress, RunOptions, RunReport};
+use crate::telemetry::Telemetry;
 
 /// A run set up and ready to start.
 pub struct Job {
@@ -20,6 +22,7 @@ pub struct Job {
     source: Box<dyn Source>,
     delivery: Option<AlertDelivery>,
     store: Store,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Job {
@@ -32,8 +35,10 @@ impl Job {
     ) -> Result<Self> {
         let store = config.open_store()?;
         let delivery = start_delivery(config, &store, source.name(), None)?;
+        let telemetry = telemetry(config, &store, delivery.as_ref());
         let options = RunOptions {
             notify: delivery.as_ref().map(|d| d.enqueuer()),
+            telemetry: Some(telemetry.clone()),
             ..RunOptions::default()
         };
         let mut pipeline = Pipeline::new(config, &store, source.name(), options)?;
@@ -45,6 +50,7 @@ impl Job {
             source,
             delivery,
             store,
+            telemetry,
         })
     }
 
@@ -61,6 +67,7 @@ impl Job {
         // Checked before anything is consumed: a wrong key or bucket stops the run here.
         let store = config.open_store()?;
         let delivery = start_delivery(config, &store, &k.topic, Some(topics))?;
+        let telemetry = telemetry(config, &store, delivery.as_ref());
         let options = RunOptions {
             checkpoints: true,
             stop_when_idle,
@@ -71,6 +78,7 @@ impl Job {
                 properties: k.properties.clone(),
             }),
             notify: delivery.as_ref().map(|d| d.enqueuer()),
+            telemetry: Some(telemetry.clone()),
         };
         let mut pipeline = Pipeline::new(config, &store, &k.topic, options)?;
         if !k.feedback_topic.is_empty() {
@@ -90,12 +98,18 @@ impl Job {
             source,
             delivery,
             store,
+            telemetry,
         })
     }
 
     /// Where the run writes.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The run's health, for `/metrics`, `/livez` and `/readyz`.
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.telemetry.clone()
     }
 
     /// Runs to the end of the source, or until `stop`. Alert delivery then gets a moment
@@ -116,6 +130,16 @@ impl Job {
         report.notices_waiting = waiting;
         Ok(report)
     }
+}
+
+/// The run's health, watching alert delivery when there is any.
+fn telemetry(config: &Config, store: &Store, delivery: Option<&AlertDelivery>) -> Arc<Telemetry> {
+    let t = Telemetry::new(config.http.ready_max_lag);
+    t.watch_store(store);
+    if let Some(d) = delivery {
+        t.watch_delivery(d.watch());
+    }
+    t
 }
 
 /// Opens the alert outbox and starts delivery when there is a Slack webhook or an alert

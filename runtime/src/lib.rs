@@ -9,7 +9,9 @@ pub mod error;
 pub mod jobs;
 pub mod pipeline;
 pub mod spill;
+pub mod telemetry;
 
 pub use config::Config;
 pub use error::{Context, Result, RuntimeError};
 pub use pipeline::{FeedbackCounts, Pipeline, Progress, RunOptions, RunReport, TimeSpent};
+pub use telemetry::Telemetry;

@@ -74,3 +74,25 @@ impl DeadLetterBuilder {
         RecordBatch::try_new(dead_letter_schema(), cols).expect("dead letter schema")
     }
 }
+
+/// The class of a dead letter's reason, as a short stable name: a bounded set of values for
+/// counting (Prometheus labels), where the reason itself names values and offsets.
+pub fn reason_class(reason: &str) -> &'static str {
+    const CLASSES: [(&str, &str); 11] = [
+        ("empty payload", "empty"),
+        ("payload is not valid UTF-8", "not_utf8"),
+        ("invalid JSON", "invalid_json"),
+        ("payload is an", "not_an_object"),
+        ("payload is a ", "not_an_object"),
+        ("payload is null", "not_an_object"),
+        ("payload is ", "too_large"),
+        ("missing required field", "missing_field"),
+        ("unknown schema_version", "schema_version"),
+        ("field `", "invalid_field"),
+        ("invalid event", "invalid_event"),
+    ];
+    CLASSES
+        .iter()
+        .find(|(prefix, _)| reason.starts_with(prefix))
+        .map_or("other", |(_, class)| class)
+}

@@ -69,7 +69,7 @@ impl DemoArgs {
         let mut source = GeneratorSource::new(gen, true);
         let feedback: Box<dyn Source> = Box::new(source.feedback_source());
         let job = Job::replay(&config, Box::new(source), Some(feedback))?;
-        let report = run_job(job, true)?;
+        let report = run_job(job, &config.http)?;
         display::demo_summary(&report, &tokio_runtime()?)?;
         Ok(())
     }

@@ -11,6 +11,7 @@ use inferwatch_runtime::Config;
 use inferwatch_schemas::time::parse_duration;
 
 use super::{check_rate, recover_point};
+use crate::progress::CountProgress;
 use crate::KafkaArgs;
 
 #[derive(clap::Args)]
@@ -96,16 +97,9 @@ impl GenerateArgs {
             feedback_topic,
             properties: &k.properties,
         };
-        let total = cfg.total_events;
-        let show = std::io::stderr().is_terminal();
-        let w = writers::produce(cfg, target, |n| {
-            if show {
-                eprint!("\r  {n} / {total} events");
-            }
-        })?;
-        if show {
-            eprint!("\r");
-        }
+        let mut progress = CountProgress::new(is_tty(), cfg.total_events, "events");
+        let w = writers::produce(cfg, target, |n| progress.update(n))?;
+        progress.done();
         if let Some(t) = feedback_topic {
             eprintln!("produced {} feedback events to {t}", w.feedback);
         }
@@ -140,14 +134,13 @@ fn to_file(cfg: GeneratorConfig, out: &Path, feedback_out: Option<&Path>) -> Res
         Box::new(create(out)?)
     };
     let mut fw = feedback_out.map(create).transpose()?;
-    let total = cfg.total_events;
-    let show = !to_stdout && std::io::stderr().is_terminal();
+    // Progress goes to stderr, so it shows even when the events go to stdout.
+    let mut progress = CountProgress::new(is_tty(), cfg.total_events, "events");
     let written =
         writers::write_ndjson(cfg, &mut w, fw.as_mut().map(|f| f as &mut dyn Write), |n| {
-            if show {
-                eprint!("\r  {n} / {total} events");
-            }
+            progress.update(n)
         })?;
+    progress.done();
     if let Some(p) = feedback_out {
         eprintln!(
             "wrote {} feedback events to {}",
@@ -156,9 +149,6 @@ fn to_file(cfg: GeneratorConfig, out: &Path, feedback_out: Option<&Path>) -> Res
         );
     }
     if !to_stdout {
-        if show {
-            eprint!("\r");
-        }
         eprintln!(
             "wrote {} events ({} malformed) to {}",
             written.events,
@@ -167,4 +157,8 @@ fn to_file(cfg: GeneratorConfig, out: &Path, feedback_out: Option<&Path>) -> Res
         );
     }
     Ok(())
+}
+
+fn is_tty() -> bool {
+    std::io::stderr().is_terminal()
 }

@@ -12,10 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
+use inferwatch_runtime::config::HttpConfig;
 use inferwatch_runtime::jobs::Job;
 use inferwatch_runtime::RunReport;
 
 use crate::display;
+use crate::progress::RunProgress;
 
 pub fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -24,42 +26,56 @@ pub fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Sets the returned flag on Ctrl-C or SIGTERM, so a run stops cleanly: it writes what it
-/// has and checkpoints before it exits.
+/// Sets the returned flag on Ctrl-C or SIGTERM, so a run stops cleanly: it stops reading,
+/// completes its files, checkpoints open windows (without closing them early) and drains
+/// the outbox for a moment before it exits. A second signal exits at once: every file is
+/// written under a temporary name and renamed when complete, and checkpoints are written
+/// whole or not at all, so what is on disk stays consistent and a restart resumes.
 fn stop_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     rt.spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        flag.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+        if signal().await.is_err() {
+            return;
         }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
         flag.store(true, Ordering::Relaxed);
+        eprintln!("\nstopping: completing files and checkpoints (signal again to exit at once)");
+        if signal().await.is_ok() {
+            eprintln!("exiting at once; a restart resumes from the last checkpoint");
+            std::process::exit(130);
+        }
     });
     stop
 }
 
-/// Runs `job` until its source ends or a signal, with a progress line on stderr.
-fn run_job(job: Job, live: bool) -> Result<RunReport> {
+/// The next Ctrl-C or SIGTERM.
+async fn signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
+}
+
+/// Runs `job` until its source ends or a signal, with progress on stderr, serving its
+/// health over HTTP when `http.listen` is set.
+fn run_job(job: Job, http: &HttpConfig) -> Result<RunReport> {
     let rt = tokio_runtime()?;
     let stop = stop_on_signal(&rt);
+    if !http.listen.is_empty() {
+        let addr = crate::http::serve(&http.listen, job.telemetry(), http.live_timeout)?;
+        eprintln!("serving http://{addr}/metrics, /livez and /readyz");
+    }
     let tty = std::io::stderr().is_terminal();
-    let line = std::cell::RefCell::new(display::ProgressLine::new(tty, live));
+    let line = std::cell::RefCell::new(RunProgress::new(tty));
     let report = job.run(
         &stop,
         |p| line.borrow_mut().update(p),

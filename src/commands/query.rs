@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use inferwatch_sink::Store;
 
@@ -71,20 +72,27 @@ fn table_url(ctx: &SessionContext, data_dir: &Store, table: &str) -> Result<List
     Ok(ListingTableUrl::parse(format!("{}/", dir.display()))?)
 }
 
-/// A session with every table under `data_dir` that has at least one file. Listing an
-/// object store is blocking work: it runs off the async threads.
-pub async fn session(data_dir: &Store) -> Result<(SessionContext, Vec<&'static str>)> {
+/// A session with every table and view, and whether any table under `data_dir` has a file
+/// (none: probably the wrong directory). Listing an object store is blocking work: it runs
+/// off the async threads.
+pub async fn session(data_dir: &Store) -> Result<(SessionContext, Vec<&'static str>, bool)> {
     let ctx = SessionContext::new();
     // The built-in metrics as SQL functions, with the config's default bins and floors.
     inferwatch_processor::functions::register(&ctx, Default::default());
     let mut registered = Vec::new();
+    let mut any_files = false;
     for table in TABLES {
         let store = data_dir.clone();
         let has_files = tokio::task::spawn_blocking(move || {
             inferwatch_sink::table_files(&store, table).map(|f| !f.is_empty())
         })
         .await??;
+        any_files |= has_files;
         if !has_files {
+            // Queryable all the same: `SELECT count(*) FROM dead_letter` after a clean run
+            // is a question with an answer (0), not an error.
+            ctx.register_table(*table, empty_table(table)?)?;
+            registered.push(*table);
             continue;
         }
         let url = table_url(&ctx, data_dir, table)?;
@@ -114,13 +122,37 @@ pub async fn session(data_dir: &Store) -> Result<(SessionContext, Vec<&'static s
         ctx.sql(&sql).await?;
         registered.push(*view);
     }
-    Ok((ctx, registered))
+    Ok((ctx, registered, any_files))
+}
+
+/// A table with no rows and the columns `table` has when written, partition columns
+/// included. `metrics` has the built-in columns (custom metrics appear once written).
+fn empty_table(table: &str) -> Result<Arc<MemTable>> {
+    use inferwatch_schemas::tables;
+    let schema = match table {
+        "events" => tables::events_schema(),
+        "metrics" => {
+            inferwatch_processor::WindowOperator::new(&Default::default())?.metrics_schema()
+        }
+        "calibration_bins" => tables::calibration_bins_schema(),
+        "dead_letter" => tables::dead_letter_schema(),
+        "feedback_unmatched" => tables::feedback_unmatched_schema(),
+        "sessions" => tables::sessions_schema(),
+        "budgets" => tables::budgets_schema(),
+        "alerts" => tables::alerts_schema(),
+        other => anyhow::bail!("no schema for table {other}"),
+    };
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("date", DataType::Utf8, false));
+    fields.push(Field::new("hour", DataType::Utf8, false));
+    let schema = Arc::new(Schema::new(fields));
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![]])?))
 }
 
 /// Runs `sql` and returns all rows.
 pub async fn run(data_dir: &Store, sql: &str) -> Result<Vec<RecordBatch>> {
-    let (ctx, registered) = session(data_dir).await?;
-    if registered.is_empty() {
+    let (ctx, registered, any_files) = session(data_dir).await?;
+    if !any_files {
         anyhow::bail!(
             "no tables under {}: run `inferwatch demo` or `inferwatch run --source file:PATH` first, or pass --data-dir",
             data_dir.display()
@@ -129,8 +161,16 @@ pub async fn run(data_dir: &Store, sql: &str) -> Result<Vec<RecordBatch>> {
     let df = ctx
         .sql(sql)
         .await
-        .with_context(|| format!("in query (tables here: {})", registered.join(", ")))?;
-    Ok(df.collect().await?)
+        .map_err(|e| query_error(&e, &registered))?;
+    df.collect().await.map_err(|e| query_error(&e, &registered))
+}
+
+/// A query's error once: DataFusion nests an error in its own context, each level
+/// repeating the message below it (an unknown column listed the valid ones three times).
+fn query_error(e: &datafusion::error::DataFusionError, tables: &[&str]) -> anyhow::Error {
+    let root = e.find_root().to_string();
+    let root = root.strip_prefix("Schema error: ").unwrap_or(&root);
+    anyhow::anyhow!("in query: {root}\n(tables: {})", tables.join(", "))
 }
 
 /// Output format of `query`.

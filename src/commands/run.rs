@@ -47,7 +47,7 @@ impl RunArgs {
                         Ok(Box::new(FileSource::open(file_path("--feedback", f)?)?))
                     })
                     .transpose()?;
-                run_job(Job::replay(&config, source, feedback)?, false)?
+                run_job(Job::replay(&config, source, feedback)?, &config.http)?
             }
             (None, false) => {
                 if self.feedback.is_some() {
@@ -64,7 +64,7 @@ impl RunArgs {
                     k.group,
                     job.store().display()
                 );
-                run_job(job, true)?
+                run_job(job, &config.http)?
             }
             (None, true) => {
                 bail!("nothing to read: give --source file:PATH or --brokers HOST:PORT")

@@ -37,9 +37,16 @@ struct Context {
     /// Set when leaving the group: what is assigned now is handed back right away.
     leaving: AtomicBool,
     errors: ErrorLog,
+    /// Per partition of `topic`: its end (last stable offset when known) and the client's
+    /// own lag, from the client's statistics (`statistics.interval.ms`).
+    ends: Mutex<BTreeMap<i32, (i64, i64)>>,
 }
 
 impl ClientContext for Context {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.keep_ends(&statistics);
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         // Connection failures also arrive through `error`, once per kind: keep these quiet.
         match level {
@@ -53,6 +60,29 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.errors.report(error, reason);
+    }
+}
+
+impl Context {
+    /// Keeps where each partition of the topic ends, for [`Source::lag`] without a round
+    /// trip to the brokers.
+    fn keep_ends(&self, stats: &rdkafka::Statistics) {
+        let Some(topic) = stats.topics.get(&self.topic) else {
+            return;
+        };
+        let ends = topic
+            .partitions
+            .values()
+            .filter(|p| p.partition >= 0)
+            .map(|p| {
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                (p.partition, (end, p.consumer_lag))
+            });
+        *self.ends.lock().expect("not poisoned") = ends.collect();
     }
 }
 
@@ -217,6 +247,8 @@ impl KafkaSource {
                 ("session.timeout.ms", &SESSION_TIMEOUT_MS.to_string()),
                 ("heartbeat.interval.ms", "1000"),
                 ("max.poll.interval.ms", "300000"),
+                // Where each partition ends, for the consumer lag the processor reports.
+                ("statistics.interval.ms", "2000"),
             ],
         );
         let context = Context {
@@ -228,6 +260,7 @@ impl KafkaSource {
             joined: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
             errors: ErrorLog::new("kafka", &cfg.properties),
+            ends: Mutex::new(BTreeMap::new()),
         };
         let consumer: BaseConsumer<Context> =
             cc.create_with_context(context).map_err(kafka_err(cfg))?;
@@ -418,6 +451,30 @@ impl Source for KafkaSource {
              sasl.mechanism, sasl.username, sasl.password)",
             self.name, self.brokers
         ))
+    }
+
+    fn lag(&self) -> Option<Vec<(i32, u64)>> {
+        let ends = self
+            .consumer
+            .context()
+            .ends
+            .lock()
+            .expect("not poisoned")
+            .clone();
+        let mut out = Vec::new();
+        for p in assigned(&self.consumer, &self.name) {
+            let Some(&(end, client_lag)) = ends.get(&p) else {
+                continue;
+            };
+            // What was handed on decides; before the first message, the client's count.
+            let lag = match self.positions.get(&p) {
+                Some(&read) if end >= 0 => (end - read).max(0),
+                _ if client_lag >= 0 => client_lag,
+                _ => continue,
+            };
+            out.push((p, lag as u64));
+        }
+        Some(out)
     }
 
     fn behind(&mut self) -> Behind {

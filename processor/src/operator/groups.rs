@@ -68,6 +68,11 @@ impl Groups {
         &mut self.states
     }
 
+    /// Open panes, and open (pane, key) groups.
+    pub(super) fn open(&self) -> (usize, usize) {
+        (self.panes.len(), self.panes.values().map(|k| k.len()).sum())
+    }
+
     /// Bytes of every state (free ones too: they keep their allocations until reused) and
     /// of the index to them.
     pub(super) fn state_bytes(&self) -> usize {

@@ -272,6 +272,17 @@ impl WindowOperator {
         self.groups.state_bytes()
     }
 
+    /// The partition's watermark: its newest event time minus the allowed
+    /// out-of-orderness; `None` before its first event.
+    pub fn watermark(&self) -> Option<i64> {
+        self.max_event_time.map(|t| t - self.spec.out_of_orderness)
+    }
+
+    /// Open panes (a tumbling window is one pane) and open (pane × key) groups.
+    pub fn open(&self) -> (usize, usize) {
+        self.groups.open()
+    }
+
     /// Newest event time of the partition (files dead letters deterministically).
     pub fn max_event_time(&self) -> Option<i64> {
         self.max_event_time

@@ -1,5 +1,6 @@
 //! The main loop: poll, process, feed the join, checkpoint, report progress.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,13 @@ impl Pipeline {
         let started = Instant::now();
         let mut clock = self.clock();
         let mut ending = End::Stopped;
+        let telemetry = self.shared().telemetry.clone();
         while !stop.load(Ordering::Relaxed) {
+            telemetry.beat();
+            if clock.last_gauges.elapsed() >= GAUGES_EVERY {
+                clock.last_gauges = Instant::now();
+                self.refresh_gauges(source);
+            }
             match self.step(source, &mut clock, on_notice) {
                 Ok(None) => {}
                 Ok(Some(end)) => {
@@ -279,6 +286,7 @@ impl Pipeline {
                 s.spill.spilled_bytes(),
             )
         };
+        self.refresh_gauges(source);
         let (files_written, checkpoint_time) = match self.sink.take() {
             Some(sink) => sink.finish().context("writing Parquet failed")?,
             None => (0, Duration::ZERO),
@@ -311,6 +319,7 @@ impl Pipeline {
             checkpoints: s.options.checkpoints,
             stop_when_idle: s.options.stop_when_idle,
             last_report: now,
+            last_gauges: now - GAUGES_EVERY,
             last_roll: now,
             last_payload: now,
             source_failed: false,
@@ -321,6 +330,27 @@ impl Pipeline {
 
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().expect("not poisoned")
+    }
+
+    /// What each partition holds and how far behind it is, for the process's metrics.
+    /// A partition busy on a worker keeps its last figures: the driver does not wait.
+    fn refresh_gauges(&self, source: &dyn Source) {
+        let lag = source.lag();
+        let s = self.shared();
+        let known: BTreeMap<i32, u64> = lag.iter().flatten().copied().collect();
+        let mut gauges = BTreeMap::new();
+        let mut restoring = false;
+        for (&p, part) in &s.parts {
+            let mut g = part.try_lock().ok().map(|part| part.gauges());
+            let behind = known.get(&p).copied();
+            // A source that counts lag but not yet this partition's: just assigned.
+            restoring |= lag.is_some() && behind.is_none();
+            if let Some(g) = g.as_mut() {
+                g.lag = behind;
+            }
+            gauges.insert(p, g);
+        }
+        s.telemetry.set_partitions(gauges, restoring);
     }
 
     fn progress(&self, source: &dyn Source, started: Instant) -> Progress {
@@ -346,6 +376,9 @@ impl Pipeline {
     }
 }
 
+/// How often the partitions' gauges are refreshed for the process's metrics.
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
+
 /// How often a quiet source is asked whether it is behind (a broker round trip).
 const BEHIND_RECHECK: Duration = Duration::from_secs(1);
 
@@ -367,6 +400,8 @@ struct Clock {
     checkpoints: bool,
     stop_when_idle: Option<Duration>,
     last_report: Instant,
+    /// When the partitions' gauges were last refreshed.
+    last_gauges: Instant,
     last_roll: Instant,
     last_payload: Instant,
     source_failed: bool,

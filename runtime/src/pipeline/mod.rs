@@ -42,6 +42,7 @@ use crate::alerting::Enqueuer;
 use crate::config::Config;
 use crate::error::{Result, RuntimeError};
 use crate::spill::FileSpillDir;
+use crate::telemetry::Telemetry;
 use feedback::FeedbackSide;
 use owner::Owner;
 use part::Outlet;
@@ -133,6 +134,8 @@ pub struct RunOptions {
     pub kafka_output: Option<KafkaOutputConfig>,
     /// Where alert notices go (Slack, Kafka) through the outbox; `None`: table only.
     pub notify: Option<Enqueuer>,
+    /// The process's health for `/metrics`; a fresh one when `None`.
+    pub telemetry: Option<Arc<Telemetry>>,
 }
 /// A pipeline ready to run: the sink thread is up; Kafka sources take [`Pipeline::owner`].
 pub struct Pipeline {
@@ -148,12 +151,17 @@ impl Pipeline {
         config: &Config,
         data_dir: &Store,
         source_name: &str,
-        options: RunOptions,
+        mut options: RunOptions,
     ) -> Result<Self> {
         // Also checks the processor config before anything starts.
         let metrics_schema = WindowOperator::new(&config.processor)?.metrics_schema();
         let threads = config.runtime.threads();
         let spill = Self::spill(config, data_dir)?;
+        let telemetry = options
+            .telemetry
+            .clone()
+            .unwrap_or_else(|| Telemetry::new(config.http.ready_max_lag));
+        options.telemetry = Some(telemetry.clone());
         let (ack_tx, acks) = channel();
         let fenced = Arc::new(Mutex::new(BTreeSet::new()));
         let store = CheckpointStore::new(data_dir, source_name);
@@ -171,7 +179,7 @@ impl Pipeline {
         .launch(threads > 1)?;
         let outlet = Outlet {
             sink: sink_sender,
-            counters: Arc::default(),
+            counters: telemetry.counters.clone(),
             notices: Arc::default(),
             write_events: config.sink.write_events,
         };
@@ -191,6 +199,7 @@ impl Pipeline {
             cursors: BTreeMap::new(),
             seek_requests: Vec::new(),
             counters: outlet.counters.clone(),
+            telemetry: telemetry.clone(),
             fenced,
             fenced_since: BTreeMap::new(),
             limits: Limits {

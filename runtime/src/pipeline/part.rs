@@ -2,52 +2,19 @@
 //! operator, and handing what comes out to the sink. A partition runs on one thread at a
 //! time (a worker, or the driver), so its results depend only on its own events.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::TimestampMillisecondType;
-use inferwatch_processor::{Chain, Collector, Emitted, OperatorStats, Watermark};
+use inferwatch_processor::{Chain, Collector, Emitted, Watermark};
 use inferwatch_schemas::tables::{events as ev, events_schema};
 use inferwatch_schemas::{DeadLetterBuilder, EventDecoder, Limits, Notice, RawBatch};
 
 use super::sink_thread::{SinkSender, ToSink};
 use crate::error::Result;
-
-/// Run-wide counters every partition adds to, from any thread.
-#[derive(Debug, Default)]
-pub(super) struct Counters {
-    pub(super) payloads: AtomicU64,
-    pub(super) dead_letters: AtomicU64,
-    pub(super) events: AtomicU64,
-    pub(super) late_events: AtomicU64,
-    pub(super) windows_closed: AtomicU64,
-    pub(super) metric_rows: AtomicU64,
-}
-
-impl Counters {
-    pub(super) fn stats(&self) -> OperatorStats {
-        OperatorStats {
-            events: self.events.load(Ordering::Relaxed),
-            late_events: self.late_events.load(Ordering::Relaxed),
-            windows_closed: self.windows_closed.load(Ordering::Relaxed),
-            metric_rows: self.metric_rows.load(Ordering::Relaxed),
-        }
-    }
-
-    fn add(&self, before: OperatorStats, after: OperatorStats) {
-        let add = |c: &AtomicU64, a: u64, b: u64| c.fetch_add(a - b, Ordering::Relaxed);
-        add(&self.events, after.events, before.events);
-        add(&self.late_events, after.late_events, before.late_events);
-        add(
-            &self.windows_closed,
-            after.windows_closed,
-            before.windows_closed,
-        );
-        add(&self.metric_rows, after.metric_rows, before.metric_rows);
-    }
-}
+use crate::telemetry::{Counters, PartitionGauges};
 
 /// Where every partition's outputs go, shared by the driver and the workers.
 #[derive(Clone)]
@@ -99,6 +66,18 @@ impl Part {
         }
     }
 
+    /// What the partition holds, for the process's metrics (`lag` is the source's to say).
+    pub(super) fn gauges(&self) -> PartitionGauges {
+        let window = self.chain.window();
+        let (panes, _) = window.open();
+        PartitionGauges {
+            lag: None,
+            watermark_ms: window.watermark(),
+            open_windows: panes as u64,
+            state_bytes: window.state_bytes() as u64,
+        }
+    }
+
     /// Runs `f` on the chain and adds its counter changes to the run's counters.
     pub(super) fn tracked<T>(&mut self, out: &Outlet, f: impl FnOnce(&mut Chain) -> T) -> T {
         let before = self.chain.window().stats();
@@ -133,8 +112,7 @@ impl Part {
             Some(self.dead.finish())
         };
         let c = &out.counters;
-        c.dead_letters
-            .fetch_add(decoded.rejects.len() as u64, Ordering::Relaxed);
+        c.dead_lettered(decoded.rejects.iter().map(|r| r.reason.as_str()));
         c.payloads.fetch_add(raw.len() as u64, Ordering::Relaxed);
         let mut collected = Collector::default();
         self.tracked(out, |chain| {
@@ -184,6 +162,7 @@ impl Part {
                     batch: s.batch,
                 },
                 Emitted::Alerts(a) => {
+                    out.counters.alert_rows(&a.rows);
                     let mut notices = out.notices.lock().expect("not poisoned");
                     notices.extend(a.notices.iter().cloned());
                     drop(notices);

@@ -12,13 +12,14 @@ use inferwatch_schemas::{Limits, Notice, RawBatch};
 use inferwatch_sink::{Checkpoint, CheckpointStore};
 
 use super::feedback::FeedbackSide;
-use super::part::{Counters, Outlet, Part};
+use super::part::{Outlet, Part};
 use super::sink_thread::ToSink;
 use super::workers::Workers;
 use super::RunOptions;
 use crate::config::Config;
 use crate::error::{Context, Result, RuntimeError};
 use crate::failed;
+use crate::telemetry::{Counters, Telemetry};
 
 /// Where the driver stands in a partition: what it handed on, independent of how far the
 /// partition's worker got.
@@ -46,6 +47,7 @@ pub(super) struct Shared {
     /// (partition, offset) the source should go back to.
     pub(super) seek_requests: Vec<(i32, i64)>,
     pub(super) counters: Arc<Counters>,
+    pub(super) telemetry: Arc<Telemetry>,
     /// Partitions another processor took over (a commit of theirs came after this one's
     /// claim): their state here is dropped; a batch that still arrives for one claims it
     /// anew from the latest checkpoint.

@@ -15,6 +15,7 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
@@ -34,6 +35,9 @@ use remote::Remote;
 #[derive(Clone)]
 pub struct Store {
     backend: Arc<Backend>,
+    /// Objects finished through [`Store::create`] (the Parquet files) and their bytes,
+    /// counted over every clone of this store.
+    finished: Arc<[AtomicU64; 2]>,
 }
 
 enum Backend {
@@ -84,6 +88,7 @@ impl Store {
     pub fn local(dir: impl Into<PathBuf>) -> Self {
         Self {
             backend: Arc::new(Backend::Local(dir.into())),
+            finished: Arc::default(),
         }
     }
 
@@ -107,6 +112,7 @@ impl Store {
             Some(("s3" | "s3a", rest)) => {
                 let store = Self {
                     backend: Arc::new(Backend::Object(Remote::s3(rest, options)?)),
+                    finished: Arc::default(),
                 };
                 match writer {
                     true => store.check()?,
@@ -151,6 +157,7 @@ impl Store {
             Backend::Local(p) => Store::local(p.join(key)),
             Backend::Object(r) => Store {
                 backend: Arc::new(Backend::Object(r.child(key))),
+                finished: Arc::default(),
             },
         }
     }
@@ -343,6 +350,8 @@ impl Store {
 /// place under its final key, atomically.
 pub struct NewObject {
     kind: NewKind,
+    /// Bytes written so far: the object's size once finished.
+    written: u64,
 }
 
 enum NewKind {
@@ -352,10 +361,12 @@ enum NewKind {
 
 impl Write for NewObject {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match &mut self.kind {
-            NewKind::File { file, .. } => file.write(buf),
-            NewKind::Memory(v) => v.write(buf),
-        }
+        let n = match &mut self.kind {
+            NewKind::File { file, .. } => file.write(buf)?,
+            NewKind::Memory(v) => v.write(buf)?,
+        };
+        self.written += n as u64;
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -376,18 +387,30 @@ impl Store {
             }
             Backend::Object(_) => NewKind::Memory(Vec::new()),
         };
-        Ok(NewObject { kind })
+        Ok(NewObject { kind, written: 0 })
     }
 
     /// Makes `obj` durable as `key`, which must be in the directory it was created for.
-    pub fn finish(&self, obj: NewObject, key: &str) -> Result<()> {
+    /// Returns its size in bytes.
+    pub fn finish(&self, obj: NewObject, key: &str) -> Result<u64> {
+        let size = obj.written;
         match (obj.kind, &*self.backend) {
             (NewKind::File { file, tmp }, Backend::Local(root)) => {
-                crate::file::persist(file, &tmp, &root.join(key))
+                crate::file::persist(file, &tmp, &root.join(key))?
             }
-            (NewKind::Memory(buf), _) => self.put(key, buf),
+            (NewKind::Memory(buf), _) => self.put(key, buf)?,
             (NewKind::File { .. }, Backend::Object(_)) => unreachable!("made by this store"),
         }
+        self.finished[0].fetch_add(1, Ordering::Relaxed);
+        self.finished[1].fetch_add(size, Ordering::Relaxed);
+        Ok(size)
+    }
+
+    /// Objects finished through [`Store::create`] (the Parquet files) and their bytes,
+    /// over this store and its clones.
+    pub fn finished(&self) -> (u64, u64) {
+        let [files, bytes] = &*self.finished;
+        (files.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed))
     }
 
     /// Removes what an unfinished object left behind (the caller then drops it).

@@ -78,6 +78,7 @@ impl SinkThread {
             }
         }
         self.checkpoint_time += started.elapsed();
+        self.telemetry.checkpoint_took(started.elapsed());
         Ok(true)
     }
 

@@ -19,6 +19,7 @@ use super::RunOptions;
 use crate::alerting::Enqueuer;
 use crate::config::Config;
 use crate::error::Result;
+use crate::telemetry::Telemetry;
 
 mod commit;
 mod protocol;
@@ -54,6 +55,8 @@ pub(super) struct SinkThread {
     /// Partitions another processor took over (found at a commit), shared with the main
     /// loop, which stops processing them.
     pub(super) fenced: Arc<Mutex<BTreeSet<i32>>>,
+    /// Where checkpoint durations are counted.
+    pub(super) telemetry: Arc<Telemetry>,
 }
 
 impl SinkThread {
@@ -109,6 +112,10 @@ impl SinkThread {
             committed: HashMap::new(),
             claims: options.checkpoints,
             fenced,
+            telemetry: options
+                .telemetry
+                .clone()
+                .unwrap_or_else(|| Telemetry::new(0)),
         })
     }
 
