@@ -20,7 +20,11 @@ use serde_json::Value;
 fn get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
@@ -62,7 +66,10 @@ impl Prometheus {
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
@@ -124,13 +131,26 @@ fn promtool_complaints(text: &str) -> String {
 fn prometheus_counts_what_the_tables_hold_and_sigterm_resumes() {
     let dir = test_dir();
     let args = [
-        "--count", "20000", "--rate", "500", "--seed", "5", "--scenario", "malformed",
+        "--count",
+        "20000",
+        "--rate",
+        "500",
+        "--seed",
+        "5",
+        "--scenario",
+        "malformed",
     ];
     let (b, topic, reference) = traffic_topic_with("prom", dir.path(), &args);
     let data = dir.path().join("data");
     let http = format!("127.0.0.1:{}", free_port());
     let group = common::broker::unique("prom");
-    let mut run = spawn_run(b, &topic, &group, &data, &["--window", "1m", "--http", &http]);
+    let mut run = spawn_run(
+        b,
+        &topic,
+        &group,
+        &data,
+        &["--window", "1m", "--http", &http],
+    );
     let prom = Prometheus::start(dir.path(), &http);
     let total = (reference.valid + reference.dead) as f64;
     wait_for(Duration::from_secs(120), "every event consumed", || {
@@ -146,13 +166,20 @@ fn prometheus_counts_what_the_tables_hold_and_sigterm_resumes() {
         get(&http, "/readyz").is_some_and(|(c, _)| c == 200)
     });
     assert!(body.contains("inferwatch_build_info{version=\""), "{body}");
-    assert!(body.contains("inferwatch_consumer_lag_messages{partition=\""), "{body}");
+    assert!(
+        body.contains("inferwatch_consumer_lag_messages{partition=\""),
+        "{body}"
+    );
     assert_eq!(get(&http, "/nope").unwrap().0, 404);
-    wait_for(Duration::from_secs(60), "Prometheus scraped the totals", || {
-        prom.value("inferwatch_events_processed_total") == Some(reference.valid as f64)
-            && prom.value("sum(inferwatch_events_dead_lettered_total)")
-                == Some(reference.dead as f64)
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "Prometheus scraped the totals",
+        || {
+            prom.value("inferwatch_events_processed_total") == Some(reference.valid as f64)
+                && prom.value("sum(inferwatch_events_dead_lettered_total)")
+                    == Some(reference.dead as f64)
+        },
+    );
     signal(run.id(), "TERM");
     wait_ok(&mut run, Duration::from_secs(60));
     // Stopped, not ended: the events are written, their windows wait in the checkpoints.
@@ -176,7 +203,13 @@ fn one_or_two_signals_mid_run_leave_a_resumable_data_dir() {
     let group = common::broker::unique("stop");
     for (signals, share) in [(1, 0.25), (2, 0.6)] {
         let http = format!("127.0.0.1:{}", free_port());
-        let mut run = spawn_run(b, &topic, &group, &data, &["--window", "1m", "--http", &http]);
+        let mut run = spawn_run(
+            b,
+            &topic,
+            &group,
+            &data,
+            &["--window", "1m", "--http", &http],
+        );
         wait_for(Duration::from_secs(120), "part of the topic read", || {
             get(&http, "/metrics")
                 .and_then(|(_, body)| sample(&body, "inferwatch_events_received_total"))
@@ -204,7 +237,14 @@ fn sigint_mid_replay_then_a_rerun_equals_one_replay() {
     let input = generate(
         dir.path(),
         "in.ndjson",
-        &["--count", "600000", "--scenario", "malformed", "--seed", "9"],
+        &[
+            "--count",
+            "600000",
+            "--scenario",
+            "malformed",
+            "--seed",
+            "9",
+        ],
     );
     let whole = dir.path().join("whole");
     run(&input, &whole, &["--window", "1m", "--threads", "1"]);
@@ -226,7 +266,10 @@ fn sigint_mid_replay_then_a_rerun_equals_one_replay() {
     signal(child.id(), "INT");
     wait_ok(&mut child, Duration::from_secs(60));
     let partial = count(&data, "SELECT count(*) FROM events");
-    assert!(partial < 600_000, "stopped before the end ({partial} events)");
+    assert!(
+        partial < 600_000,
+        "stopped before the end ({partial} events)"
+    );
     run(&input, &data, &["--window", "1m"]);
     let rows = |d: &Path| metric_rows(d);
     assert_eq!(rows(&data), rows(&whole));
