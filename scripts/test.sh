@@ -5,13 +5,15 @@ cd "$(dirname "$0")/.."
 
 # System packages: OpenSSL headers for the Kafka client's TLS and SASL (the build needs
 # them), stunnel as the TLS terminator of the TLS tests, openssl for their test CA,
-# Prometheus for the metrics endpoint's test.
+# Prometheus for the metrics endpoint's test, Chromium for the report's.
 missing=()
 pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev pkg-config)
 command -v stunnel4 >/dev/null 2>&1 || command -v stunnel >/dev/null 2>&1 || missing+=(stunnel4)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # A real Prometheus server (and promtool) scrapes `--http` in tests/operations.rs.
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# A real browser loads the HTML report in tests/report.rs.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing system packages: ${missing[*]}..."
     export DEBIAN_FRONTEND=noninteractive

@@ -256,7 +256,7 @@ fn service_rows(
     rows: &[datafusion::arrow::array::RecordBatch],
 ) -> Result<()> {
     // The service column is as wide as its longest name, cut only where the terminal
-    // cannot hold it beside the other columns (83 wide).
+    // cannot hold it beside the other columns (84 wide with the space before them).
     let longest = rows
         .iter()
         .filter_map(|b| b.column_by_name("service"))
@@ -385,11 +385,12 @@ pub fn feedback_summary(f: &inferwatch_runtime::FeedbackCounts) {
     }
 }
 
-/// Columns of the terminal the summary is printed on; 100 when it is not one.
+/// Columns of the terminal the summary is printed on; unbounded when it is not one (a
+/// file or a pipe cuts nothing).
 fn terminal_width() -> usize {
     console::Term::stdout()
         .size_checked()
-        .map_or(100, |(_, w)| usize::from(w))
+        .map_or(usize::MAX, |(_, w)| usize::from(w))
 }
 
 fn trim(s: &str, n: usize) -> String {
@@ -418,14 +419,14 @@ fn alerts_summary(
     let Ok(rows) = rt.block_on(crate::commands::query::run(&r.store, sql)) else {
         writeln!(
             out,
-            "\nalerts: none (try --scenario miscalibration --recover-at 0.8)"
+            "\nalerts: none (the default scenario, mixed, raises and resolves some)"
         )?;
         return Ok(());
     };
     if rows.iter().all(|b| b.num_rows() == 0) {
         writeln!(
             out,
-            "\nalerts: none notified (steady traffic; try --scenario miscalibration --recover-at 0.8)"
+            "\nalerts: none notified (try the default scenario, mixed, or --scenario miscalibration --recover-at 0.8)"
         )?;
         return Ok(());
     }

@@ -5,6 +5,7 @@ mod commands;
 mod display;
 mod http;
 mod progress;
+mod report;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +15,9 @@ use clap::{Parser, Subcommand};
 use inferwatch_runtime::Config;
 use inferwatch_schemas::time::parse_duration;
 
-use commands::{demo::DemoArgs, generate::GenerateArgs, query::QueryArgs, run::RunArgs};
+use commands::{
+    demo::DemoArgs, generate::GenerateArgs, query::QueryArgs, report::ReportArgs, run::RunArgs,
+};
 
 #[derive(Parser)]
 #[command(
@@ -113,6 +116,9 @@ enum Command {
     Query(QueryArgs),
     /// Write synthetic traffic as NDJSON. Same seed, same bytes.
     Generate(GenerateArgs),
+    /// One self-contained HTML report from the tables: reliability diagrams, metrics over
+    /// time, alerts, dead letters.
+    Report(ReportArgs),
 }
 
 /// Kafka connection flags; each overrides the `[kafka]` config.
@@ -181,5 +187,6 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Run(args) => args.run(),
         Command::Query(args) => args.run(),
         Command::Generate(args) => args.run(),
+        Command::Report(args) => args.run(),
     }
 }

@@ -1011,6 +1011,11 @@ fn demo_runs_the_whole_pipeline() {
     ]);
     assert!(out.contains("last window"), "{out}");
     assert!(out.contains("inferwatch query --data-dir"), "{out}");
+    // It ends with the report, and says where it is.
+    let report = data.join("report.html");
+    assert!(out.contains(&report.display().to_string()), "{out}");
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("<svg class=\"reliability\""));
     assert_eq!(count(&data, "SELECT count(*) FROM events"), 2000);
     assert!(count(&data, "SELECT count(*) FROM metrics") > 4);
 }

@@ -13,6 +13,8 @@ pub(crate) struct Service {
 
 pub(crate) const CHECKOUT: usize = 0;
 pub(crate) const SUPPORT: usize = 1;
+pub(crate) const SEARCH: usize = 2;
+pub(crate) const FRAUD: usize = 3;
 
 pub(crate) const SERVICES: [Service; 4] = [
     Service {

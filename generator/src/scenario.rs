@@ -12,17 +12,46 @@ pub enum Scenario {
     CostSpike,
     RunawayLoop,
     Malformed,
+    /// One trouble per service at once: the demo's default.
+    Mixed,
+}
+
+/// A kind of trouble a scenario brings at its onset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    Drift,
+    Miscalibration,
+    CostSpike,
+    RunawayLoop,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Steady,
         Scenario::Drift,
         Scenario::Miscalibration,
         Scenario::CostSpike,
         Scenario::RunawayLoop,
         Scenario::Malformed,
+        Scenario::Mixed,
     ];
+
+    /// Whether this scenario brings `trouble` to service `service` (an index of the
+    /// catalogue's services) after its onset.
+    pub(crate) fn troubles(self, trouble: Trouble, service: usize) -> bool {
+        use crate::catalogue::{CHECKOUT, FRAUD, SEARCH, SUPPORT};
+        match (self, trouble) {
+            (Scenario::Drift, Trouble::Drift) => true,
+            (Scenario::Miscalibration, Trouble::Miscalibration)
+            | (Scenario::RunawayLoop, Trouble::RunawayLoop) => service == SUPPORT,
+            (Scenario::CostSpike, Trouble::CostSpike) => service == CHECKOUT,
+            (Scenario::Mixed, Trouble::Miscalibration) => service == FRAUD,
+            (Scenario::Mixed, Trouble::Drift) => service == SEARCH,
+            (Scenario::Mixed, Trouble::CostSpike) => service == CHECKOUT,
+            (Scenario::Mixed, Trouble::RunawayLoop) => service == SUPPORT,
+            _ => false,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -32,6 +61,7 @@ impl Scenario {
             Scenario::CostSpike => "cost-spike",
             Scenario::RunawayLoop => "runaway-loop",
             Scenario::Malformed => "malformed",
+            Scenario::Mixed => "mixed",
         }
     }
 
@@ -55,6 +85,9 @@ impl Scenario {
             }
             Scenario::Malformed => {
                 "after the onset ~5% of payloads are broken (bad JSON, empty, bad or missing fields, invalid UTF-8)"
+            }
+            Scenario::Mixed => {
+                "after the onset fraud-screen is overconfident, search-rerank drifts, checkout-assistant's cost spikes, some support-bot sessions loop"
             }
         }
     }

@@ -438,6 +438,49 @@ fn cost_spike_inflates_checkout_tokens_and_cost() {
     }
 }
 
+/// The mixed scenario: each service gets its own trouble, and only that one.
+#[test]
+fn mixed_gives_each_service_one_trouble() {
+    let ev = valid_events(cfg(Scenario::Mixed, 80_000));
+    let onset = 40_000;
+    let correct =
+        |m: &Map<String, Value>| m.get("correct").map(|c| c.as_bool().unwrap() as u8 as f64);
+    let conf = |m: &Map<String, Value>| f(m, "confidence");
+    // fraud-screen: as confident as before, right far less often.
+    let fr = Some("fraud-screen");
+    let ((c0, c1), (a0, a1)) = (
+        mean_split(&ev, onset, fr, conf),
+        mean_split(&ev, onset, fr, correct),
+    );
+    assert!(
+        (c0 - a0).abs() < 0.04 && c1 - a1 > 0.25,
+        "{c0} {a0} -> {c1} {a1}"
+    );
+    // search-rerank drifts: confidence falls; support-bot's does not.
+    let (s0, s1) = mean_split(&ev, onset, Some("search-rerank"), conf);
+    assert!(s0 - s1 > 0.1, "search-rerank confidence {s0} -> {s1}");
+    let (b0, b1) = mean_split(&ev, onset, Some("support-bot"), conf);
+    assert!(
+        (b0 - b1).abs() < 0.03,
+        "support-bot confidence {b0} -> {b1}"
+    );
+    // checkout-assistant's cost spikes.
+    let (d0, d1) = mean_split(&ev, onset, Some("checkout-assistant"), |m| f(m, "cost_usd"));
+    assert!(d1 / d0 > 4.0, "cost {d0} -> {d1}");
+    // support-bot sessions loop, and only support-bot's.
+    let after = repeats(&ev, onset);
+    let looping: BTreeSet<&str> = after
+        .iter()
+        .filter(|(_, &c)| c >= 10)
+        .filter_map(|((sid, _, _), _)| {
+            ev.iter()
+                .find(|(m, _)| s(m, "session_id") == Some(sid))
+                .and_then(|(m, _)| s(m, "service"))
+        })
+        .collect();
+    assert_eq!(looping, BTreeSet::from(["support-bot"]));
+}
+
 /// Counts of (session_id, tool, input_hash) among session events with index >= from.
 fn repeats(ev: &[(Map<String, Value>, i64)], from: u64) -> BTreeMap<(String, String, String), u32> {
     let mut n = BTreeMap::new();

@@ -17,14 +17,17 @@ pub struct DemoArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     duration: Duration,
     /// Events per second.
-    #[arg(long, default_value_t = 2000.0)]
+    #[arg(long, default_value_t = 4000.0)]
     rate: f64,
-    /// Traffic scenario.
-    #[arg(long, default_value = "steady")]
+    /// Traffic scenario. The default, mixed, gives each service its own trouble halfway
+    /// through (fraud-screen overconfident, search-rerank drifting, checkout-assistant's cost
+    /// spiking, support-bot sessions looping) and recovers at 0.75 of the run.
+    #[arg(long, default_value = "mixed")]
     scenario: Scenario,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// End the trouble at this share of the run (e.g. 0.75), so its alerts resolve.
+    /// End the trouble at this share of the run (e.g. 0.75), so its alerts resolve
+    /// [default: 0.75 for mixed, none for the others].
     #[arg(long, value_name = "SHARE")]
     recover_at: Option<f64>,
     #[command(flatten)]
@@ -36,15 +39,19 @@ impl DemoArgs {
         check_rate(self.rate)?;
         let defaults = self.common.config.is_none();
         if self.common.window.is_none() && defaults {
-            // Short windows, so a 30-second demo closes several.
-            self.common.window = Some(Duration::from_secs(10));
+            // Short windows, so that 30 seconds hold a baseline, trouble lasting the
+            // windows alert rules wait for (`for`), and a recovery as long.
+            self.common.window = Some(Duration::from_secs(2));
         }
         let mut config = self.common.load()?;
         if defaults {
-            // A short demo has few events per key and window: a shorter drift baseline
-            // and a lower sample gate let drift show within a minute.
+            // A short demo has few events per key and window: shorter drift and cost
+            // baselines and a lower sample gate let trouble show within seconds, and a
+            // breaker tries again after two windows instead of five minutes.
             config.processor.drift.baseline_windows = 3;
             config.processor.drift.min_samples = 30;
+            config.processor.cost.min_baseline = 3;
+            config.processor.alerts.breaker_cooldown = 2 * config.processor.window.size;
         }
         let total = (self.duration.as_secs_f64() * self.rate).ceil() as u64;
         let gen = GeneratorConfig {
@@ -53,7 +60,11 @@ impl DemoArgs {
             start_ms: now_ms(),
             total_events: total,
             scenario: self.scenario,
-            recover_at: recover_point(self.recover_at, total)?,
+            recover_at: recover_point(
+                self.recover_at
+                    .or((self.scenario == Scenario::Mixed).then_some(0.75)),
+                total,
+            )?,
             // Labels for unlabeled predictions arrive two windows late: revisions.
             feedback_delay_ms: Some(2 * config.processor.window.size.as_millis() as i64),
             ..GeneratorConfig::default()
@@ -70,7 +81,20 @@ impl DemoArgs {
         let feedback: Box<dyn Source> = Box::new(source.feedback_source());
         let job = Job::replay(&config, Box::new(source), Some(feedback))?;
         let report = run_job(job, &config.http)?;
-        display::demo_summary(&report, &tokio_runtime()?)?;
+        let rt = tokio_runtime()?;
+        display::demo_summary(&report, &rt)?;
+        // Beside the tables when they are on this disk; here when they are in a bucket.
+        let out = report
+            .store
+            .local_dir()
+            .map_or_else(|| "report.html".into(), |d| d.join("report.html"));
+        let scope = crate::report::Scope {
+            since: None,
+            service: None,
+        };
+        if crate::report::write(&rt, &report.store, &scope, &out)?.is_some() {
+            println!("\nthe report, with pictures: {}", out.display());
+        }
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod generate;
 pub mod query;
+pub mod report;
 pub mod run;
 
 use std::io::IsTerminal;

@@ -273,8 +273,7 @@ impl Generator {
             };
             self.next_session += 1;
             if after
-                && self.cfg.scenario == Scenario::RunawayLoop
-                && p.service == SUPPORT
+                && self.cfg.scenario.troubles(Trouble::RunawayLoop, p.service)
                 && rng.chance(RUNAWAY_SHARE)
             {
                 s.loop_from = 2;
@@ -305,7 +304,7 @@ impl Generator {
     fn draw_usage(&mut self, ev: &mut Event, after: bool) -> f64 {
         let rng = &mut self.rng;
         let p = &PAIRS[ev.pair];
-        let spike = after && self.cfg.scenario == Scenario::CostSpike && p.service == CHECKOUT;
+        let spike = after && self.cfg.scenario.troubles(Trouble::CostSpike, p.service);
         let mut tin = rng.lognormal(p.tokens_in_median, p.tokens_in_sigma);
         if spike {
             tin *= 4.0;
@@ -365,14 +364,14 @@ impl Generator {
     fn draw_judgement(&mut self, ev: &mut Event, after: bool) {
         let rng = &mut self.rng;
         let sc = self.cfg.scenario;
-        let drift = after && sc == Scenario::Drift;
         let p = &PAIRS[ev.pair];
+        let drift = after && sc.troubles(Trouble::Drift, p.service);
         let svc = &SERVICES[p.service];
         let model = &MODELS[p.model as usize];
         if p.tokens_out_median > 0.0 && ev.status == Status::Ok {
             let mix = if drift { svc.drift_mix } else { svc.steady_mix };
             ev.prediction = Some(rng.pick(mix) as u8);
-            let overconfident = after && sc == Scenario::Miscalibration && p.service == SUPPORT;
+            let overconfident = after && sc.troubles(Trouble::Miscalibration, p.service);
             let a = rng.avg3();
             let c = if overconfident {
                 0.82 + 0.17 * a
