@@ -64,6 +64,11 @@ impl Counters {
 
     /// Counts dead letters by reason only (feedback's: the feedback counts hold them).
     pub(crate) fn classify<'a>(&self, reasons: impl Iterator<Item = &'a str>) -> u64 {
+        let mut reasons = reasons.peekable();
+        if reasons.peek().is_none() {
+            // Most batches: no lock taken.
+            return 0;
+        }
         let mut map = self.dead_reasons.lock().expect("not poisoned");
         let mut n = 0;
         for r in reasons {

@@ -148,55 +148,29 @@ struct Metric {
 }
 
 const METRICS: [Metric; 8] = [
-    Metric {
-        name: "error rate",
-        get: |p| p.error_rate,
-        min_delta: 0.01,
-        higher_is_worse: true,
-    },
-    Metric {
-        name: "latency p99 ms",
-        get: |p| p.p99,
-        min_delta: 50.0,
-        higher_is_worse: true,
-    },
-    Metric {
-        name: "ECE",
-        get: |p| p.ece,
-        min_delta: 0.03,
-        higher_is_worse: true,
-    },
-    Metric {
-        name: "AUROC",
-        get: |p| p.auroc,
-        min_delta: 0.05,
-        higher_is_worse: false,
-    },
-    Metric {
-        name: "PSI (confidence)",
-        get: |p| p.psi,
-        min_delta: 0.1,
-        higher_is_worse: true,
-    },
-    Metric {
-        name: "JS (prediction)",
-        get: |p| p.js,
-        min_delta: 0.05,
-        higher_is_worse: true,
-    },
-    Metric {
-        name: "cost per 1k requests $",
-        get: |p| p.cost_per_1k,
-        min_delta: 0.5,
-        higher_is_worse: true,
-    },
-    Metric {
-        name: "runaway sessions",
-        get: |p| p.runaway,
-        min_delta: 1.0,
-        higher_is_worse: true,
-    },
+    metric("error rate", |p| p.error_rate, 0.01, true),
+    metric("latency p99 ms", |p| p.p99, 50.0, true),
+    metric("ECE", |p| p.ece, 0.03, true),
+    metric("AUROC", |p| p.auroc, 0.05, false),
+    metric("PSI (confidence)", |p| p.psi, 0.1, true),
+    metric("JS (prediction)", |p| p.js, 0.05, true),
+    metric("cost per 1k requests $", |p| p.cost_per_1k, 0.5, true),
+    metric("runaway sessions", |p| p.runaway, 1.0, true),
 ];
+
+const fn metric(
+    name: &'static str,
+    get: fn(&Point) -> Option<f64>,
+    min_delta: f64,
+    higher_is_worse: bool,
+) -> Metric {
+    Metric {
+        name,
+        get,
+        min_delta,
+        higher_is_worse,
+    }
+}
 
 fn alerts(out: &mut String, d: &ReportData) {
     out.push_str("<h2>Alerts</h2>");
