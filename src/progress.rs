@@ -48,10 +48,11 @@ impl RunProgress {
         let Draw::Terminal(bar) = &self.draw else {
             return;
         };
+        // `wide_msg` is cut to the terminal's width: the line never wraps.
         let template = if bounded {
-            "{spinner} [{bar:24}] {percent:>3}% ETA {eta:<4} {msg}"
+            "{spinner} [{bar:16}] {percent:>3}% ETA {eta:<4} {wide_msg}"
         } else {
-            "{spinner} {msg}"
+            "{spinner} {wide_msg}"
         };
         let style = ProgressStyle::with_template(template)
             .expect("a valid template")
@@ -156,8 +157,9 @@ impl CountProgress {
     pub fn new(tty: bool, total: u64, unit: &'static str) -> Self {
         let draw = if tty {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-            let template =
-                format!("[{{bar:24}}] {{percent:>3}}% {{human_pos}}/{{human_len}} {unit}, {{per_sec}}, ETA {{eta}}");
+            let template = format!(
+                "[{{bar:24}}] {{percent:>3}}% {{human_pos}}/{{human_len}} {unit}, {{msg}}, ETA {{eta}}"
+            );
             bar.set_style(
                 ProgressStyle::with_template(&template)
                     .expect("a valid template")
@@ -176,7 +178,11 @@ impl CountProgress {
 
     pub fn update(&mut self, done: u64) {
         match &mut self.draw {
-            Draw::Terminal(bar) => bar.set_position(done),
+            Draw::Terminal(bar) => {
+                bar.set_position(done);
+                let per_second = rate(done, self.started.elapsed());
+                bar.set_message(format!("{}/s", thousands(per_second)));
+            }
             Draw::Plain { last } => {
                 let elapsed = self.started.elapsed();
                 if last.is_some_and(|l| elapsed < l + PLAIN_EVERY) || done == 0 {
