@@ -32,45 +32,65 @@ pub fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
 /// the outbox for a moment before it exits. A second signal exits at once: every file is
 /// written under a temporary name and renamed when complete, and checkpoints are written
 /// whole or not at all, so what is on disk stays consistent and a restart resumes.
-fn stop_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
+fn stop_on_signal(rt: &tokio::runtime::Runtime) -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    // Listening starts here, before the run: a signal from now on is caught, and a second
+    // one is not lost while the first is handled.
+    let mut signals = {
+        let _context = rt.enter();
+        Signals::new()?
+    };
     rt.spawn(async move {
-        if signal().await.is_err() {
-            return;
-        }
+        signals.next().await;
         flag.store(true, Ordering::Relaxed);
         eprintln!("\nstopping: completing files and checkpoints (signal again to exit at once)");
-        if signal().await.is_ok() {
-            eprintln!("exiting at once; a restart resumes from the last checkpoint");
-            std::process::exit(130);
-        }
+        signals.next().await;
+        eprintln!("exiting at once; a restart resumes from the last checkpoint");
+        std::process::exit(130);
     });
-    stop
+    Ok(stop)
 }
 
-/// The next Ctrl-C or SIGTERM.
-async fn signal() -> std::io::Result<()> {
+/// SIGTERM and SIGINT (Ctrl-C elsewhere), listened to from creation on.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
-        Ok(())
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
+
+    /// The next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// Runs `job` until its source ends or a signal, with progress on stderr, serving its
 /// health over HTTP when `http.listen` is set.
 fn run_job(job: Job, http: &HttpConfig) -> Result<RunReport> {
     let rt = tokio_runtime()?;
-    let stop = stop_on_signal(&rt);
+    let stop = stop_on_signal(&rt)?;
     if !http.listen.is_empty() {
         let addr = crate::http::serve(&http.listen, job.telemetry(), http.live_timeout)?;
         eprintln!("serving http://{addr}/metrics, /livez and /readyz");
