@@ -37,9 +37,9 @@ struct Context {
     /// Set when leaving the group: what is assigned now is handed back right away.
     leaving: AtomicBool,
     errors: ErrorLog,
-    /// Per partition of `topic`: its end (last stable offset when known) and the client's
-    /// own lag, from the client's statistics (`statistics.interval.ms`).
-    ends: Mutex<BTreeMap<i32, (i64, i64)>>,
+    /// Per partition of `topic`: its start, its end (last stable offset when known) and
+    /// the client's own lag, from the client's statistics (`statistics.interval.ms`).
+    ends: Mutex<BTreeMap<i32, PartitionEnds>>,
 }
 
 impl ClientContext for Context {
@@ -63,6 +63,15 @@ impl ClientContext for Context {
     }
 }
 
+/// Where a partition starts and ends, and how far behind the client counts itself; -1
+/// where the client does not know (yet).
+#[derive(Debug, Clone, Copy)]
+struct PartitionEnds {
+    start: i64,
+    end: i64,
+    client_lag: i64,
+}
+
 impl Context {
     /// Keeps where each partition of the topic ends, for [`Source::lag`] without a round
     /// trip to the brokers.
@@ -80,7 +89,12 @@ impl Context {
                 } else {
                     p.hi_offset
                 };
-                (p.partition, (end, p.consumer_lag))
+                let ends = PartitionEnds {
+                    start: p.lo_offset,
+                    end,
+                    client_lag: p.consumer_lag,
+                };
+                (p.partition, ends)
             });
         *self.ends.lock().expect("not poisoned") = ends.collect();
     }
@@ -463,13 +477,15 @@ impl Source for KafkaSource {
             .clone();
         let mut out = Vec::new();
         for p in assigned(&self.consumer, &self.name) {
-            let Some(&(end, client_lag)) = ends.get(&p) else {
+            let Some(&e) = ends.get(&p) else {
                 continue;
             };
-            // What was handed on decides; before the first message, the client's count.
+            // What was handed on decides; before the first message, the client's count,
+            // else the whole partition (an empty one is caught up).
             let lag = match self.positions.get(&p) {
-                Some(&read) if end >= 0 => (end - read).max(0),
-                _ if client_lag >= 0 => client_lag,
+                Some(&read) if e.end >= 0 => (e.end - read).max(0),
+                _ if e.client_lag >= 0 => e.client_lag,
+                _ if e.end >= 0 && e.start >= 0 => e.end - e.start,
                 _ => continue,
             };
             out.push((p, lag as u64));
