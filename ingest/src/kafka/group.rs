@@ -485,7 +485,8 @@ impl Source for KafkaSource {
             let lag = match self.positions.get(&p) {
                 Some(&read) if e.end >= 0 => (e.end - read).max(0),
                 _ if e.client_lag >= 0 => e.client_lag,
-                _ if e.end >= 0 && e.start >= 0 => e.end - e.start,
+                // The start may be unknown yet: from 0 is an upper bound.
+                _ if e.end >= 0 => e.end - e.start.max(0),
                 _ => continue,
             };
             out.push((p, lag as u64));
