@@ -565,6 +565,49 @@ fn event(id: &str, ts: i64, service: &str) -> String {
     )
 }
 
+/// `provider` (who serves the model) is an `events` column: kept as sent, null when absent,
+/// and a provider that is not a string is a dead letter naming the field.
+#[test]
+fn provider_is_an_events_column() {
+    let dir = test_dir();
+    let t0: i64 = 1_767_225_600_000;
+    let with = |id: &str, provider: &str| {
+        event(id, t0, "svc").replace(
+            "\"model\":\"m\"",
+            &format!("\"model\":\"m\",\"provider\":{provider}"),
+        )
+    };
+    let text = [
+        with("a", "\"openai\""),
+        with("b", "\"openai\""),
+        with("c", "\"aws.bedrock\""),
+        event("d", t0, "svc"),
+        with("e", "7"),
+    ]
+    .join("\n");
+    let input = dir.path().join("providers.ndjson");
+    fs::write(&input, text).unwrap();
+    let data = dir.path().join("data");
+    run(&input, &data, &["--window", "1m"]);
+    let rows = query(
+        &data,
+        "SELECT coalesce(provider, '-') AS p, count(*) AS n FROM events GROUP BY 1 ORDER BY 1",
+    );
+    let got: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["p"].as_str().unwrap().to_string(),
+                r["n"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [("-", 1), ("aws.bedrock", 1), ("openai", 2)].map(|(p, n)| (p.to_string(), n));
+    assert_eq!(got, want);
+    let reason = &query(&data, "SELECT reason FROM dead_letter")[0]["reason"];
+    assert!(reason.as_str().unwrap().contains("provider"), "{reason}");
+}
+
 #[test]
 fn late_events_are_counted_and_kept() {
     let dir = test_dir();

@@ -60,6 +60,10 @@ pub struct InferenceEvent {
     pub step: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// Who serves the model: `openai`, `anthropic`, `aws.bedrock`, ... (OpenTelemetry's
+    /// `gen_ai.provider.name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,6 +100,7 @@ impl InferenceEvent {
             approval: None,
             step: None,
             tool: None,
+            provider: None,
             input_hash: None,
             output_chars: None,
             attributes: BTreeMap::new(),

@@ -57,32 +57,33 @@ pub mod events {
     pub const SERVICE: usize = 2;
     pub const MODEL: usize = 3;
     pub const MODEL_VERSION: usize = 4;
-    pub const ROUTE: usize = 5;
-    pub const TENANT: usize = 6;
-    pub const SESSION_ID: usize = 7;
-    pub const STATUS: usize = 8;
-    pub const LATENCY_MS: usize = 9;
-    pub const TOKENS_IN: usize = 10;
-    pub const TOKENS_OUT: usize = 11;
-    pub const TOKENS_CACHED: usize = 12;
-    pub const COST_USD: usize = 13;
-    pub const COST_SOURCE: usize = 14;
-    pub const PREDICTION: usize = 15;
-    pub const CONFIDENCE: usize = 16;
-    pub const CORRECT: usize = 17;
-    pub const QUALITY_SCORE: usize = 18;
-    pub const FLAGS: usize = 19;
-    pub const APPROVAL: usize = 20;
-    pub const STEP: usize = 21;
-    pub const TOOL: usize = 22;
-    pub const INPUT_HASH: usize = 23;
-    pub const OUTPUT_CHARS: usize = 24;
-    pub const ATTRIBUTES: usize = 25;
-    pub const SCHEMA_VERSION: usize = 26;
-    pub const SOURCE: usize = 27;
-    pub const SOURCE_PARTITION: usize = 28;
-    pub const SOURCE_OFFSET: usize = 29;
-    pub const LATE: usize = 30;
+    pub const PROVIDER: usize = 5;
+    pub const ROUTE: usize = 6;
+    pub const TENANT: usize = 7;
+    pub const SESSION_ID: usize = 8;
+    pub const STATUS: usize = 9;
+    pub const LATENCY_MS: usize = 10;
+    pub const TOKENS_IN: usize = 11;
+    pub const TOKENS_OUT: usize = 12;
+    pub const TOKENS_CACHED: usize = 13;
+    pub const COST_USD: usize = 14;
+    pub const COST_SOURCE: usize = 15;
+    pub const PREDICTION: usize = 16;
+    pub const CONFIDENCE: usize = 17;
+    pub const CORRECT: usize = 18;
+    pub const QUALITY_SCORE: usize = 19;
+    pub const FLAGS: usize = 20;
+    pub const APPROVAL: usize = 21;
+    pub const STEP: usize = 22;
+    pub const TOOL: usize = 23;
+    pub const INPUT_HASH: usize = 24;
+    pub const OUTPUT_CHARS: usize = 25;
+    pub const ATTRIBUTES: usize = 26;
+    pub const SCHEMA_VERSION: usize = 27;
+    pub const SOURCE: usize = 28;
+    pub const SOURCE_PARTITION: usize = 29;
+    pub const SOURCE_OFFSET: usize = 30;
+    pub const LATE: usize = 31;
 }
 
 static EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -93,6 +94,8 @@ static EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("service", Utf8, false),
         Field::new("model", Utf8, false),
         Field::new("model_version", Utf8, true),
+        // Who serves the model (openai, anthropic, aws.bedrock, ...), when the service says.
+        Field::new("provider", Utf8, true),
         Field::new("route", Utf8, true),
         Field::new("tenant", Utf8, true),
         Field::new("session_id", Utf8, true),

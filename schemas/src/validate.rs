@@ -156,6 +156,7 @@ const FIELDS: &[(&str, Expect)] = &[
     ("approval", Expect::Text),
     ("step", Expect::Integer),
     ("tool", Expect::Text),
+    ("provider", Expect::Text),
     ("input_hash", Expect::Text),
     ("output_chars", Expect::Integer),
     ("attributes", Expect::TextMap),

@@ -233,7 +233,7 @@ impl SplitMix {
 }
 
 /// A payload with every optional field set, with JSON escapes in several strings.
-const FULL_EVENT: &str = r#"{"event_id":"evt-\"42\"","timestamp":"2026-01-01T02:00:00.250+02:00","service":"caf\u00e9-api","model":"gpt-x","model_version":"2025-06-01","route":"/v1/chat","tenant":"acme","session_id":"sess-7","status":"error","latency_ms":123.5,"tokens_in":1000,"tokens_out":250,"tokens_cached":400,"cost_usd":0.0125,"prediction":"spam","confidence":0.875,"correct":true,"quality_score":0.25,"flags":["pii","tox\u00e9\\n"],"approval":"approved","step":3,"tool":"web_search","input_hash":"sha256:ab12","output_chars":512,"attributes":{"region":"eu-west-1","k\"q":"v\u00e9"},"schema_version":1}"#;
+const FULL_EVENT: &str = r#"{"event_id":"evt-\"42\"","timestamp":"2026-01-01T02:00:00.250+02:00","service":"caf\u00e9-api","model":"gpt-x","model_version":"2025-06-01","route":"/v1/chat","tenant":"acme","session_id":"sess-7","status":"error","latency_ms":123.5,"tokens_in":1000,"tokens_out":250,"tokens_cached":400,"cost_usd":0.0125,"prediction":"spam","confidence":0.875,"correct":true,"quality_score":0.25,"flags":["pii","tox\u00e9\\n"],"approval":"approved","step":3,"tool":"web_search","provider":"openai","input_hash":"sha256:ab12","output_chars":512,"attributes":{"region":"eu-west-1","k\"q":"v\u00e9"},"schema_version":1}"#;
 
 // ---------------------------------------------------------------------------------------------
 // 1. a full valid event
@@ -241,13 +241,14 @@ const FULL_EVENT: &str = r#"{"event_id":"evt-\"42\"","timestamp":"2026-01-01T02:
 #[test]
 fn full_event_fills_every_column() {
     let b = accept(FULL_EVENT.as_bytes());
-    assert_eq!(b.num_columns(), 31);
+    assert_eq!(b.num_columns(), 32);
     assert_eq!(b.num_rows(), 1);
     assert_eq!(str_at(&b, events::EVENT_ID, 0), "evt-\"42\"");
     assert_eq!(ts_at(&b, 0), NEW_YEAR_2026_MS + 250);
     assert_eq!(str_at(&b, events::SERVICE, 0), "café-api");
     assert_eq!(str_at(&b, events::MODEL, 0), "gpt-x");
     assert_eq!(str_at(&b, events::MODEL_VERSION, 0), "2025-06-01");
+    assert_eq!(str_at(&b, events::PROVIDER, 0), "openai");
     assert_eq!(str_at(&b, events::ROUTE, 0), "/v1/chat");
     assert_eq!(str_at(&b, events::TENANT, 0), "acme");
     assert_eq!(str_at(&b, events::SESSION_ID, 0), "sess-7");
@@ -296,15 +297,17 @@ fn full_event_fills_every_column() {
 
 #[test]
 fn lists_and_batch_constants_hold_for_every_row_order_and_batch() {
-    // `flags` and `attributes` first absent, then present, then absent again; a batch with
-    // neither; then a batch whose only list comes last. One decoder, so state carries over.
+    // `flags`, `attributes` and `provider` first absent, then present, then absent again;
+    // a batch with none; then a batch whose only ones come last. One decoder, so state
+    // carries over.
     let plain = minimal().to_string();
     let flagged = with("flags", json!(["pii"])).to_string();
     let attributed = with("attributes", json!({"k": "v"})).to_string();
+    let provided = with("provider", json!("openai")).to_string();
     let batches: [&[&str]; 3] = [
-        &[&plain, &plain, &flagged, &attributed, &plain],
+        &[&plain, &plain, &flagged, &attributed, &provided, &plain],
         &[&plain, &plain],
-        &[&plain, &plain, &plain, &attributed],
+        &[&plain, &plain, &plain, &attributed, &provided],
     ];
     let mut decoder = EventDecoder::default();
     for payloads in batches {
@@ -319,6 +322,11 @@ fn lists_and_batch_constants_hold_for_every_row_order_and_batch() {
                 *p == attributed,
                 "attributes row {row}"
             );
+            let provider = b.column(events::PROVIDER);
+            assert_eq!(provider.is_valid(row), *p == provided, "provider row {row}");
+            if *p == provided {
+                assert_eq!(str_at(b, events::PROVIDER, row), "openai");
+            }
             assert_eq!(str_at(b, events::SOURCE, row), SOURCE);
             assert_eq!(i32_at(b, events::SOURCE_PARTITION, row), PARTITION);
             assert!(!bool_at(b, events::LATE, row));
@@ -341,6 +349,7 @@ fn column_constants_match_the_schema() {
         (events::SERVICE, "service"),
         (events::MODEL, "model"),
         (events::MODEL_VERSION, "model_version"),
+        (events::PROVIDER, "provider"),
         (events::ROUTE, "route"),
         (events::TENANT, "tenant"),
         (events::SESSION_ID, "session_id"),
@@ -370,7 +379,7 @@ fn column_constants_match_the_schema() {
     ] {
         assert_eq!(s.field(idx).name(), name, "column index {idx}");
     }
-    assert_eq!(s.fields().len(), 31);
+    assert_eq!(s.fields().len(), 32);
 }
 
 #[test]
@@ -975,6 +984,7 @@ fn reject_oversized_optional_text_fields() {
         "session_id",
         "prediction",
         "tool",
+        "provider",
         "input_hash",
     ] {
         assert_rejected_naming(&with(field, json!("y".repeat(257))), field, "257 bytes");
@@ -1340,7 +1350,7 @@ fn unknown_fields_are_ignored() {
     assert_eq!(ts_at(&b, 0), NEW_YEAR_2026_MS);
     assert_eq!(str_at(&b, events::SERVICE, 0), "checkout");
     assert_eq!(str_at(&b, events::STATUS, 0), "ok");
-    assert_eq!(b.num_columns(), 31);
+    assert_eq!(b.num_columns(), 32);
 }
 
 #[test]

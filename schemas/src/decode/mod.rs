@@ -81,6 +81,8 @@ struct Builders {
     approval: StringBuilder,
     step: Int64Builder,
     tool: StringBuilder,
+    provider: StringBuilder,
+    provider_nulls: LazyNulls,
     input_hash: StringBuilder,
     output_chars: Int64Builder,
     attributes: MapBuilder<StringBuilder, StringBuilder>,
@@ -91,7 +93,8 @@ struct Builders {
 }
 
 /// Nulls held back from a builder that has seen no value in this batch: most batches have
-/// no `flags` or `attributes`, and a null cost those builders as much as a value.
+/// no `flags`, `attributes` or `provider`, and a null costs those builders as much as a
+/// value.
 #[derive(Default)]
 struct LazyNulls {
     waiting: usize,
@@ -158,6 +161,8 @@ impl Builders {
             approval: s(col::APPROVAL),
             step: Int64Builder::with_capacity(rows),
             tool: s(col::TOOL),
+            provider: s(col::PROVIDER),
+            provider_nulls: LazyNulls::default(),
             input_hash: s(col::INPUT_HASH),
             output_chars: Int64Builder::with_capacity(rows),
             attributes: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
@@ -185,6 +190,8 @@ impl Builders {
             Arc::new(self.service.finish()),
             Arc::new(self.model.finish()),
             Arc::new(self.model_version.finish()),
+            self.provider_nulls
+                .finish(Arc::new(self.provider.finish()), col::PROVIDER),
             Arc::new(self.route.finish()),
             Arc::new(self.tenant.finish()),
             Arc::new(self.session_id.finish()),
@@ -348,6 +355,7 @@ impl EventDecoder {
             ("session_id", &ev.session_id),
             ("prediction", &ev.prediction),
             ("tool", &ev.tool),
+            ("provider", &ev.provider),
             ("input_hash", &ev.input_hash),
         ] {
             l.optional_text(name, text(v), l.max_name_bytes)?;
@@ -439,6 +447,14 @@ impl EventDecoder {
         b.approval.append_option(text(&ev.approval));
         b.step.append_option(ev.step);
         b.tool.append_option(text(&ev.tool));
+        match text(&ev.provider) {
+            Some(p) => {
+                b.provider.append_nulls(b.provider_nulls.value());
+                b.provider.append_value(p);
+            }
+            None if b.provider_nulls.null() => b.provider.append_null(),
+            None => {}
+        }
         b.input_hash.append_option(text(&ev.input_hash));
         b.output_chars.append_option(ev.output_chars);
         match &ev.attributes {

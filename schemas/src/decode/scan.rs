@@ -28,7 +28,7 @@ pub(super) fn scan<'a>(text: &'a str, ev: &mut WireEvent<'a>, order: &mut KeyOrd
 }
 
 /// The field names, in the order of [`Reader::value`]'s indices.
-const KEYS: [&str; 26] = [
+const KEYS: [&str; 27] = [
     "event_id",
     "timestamp",
     "service",
@@ -55,6 +55,7 @@ const KEYS: [&str; 26] = [
     "output_chars",
     "attributes",
     "schema_version",
+    "provider",
 ];
 
 /// Each name of [`KEYS`] with its closing quote, as a little-endian word to compare 16
@@ -286,6 +287,7 @@ impl<'a> Reader<'a> {
             23 => ev.output_chars = self.int()?,
             24 => ev.attributes = self.attributes()?,
             25 => ev.schema_version = self.int()?,
+            26 => ev.provider = self.text()?,
             _ => unreachable!("KEYS has {} names", KEYS.len()),
         }
         Some(())

@@ -61,6 +61,7 @@ const FIELDS: &[(&str, Kind)] = &[
     ("approval", Kind::Text),
     ("step", Kind::Int),
     ("tool", Kind::Text),
+    ("provider", Kind::Text),
     ("input_hash", Kind::Text),
     ("output_chars", Kind::Int),
     ("attributes", Kind::Attributes),
@@ -230,7 +231,7 @@ impl Writer<'_> {
         self.blank();
         self.out.push('{');
         let mut first = true;
-        let mut used = [false; 26];
+        let mut used = [false; FIELDS.len()];
         for _ in 0..self.rng.below(30) {
             self.blank();
             if !first {

@@ -156,6 +156,8 @@ pub(super) struct WireEvent<'a> {
     #[serde(borrow)]
     pub(super) tool: Option<Text<'a>>,
     #[serde(borrow)]
+    pub(super) provider: Option<Text<'a>>,
+    #[serde(borrow)]
     pub(super) input_hash: Option<Text<'a>>,
     pub(super) output_chars: Option<i64>,
     #[serde(borrow)]
