@@ -238,30 +238,30 @@ impl Telemetry {
     fn render_events(&self, out: &mut String) {
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        counter(
-            out,
-            "inferwatch_events_received_total",
-            "Payloads read from the source, valid or not.",
-            load(&c.payloads),
-        );
-        counter(
-            out,
-            "inferwatch_events_processed_total",
-            "Valid events decoded and aggregated (rows of the events table).",
-            load(&c.events),
-        );
-        counter(
-            out,
-            "inferwatch_late_events_total",
-            "Events that arrived after every window they belong to had closed.",
-            load(&c.late_events),
-        );
-        counter(
-            out,
-            "inferwatch_windows_closed_total",
-            "Windows closed (per source partition).",
-            load(&c.windows_closed),
-        );
+        for (name, help, value) in [
+            (
+                "inferwatch_events_received_total",
+                "Payloads read from the source, valid or not.",
+                load(&c.payloads),
+            ),
+            (
+                "inferwatch_events_processed_total",
+                "Valid events decoded and aggregated (rows of the events table).",
+                load(&c.events),
+            ),
+            (
+                "inferwatch_late_events_total",
+                "Events that arrived after every window they belong to had closed.",
+                load(&c.late_events),
+            ),
+            (
+                "inferwatch_windows_closed_total",
+                "Windows closed (per source partition).",
+                load(&c.windows_closed),
+            ),
+        ] {
+            counter(out, name, help, value);
+        }
         header(
             out,
             "inferwatch_events_dead_lettered_total",
