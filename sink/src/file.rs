@@ -49,14 +49,14 @@ impl ParquetOptions {
 }
 
 /// Writes `batches` as the Parquet file `key` of `store`, atomically: readers see the old
-/// file or the whole new one. An existing file of that name is replaced. Returns its size.
+/// file or the whole new one. An existing file of that name is replaced.
 pub fn write_atomic(
     store: &Store,
     key: &str,
     schema: SchemaRef,
     batches: &[RecordBatch],
     props: WriterProperties,
-) -> Result<u64> {
+) -> Result<()> {
     let mut writer = ArrowWriter::try_new(store.create(key)?, schema, Some(props))?;
     for b in batches {
         writer.write(b)?;

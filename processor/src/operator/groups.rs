@@ -68,9 +68,9 @@ impl Groups {
         &mut self.states
     }
 
-    /// Open panes, and open (pane, key) groups.
-    pub(super) fn open(&self) -> (usize, usize) {
-        (self.panes.len(), self.panes.values().map(|k| k.len()).sum())
+    /// Panes with open groups.
+    pub(super) fn open_panes(&self) -> usize {
+        self.panes.len()
     }
 
     /// Bytes of every state (free ones too: they keep their allocations until reused) and

@@ -278,9 +278,9 @@ impl WindowOperator {
         self.max_event_time.map(|t| t - self.spec.out_of_orderness)
     }
 
-    /// Open panes (a tumbling window is one pane) and open (pane × key) groups.
-    pub fn open(&self) -> (usize, usize) {
-        self.groups.open()
+    /// Open panes (a tumbling window is one pane).
+    pub fn open_panes(&self) -> usize {
+        self.groups.open_panes()
     }
 
     /// Newest event time of the partition (files dead letters deterministically).

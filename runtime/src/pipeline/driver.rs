@@ -358,12 +358,13 @@ impl Pipeline {
     }
 
     fn progress_of(&self, s: &Shared, source: &dyn Source, started: Instant) -> Progress {
-        let stats = s.counters.stats();
+        let counters = &s.telemetry.counters;
+        let stats = counters.stats();
         Progress {
             elapsed: started.elapsed(),
-            payloads: s.counters.payloads.load(Ordering::Relaxed),
+            payloads: counters.payloads.load(Ordering::Relaxed),
             events: stats.events,
-            dead_letters: s.counters.dead_letters.load(Ordering::Relaxed),
+            dead_letters: counters.dead_letters.load(Ordering::Relaxed),
             late_events: stats.late_events,
             windows_closed: stats.windows_closed,
             metric_rows: stats.metric_rows,

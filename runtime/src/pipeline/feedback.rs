@@ -99,7 +99,8 @@ impl Shared {
         let stream_time = good.iter().map(|f| f.timestamp).max().unwrap_or(0);
         fb.held.entry(raw.partition).or_default().extend(good);
         if !bad.is_empty() {
-            self.counters
+            self.telemetry
+                .counters
                 .classify(bad.iter().map(|r| r.reason.as_str()));
             let fb = self.feedback.as_mut().expect("checked above");
             fb.dead.append_rejects(&raw, &bad, stream_time);

@@ -151,7 +151,7 @@ impl Pipeline {
         config: &Config,
         data_dir: &Store,
         source_name: &str,
-        mut options: RunOptions,
+        options: RunOptions,
     ) -> Result<Self> {
         // Also checks the processor config before anything starts.
         let metrics_schema = WindowOperator::new(&config.processor)?.metrics_schema();
@@ -161,7 +161,6 @@ impl Pipeline {
             .telemetry
             .clone()
             .unwrap_or_else(|| Telemetry::new(config.http.ready_max_lag));
-        options.telemetry = Some(telemetry.clone());
         let (ack_tx, acks) = channel();
         let fenced = Arc::new(Mutex::new(BTreeSet::new()));
         let store = CheckpointStore::new(data_dir, source_name);
@@ -174,6 +173,7 @@ impl Pipeline {
             store.clone(),
             ack_tx,
             fenced.clone(),
+            telemetry.clone(),
         )?
         // One thread for everything: the sink writes in place.
         .launch(threads > 1)?;
@@ -198,7 +198,6 @@ impl Pipeline {
             parts: BTreeMap::new(),
             cursors: BTreeMap::new(),
             seek_requests: Vec::new(),
-            counters: outlet.counters.clone(),
             telemetry: telemetry.clone(),
             fenced,
             fenced_since: BTreeMap::new(),

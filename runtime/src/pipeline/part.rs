@@ -69,11 +69,10 @@ impl Part {
     /// What the partition holds, for the process's metrics (`lag` is the source's to say).
     pub(super) fn gauges(&self) -> PartitionGauges {
         let window = self.chain.window();
-        let (panes, _) = window.open();
         PartitionGauges {
             lag: None,
             watermark_ms: window.watermark(),
-            open_windows: panes as u64,
+            open_windows: window.open_panes() as u64,
             state_bytes: window.state_bytes() as u64,
         }
     }

@@ -19,7 +19,7 @@ use super::RunOptions;
 use crate::config::Config;
 use crate::error::{Context, Result, RuntimeError};
 use crate::failed;
-use crate::telemetry::{Counters, Telemetry};
+use crate::telemetry::Telemetry;
 
 /// Where the driver stands in a partition: what it handed on, independent of how far the
 /// partition's worker got.
@@ -46,7 +46,7 @@ pub(super) struct Shared {
     pub(super) cursors: BTreeMap<i32, Cursor>,
     /// (partition, offset) the source should go back to.
     pub(super) seek_requests: Vec<(i32, i64)>,
-    pub(super) counters: Arc<Counters>,
+    /// The run's health; its `counters` are what every partition adds to.
     pub(super) telemetry: Arc<Telemetry>,
     /// Partitions another processor took over (a commit of theirs came after this one's
     /// claim): their state here is dropped; a batch that still arrives for one claims it

@@ -391,8 +391,7 @@ impl Store {
     }
 
     /// Makes `obj` durable as `key`, which must be in the directory it was created for.
-    /// Returns its size in bytes.
-    pub fn finish(&self, obj: NewObject, key: &str) -> Result<u64> {
+    pub fn finish(&self, obj: NewObject, key: &str) -> Result<()> {
         let size = obj.written;
         match (obj.kind, &*self.backend) {
             (NewKind::File { file, tmp }, Backend::Local(root)) => {
@@ -403,7 +402,7 @@ impl Store {
         }
         self.finished[0].fetch_add(1, Ordering::Relaxed);
         self.finished[1].fetch_add(size, Ordering::Relaxed);
-        Ok(size)
+        Ok(())
     }
 
     /// Objects finished through [`Store::create`] (the Parquet files) and their bytes,

@@ -72,6 +72,7 @@ impl SinkThread {
         store: CheckpointStore,
         acks: Sender<(i32, i64)>,
         fenced: Arc<Mutex<BTreeSet<i32>>>,
+        telemetry: Arc<Telemetry>,
     ) -> Result<Self> {
         let parquet = config.sink.parquet();
         let table = |name: &str, schema| -> Result<WindowTable> {
@@ -112,10 +113,7 @@ impl SinkThread {
             committed: HashMap::new(),
             claims: options.checkpoints,
             fenced,
-            telemetry: options
-                .telemetry
-                .clone()
-                .unwrap_or_else(|| Telemetry::new(0)),
+            telemetry,
         })
     }
 
