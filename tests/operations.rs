@@ -148,12 +148,22 @@ fn prometheus_counts_what_the_tables_hold_and_sigterm_resumes() {
     let data = dir.path().join("data");
     let http = format!("127.0.0.1:{}", free_port());
     let group = common::broker::unique("prom");
+    // Checkpoints every second, so their histogram fills while the test watches.
+    let config = dir.path().join("run.toml");
+    std::fs::write(&config, "[checkpoint]\ninterval = \"1s\"\n").unwrap();
     let mut run = spawn_run(
         b,
         &topic,
         &group,
         &data,
-        &["--window", "1m", "--http", &http],
+        &[
+            "--window",
+            "1m",
+            "--http",
+            &http,
+            "--config",
+            config.to_str().unwrap(),
+        ],
     );
     let prom = Prometheus::start(dir.path(), &http);
     let total = (reference.valid + reference.dead) as f64;
@@ -162,19 +172,25 @@ fn prometheus_counts_what_the_tables_hold_and_sigterm_resumes() {
             .and_then(|(_, body)| sample(&body, "inferwatch_events_received_total"))
             == Some(total)
     });
-    let (code, body) = get(&http, "/metrics").unwrap();
-    assert_eq!(code, 200);
-    assert_eq!(promtool_complaints(&body), "", "{body}");
     assert_eq!(get(&http, "/livez").unwrap().0, 200);
     wait_for(Duration::from_secs(30), "/readyz says ready", || {
         get(&http, "/readyz").is_some_and(|(c, _)| c == 200)
     });
+    // Ready: every partition's lag is known (the client's statistics come every 2 s).
+    let (code, body) = get(&http, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(promtool_complaints(&body), "", "{body}");
     assert!(body.contains("inferwatch_build_info{version=\""), "{body}");
     assert!(
         body.contains("inferwatch_consumer_lag_messages{partition=\""),
         "{body}"
     );
     assert_eq!(get(&http, "/nope").unwrap().0, 404);
+    wait_for(Duration::from_secs(30), "checkpoints timed", || {
+        get(&http, "/metrics")
+            .and_then(|(_, body)| sample(&body, "inferwatch_checkpoint_duration_seconds_count"))
+            .is_some_and(|n| n >= 1.0)
+    });
     wait_for(
         Duration::from_secs(60),
         "Prometheus scraped the totals",
