@@ -2,6 +2,7 @@
 //! library services use to publish events. (The traffic generator is its own crate.)
 
 pub mod file;
+pub mod gateway;
 pub mod kafka;
 mod lines;
 pub mod producer;

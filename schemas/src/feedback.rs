@@ -44,6 +44,10 @@ struct Wire {
     label: Option<String>,
     score: Option<f64>,
     source: Option<String>,
+    /// The prediction's `service` and `model`: how a producer (the HTTP gateway) keys the
+    /// feedback like its prediction. Not used by the join, which goes by `event_id`.
+    service: Option<String>,
+    model: Option<String>,
 }
 
 /// Decodes a batch of feedback payloads; bad ones become rejects naming what is wrong.
@@ -114,7 +118,12 @@ fn decode_one(payload: &[u8], limits: &Limits) -> Result<Feedback, String> {
             return Err(format!("field `score`: {s} is outside [0, 1]"));
         }
     }
-    for (name, v) in [("label", &w.label), ("source", &w.source)] {
+    for (name, v) in [
+        ("label", &w.label),
+        ("source", &w.source),
+        ("service", &w.service),
+        ("model", &w.model),
+    ] {
         if v.as_ref().is_some_and(|v| v.len() > limits.max_name_bytes) {
             return Err(format!(
                 "field `{name}` is longer than {} bytes",
