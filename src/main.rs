@@ -3,6 +3,7 @@
 
 mod commands;
 mod display;
+mod gateway;
 mod http;
 mod progress;
 mod report;
@@ -16,7 +17,8 @@ use inferwatch_runtime::Config;
 use inferwatch_schemas::time::parse_duration;
 
 use commands::{
-    demo::DemoArgs, generate::GenerateArgs, query::QueryArgs, report::ReportArgs, run::RunArgs,
+    demo::DemoArgs, generate::GenerateArgs, ingest::IngestArgs, query::QueryArgs,
+    report::ReportArgs, run::RunArgs,
 };
 
 #[derive(Parser)]
@@ -116,6 +118,9 @@ enum Command {
     Query(QueryArgs),
     /// Write synthetic traffic as NDJSON. Same seed, same bytes.
     Generate(GenerateArgs),
+    /// An HTTP gateway into Kafka: POST /v1/events and /v1/feedback (JSON, NDJSON) and
+    /// /v1/traces (OTLP/HTTP, GenAI spans become events); replies once Kafka acknowledged.
+    Ingest(IngestArgs),
     /// One self-contained HTML report from the tables: reliability diagrams, metrics over
     /// time, alerts, dead letters.
     Report(ReportArgs),
@@ -188,5 +193,6 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Query(args) => args.run(),
         Command::Generate(args) => args.run(),
         Command::Report(args) => args.run(),
+        Command::Ingest(args) => args.run(),
     }
 }

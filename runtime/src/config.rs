@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Context, Result, RuntimeError};
+use inferwatch_ingest::gateway::GatewayConfig;
 use inferwatch_processor::ProcessorConfig;
+use inferwatch_schemas::Limits;
 use inferwatch_sink::{ParquetOptions, Store, StoreOptions};
 use serde::Deserialize;
 
@@ -272,6 +274,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub slack: SlackSection,
     pub http: HttpConfig,
+    pub gateway: GatewayConfig,
     #[serde(flatten)]
     pub processor: ProcessorConfig,
 }
@@ -288,6 +291,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             slack: SlackSection::default(),
             http: HttpConfig::default(),
+            gateway: GatewayConfig::default(),
             processor: ProcessorConfig::default(),
         }
     }
@@ -321,6 +325,15 @@ impl Config {
             1
         } else {
             self.source.file_partitions
+        }
+    }
+
+    /// The size limits every payload is validated against: the pipeline's decoder and the
+    /// gateway's use the same.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_payload_bytes: self.source.max_payload_bytes,
+            ..Limits::default()
         }
     }
 
@@ -412,12 +425,21 @@ mod tests {
         assert_eq!(c.http.listen, d.http.listen);
         assert_eq!(c.http.ready_max_lag, d.http.ready_max_lag);
         assert_eq!(c.http.live_timeout, d.http.live_timeout);
+        let (g, dg) = (&c.gateway, &d.gateway);
+        assert_eq!(g.listen, dg.listen);
+        assert_eq!(g.max_body_bytes, dg.max_body_bytes);
+        assert_eq!(g.max_in_flight_events, dg.max_in_flight_events);
+        assert_eq!(g.delivery_timeout, dg.delivery_timeout);
+        assert_eq!(g.retry_after, dg.retry_after);
+        assert!(g.tenants.is_empty());
         // The commented settings are real keys: uncommented, they parse.
         let uncommented: String = text
             .lines()
             .map(|l| match l.strip_prefix("# ") {
                 Some(rest) if rest.starts_with("\"s") || rest.starts_with("endpoint") => rest,
                 Some(rest) if rest.starts_with("region") || rest.contains("_key") => rest,
+                Some(rest) if rest.starts_with("[[gateway") || rest.starts_with("tenant =") => rest,
+                Some(rest) if rest.starts_with("token_sha256") => rest,
                 _ => l,
             })
             .collect::<Vec<_>>()
@@ -428,6 +450,8 @@ mod tests {
             Some("SASL_SSL")
         );
         assert_eq!(c.storage.endpoint.as_deref(), Some("http://minio:9000"));
+        assert_eq!(c.gateway.tenants.len(), 1);
+        assert_eq!(c.gateway.tenants[0].tenant, "acme");
         assert!(
             !format!("{c:?}").contains("sasl.password\": \"..."),
             "redacted"

@@ -8,7 +8,7 @@ use inferwatch_ingest::Source;
 use inferwatch_runtime::jobs::Job;
 use inferwatch_schemas::time::{now_ms, parse_duration};
 
-use super::{check_rate, recover_point, run_job, tokio_runtime};
+use super::{check_rate, recover_point, run_job, tokio_runtime, OnSignal};
 use crate::{display, Common};
 
 #[derive(clap::Args)]
@@ -80,7 +80,7 @@ impl DemoArgs {
         let mut source = GeneratorSource::new(gen, true);
         let feedback: Box<dyn Source> = Box::new(source.feedback_source());
         let job = Job::replay(&config, Box::new(source), Some(feedback))?;
-        let report = run_job(job, &config.http)?;
+        let report = run_job(job, &config.http, OnSignal::Stop)?;
         let rt = tokio_runtime()?;
         display::demo_summary(&report, &rt)?;
         // Beside the tables when they are on this disk; here when they are in a bucket.

@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod generate;
+pub mod ingest;
 pub mod query;
 pub mod report;
 pub mod run;
@@ -27,14 +28,24 @@ pub fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Sets the returned flag on Ctrl-C or SIGTERM, so a run stops cleanly: it stops reading,
-/// completes its files, checkpoints open windows (without closing them early) and drains
-/// the outbox for a moment before it exits. A second signal exits at once: every file is
+/// What the first Ctrl-C or SIGTERM does to a run.
+pub enum OnSignal {
+    /// Stop cleanly: stop reading, complete files, checkpoint open windows (without closing
+    /// them early) and drain the outbox for a moment before exiting.
+    Stop,
+    /// Stop the input instead (the gateway of `run --listen`): the source then ends once
+    /// the pipeline has taken everything, and every window closes and is written.
+    EndInput(Box<dyn FnOnce() + Send>),
+}
+
+/// Acts on the first Ctrl-C or SIGTERM and exits at once on a second one: every file is
 /// written under a temporary name and renamed when complete, and checkpoints are written
 /// whole or not at all, so what is on disk stays consistent and a restart resumes.
-fn stop_on_signal(rt: &tokio::runtime::Runtime) -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
+fn on_signals(
+    rt: &tokio::runtime::Runtime,
+    stopping: &'static str,
+    first: impl FnOnce() + Send + 'static,
+) -> Result<()> {
     // Listening starts here, before the run: a signal from now on is caught, and a second
     // one is not lost while the first is handled.
     let mut signals = {
@@ -43,13 +54,13 @@ fn stop_on_signal(rt: &tokio::runtime::Runtime) -> Result<Arc<AtomicBool>> {
     };
     rt.spawn(async move {
         signals.next().await;
-        flag.store(true, Ordering::Relaxed);
-        eprintln!("\nstopping: completing files and checkpoints (signal again to exit at once)");
+        eprintln!("\n{stopping} (signal again to exit at once)");
+        first();
         signals.next().await;
         eprintln!("exiting at once; a restart resumes from the last checkpoint");
         std::process::exit(130);
     });
-    Ok(stop)
+    Ok(())
 }
 
 /// SIGTERM and SIGINT (Ctrl-C elsewhere), listened to from creation on.
@@ -88,9 +99,24 @@ impl Signals {
 
 /// Runs `job` until its source ends or a signal, with progress on stderr, serving its
 /// health over HTTP when `http.listen` is set.
-fn run_job(job: Job, http: &HttpConfig) -> Result<RunReport> {
+fn run_job(job: Job, http: &HttpConfig, on_signal: OnSignal) -> Result<RunReport> {
     let rt = tokio_runtime()?;
-    let stop = stop_on_signal(&rt)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    match on_signal {
+        OnSignal::Stop => {
+            let flag = stop.clone();
+            on_signals(
+                &rt,
+                "stopping: completing files and checkpoints",
+                move || flag.store(true, Ordering::Relaxed),
+            )?
+        }
+        OnSignal::EndInput(end) => on_signals(
+            &rt,
+            "stopping: no more requests; processing and writing what was accepted",
+            end,
+        )?,
+    }
     if !http.listen.is_empty() {
         let addr = crate::http::serve(&http.listen, job.telemetry(), http.live_timeout)?;
         eprintln!("serving http://{addr}/metrics, /livez and /readyz");

@@ -63,6 +63,17 @@ impl Gateway {
             .with_state(self.clone())
     }
 
+    /// Answers on `listener` until `shutdown` completes, then finishes the requests in flight.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
     fn retry_after(&self) -> HeaderValue {
         let secs = self.config.retry_after.as_secs().max(1);
         HeaderValue::from_str(&secs.to_string()).expect("digits are a header value")
@@ -170,6 +181,11 @@ async fn feedback(State(g): State<Arc<Gateway>>, h: HeaderMap, body: Body) -> Re
 }
 
 async fn json_route(g: &Gateway, route: Route, h: HeaderMap, body: Body) -> Response {
+    if route == Route::Feedback && !g.outlet.takes_feedback() {
+        let why = "this gateway has no feedback topic: start it with --feedback-topic T \
+                   ([kafka] feedback_topic)";
+        return refuse_json(g, route, Refused::new(StatusCode::NOT_FOUND, why));
+    }
     let framing = body::framing(header_str(&h, header::CONTENT_TYPE));
     let read = async {
         let (tenant, plain) = admit(g, &h, body).await?;
@@ -191,17 +207,35 @@ async fn json_route(g: &Gateway, route: Route, h: HeaderMap, body: Body) -> Resp
         StatusCode::OK
     };
     g.stats.request(route, status.as_u16());
-    let reply = serde_json::json!({
-        "accepted": accepted,
-        "rejected": rejects.len(),
-        "errors": rejects.iter().map(|Reject { index, reason }| serde_json::json!({"index": index, "reason": reason})).collect::<Vec<_>>(),
-    });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        reply.to_string(),
-    )
-        .into_response()
+    let errors: Vec<_> = rejects
+        .iter()
+        .map(|Reject { index, reason }| ItemError {
+            index: *index,
+            reason,
+        })
+        .collect();
+    let reply = Reply {
+        accepted,
+        rejected: rejects.len(),
+        errors,
+    };
+    let reply = serde_json::to_string(&reply).expect("a reply serialises");
+    (status, [(header::CONTENT_TYPE, "application/json")], reply).into_response()
+}
+
+/// The reply to `/v1/events` and `/v1/feedback`: what was taken, and each rejected item's
+/// index in the body (array element or non-blank line, from 0) with its reason.
+#[derive(serde::Serialize)]
+struct Reply<'a> {
+    accepted: usize,
+    rejected: usize,
+    errors: Vec<ItemError<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct ItemError<'a> {
+    index: usize,
+    reason: &'a str,
 }
 
 /// Takes room in the budget (429 when there is none) and hands the records on (503 when the

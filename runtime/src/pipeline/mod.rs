@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use inferwatch_ingest::{PartitionOwner, Source};
 use inferwatch_processor::spill::Spill;
 use inferwatch_processor::WindowOperator;
-use inferwatch_schemas::{DeadLetterBuilder, Limits};
+use inferwatch_schemas::DeadLetterBuilder;
 use inferwatch_sink::{CheckpointStore, KafkaOutputConfig, Store};
 
 use crate::alerting::Enqueuer;
@@ -201,10 +201,7 @@ impl Pipeline {
             telemetry: telemetry.clone(),
             fenced,
             fenced_since: BTreeMap::new(),
-            limits: Limits {
-                max_payload_bytes: config.source.max_payload_bytes,
-                ..Limits::default()
-            },
+            limits: config.limits(),
             outlet: Some(outlet),
             workers,
             store,

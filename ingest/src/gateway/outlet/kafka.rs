@@ -132,6 +132,10 @@ impl KafkaOutlet {
         Ok(outlet)
     }
 
+    pub fn takes_feedback(&self) -> bool {
+        !self.feedback_topic.is_empty()
+    }
+
     pub fn unavailable(&self) -> Option<Unavailable> {
         if self.health.reachable.load(Ordering::Acquire) {
             return None;

@@ -22,6 +22,8 @@ struct State {
     /// Per partition: payloads in arrival order, each with its share of the budget.
     parts: Vec<VecDeque<(Vec<u8>, Taken)>>,
     next: usize,
+    /// No more records come: the source ends once it has handed on what is queued.
+    closed: bool,
 }
 
 impl LocalQueue {
@@ -30,6 +32,7 @@ impl LocalQueue {
             state: Mutex::new(State {
                 parts: (0..partitions.max(1)).map(|_| VecDeque::new()).collect(),
                 next: 0,
+                closed: false,
             }),
             ready: Condvar::new(),
         })
@@ -49,11 +52,23 @@ impl LocalQueue {
         self.ready.notify_one();
     }
 
+    /// Ends the stream: the source hands on what is queued, then ends (the gateway stopped).
+    pub fn close(&self) {
+        self.state.lock().expect("not poisoned").closed = true;
+        self.ready.notify_all();
+    }
+
     /// Up to `max` payloads of one partition (round robin), waiting up to `wait` for any.
-    fn take(&self, max: usize, wait: Duration) -> Option<(usize, Vec<Vec<u8>>)> {
+    /// `Err(())`: closed and empty.
+    fn take(&self, max: usize, wait: Duration) -> Result<Option<(usize, Vec<Vec<u8>>)>, ()> {
         let mut s = self.state.lock().expect("not poisoned");
         if s.parts.iter().all(VecDeque::is_empty) {
-            s = self.ready.wait_timeout(s, wait).expect("not poisoned").0;
+            if s.closed {
+                return Err(());
+            }
+            if !wait.is_zero() {
+                s = self.ready.wait_timeout(s, wait).expect("not poisoned").0;
+            }
         }
         let n = s.parts.len();
         let start = s.next;
@@ -64,20 +79,21 @@ impl LocalQueue {
                 let take = max.min(s.parts[p].len());
                 // Dropping each share gives its room back to the budget.
                 let out = s.parts[p].drain(..take).map(|(b, _)| b).collect();
-                return Some((p, out));
+                return Ok(Some((p, out)));
             }
         }
-        None
+        Ok(None)
     }
 }
 
-/// The pipeline's side of a [`LocalQueue`]: an unbounded source whose offsets count the
-/// payloads of each partition from 0 in this process.
+/// The pipeline's side of a [`LocalQueue`]: a source that runs until the queue is closed,
+/// whose offsets count the payloads of each partition from 0 in this process.
 pub struct LocalSource {
     name: String,
     queue: Arc<LocalQueue>,
     offsets: Vec<i64>,
     source: Arc<str>,
+    wait: Duration,
 }
 
 impl LocalSource {
@@ -88,7 +104,15 @@ impl LocalSource {
             queue,
             offsets: vec![0; n],
             source: Arc::from(name),
+            wait: Duration::from_millis(50),
         }
+    }
+
+    /// How long `next_batch` waits when nothing is queued (50 ms). A feedback source, polled
+    /// between event batches, must not wait: zero.
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
     }
 }
 
@@ -98,8 +122,10 @@ impl Source for LocalSource {
     }
 
     fn next_batch(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError> {
-        let Some((p, payloads)) = self.queue.take(max, Duration::from_millis(50)) else {
-            return Ok(Some(RawBatch::new(self.source.clone(), 0)));
+        let (p, payloads) = match self.queue.take(max, self.wait) {
+            Err(()) => return Ok(None),
+            Ok(None) => return Ok(Some(RawBatch::new(self.source.clone(), 0))),
+            Ok(Some(taken)) => taken,
         };
         let bytes = payloads.iter().map(Vec::len).sum();
         let mut raw = RawBatch::with_capacity(self.source.clone(), p as i32, payloads.len(), bytes);

@@ -59,6 +59,14 @@ impl Outlet {
         }
     }
 
+    /// Whether `/v1/feedback` leads anywhere (Kafka needs a feedback topic).
+    pub fn takes_feedback(&self) -> bool {
+        match self {
+            Outlet::Kafka(k) => k.takes_feedback(),
+            Outlet::Local { feedback, .. } => feedback.is_some(),
+        }
+    }
+
     /// Over Kafka, feedback must carry its prediction's key.
     pub fn keys_feedback(&self) -> bool {
         matches!(self, Outlet::Kafka(_))
