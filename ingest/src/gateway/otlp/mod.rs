@@ -120,6 +120,8 @@ pub fn reply(enc: Encoding, rejected: &[String]) -> Vec<u8> {
     let r = ExportTraceServiceResponse { partial_success };
     match enc {
         Encoding::Protobuf => r.encode_to_vec(),
+        // A full success is `{}`: the field is left out, not null.
+        Encoding::Json if r.partial_success.is_none() => b"{}".to_vec(),
         Encoding::Json => serde_json::to_vec(&r).expect("a reply serialises"),
     }
 }

@@ -128,8 +128,24 @@ impl KafkaOutlet {
             events_topic: c.events_topic.to_string(),
             feedback_topic: c.feedback_topic.to_string(),
         });
+        // Asked once before the first request: a gateway whose brokers are up starts ready.
+        outlet.probe(Duration::from_secs(5));
         watch(Arc::downgrade(&outlet));
         Ok(outlet)
+    }
+
+    /// Asks the brokers for the events topic's metadata: are they there?
+    fn probe(&self, timeout: Duration) {
+        let answer = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.events_topic), timeout);
+        match answer {
+            Ok(_) => self.health.up(),
+            Err(e) => self
+                .health
+                .down(self.health.properties.scrub(&e.to_string())),
+        }
     }
 
     pub fn takes_feedback(&self) -> bool {
@@ -204,17 +220,9 @@ fn watch(outlet: Weak<KafkaOutlet>) {
     std::thread::Builder::new()
         .name("gateway-kafka-watch".into())
         .spawn(move || loop {
-            let Some(o) = outlet.upgrade() else { return };
-            let answer = o
-                .producer
-                .client()
-                .fetch_metadata(Some(&o.events_topic), Duration::from_secs(2));
-            match answer {
-                Ok(_) => o.health.up(),
-                Err(e) => o.health.down(o.health.properties.scrub(&e.to_string())),
-            }
-            drop(o);
             std::thread::sleep(Duration::from_secs(1));
+            let Some(o) = outlet.upgrade() else { return };
+            o.probe(Duration::from_secs(2));
         })
         .expect("a thread starts");
 }

@@ -59,12 +59,11 @@ impl LocalQueue {
     }
 
     /// Up to `max` payloads of one partition (round robin), waiting up to `wait` for any.
-    /// `Err(())`: closed and empty.
-    fn take(&self, max: usize, wait: Duration) -> Result<Option<(usize, Vec<Vec<u8>>)>, ()> {
+    fn take(&self, max: usize, wait: Duration) -> Take {
         let mut s = self.state.lock().expect("not poisoned");
         if s.parts.iter().all(VecDeque::is_empty) {
             if s.closed {
-                return Err(());
+                return Take::Ended;
             }
             if !wait.is_zero() {
                 s = self.ready.wait_timeout(s, wait).expect("not poisoned").0;
@@ -79,11 +78,21 @@ impl LocalQueue {
                 let take = max.min(s.parts[p].len());
                 // Dropping each share gives its room back to the budget.
                 let out = s.parts[p].drain(..take).map(|(b, _)| b).collect();
-                return Ok(Some((p, out)));
+                return Take::Some(p, out);
             }
         }
-        Ok(None)
+        Take::Nothing
     }
+}
+
+/// What [`LocalQueue::take`] found.
+enum Take {
+    /// A partition and its payloads.
+    Some(usize, Vec<Vec<u8>>),
+    /// Nothing queued just now.
+    Nothing,
+    /// Closed, and nothing left.
+    Ended,
 }
 
 /// The pipeline's side of a [`LocalQueue`]: a source that runs until the queue is closed,
@@ -123,9 +132,9 @@ impl Source for LocalSource {
 
     fn next_batch(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError> {
         let (p, payloads) = match self.queue.take(max, self.wait) {
-            Err(()) => return Ok(None),
-            Ok(None) => return Ok(Some(RawBatch::new(self.source.clone(), 0))),
-            Ok(Some(taken)) => taken,
+            Take::Ended => return Ok(None),
+            Take::Nothing => return Ok(Some(RawBatch::new(self.source.clone(), 0))),
+            Take::Some(p, payloads) => (p, payloads),
         };
         let bytes = payloads.iter().map(Vec::len).sum();
         let mut raw = RawBatch::with_capacity(self.source.clone(), p as i32, payloads.len(), bytes);

@@ -1,0 +1,755 @@
+//! The HTTP gateway with real clients: the official OpenTelemetry Python SDK's OTLP/HTTP
+//! protobuf exporter, curl, and a real Kafka-protocol broker that stops while clients post.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::broker::{create_topic, free_port, signal, unique, Tansu};
+use common::cli::{command, query};
+use common::test_dir;
+use serde_json::Value;
+
+/// A gateway process (`run --listen` or `ingest`) and the address it listens on.
+struct Listening {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Listening {
+    /// Starts `inferwatch ARGS --listen 127.0.0.1:0` and reads the address from its banner.
+    fn start(args: &[&str], log: PathBuf) -> Listening {
+        let mut child = command()
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("inferwatch starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = String::new();
+        let url = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("no banner: {seen}"))
+                .unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break format!(
+                    "http://{}",
+                    rest.split(':').take(2).collect::<Vec<_>>().join(":")
+                );
+            }
+        };
+        // The rest of the log goes to a file (a full pipe would block the process).
+        let mut f = std::fs::File::create(&log).unwrap();
+        f.write_all(seen.as_bytes()).unwrap();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                let _ = writeln!(f, "{l}");
+            }
+        });
+        Listening { child, url, log }
+    }
+
+    /// SIGINT, then waits for a clean exit.
+    fn stop(mut self) {
+        signal(self.child.id(), "INT");
+        let status = self.child.wait().unwrap();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(status.success(), "{status}: {log}");
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// An HTTP answer as curl saw it.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// `curl -X POST url --data-binary @body` with `headers`.
+fn post(url: &str, headers: &[&str], body: &[u8]) -> Answer {
+    let dir = tempfile::tempdir().unwrap();
+    let (req, resp, head) = (
+        dir.path().join("req"),
+        dir.path().join("resp"),
+        dir.path().join("head"),
+    );
+    std::fs::write(&req, body).unwrap();
+    let mut c = Command::new("curl");
+    c.args(["-s", "-X", "POST", "-o"])
+        .arg(&resp)
+        .arg("-D")
+        .arg(&head);
+    c.args(["-w", "%{http_code}", "--max-time", "30"]);
+    for h in headers {
+        c.args(["-H", h]);
+    }
+    c.arg("--data-binary")
+        .arg(format!("@{}", req.display()))
+        .arg(url);
+    let out = c.output().expect("curl runs");
+    Answer {
+        status: String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
+        headers: std::fs::read_to_string(&head).unwrap_or_default(),
+        body: std::fs::read(&resp).unwrap_or_default(),
+    }
+}
+
+fn get(url: &str) -> String {
+    let out = Command::new("curl").args(["-s", url]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn python(script: &str, args: &[&str]) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap()
+}
+
+const EVENT_COLUMNS: &str = "event_id, timestamp, service, model, provider, route, tenant, \
+    session_id, status, latency_ms, tokens_in, tokens_out, tokens_cached, cost_usd, cost_source, \
+    tool, flags, attributes";
+
+fn events(data: &Path) -> Vec<serde_json::Map<String, Value>> {
+    query(
+        data,
+        &format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY timestamp"),
+    )
+}
+
+#[test]
+fn otel_sdk_spans_become_events_and_otlp_json_gives_the_same_rows() {
+    let dir = test_dir();
+    let (a, b) = (dir.path().join("proto"), dir.path().join("json"));
+    let run = |d: &Path, log: &str| {
+        Listening::start(
+            &["run", "--data-dir", d.to_str().unwrap()],
+            dir.path().join(log),
+        )
+    };
+    let proto = run(&a, "proto.log");
+    let json_file = dir.path().join("export.json");
+    let exported = python(
+        "otel_genai.py",
+        &[
+            "--endpoint",
+            &format!("{}/v1/traces", proto.url),
+            "--json-out",
+            json_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(exported["export"], "SUCCESS", "{exported}");
+    assert_eq!(exported["spans"], 6);
+    let metrics = get(&format!("{}/metrics", proto.url));
+    assert!(
+        metrics.contains("inferwatch_gateway_spans_skipped_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("inferwatch_gateway_items_accepted_total{route=\"/v1/traces\"} 5\n"),
+        "{metrics}"
+    );
+    proto.stop();
+
+    let json = run(&b, "json.log");
+    let body = std::fs::read(&json_file).unwrap();
+    let answer = post(
+        &format!("{}/v1/traces", json.url),
+        &["Content-Type: application/json"],
+        &body,
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(
+        answer.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(
+        answer.json(),
+        serde_json::json!({}),
+        "full success has no partial_success"
+    );
+    json.stop();
+
+    let rows = events(&a);
+    assert_eq!(
+        rows,
+        events(&b),
+        "the JSON encoding gives the same rows as protobuf"
+    );
+    assert_eq!(
+        rows.len(),
+        5,
+        "five GenAI spans, the HTTP span skipped: {rows:#?}"
+    );
+    let by_route: BTreeMap<String, Vec<&serde_json::Map<String, Value>>> =
+        rows.iter().fold(BTreeMap::new(), |mut m, r| {
+            m.entry(r["route"].as_str().unwrap().to_string())
+                .or_default()
+                .push(r);
+            m
+        });
+    for r in &rows {
+        assert_eq!(r["service"], "support-bot");
+        let id = r["event_id"].as_str().unwrap();
+        assert!(
+            id.len() == 49 && id.as_bytes()[32] == b'-',
+            "trace-span id: {id}"
+        );
+        let attributes = r["attributes"].as_object().cloned().unwrap_or_default();
+        for content in [
+            "gen_ai.prompt",
+            "gen_ai.input.messages",
+            "gen_ai.tool.call.arguments",
+        ] {
+            assert!(
+                !attributes.contains_key(content),
+                "message contents are never kept: {r:?}"
+            );
+        }
+    }
+    // OpenLIT-shaped chat: current names, its own cost, the response model, a cut answer.
+    let lit = by_route["chat"][0];
+    assert_eq!(lit["model"], "gpt-4o-mini-2024-07-18");
+    assert_eq!(lit["provider"], "openai");
+    assert_eq!(
+        (&lit["tokens_in"], &lit["tokens_out"], &lit["tokens_cached"]),
+        (&Value::from(120), &Value::from(45), &Value::from(20))
+    );
+    assert_eq!(lit["cost_usd"], 0.0021);
+    assert_eq!(lit["cost_source"], "event");
+    assert_eq!(lit["session_id"], "conv-1");
+    assert_eq!(lit["flags"], serde_json::json!(["length"]));
+    assert_eq!(lit["status"], "ok");
+    assert_eq!(lit["latency_ms"], 812.5);
+    assert_eq!(
+        lit["attributes"],
+        serde_json::json!({"gen_ai.request.temperature": "0.2"})
+    );
+    assert!(lit["timestamp"]
+        .as_str()
+        .unwrap()
+        .starts_with("2026-01-01T00:00:00"));
+    // OpenLLMetry-shaped chat: gen_ai.system, prompt/completion tokens, traceloop session.
+    let llm = by_route["chat"][1];
+    assert_eq!(llm["model"], "claude-3-5-haiku");
+    assert_eq!(llm["provider"], "anthropic");
+    assert_eq!(
+        (&llm["tokens_in"], &llm["tokens_out"], &llm["tokens_cached"]),
+        (&Value::from(300), &Value::from(80), &Value::from(100))
+    );
+    assert_eq!(llm["session_id"], "sess-9");
+    assert_eq!(llm["flags"], serde_json::json!(["content_filter"]));
+    assert_eq!(llm["latency_ms"], 2000.0);
+    // A chat that timed out.
+    let slow = by_route["chat"][2];
+    assert_eq!(
+        (&slow["status"], &slow["latency_ms"]),
+        (&Value::from("timeout"), &Value::from(30000.0))
+    );
+    // A tool call names no model.
+    let tool = by_route["execute_tool"][0];
+    assert_eq!(
+        (&tool["tool"], &tool["model"], &tool["session_id"]),
+        (
+            &Value::from("search"),
+            &Value::from("unknown"),
+            &Value::from("sess-9")
+        )
+    );
+    assert_eq!(tool["latency_ms"], 50.0);
+    // A failed agent step keeps its other attributes.
+    let agent = by_route["invoke_agent"][0];
+    assert_eq!(
+        (
+            &agent["status"],
+            &agent["model"],
+            &agent["attributes"]["gen_ai.agent.name"]
+        ),
+        (
+            &Value::from("error"),
+            &Value::from("gpt-4o"),
+            &Value::from("planner")
+        )
+    );
+}
+
+fn sha256_hex(s: &str) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(s.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+fn event(id: &str, extra: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","timestamp":1767225600000,"service":"checkout","model":"m1"{extra}}}"#
+    )
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut c = Command::new("gzip")
+        .args(["-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    let data = bytes.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = c.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    out.stdout
+}
+
+#[test]
+fn bad_requests_get_the_right_status_and_a_reason_and_the_gateway_keeps_serving() {
+    let dir = test_dir();
+    let data = dir.path().join("data");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nmax_body_bytes = 4096\n[[gateway.tenants]]\ntenant = \"acme\"\n\
+             token_sha256 = \"{}\"\n",
+            sha256_hex("s3cret-acme")
+        ),
+    )
+    .unwrap();
+    let gw = Listening::start(
+        &[
+            "run",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        dir.path().join("run.log"),
+    );
+    let events = format!("{}/v1/events", gw.url);
+    let traces = format!("{}/v1/traces", gw.url);
+    let (json, auth) = (
+        "Content-Type: application/json",
+        "Authorization: Bearer s3cret-acme",
+    );
+    let good = event("e1", r#","tenant":"someone-else""#);
+    let expect = |a: Answer, status: u16, words: &str| {
+        let text = String::from_utf8_lossy(&a.body).to_string();
+        assert_eq!(a.status, status, "{text}");
+        assert!(
+            text.contains(words),
+            "{status}: {text:?} should say {words:?}"
+        );
+        a
+    };
+
+    let a = expect(
+        post(&events, &[json], good.as_bytes()),
+        401,
+        "missing bearer token",
+    );
+    assert_eq!(a.header("www-authenticate").as_deref(), Some("Bearer"));
+    expect(
+        post(
+            &events,
+            &[json, "Authorization: Bearer nope"],
+            good.as_bytes(),
+        ),
+        401,
+        "unknown bearer token",
+    );
+    expect(
+        post(&events, &["Content-Type: text/xml", auth], b"<e/>"),
+        415,
+        "application/x-ndjson",
+    );
+    expect(
+        post(&events, &[auth], good.as_bytes()),
+        415,
+        "x-www-form-urlencoded",
+    );
+    expect(
+        post(&events, &[json, auth], b"[{\"a\":1}"),
+        400,
+        "not a JSON array",
+    );
+    let a = expect(
+        post(&events, &[json, auth], b"[{\"event_id\":1}, 7]"),
+        400,
+        "event_id",
+    );
+    assert_eq!(a.json()["errors"].as_array().map(Vec::len), Some(2));
+    expect(
+        post(&events, &[json, auth], &vec![b' '; 5000]),
+        413,
+        "gateway.max_body_bytes",
+    );
+    let bomb = gzip(&vec![b' '; 1 << 20]);
+    assert!(bomb.len() < 4096, "the compressed body itself is small");
+    expect(
+        post(&events, &[json, auth, "Content-Encoding: gzip"], &bomb),
+        413,
+        "after decompression",
+    );
+    expect(
+        post(
+            &events,
+            &[json, auth, "Content-Encoding: gzip"],
+            b"not gzip",
+        ),
+        400,
+        "gzip",
+    );
+    expect(
+        post(
+            &events,
+            &[json, auth, "Content-Encoding: br"],
+            good.as_bytes(),
+        ),
+        415,
+        "gzip, zstd",
+    );
+
+    // OTLP: errors come as google.rpc.Status in the request's encoding.
+    let a = expect(
+        post(
+            &traces,
+            &[auth, "Content-Type: application/x-protobuf"],
+            b"\x0a\x10\x0a\x05",
+        ),
+        400,
+        "not an OTLP protobuf",
+    );
+    assert_eq!(
+        a.header("content-type").as_deref(),
+        Some("application/x-protobuf")
+    );
+    let a = expect(
+        post(&traces, &[auth, json], b"{\"resourceSpans\": 5}"),
+        400,
+        "not an OTLP JSON",
+    );
+    assert_eq!(a.json()["code"], 3);
+    expect(
+        post(&traces, &[auth, "Content-Type: text/plain"], b"x"),
+        415,
+        "OTLP/HTTP",
+    );
+    expect(
+        post(&traces, &["Content-Type: application/json"], b"{}"),
+        401,
+        "bearer",
+    );
+
+    // After all that, it still serves; the tenant comes from the token, not the body.
+    let body = format!("{good}\n{}\n{{\"event_id\":\"e3\"}}", event("e2", ""));
+    let gz = gzip(body.as_bytes());
+    let a = expect(
+        post(
+            &events,
+            &[
+                "Content-Type: application/x-ndjson",
+                auth,
+                "Content-Encoding: gzip",
+            ],
+            &gz,
+        ),
+        200,
+        "accepted",
+    );
+    let reply = a.json();
+    assert_eq!(
+        (&reply["accepted"], &reply["rejected"]),
+        (&Value::from(2), &Value::from(1)),
+        "{reply}"
+    );
+    assert_eq!(reply["errors"][0]["index"], 2);
+    assert!(
+        reply["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timestamp"),
+        "{reply}"
+    );
+    let fb = r#"{"event_id":"e1","timestamp":1767225601000,"correct":true}"#;
+    expect(
+        post(
+            &format!("{}/v1/feedback", gw.url),
+            &[json, auth],
+            fb.as_bytes(),
+        ),
+        200,
+        "\"accepted\":1",
+    );
+    let metrics = get(&format!("{}/metrics", gw.url));
+    for line in [
+        "inferwatch_gateway_requests_total{route=\"/v1/events\",code=\"401\"} 2",
+        "inferwatch_gateway_requests_total{route=\"/v1/events\",code=\"413\"} 2",
+        "inferwatch_gateway_items_accepted_total{route=\"/v1/events\"} 2",
+        "inferwatch_gateway_items_rejected_total{route=\"/v1/events\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    gw.stop();
+
+    let rows = query(
+        &data,
+        "SELECT event_id, tenant FROM events ORDER BY event_id",
+    );
+    let got: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["event_id"].as_str().unwrap().into(),
+                r["tenant"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [("e1".into(), "acme".into()), ("e2".into(), "acme".into())]
+    );
+    assert_eq!(
+        common::cli::count(&data, "SELECT count(*) FROM dead_letter"),
+        0,
+        "rejected items are the client's, named in the reply"
+    );
+}
+
+/// Posts `n` events numbered from `first` in one NDJSON request.
+fn post_batch(url: &str, first: usize, n: usize) -> (Answer, Vec<String>) {
+    let ids: Vec<String> = (first..first + n).map(|i| format!("ev-{i:06}")).collect();
+    let body: String = ids
+        .iter()
+        .enumerate()
+        .map(|(k, id)| {
+            let svc = ["search", "checkout", "support"][k % 3];
+            format!(
+                "{{\"event_id\":\"{id}\",\"timestamp\":{},\"service\":\"{svc}\",\"model\":\"m{}\"}}\n",
+                1_767_225_600_000u64 + first as u64 * 10 + k as u64,
+                k % 2
+            )
+        })
+        .collect();
+    (
+        post(
+            url,
+            &["Content-Type: application/x-ndjson"],
+            body.as_bytes(),
+        ),
+        ids,
+    )
+}
+
+#[test]
+fn every_acknowledged_event_is_on_the_topic_once_across_a_broker_stop() {
+    if common::broker::external() {
+        return; // the test stops and restarts its own broker
+    }
+    let dir = test_dir();
+    let port = free_port();
+    let db = dir.path().join("broker.db");
+    let mut broker = Tansu::start(port, &db);
+    let topic = unique("gateway");
+    create_topic(&broker.addr, &topic, 4);
+    let config = dir.path().join("ingest.toml");
+    std::fs::write(
+        &config,
+        "[gateway]\ndelivery_timeout = \"3s\"\nretry_after = \"1s\"\n",
+    )
+    .unwrap();
+    let gw = Listening::start(
+        &[
+            "ingest",
+            "--brokers",
+            &broker.addr,
+            "--topic",
+            &topic,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        dir.path().join("ingest.log"),
+    );
+    let url = format!("{}/v1/events", gw.url);
+    let ready = get(&format!("{}/readyz", gw.url));
+    assert_eq!(ready, "ready\n", "brokers up at start: ready at once");
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    let mut next = 0;
+    let mut send = |acked: &mut Vec<String>, refused: &mut Vec<String>| {
+        let (a, ids) = post_batch(&url, next, 100);
+        next += 100;
+        match a.status {
+            200 => {
+                assert_eq!(a.json()["accepted"], 100);
+                acked.extend(ids);
+            }
+            503 => {
+                assert_eq!(a.header("retry-after").as_deref(), Some("1"), "{a:?}");
+                assert!(
+                    String::from_utf8_lossy(&a.body).contains("send again"),
+                    "{a:?}"
+                );
+                refused.extend(ids);
+            }
+            s => panic!("unexpected {s}: {}", String::from_utf8_lossy(&a.body)),
+        }
+        a.status
+    };
+    // Up: acknowledged.
+    let started = Instant::now();
+    while acked.len() < 2_000 {
+        send(&mut acked, &mut refused);
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the gateway never acknowledged"
+        );
+    }
+    assert!(refused.is_empty(), "503 while the broker was up");
+    // Down: 503 with Retry-After, at once once the gateway knows.
+    broker.kill();
+    let down = Instant::now();
+    while send(&mut acked, &mut refused) != 503 {
+        assert!(
+            down.elapsed() < Duration::from_secs(30),
+            "no 503 with the broker down"
+        );
+    }
+    let quick = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(send(&mut acked, &mut refused), 503);
+    }
+    assert!(
+        quick.elapsed() < Duration::from_secs(3),
+        "503s should not wait for the timeout"
+    );
+    let readyz = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{}/readyz", gw.url))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&readyz.stdout), "503");
+    // Back: acknowledged again.
+    let _broker = Tansu::start(port, &db);
+    let back = Instant::now();
+    while send(&mut acked, &mut refused) != 200 {
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "the gateway never recovered"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for _ in 0..10 {
+        assert_eq!(send(&mut acked, &mut refused), 200);
+    }
+    gw.stop();
+
+    // What is on the topic, read by the processor.
+    let data = dir.path().join("data");
+    let out = command()
+        .args([
+            "run",
+            "--brokers",
+            &_broker.addr,
+            "--topic",
+            &topic,
+            "--group",
+            &unique("g"),
+        ])
+        .args([
+            "--stop-when-idle",
+            "3s",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = query(
+        &data,
+        "SELECT event_id, count(*) AS n FROM events GROUP BY event_id",
+    );
+    let on_topic: BTreeMap<String, i64> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["event_id"].as_str().unwrap().to_string(),
+                r["n"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    for id in &acked {
+        assert_eq!(
+            on_topic.get(id),
+            Some(&1),
+            "acknowledged {id} must be on the topic once"
+        );
+    }
+    for id in &refused {
+        assert!(
+            on_topic.get(id).is_none_or(|&n| n == 1),
+            "{id} at most once"
+        );
+    }
+    assert!(acked.len() >= 3_000);
+    // Keyed service/model: each key's events in one partition.
+    let parts = query(&data, "SELECT service, model, count(DISTINCT source_partition) AS p FROM events GROUP BY service, model");
+    assert_eq!(parts.len(), 6);
+    assert!(parts.iter().all(|r| r["p"] == 1), "{parts:?}");
+}
