@@ -58,6 +58,13 @@ impl Listening {
         Listening { child, url, log }
     }
 
+    /// Waits for the process to end by itself, cleanly.
+    fn wait(mut self) {
+        let status = self.child.wait().unwrap();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(status.success(), "{status}: {log}");
+    }
+
     /// SIGINT, then waits for a clean exit.
     fn stop(mut self) {
         signal(self.child.id(), "INT");
@@ -752,4 +759,57 @@ fn every_acknowledged_event_is_on_the_topic_once_across_a_broker_stop() {
     let parts = query(&data, "SELECT service, model, count(DISTINCT source_partition) AS p FROM events GROUP BY service, model");
     assert_eq!(parts.len(), 6);
     assert!(parts.iter().all(|r| r["p"] == 1), "{parts:?}");
+}
+
+#[test]
+fn the_demo_takes_posted_events_beside_its_generated_traffic() {
+    let dir = test_dir();
+    let data = dir.path().join("data");
+    let demo = Listening::start(
+        &[
+            "demo",
+            "--duration",
+            "4s",
+            "--rate",
+            "500",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        dir.path().join("demo.log"),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let body: String = (0..3)
+        .map(|i| format!("{{\"event_id\":\"posted-{i}\",\"timestamp\":{now},\"service\":\"posted\",\"model\":\"m\"}}\n"))
+        .collect();
+    let a = post(
+        &format!("{}/v1/events", demo.url),
+        &["Content-Type: application/x-ndjson"],
+        body.as_bytes(),
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json()["accepted"], 3);
+    let fb = post(
+        &format!("{}/v1/feedback", demo.url),
+        &["Content-Type: application/json"],
+        b"{}",
+    );
+    assert_eq!(fb.status, 404, "the demo takes no feedback over HTTP");
+    demo.wait();
+    let posted = query(
+        &data,
+        "SELECT event_id, source_partition FROM events WHERE service = 'posted' ORDER BY event_id",
+    );
+    assert_eq!(posted.len(), 3, "{posted:?}");
+    assert_eq!(posted[0]["event_id"], "posted-0");
+    assert_eq!(
+        common::cli::count(
+            &data,
+            "SELECT count(*) FROM events WHERE service <> 'posted'"
+        ),
+        2000,
+        "the generated traffic as without --listen"
+    );
 }

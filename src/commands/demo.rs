@@ -9,7 +9,11 @@ use inferwatch_runtime::jobs::Job;
 use inferwatch_schemas::time::{now_ms, parse_duration};
 
 use super::{check_rate, recover_point, run_job, tokio_runtime, OnSignal};
+use crate::gateway::{banner, serve};
 use crate::{display, Common};
+use inferwatch_ingest::gateway::{Gateway, LocalQueue, LocalSource, Outlet};
+use inferwatch_ingest::merge::Merged;
+use inferwatch_runtime::Config;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -30,6 +34,10 @@ pub struct DemoArgs {
     /// [default: 0.75 for mixed, none for the others].
     #[arg(long, value_name = "SHARE")]
     recover_at: Option<f64>,
+    /// Also take events over HTTP into the same pipeline (POST /v1/events, /v1/traces:
+    /// JSON, NDJSON, OTLP/HTTP), beside the generated traffic, until the demo ends.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -79,7 +87,11 @@ impl DemoArgs {
         );
         let mut source = GeneratorSource::new(gen, true);
         let feedback: Box<dyn Source> = Box::new(source.feedback_source());
-        let job = Job::replay(&config, Box::new(source), Some(feedback))?;
+        let mut source: Box<dyn Source> = Box::new(source);
+        if let Some(addr) = &self.listen {
+            source = with_gateway(source, addr, &config)?;
+        }
+        let job = Job::replay(&config, source, Some(feedback))?;
         let report = run_job(job, &config.http, OnSignal::Stop)?;
         let rt = tokio_runtime()?;
         display::demo_summary(&report, &rt)?;
@@ -97,4 +109,41 @@ impl DemoArgs {
         }
         Ok(())
     }
+}
+
+/// `demo --listen`: the gateway's events join the generated ones (their own partition);
+/// when the generator ends, the gateway stops accepting and what it took is processed.
+fn with_gateway(
+    generated: Box<dyn Source>,
+    addr: &str,
+    config: &Config,
+) -> Result<Box<dyn Source>> {
+    let queue = LocalQueue::new(1);
+    let outlet = Outlet::Local {
+        events: queue.clone(),
+        feedback: None,
+    };
+    let served = serve(addr, || {
+        Ok(Gateway::new(
+            config.gateway.clone(),
+            config.limits(),
+            outlet,
+        )?)
+    })?;
+    eprintln!(
+        "inferwatch demo: {}",
+        banner(served.addr, "beside the generated traffic")
+    );
+    let http = LocalSource::new(generated.name(), queue.clone()).with_wait(Duration::ZERO);
+    let end = move || {
+        if let Err(e) = served.shutdown() {
+            eprintln!("error: {e:#}");
+        }
+        queue.close();
+    };
+    Ok(Box::new(Merged::new(
+        generated,
+        Box::new(http),
+        Box::new(end),
+    )))
 }

@@ -182,8 +182,8 @@ async fn feedback(State(g): State<Arc<Gateway>>, h: HeaderMap, body: Body) -> Re
 
 async fn json_route(g: &Gateway, route: Route, h: HeaderMap, body: Body) -> Response {
     if route == Route::Feedback && !g.outlet.takes_feedback() {
-        let why = "this gateway has no feedback topic: start it with --feedback-topic T \
-                   ([kafka] feedback_topic)";
+        let why = "this gateway takes no feedback: `inferwatch ingest` needs --feedback-topic T \
+                   ([kafka] feedback_topic); `run --listen` takes it, `demo --listen` does not";
         return refuse_json(g, route, Refused::new(StatusCode::NOT_FOUND, why));
     }
     let framing = body::framing(header_str(&h, header::CONTENT_TYPE));

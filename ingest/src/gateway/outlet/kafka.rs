@@ -107,7 +107,9 @@ impl KafkaOutlet {
         let queue = (c.max_in_flight + 10_000).to_string();
         let extra = [
             ("acks", "all"),
-            ("linger.ms", "5"),
+            // Each reply waits for its batch: a short linger keeps single events quick, and
+            // concurrent requests still share batches.
+            ("linger.ms", "1"),
             ("batch.num.messages", "10000"),
             ("compression.type", "lz4"),
             ("message.timeout.ms", timeout.as_str()),
