@@ -33,7 +33,7 @@ impl Merged {
         }
     }
 
-    fn from_second(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError> {
+    fn read_second(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError> {
         Ok(self.second.next_batch(max)?.map(|mut b| {
             b.partition += SECOND_PARTITIONS_FROM;
             b
@@ -48,7 +48,7 @@ impl Source for Merged {
 
     fn next_batch(&mut self, max: usize) -> Result<Option<RawBatch>, SourceError> {
         if !self.primary_done {
-            if let Some(b) = self.from_second(max)?.filter(|b| !b.is_empty()) {
+            if let Some(b) = self.read_second(max)?.filter(|b| !b.is_empty()) {
                 return Ok(Some(b));
             }
             match self.primary.next_batch(max)? {
@@ -62,7 +62,7 @@ impl Source for Merged {
             }
         }
         // The primary ended: the rest of the second, then the end.
-        match self.from_second(max)? {
+        match self.read_second(max)? {
             Some(b) if b.is_empty() => Ok(None),
             other => Ok(other),
         }
