@@ -501,6 +501,37 @@ fn bad_requests_get_the_right_status_and_a_reason_and_the_gateway_keeps_serving(
         "bearer",
     );
 
+    // A GenAI span that cannot be an event is named in OTLP's partial success; the others pass.
+    let spans = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"svc"}}]},
+      "scopeSpans":[{"spans":[
+        {"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"chat",
+         "startTimeUnixNano":"1767225600000000000","endTimeUnixNano":"1767225601000000000",
+         "attributes":[{"key":"gen_ai.operation.name","value":{"stringValue":"chat"}},
+                       {"key":"gen_ai.request.model","value":{"stringValue":"m"}},
+                       {"key":"gen_ai.usage.input_tokens","value":{"intValue":"-5"}}]},
+        {"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060709","name":"chat",
+         "startTimeUnixNano":"1767225600000000000","endTimeUnixNano":"1767225601000000000",
+         "attributes":[{"key":"gen_ai.operation.name","value":{"stringValue":"chat"}},
+                       {"key":"gen_ai.request.model","value":{"stringValue":"m"}}]}]}]}]}"#;
+    let a = expect(
+        post(&traces, &[auth, json], spans.as_bytes()),
+        200,
+        "tokens_in",
+    );
+    let partial = &a.json()["partialSuccess"];
+    assert_eq!(
+        partial["rejectedSpans"].to_string().trim_matches('"'),
+        "1",
+        "{partial}"
+    );
+    assert!(
+        partial["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("span 0102030405060708"),
+        "{partial}"
+    );
+
     // After all that, it still serves; the tenant comes from the token, not the body.
     let body = format!("{good}\n{}\n{{\"event_id\":\"e3\"}}", event("e2", ""));
     let gz = gzip(body.as_bytes());
@@ -567,7 +598,14 @@ fn bad_requests_get_the_right_status_and_a_reason_and_the_gateway_keeps_serving(
         .collect();
     assert_eq!(
         got,
-        [("e1".into(), "acme".into()), ("e2".into(), "acme".into())]
+        [
+            (
+                "0102030405060708090a0b0c0d0e0f10-0102030405060709".into(),
+                "acme".into()
+            ),
+            ("e1".into(), "acme".into()),
+            ("e2".into(), "acme".into())
+        ]
     );
     assert_eq!(
         common::cli::count(&data, "SELECT count(*) FROM dead_letter"),
@@ -812,4 +850,87 @@ fn the_demo_takes_posted_events_beside_its_generated_traffic() {
         2000,
         "the generated traffic as without --listen"
     );
+}
+
+#[test]
+fn past_the_in_flight_bound_a_request_gets_429_and_nothing_of_it_is_written() {
+    if common::broker::external() {
+        return; // the test pauses its own broker
+    }
+    let dir = test_dir();
+    let broker = Tansu::start(free_port(), &dir.path().join("broker.db"));
+    let topic = unique("bound");
+    create_topic(&broker.addr, &topic, 1);
+    let config = dir.path().join("ingest.toml");
+    std::fs::write(
+        &config,
+        "[gateway]\nmax_in_flight_events = 150\ndelivery_timeout = \"4s\"\nretry_after = \"1s\"\n",
+    )
+    .unwrap();
+    let gw = Listening::start(
+        &[
+            "ingest",
+            "--brokers",
+            &broker.addr,
+            "--topic",
+            &topic,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        dir.path().join("ingest.log"),
+    );
+    let url = format!("{}/v1/events", gw.url);
+    assert_eq!(post_batch(&url, 0, 100).0.status, 200);
+    // A frozen broker: the next 100 wait for their acknowledgement...
+    broker.pause();
+    let waiting = {
+        let url = url.clone();
+        std::thread::spawn(move || post_batch(&url, 100, 100).0)
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // ...so 100 more would pass the bound of 150: refused at once, nothing written.
+    let (a, refused) = post_batch(&url, 200, 100);
+    assert_eq!(a.status, 429, "{a:?}");
+    assert_eq!(a.header("retry-after").as_deref(), Some("1"));
+    assert!(
+        String::from_utf8_lossy(&a.body).contains("max_in_flight_events"),
+        "{a:?}"
+    );
+    broker.resume();
+    let first = waiting.join().unwrap();
+    assert!(matches!(first.status, 200 | 503), "{first:?}");
+    gw.stop();
+    let data = dir.path().join("data");
+    let out = command()
+        .args([
+            "run",
+            "--brokers",
+            &broker.addr,
+            "--topic",
+            &topic,
+            "--group",
+            &unique("g"),
+        ])
+        .args([
+            "--stop-when-idle",
+            "3s",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = query(&data, "SELECT event_id FROM events")
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        refused.iter().all(|id| !ids.contains(id)),
+        "a refused event was written"
+    );
+    assert!(ids.contains(&"ev-000000".to_string()));
 }
