@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod http;
 pub mod runs;
 pub mod s3;
 pub mod slack;
