@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
-use inferwatch_ingest::gateway::Gateway;
+use inferwatch_ingest::gateway::{Gateway, Outlet};
+use inferwatch_runtime::Config;
 use tokio::sync::oneshot;
 
 /// A gateway answering on its own threads until [`Served::shutdown`].
@@ -59,6 +60,14 @@ impl Served {
             Err(_) => anyhow::bail!("the gateway thread panicked"),
         }
     }
+}
+
+/// [`serve`] for `run`/`demo --listen`: the gateway of `config` into `outlet` (in process).
+pub fn serve_in_process(addr: &str, config: &Config, outlet: Outlet) -> Result<Served> {
+    serve(addr, || {
+        let limits = config.limits();
+        Ok(Gateway::new(config.gateway.clone(), limits, outlet)?)
+    })
 }
 
 /// What a listening process prints once.

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,51 @@ use common::broker::{create_topic, free_port, unique, Tansu};
 use common::cli::{command, query};
 use common::http::{get, post_batch, Listening};
 use common::test_dir;
+
+/// `inferwatch ingest` into `topic` with `[gateway]` settings `gateway` (TOML lines).
+fn start_ingest(dir: &Path, brokers: &str, topic: &str, gateway: &str) -> Listening {
+    let config = dir.join("ingest.toml");
+    std::fs::write(&config, format!("[gateway]\n{gateway}")).unwrap();
+    let config = config.to_str().unwrap();
+    let args = [
+        "ingest",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        "--config",
+        config,
+    ];
+    Listening::start(&args, dir.join("ingest.log"))
+}
+
+/// The topic as the processor reads it, into `data`.
+fn read_topic(brokers: &str, topic: &str, data: &Path) {
+    let group = unique("g");
+    let out = command()
+        .args([
+            "run",
+            "--brokers",
+            brokers,
+            "--topic",
+            topic,
+            "--group",
+            &group,
+        ])
+        .args([
+            "--stop-when-idle",
+            "3s",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 #[test]
 fn every_acknowledged_event_is_on_the_topic_once_across_a_broker_stop() {
@@ -24,23 +70,11 @@ fn every_acknowledged_event_is_on_the_topic_once_across_a_broker_stop() {
     let mut broker = Tansu::start(port, &db);
     let topic = unique("gateway");
     create_topic(&broker.addr, &topic, 4);
-    let config = dir.path().join("ingest.toml");
-    std::fs::write(
-        &config,
-        "[gateway]\ndelivery_timeout = \"3s\"\nretry_after = \"1s\"\n",
-    )
-    .unwrap();
-    let gw = Listening::start(
-        &[
-            "ingest",
-            "--brokers",
-            &broker.addr,
-            "--topic",
-            &topic,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        dir.path().join("ingest.log"),
+    let gw = start_ingest(
+        dir.path(),
+        &broker.addr,
+        &topic,
+        "delivery_timeout = \"3s\"\nretry_after = \"1s\"\n",
     );
     let url = format!("{}/v1/events", gw.url);
     let ready = get(&format!("{}/readyz", gw.url));
@@ -117,29 +151,7 @@ fn every_acknowledged_event_is_on_the_topic_once_across_a_broker_stop() {
 
     // What is on the topic, read by the processor.
     let data = dir.path().join("data");
-    let out = command()
-        .args([
-            "run",
-            "--brokers",
-            &_broker.addr,
-            "--topic",
-            &topic,
-            "--group",
-            &unique("g"),
-        ])
-        .args([
-            "--stop-when-idle",
-            "3s",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    read_topic(&_broker.addr, &topic, &data);
     let rows = query(
         &data,
         "SELECT event_id, count(*) AS n FROM events GROUP BY event_id",
@@ -182,23 +194,11 @@ fn past_the_in_flight_bound_a_request_gets_429_and_nothing_of_it_is_written() {
     let broker = Tansu::start(free_port(), &dir.path().join("broker.db"));
     let topic = unique("bound");
     create_topic(&broker.addr, &topic, 1);
-    let config = dir.path().join("ingest.toml");
-    std::fs::write(
-        &config,
-        "[gateway]\nmax_in_flight_events = 150\ndelivery_timeout = \"4s\"\nretry_after = \"1s\"\n",
-    )
-    .unwrap();
-    let gw = Listening::start(
-        &[
-            "ingest",
-            "--brokers",
-            &broker.addr,
-            "--topic",
-            &topic,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        dir.path().join("ingest.log"),
+    let gw = start_ingest(
+        dir.path(),
+        &broker.addr,
+        &topic,
+        "max_in_flight_events = 150\ndelivery_timeout = \"4s\"\nretry_after = \"1s\"\n",
     );
     let url = format!("{}/v1/events", gw.url);
     assert_eq!(post_batch(&url, 0, 100).0.status, 200);
@@ -222,29 +222,7 @@ fn past_the_in_flight_bound_a_request_gets_429_and_nothing_of_it_is_written() {
     assert!(matches!(first.status, 200 | 503), "{first:?}");
     gw.stop();
     let data = dir.path().join("data");
-    let out = command()
-        .args([
-            "run",
-            "--brokers",
-            &broker.addr,
-            "--topic",
-            &topic,
-            "--group",
-            &unique("g"),
-        ])
-        .args([
-            "--stop-when-idle",
-            "3s",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    read_topic(&broker.addr, &topic, &data);
     let ids: Vec<String> = query(&data, "SELECT event_id FROM events")
         .iter()
         .map(|r| r["event_id"].as_str().unwrap().to_string())

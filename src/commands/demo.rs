@@ -9,9 +9,9 @@ use inferwatch_runtime::jobs::Job;
 use inferwatch_schemas::time::{now_ms, parse_duration};
 
 use super::{check_rate, recover_point, run_job, tokio_runtime, OnSignal};
-use crate::gateway::{banner, serve};
+use crate::gateway::{banner, serve_in_process};
 use crate::{display, Common};
-use inferwatch_ingest::gateway::{Gateway, LocalQueue, LocalSource, Outlet};
+use inferwatch_ingest::gateway::{LocalQueue, LocalSource, Outlet};
 use inferwatch_ingest::merge::Merged;
 use inferwatch_runtime::Config;
 
@@ -123,13 +123,7 @@ fn with_gateway(
         events: queue.clone(),
         feedback: None,
     };
-    let served = serve(addr, || {
-        Ok(Gateway::new(
-            config.gateway.clone(),
-            config.limits(),
-            outlet,
-        )?)
-    })?;
+    let served = serve_in_process(addr, config, outlet)?;
     eprintln!(
         "inferwatch demo: {}",
         banner(served.addr, "beside the generated traffic")

@@ -9,9 +9,9 @@ use inferwatch_runtime::jobs::Job;
 use inferwatch_schemas::time::parse_duration;
 
 use super::{run_job, OnSignal};
-use crate::gateway::{banner, serve};
+use crate::gateway::{banner, serve_in_process};
 use crate::{display, Common, KafkaArgs};
-use inferwatch_ingest::gateway::{Gateway, LocalQueue, LocalSource, Outlet};
+use inferwatch_ingest::gateway::{LocalQueue, LocalSource, Outlet};
 use inferwatch_runtime::{Config, RunReport};
 
 #[derive(clap::Args)]
@@ -109,13 +109,7 @@ fn run_listening(config: &Config, addr: &str) -> Result<RunReport> {
         events: events.clone(),
         feedback: Some(feedback.clone()),
     };
-    let served = serve(addr, || {
-        Ok(Gateway::new(
-            config.gateway.clone(),
-            config.limits(),
-            outlet,
-        )?)
-    })?;
+    let served = serve_in_process(addr, config, outlet)?;
     let into = format!("into this process, writing to {}", job.store().display());
     eprintln!("inferwatch run: {}", banner(served.addr, &into));
     let end = move || {

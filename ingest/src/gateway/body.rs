@@ -63,13 +63,7 @@ pub fn framing(content_type: Option<&str>) -> Result<Framing, BodyError> {
     let Some(ct) = content_type else {
         return Ok(Framing::Json);
     };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
+    match mime(ct).as_str() {
         "application/json" | "text/json" => Ok(Framing::Json),
         "application/x-ndjson"
         | "application/ndjson"
@@ -81,6 +75,12 @@ pub fn framing(content_type: Option<&str>) -> Result<Framing, BodyError> {
              application/x-ndjson"
         ))),
     }
+}
+
+/// The media type of a `Content-Type` value, lowercase, without parameters.
+pub fn mime(content_type: &str) -> String {
+    let m = content_type.split(';').next().unwrap_or("");
+    m.trim().to_ascii_lowercase()
 }
 
 /// The byte ranges of the body's items, in order. Item `i` of the reply is range `i`.

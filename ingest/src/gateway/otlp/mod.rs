@@ -22,13 +22,7 @@ pub enum Encoding {
 
 impl Encoding {
     pub fn from_content_type(ct: Option<&str>) -> Result<Self, BodyError> {
-        let mime = ct
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let mime = super::body::mime(ct.unwrap_or(""));
         match mime.as_str() {
             "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
             "application/json" => Ok(Encoding::Json),
