@@ -566,7 +566,8 @@ fn event(id: &str, ts: i64, service: &str) -> String {
 }
 
 /// `provider` (who serves the model) is an `events` column: kept as sent, null when absent,
-/// and a provider that is not a string is a dead letter naming the field.
+/// and a provider that is not a string is a dead letter naming the field. Spend groups by it:
+/// priced events carry their price-table cost in `events`, next to costs sent with the event.
 #[test]
 fn provider_is_an_events_column() {
     let dir = test_dir();
@@ -577,10 +578,12 @@ fn provider_is_an_events_column() {
             &format!("\"model\":\"m\",\"provider\":{provider}"),
         )
     };
+    // a and b are priced by the default price table (gpt-4o: $2.50 in, $10 out per million
+    // tokens; 10 in, 5 out); c sends its own cost.
     let text = [
-        with("a", "\"openai\""),
-        with("b", "\"openai\""),
-        with("c", "\"aws.bedrock\""),
+        with("a", "\"openai\"").replace("\"m\"", "\"gpt-4o\""),
+        with("b", "\"openai\"").replace("\"m\"", "\"gpt-4o\""),
+        with("c", "\"aws.bedrock\"").replace("\"tokens_in\"", "\"cost_usd\":0.25,\"tokens_in\""),
         event("d", t0, "svc"),
         with("e", "7"),
     ]
@@ -606,6 +609,17 @@ fn provider_is_an_events_column() {
     assert_eq!(got, want);
     let reason = &query(&data, "SELECT reason FROM dead_letter")[0]["reason"];
     assert!(reason.as_str().unwrap().contains("provider"), "{reason}");
+    let spend = query(
+        &data,
+        "SELECT provider, sum(cost_usd) AS usd FROM events WHERE provider IS NOT NULL \
+         GROUP BY 1 ORDER BY 1",
+    );
+    let usd = |i: usize| spend[i]["usd"].as_f64().unwrap();
+    assert_eq!(spend[0]["provider"], "aws.bedrock");
+    assert!((usd(0) - 0.25).abs() < 1e-12, "{spend:?}");
+    let priced = 2.0 * (10.0 * 2.5 + 5.0 * 10.0) / 1e6;
+    assert_eq!(spend[1]["provider"], "openai");
+    assert!((usd(1) - priced).abs() < 1e-12, "{spend:?}");
 }
 
 #[test]

@@ -189,8 +189,12 @@ impl ModelPrices {
         let cached = tokens_cached.clamp(0, tokens_in) as i128;
         let fresh = tokens_in as i128 - cached;
         let pico = fresh * p.input + cached * p.cached + tokens_out.max(0) as i128 * p.output;
-        // Round half up to whole nano-dollars.
-        Some(((pico + 500) / 1000) as i64)
+        // Round half up to whole nano-dollars; in 64 bits when it fits (a 128-bit division
+        // is a library call, and this runs for every priced event).
+        Some(match i64::try_from(pico + 500) {
+            Ok(p) => p / 1000,
+            Err(_) => ((pico + 500) / 1000) as i64,
+        })
     }
 }
 
@@ -403,6 +407,17 @@ mod tests {
             .sum();
         assert_eq!(total, 4_500_000_000);
         assert_eq!(total as f64 / 1e9, 4.5);
+    }
+
+    #[test]
+    fn costs_past_64_bit_pico_dollars_round_as_below() {
+        let t = table(T);
+        // gpt-4o-mini output: 600,000 pico a token. 10^14 tokens are 6e19 pico, past
+        // i64::MAX (9.2e18): the 128-bit path; 10^13 tokens stay in 64 bits.
+        for tokens in [10_000_000_000_000i64, 100_000_000_000_000] {
+            let want = ((tokens as i128 * 600_000 + 500) / 1000) as i64;
+            assert_eq!(t.cost_nanos("gpt-4o-mini", JAN, 0, tokens, 0), Some(want));
+        }
     }
 
     #[test]

@@ -273,6 +273,7 @@ impl WindowOperator {
 }
 
 /// Row `i` of a string column, `None` when null.
+#[inline]
 pub(crate) fn opt(a: &StringArray, i: usize) -> Option<&str> {
     a.is_valid(i).then(|| a.value(i))
 }
