@@ -35,6 +35,7 @@ impl Default for Limits {
 }
 
 impl Limits {
+    #[inline]
     pub(crate) fn required_id(
         &self,
         name: &str,
@@ -48,6 +49,9 @@ impl Limits {
         }
     }
 
+    // The checks inline into the decoder's per-event validation; the reasons are built out
+    // of line (`#[cold]`), as they are seldom needed.
+    #[inline]
     pub(crate) fn optional_text(
         &self,
         name: &str,
@@ -55,10 +59,7 @@ impl Limits {
         max: usize,
     ) -> Result<(), String> {
         match v {
-            Some(s) if s.len() > max => Err(format!(
-                "field `{name}` is {} bytes, at most {max} allowed",
-                s.len()
-            )),
+            Some(s) if s.len() > max => Err(too_long(name, s.len(), max)),
             _ => Ok(()),
         }
     }
@@ -92,22 +93,35 @@ impl Status {
     }
 }
 
+#[cold]
+fn too_long(name: &str, len: usize, max: usize) -> String {
+    format!("field `{name}` is {len} bytes, at most {max} allowed")
+}
+
+#[inline]
 pub(crate) fn non_negative_f64(name: &str, v: Option<f64>) -> Result<(), String> {
     match v {
-        Some(x) if !x.is_finite() || x < 0.0 => Err(format!(
-            "field `{name}`: {x} is not a finite, non-negative number"
-        )),
+        Some(x) if !x.is_finite() || x < 0.0 => Err(not_non_negative(name, x)),
         _ => Ok(()),
     }
 }
 
+#[cold]
+fn not_non_negative(name: &str, x: f64) -> String {
+    format!("field `{name}`: {x} is not a finite, non-negative number")
+}
+
+#[inline]
 pub(crate) fn unit_interval(name: &str, v: Option<f64>) -> Result<(), String> {
     match v {
-        Some(x) if !(0.0..=1.0).contains(&x) => {
-            Err(format!("field `{name}`: {x} is outside [0, 1]"))
-        }
+        Some(x) if !(0.0..=1.0).contains(&x) => Err(outside_unit(name, x)),
         _ => Ok(()),
     }
+}
+
+#[cold]
+fn outside_unit(name: &str, x: f64) -> String {
+    format!("field `{name}`: {x} is outside [0, 1]")
 }
 
 /// At most `max` bytes of `s`, cut on a character boundary, so reasons stay short.
