@@ -191,9 +191,10 @@ impl ModelPrices {
         let pico = fresh * p.input + cached * p.cached + tokens_out.max(0) as i128 * p.output;
         // Round half up to whole nano-dollars; in 64 bits when it fits (a 128-bit division
         // is a library call, and this runs for every priced event).
-        Some(match i64::try_from(pico + 500) {
+        let half_up = pico + 500;
+        Some(match i64::try_from(half_up) {
             Ok(p) => p / 1000,
-            Err(_) => ((pico + 500) / 1000) as i64,
+            Err(_) => (half_up / 1000) as i64,
         })
     }
 }
