@@ -6,6 +6,7 @@
 //! that re-reads them to say which field is wrong; they become rejects for the
 //! `dead_letter` table and never stop the batch.
 
+mod columns;
 mod scan;
 #[cfg(test)]
 mod scan_tests;
@@ -14,15 +15,15 @@ mod wire;
 use std::sync::Arc;
 
 use crate::raw::RawBatch;
-use crate::tables::{events as col, events_schema};
+use crate::tables::{attributes_type, events as col, events_schema, flags_type};
 use crate::time::{EpochMs, Rfc3339Parser, MAX_EVENT_MS, MIN_EVENT_MS};
 use crate::validate::{Limits, Status, SUPPORTED_SCHEMA_VERSION};
 use arrow::array::{
-    new_null_array, ArrayBuilder, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Builder,
-    Int32Array, Int32Builder, Int64Builder, ListBuilder, MapBuilder, MapFieldNames, RecordBatch,
-    StringArray, StringBuilder, TimestampMillisecondBuilder,
+    new_null_array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch, StringArray,
 };
 use arrow::buffer::{BooleanBuffer, OffsetBuffer};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
+use columns::{Bools, Entries, Numbers, Texts};
 use wire::{Text, WireEvent, WireTime};
 
 /// A payload that did not become an event.
@@ -57,44 +58,44 @@ pub struct EventDecoder {
 }
 
 struct Builders {
-    event_id: StringBuilder,
-    timestamp: TimestampMillisecondBuilder,
-    service: StringBuilder,
-    model: StringBuilder,
-    model_version: StringBuilder,
-    route: StringBuilder,
-    tenant: StringBuilder,
-    session_id: StringBuilder,
-    status: StringBuilder,
-    latency_ms: Float64Builder,
-    tokens_in: Int64Builder,
-    tokens_out: Int64Builder,
-    tokens_cached: Int64Builder,
-    cost_usd: Float64Builder,
-    cost_source: StringBuilder,
-    prediction: StringBuilder,
-    confidence: Float64Builder,
-    correct: BooleanBuilder,
-    quality_score: Float64Builder,
-    flags: ListBuilder<StringBuilder>,
+    event_id: Texts,
+    timestamp: Numbers<TimestampMillisecondType>,
+    service: Texts,
+    model: Texts,
+    model_version: Texts,
+    route: Texts,
+    tenant: Texts,
+    session_id: Texts,
+    status: Texts,
+    latency_ms: Numbers<Float64Type>,
+    tokens_in: Numbers<Int64Type>,
+    tokens_out: Numbers<Int64Type>,
+    tokens_cached: Numbers<Int64Type>,
+    cost_usd: Numbers<Float64Type>,
+    cost_source: Texts,
+    prediction: Texts,
+    confidence: Numbers<Float64Type>,
+    correct: Bools,
+    quality_score: Numbers<Float64Type>,
+    flags: Entries,
     flags_nulls: LazyNulls,
-    approval: StringBuilder,
-    step: Int64Builder,
-    tool: StringBuilder,
-    provider: StringBuilder,
+    approval: Texts,
+    step: Numbers<Int64Type>,
+    tool: Texts,
+    provider: Texts,
     provider_nulls: LazyNulls,
-    input_hash: StringBuilder,
-    output_chars: Int64Builder,
-    attributes: MapBuilder<StringBuilder, StringBuilder>,
+    input_hash: Texts,
+    output_chars: Numbers<Int64Type>,
+    attributes: Entries,
     attributes_nulls: LazyNulls,
-    schema_version: Int32Builder,
-    source_offset: Int64Builder,
+    schema_version: Numbers<Int32Type>,
+    source_offset: Numbers<Int64Type>,
     // `source`, `source_partition` and `late` hold one value per batch: built whole at the end.
 }
 
-/// Nulls held back from a builder that has seen no value in this batch: most batches have
-/// no `flags`, `attributes` or `provider`, and a null costs those builders as much as a
-/// value.
+/// Nulls held back from a column that has seen no value in this batch: most batches have
+/// no `provider` (or `flags`, `attributes`), and an all-null column is built whole at the end
+/// for less than a null a row costs.
 #[derive(Default)]
 struct LazyNulls {
     waiting: usize,
@@ -129,16 +130,10 @@ impl Builders {
     /// Builders for `rows` events, with `bytes[c]` bytes for the values of string column `c`
     /// (the last batch's: sized once, they are not grown value by value).
     fn with_capacity(rows: usize, bytes: &[usize]) -> Self {
-        let s =
-            |c: usize| StringBuilder::with_capacity(rows, bytes.get(c).map_or(0, |b| b + b / 8));
-        let names = MapFieldNames {
-            entry: "entries".into(),
-            key: "keys".into(),
-            value: "values".into(),
-        };
+        let s = |c: usize| Texts::with_capacity(rows, bytes.get(c).map_or(0, |b| b + b / 8));
         Self {
             event_id: s(col::EVENT_ID),
-            timestamp: TimestampMillisecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            timestamp: Numbers::with_capacity(rows),
             service: s(col::SERVICE),
             model: s(col::MODEL),
             model_version: s(col::MODEL_VERSION),
@@ -146,47 +141,42 @@ impl Builders {
             tenant: s(col::TENANT),
             session_id: s(col::SESSION_ID),
             status: s(col::STATUS),
-            latency_ms: Float64Builder::with_capacity(rows),
-            tokens_in: Int64Builder::with_capacity(rows),
-            tokens_out: Int64Builder::with_capacity(rows),
-            tokens_cached: Int64Builder::with_capacity(rows),
-            cost_usd: Float64Builder::with_capacity(rows),
+            latency_ms: Numbers::with_capacity(rows),
+            tokens_in: Numbers::with_capacity(rows),
+            tokens_out: Numbers::with_capacity(rows),
+            tokens_cached: Numbers::with_capacity(rows),
+            cost_usd: Numbers::with_capacity(rows),
             cost_source: s(col::COST_SOURCE),
             prediction: s(col::PREDICTION),
-            confidence: Float64Builder::with_capacity(rows),
-            correct: BooleanBuilder::with_capacity(rows),
-            quality_score: Float64Builder::with_capacity(rows),
-            flags: ListBuilder::new(StringBuilder::new()),
+            confidence: Numbers::with_capacity(rows),
+            correct: Bools::with_capacity(rows),
+            quality_score: Numbers::with_capacity(rows),
+            flags: Entries::new(),
             flags_nulls: LazyNulls::default(),
             approval: s(col::APPROVAL),
-            step: Int64Builder::with_capacity(rows),
+            step: Numbers::with_capacity(rows),
             tool: s(col::TOOL),
             provider: s(col::PROVIDER),
             provider_nulls: LazyNulls::default(),
             input_hash: s(col::INPUT_HASH),
-            output_chars: Int64Builder::with_capacity(rows),
-            attributes: MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
-                .with_values_field(arrow::datatypes::Field::new(
-                    "values",
-                    arrow::datatypes::DataType::Utf8,
-                    true,
-                )),
+            output_chars: Numbers::with_capacity(rows),
+            attributes: Entries::new(),
             attributes_nulls: LazyNulls::default(),
-            schema_version: Int32Builder::with_capacity(rows),
-            source_offset: Int64Builder::with_capacity(rows),
+            schema_version: Numbers::with_capacity(rows),
+            source_offset: Numbers::with_capacity(rows),
         }
     }
 
     /// The columns of the rows appended, with `raw`'s source and partition.
     fn finish(&mut self, raw: &RawBatch) -> Vec<ArrayRef> {
         let rows = self.timestamp.len();
-        let flags = Arc::new(self.flags.finish());
-        let attributes = Arc::new(self.attributes.finish());
+        let flags = Arc::new(self.flags.finish_list(&flags_type()));
+        let attributes = Arc::new(self.attributes.finish_map(&attributes_type()));
         let source = raw.source.as_bytes();
         let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(source.len(), rows));
         vec![
             Arc::new(self.event_id.finish()),
-            Arc::new(self.timestamp.finish()),
+            Arc::new(self.timestamp.finish().with_timezone("UTC")),
             Arc::new(self.service.finish()),
             Arc::new(self.model.finish()),
             Arc::new(self.model_version.finish()),
@@ -409,78 +399,65 @@ impl EventDecoder {
 
     fn append(&mut self, ev: &WireEvent, ts: EpochMs, raw: &RawBatch, i: usize) {
         let b = &mut self.b;
-        b.event_id
-            .append_value(text(&ev.event_id).unwrap_or_default());
-        b.timestamp.append_value(ts);
-        b.service
-            .append_value(text(&ev.service).unwrap_or_default());
-        b.model.append_value(text(&ev.model).unwrap_or_default());
-        b.model_version.append_option(text(&ev.model_version));
-        b.route.append_option(text(&ev.route));
-        b.tenant.append_option(text(&ev.tenant));
-        b.session_id.append_option(text(&ev.session_id));
-        b.status.append_value(text(&ev.status).unwrap_or("ok"));
-        b.latency_ms.append_option(ev.latency_ms);
-        b.tokens_in.append_option(ev.tokens_in);
-        b.tokens_out.append_option(ev.tokens_out);
-        b.tokens_cached.append_option(ev.tokens_cached);
-        b.cost_usd.append_option(ev.cost_usd);
+        b.event_id.push(text(&ev.event_id).unwrap_or_default());
+        b.timestamp.push(ts);
+        b.service.push(text(&ev.service).unwrap_or_default());
+        b.model.push(text(&ev.model).unwrap_or_default());
+        b.model_version.push_option(text(&ev.model_version));
+        b.route.push_option(text(&ev.route));
+        b.tenant.push_option(text(&ev.tenant));
+        b.session_id.push_option(text(&ev.session_id));
+        b.status.push(text(&ev.status).unwrap_or("ok"));
+        b.latency_ms.push_option(ev.latency_ms);
+        b.tokens_in.push_option(ev.tokens_in);
+        b.tokens_out.push_option(ev.tokens_out);
+        b.tokens_cached.push_option(ev.tokens_cached);
+        b.cost_usd.push_option(ev.cost_usd);
         b.cost_source
-            .append_option(ev.cost_usd.map(|_| crate::validate::COST_SOURCE_EVENT));
-        b.prediction.append_option(text(&ev.prediction));
-        b.confidence.append_option(ev.confidence);
-        b.correct.append_option(ev.correct);
-        b.quality_score.append_option(ev.quality_score);
+            .push_option(ev.cost_usd.map(|_| crate::validate::COST_SOURCE_EVENT));
+        b.prediction.push_option(text(&ev.prediction));
+        b.confidence.push_option(ev.confidence);
+        b.correct.push_option(ev.correct);
+        b.quality_score.push_option(ev.quality_score);
         match &ev.flags {
             Some(f) => {
                 for _ in 0..b.flags_nulls.value() {
-                    b.flags.append(false);
+                    b.flags.push_null();
                 }
-                for t in &f.0 {
-                    b.flags.values().append_value(&t.0);
-                }
-                b.flags.append(true);
+                b.flags.push_list(f.0.iter().map(|t| t.0.as_ref()));
             }
-            None if b.flags_nulls.null() => b.flags.append(false),
+            None if b.flags_nulls.null() => b.flags.push_null(),
             None => {}
         }
-        b.approval.append_option(text(&ev.approval));
-        b.step.append_option(ev.step);
-        b.tool.append_option(text(&ev.tool));
+        b.approval.push_option(text(&ev.approval));
+        b.step.push_option(ev.step);
+        b.tool.push_option(text(&ev.tool));
         match text(&ev.provider) {
             Some(p) => {
-                b.provider.append_nulls(b.provider_nulls.value());
-                b.provider.append_value(p);
+                for _ in 0..b.provider_nulls.value() {
+                    b.provider.push_null();
+                }
+                b.provider.push(p);
             }
-            None if b.provider_nulls.null() => b.provider.append_null(),
+            None if b.provider_nulls.null() => b.provider.push_null(),
             None => {}
         }
-        b.input_hash.append_option(text(&ev.input_hash));
-        b.output_chars.append_option(ev.output_chars);
+        b.input_hash.push_option(text(&ev.input_hash));
+        b.output_chars.push_option(ev.output_chars);
         match &ev.attributes {
             Some(a) => {
                 for _ in 0..b.attributes_nulls.value() {
-                    b.attributes
-                        .append(false)
-                        .expect("map builder accepts nulls");
+                    b.attributes.push_null();
                 }
-                for (k, v) in &a.0 {
-                    b.attributes.keys().append_value(&k.0);
-                    b.attributes.values().append_value(&v.0);
-                }
-                b.attributes
-                    .append(true)
-                    .expect("keys and values appended in pairs");
+                let pairs = a.0.iter().map(|(k, v)| (k.0.as_ref(), v.0.as_ref()));
+                b.attributes.push_map(pairs);
             }
-            None if b.attributes_nulls.null() => b
-                .attributes
-                .append(false)
-                .expect("map builder accepts nulls"),
+            None if b.attributes_nulls.null() => b.attributes.push_null(),
             None => {}
         }
         b.schema_version
-            .append_value(ev.schema_version.unwrap_or(SUPPORTED_SCHEMA_VERSION) as i32);
-        b.source_offset.append_value(raw.offset(i));
+            .push(ev.schema_version.unwrap_or(SUPPORTED_SCHEMA_VERSION) as i32);
+        b.source_offset.push(raw.offset(i));
     }
 }
 
