@@ -78,6 +78,30 @@ const KEY_WORDS: [(u128, u128, usize); KEYS.len()] = {
     out
 };
 
+/// Each name of [`KEYS`] as it starts a field in compact JSON, `"name":`, as a word to
+/// compare 16 payload bytes against, its mask and its length; length 0 for the names too
+/// long for a word.
+const FIELD_WORDS: [(u128, u128, usize); KEYS.len()] = {
+    let mut out = [(0, 0, 0); KEYS.len()];
+    let mut k = 0;
+    while k < KEYS.len() {
+        let name = KEYS[k].as_bytes();
+        let len = name.len() + 3;
+        if len <= 16 {
+            let mut word = b'"' as u128;
+            let mut i = 0;
+            while i < name.len() {
+                word |= (name[i] as u128) << (8 * (i + 1));
+                i += 1;
+            }
+            word |= (b'"' as u128) << (8 * (i + 1)) | (b':' as u128) << (8 * (i + 2));
+            out[k] = (word, u128::MAX >> (8 * (16 - len)), len);
+        }
+        k += 1;
+    }
+    out
+};
+
 /// For each byte, the keys of [`KEYS`] that start with it (bit `k` for key `k`).
 const FIRST_BYTE: [u32; 256] = {
     let mut out = [0u32; 256];
@@ -148,10 +172,6 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.at).copied()
-    }
-
     /// Skips spaces (the other JSON blanks are control characters, which [`scan`] leaves
     /// to serde_json) and returns the byte after them, not consumed; `None` at the end.
     /// Each byte is read once: a skip followed by a separate peek read it twice (a sixth of
@@ -188,24 +208,57 @@ impl<'a> Reader<'a> {
         if self.next()? != b'{' {
             return None;
         }
+        if self.skip_ws()? == b'}' {
+            self.at += 1;
+            return Some(());
+        }
         let (mut seen, mut last) = (0u32, OTHER);
-        self.items(b'}', |r| {
-            let key = r.key(order.0[usize::from(last)])?;
+        loop {
+            let guess = order.0[usize::from(last)];
+            let key = match self.expected_key(guess) {
+                Some(key) => key,
+                None => {
+                    if self.next()? != b'"' {
+                        return None;
+                    }
+                    let key = self.key(guess)?;
+                    if self.next()? != b':' {
+                        return None;
+                    }
+                    key
+                }
+            };
             order.0[usize::from(last)] = key;
             last = key;
-            if r.next()? != b':' {
-                return None;
-            }
             if key == OTHER {
                 // Unknown fields are ignored, as serde does; only scalars are skipped here.
-                return r.skip_scalar();
+                self.skip_scalar()?;
+            } else {
+                let bit = 1u32 << key;
+                if seen & bit != 0 {
+                    return None; // serde's derive rejects a duplicate field
+                }
+                seen |= bit;
+                self.value(key, ev)?;
             }
-            let bit = 1u32 << key;
-            if seen & bit != 0 {
-                return None; // serde's derive rejects a duplicate field
+            match self.next()? {
+                b',' => {}
+                b'}' => return Some(()),
+                _ => return None,
             }
-            seen |= bit;
-            r.value(key, ev)
+        }
+    }
+
+    /// The common case of a key in one compare: `"guess":` right here, no blanks. `None`
+    /// leaves the key to the general path.
+    #[inline]
+    fn expected_key(&mut self, guess: u8) -> Option<u8> {
+        let (word, mask, len) = *FIELD_WORDS.get(usize::from(guess))?;
+        let chunk = self.text.as_bytes().get(self.at..self.at + 16)?;
+        let bytes = u128::from_le_bytes(chunk.try_into().expect("sixteen bytes"));
+        (len > 0 && bytes & mask == word).then(|| {
+            self.at += len;
+            guess
         })
     }
 
@@ -309,54 +362,57 @@ impl<'a> Reader<'a> {
         self.string_end(start, end)
     }
 
+    /// The string from `start`, just after its opening quote, to `end`, its closing quote.
+    #[inline]
     fn string_end(&mut self, start: usize, end: usize) -> Option<&'a str> {
         self.at = end + 1;
-        // Both ends are next to an ASCII quote, so both are character boundaries.
-        self.text.get(start..end)
+        let b = self.text.as_bytes();
+        debug_assert!(start <= end && b[start - 1] == b'"' && b[end] == b'"');
+        // SAFETY: every caller consumed the opening quote at `start - 1`, and `end` holds the
+        // first quote after it: both ends are next to an ASCII byte of UTF-8 text, so both
+        // are character boundaries, and `start <= end < len`.
+        Some(unsafe { self.text.get_unchecked(start..end) })
     }
 
-    /// A non-negative JSON number whose first digit was read.
+    /// A non-negative JSON number whose first digit was read. Works on a local index and
+    /// significand (kept in registers), written back once.
     fn number(&mut self, first: u8) -> Option<Number> {
+        let bytes = self.text.as_bytes();
+        let mut i = self.at;
         let mut sig = u64::from(first - b'0');
+        let at = |i: usize| bytes.get(i).copied();
         if first == b'0' {
-            if let Some(b'0'..=b'9') = self.peek() {
+            if let Some(b'0'..=b'9') = at(i) {
                 return None;
             }
         } else {
-            while let Some(c @ b'0'..=b'9') = self.peek() {
-                sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
-                self.at += 1;
-            }
+            digits(bytes, &mut i, &mut sig)?;
         }
         let mut exp: i32 = 0;
         let mut float = false;
-        if self.peek() == Some(b'.') {
-            self.at += 1;
+        if at(i) == Some(b'.') {
+            i += 1;
             float = true;
-            let start = self.at;
-            while let Some(c @ b'0'..=b'9') = self.peek() {
-                sig = sig.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
-                exp -= 1;
-                self.at += 1;
-            }
-            if self.at == start {
+            let n = digits(bytes, &mut i, &mut sig)?;
+            if n == 0 {
                 return None;
             }
+            exp = -i32::try_from(n).ok()?;
         }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.at += 1;
+        if let Some(b'e' | b'E') = at(i) {
+            i += 1;
             float = true;
-            let negative = self.peek() == Some(b'-');
-            if let Some(b'-' | b'+') = self.peek() {
-                self.at += 1;
+            let negative = at(i) == Some(b'-');
+            if let Some(b'-' | b'+') = at(i) {
+                i += 1;
             }
-            let start = self.at;
+            let start = i;
             let mut e: i32 = 0;
-            while let Some(c @ b'0'..=b'9') = self.peek() {
+            while let Some(c @ b'0'..=b'9') = at(i) {
                 e = e.checked_mul(10)?.checked_add(i32::from(c - b'0'))?;
-                self.at += 1;
+                i += 1;
             }
-            if self.at == start {
+            if i == start {
                 return None;
             }
             exp = if negative {
@@ -365,6 +421,7 @@ impl<'a> Reader<'a> {
                 exp.saturating_add(e)
             };
         }
+        self.at = i;
         if !float {
             return Some(Number::Int(sig));
         }
@@ -470,6 +527,22 @@ impl<'a> Reader<'a> {
             _ => None,
         }
     }
+}
+
+/// Reads the run of digits from `i` on into `sig`; how many there were, `None` when the
+/// significand overflows (serde_json then decides).
+#[inline]
+fn digits(bytes: &[u8], i: &mut usize, sig: &mut u64) -> Option<usize> {
+    let start = *i;
+    while let Some(&c) = bytes.get(*i) {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        *sig = sig.checked_mul(10)?.checked_add(u64::from(d))?;
+        *i += 1;
+    }
+    Some(*i - start)
 }
 
 /// Where the first quote of 16 bytes is: one compare and a mask with SSE2.
