@@ -14,6 +14,7 @@ use std::sync::{Arc, LazyLock};
 
 use memchr::memmem;
 
+use inferwatch_schemas::bytes::{find, mask};
 use inferwatch_schemas::hash::fnv64;
 use inferwatch_schemas::RawBatch;
 
@@ -200,21 +201,27 @@ fn quick_service(line: &[u8]) -> Option<Scan<'_>> {
     let before = &line[..at];
     let open = before.iter().position(|c| !c.is_ascii_whitespace())?;
     let inside = &before[open + 1..];
-    let flat = before[open] == b'{' && memchr::memchr3(b'{', b'[', b'\\', inside).is_none();
-    let even = quote_parity(inside) == 0;
+    let (nested, odd_quotes) = prefix_shape(inside);
+    let flat = before[open] == b'{' && !nested;
+    let even = !odd_quotes;
     let prev = before.iter().rev().find(|c| !c.is_ascii_whitespace());
     (flat && even && matches!(prev, Some(b'{' | b',')))
         .then(|| service_value(line, at + SERVICE_KEY.needle().len()))
 }
 
-/// 1 when `bytes` hold an odd number of quotes. Folded over fixed 16-byte blocks, which the
-/// compiler vectorises (a loop over the slice itself ran a byte at a time).
-fn quote_parity(bytes: &[u8]) -> u8 {
-    let block = |b: &[u8; 16]| b.iter().fold(0u8, |p, &c| p ^ u8::from(c == b'"'));
+/// Over `bytes`: whether any is a `{`, a `[` or a backslash, and whether they hold an odd
+/// number of quotes. 16 bytes at a time, the last block padded with blanks (for the few
+/// dozen bytes before the key, library searches cost more to set up than this).
+fn prefix_shape(bytes: &[u8]) -> (bool, bool) {
     let (blocks, rest) = bytes.as_chunks::<16>();
-    let mut last = [0u8; 16];
+    let mut last = [b' '; 16];
     last[..rest.len()].copy_from_slice(rest);
-    blocks.iter().fold(block(&last), |p, b| p ^ block(b))
+    let (mut nested, mut quotes) = (0u32, 0u32);
+    for block in blocks.iter().chain([&last]) {
+        nested |= mask(block, *b"{[\\");
+        quotes += mask(block, *b"\"").count_ones();
+    }
+    (nested != 0, quotes % 2 == 1)
 }
 
 /// Walks the line's strings and brackets to the top-level key: any shape, stopping at the
@@ -264,7 +271,7 @@ fn service_value(line: &[u8], after: usize) -> Scan<'_> {
         // A number, null, an object: not a service name.
         return Scan::Missing;
     }
-    match string_end(line, v + 1) {
+    match find(line, v + 1, *b"\"\\").map(|e| (e, line[e] == b'\\')) {
         Some((e, false)) => {
             // Names are short and nearly always ASCII: checked a word at a time, where a
             // UTF-8 check costs more than the scan.
@@ -480,6 +487,22 @@ mod tests {
         assert_eq!(quick_service(br#"{"a":"service","service":"t"}"#), None);
         assert_eq!(quick_service(br#"{"a":[1],"service":"s"}"#), None);
         assert_eq!(quick_service(br#"{"model":"m"}"#), None);
+    }
+
+    #[test]
+    fn prefix_shape_agrees_with_byte_loops() {
+        for len in 0..40 {
+            for at in 0..len {
+                for byte in [b'"', b'\\', b'{', b'[', b'a'] {
+                    let mut line = vec![b'x'; len];
+                    line[at] = byte;
+                    line[len - 1 - (len - 1 - at) / 2] = byte; // a second one at or after it
+                    let nested = line.iter().any(|c| matches!(c, b'{' | b'[' | b'\\'));
+                    let quotes = line.iter().filter(|&&c| c == b'"').count();
+                    assert_eq!(prefix_shape(&line), (nested, quotes % 2 == 1), "{line:?}");
+                }
+            }
+        }
     }
 
     #[test]

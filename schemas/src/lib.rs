@@ -2,6 +2,7 @@
 //! validation, and decoding of raw JSON payloads straight into Arrow.
 
 pub mod alert;
+pub mod bytes;
 pub mod dead_letter;
 pub mod decode;
 pub mod event;

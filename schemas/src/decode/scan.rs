@@ -545,66 +545,9 @@ fn digits(bytes: &[u8], i: &mut usize, sig: &mut u64) -> Option<usize> {
     Some(*i - start)
 }
 
-/// Where the first quote of 16 bytes is: one compare and a mask with SSE2.
-#[cfg(target_arch = "x86_64")]
+/// Where the first quote of 16 bytes is.
 #[inline]
 fn first_quote(chunk: &[u8; 16]) -> Option<usize> {
-    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set1_epi8, _mm_set_epi64x};
-    let (lo, hi) = chunk.split_at(8);
-    let word = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("eight bytes"));
-    // SAFETY: SSE2 is part of the x86-64 baseline, so every CPU this runs on has these
-    // instructions; they read only their arguments.
-    let mask = unsafe {
-        let v = _mm_set_epi64x(word(hi), word(lo));
-        _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8)))
-    };
-    (mask != 0).then(|| mask.trailing_zeros() as usize)
-}
-
-/// Where the first quote of 16 bytes is, elsewhere.
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-fn first_quote(chunk: &[u8; 16]) -> Option<usize> {
-    first_quote_words(chunk)
-}
-
-/// Where the first quote of 16 bytes is, portably: the zero-byte test on a 128-bit word
-/// (exact up to the first flagged byte; borrows may flag bytes above it). Compiled and
-/// tested on every target, used where SSE2 is missing.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-#[inline]
-fn first_quote_words(chunk: &[u8; 16]) -> Option<usize> {
-    let splat = |b: u8| u128::from_ne_bytes([b; 16]);
-    let v = u128::from_le_bytes(*chunk) ^ splat(b'"');
-    let zero = v.wrapping_sub(splat(1)) & !v & splat(0x80);
-    (zero != 0).then(|| (zero.trailing_zeros() / 8) as usize)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn both_quote_searches_find_the_first_quote_at_every_position() {
-        // Bytes around the quote's value (0x21, 0x23, 0x00, 0xff) and quotes after the first,
-        // where the word test's borrows could mislead it.
-        let fills = [b'a', b'!', b'#', 0x00, 0xff, b'"' ^ 0x80];
-        for &fill in &fills {
-            let chunk = [fill; 16];
-            assert_eq!(first_quote(&chunk), None);
-            assert_eq!(first_quote_words(&chunk), None);
-            for at in 0..16 {
-                for also in at..16 {
-                    let mut c = chunk;
-                    c[at] = b'"';
-                    c[also] = b'"';
-                    if at > 0 {
-                        c[at - 1] = b'!'; // one below a quote
-                    }
-                    assert_eq!(first_quote(&c), Some(at), "{c:?}");
-                    assert_eq!(first_quote_words(&c), Some(at), "{c:?}");
-                }
-            }
-        }
-    }
+    let m = crate::bytes::mask(chunk, *b"\"");
+    (m != 0).then(|| m.trailing_zeros() as usize)
 }

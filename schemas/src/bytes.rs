@@ -1,0 +1,88 @@
+//! Byte masks of 16-byte blocks: the searches on the hot paths (the decoder's strings, the
+//! file reader's partition key) run over spans too short for a library search to repay its
+//! setup.
+
+/// Bit `i` set where `block[i]` is one of `needles`: a compare each and one mask with SSE2,
+/// part of the x86-64 baseline.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn mask<const N: usize>(block: &[u8; 16], needles: [u8; N]) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
+        _mm_setzero_si128,
+    };
+    let (lo, hi) = block.split_at(8);
+    let word = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("eight bytes"));
+    // SAFETY: SSE2 is part of the x86-64 baseline, so every CPU this runs on has these
+    // instructions; they read only their arguments.
+    unsafe {
+        let v = _mm_set_epi64x(word(hi), word(lo));
+        let mut hits = _mm_setzero_si128();
+        for n in needles {
+            hits = _mm_or_si128(hits, _mm_cmpeq_epi8(v, _mm_set1_epi8(n as i8)));
+        }
+        _mm_movemask_epi8(hits) as u32
+    }
+}
+
+/// Bit `i` set where `block[i]` is one of `needles`, elsewhere.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+pub fn mask<const N: usize>(block: &[u8; 16], needles: [u8; N]) -> u32 {
+    portable_mask(block, needles)
+}
+
+/// The byte loop [`mask`] stands for: compiled and tested on every target.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline]
+fn portable_mask<const N: usize>(block: &[u8; 16], needles: [u8; N]) -> u32 {
+    (0..16).fold(0, |m, i| m | (u32::from(needles.contains(&block[i])) << i))
+}
+
+/// Where the first of `needles` is from `from` on, a block at a time.
+#[inline]
+pub fn find<const N: usize>(bytes: &[u8], from: usize, needles: [u8; N]) -> Option<usize> {
+    let mut i = from;
+    while let Some(block) = bytes.get(i..i + 16) {
+        let m = mask(block.try_into().expect("sixteen bytes"), needles);
+        if m != 0 {
+            return Some(i + m.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
+    let rest = bytes.get(i..)?;
+    rest.iter().position(|c| needles.contains(c)).map(|p| i + p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_and_finds_agree_with_byte_loops_at_every_position() {
+        let (one, two, three) = (*b"\"", *b"\"\\", *b"{[\\");
+        // Fill bytes next to and far from the needles, and 0x00 / 0xff.
+        for fill in [b'a', b'!', b'#', b'Z', b'|', 0x00, 0xff] {
+            for at in 0..16 {
+                for also in at..16 {
+                    let mut block = [fill; 16];
+                    block[at] = b'"';
+                    block[also] = if also % 2 == 0 { b'\\' } else { b'[' };
+                    assert_eq!(mask(&block, one), portable_mask(&block, one));
+                    assert_eq!(mask(&block, two), portable_mask(&block, two));
+                    assert_eq!(mask(&block, three), portable_mask(&block, three));
+                }
+            }
+        }
+        for len in 0..40 {
+            for at in 0..len {
+                let mut bytes = vec![b'x'; len];
+                bytes[at] = b'\\';
+                for from in 0..=len + 1 {
+                    let want = (from..len).find(|&i| bytes[i] == b'\\');
+                    assert_eq!(find(&bytes, from, *b"\"\\"), want, "{len} {at} {from}");
+                }
+            }
+        }
+    }
+}
