@@ -131,6 +131,20 @@ impl Texts {
     }
 }
 
+/// A column of `rows` copies of `s` (a batch's source name), built whole.
+pub(super) fn repeated(s: &str, rows: usize) -> StringArray {
+    let len = i32::try_from(s.len()).expect("a source name under 2 GiB");
+    let end = i32::try_from(rows).ok().and_then(|r| r.checked_mul(len));
+    end.expect("a batch's source column holds under 2 GiB");
+    let offsets: Vec<i32> = (0..=rows as i32).map(|i| i * len).collect();
+    // SAFETY: the offsets start at 0 and step by the length of `s`, which is valid UTF-8,
+    // over `rows` copies of it.
+    unsafe {
+        let offsets = OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets));
+        StringArray::new_unchecked(offsets, Buffer::from_vec(s.repeat(rows).into_bytes()), None)
+    }
+}
+
 /// A column of lists of strings (`flags`) or of string maps (`attributes`): the items in
 /// columns of their own, each row's a range of them.
 #[derive(Debug)]
@@ -379,6 +393,15 @@ mod tests {
             0,
             "finish leaves it empty"
         );
+    }
+
+    #[test]
+    fn repeated_equals_a_built_column() {
+        for rows in [0, 1, 5] {
+            let want = StringArray::from(vec!["file:x.ndjson"; rows]);
+            assert_eq!(repeated("file:x.ndjson", rows), want);
+        }
+        assert_eq!(repeated("", 3), StringArray::from(vec![""; 3]));
     }
 
     #[test]

@@ -18,10 +18,8 @@ use crate::raw::RawBatch;
 use crate::tables::{attributes_type, events as col, events_schema, flags_type};
 use crate::time::{EpochMs, Rfc3339Parser, MAX_EVENT_MS, MIN_EVENT_MS};
 use crate::validate::{Limits, Status, SUPPORTED_SCHEMA_VERSION};
-use arrow::array::{
-    new_null_array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch, StringArray,
-};
-use arrow::buffer::{BooleanBuffer, OffsetBuffer};
+use arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch};
+use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
 use columns::{Bools, Entries, Numbers, Texts};
 use wire::{Text, WireEvent, WireTime};
@@ -172,8 +170,6 @@ impl Builders {
         let rows = self.timestamp.len();
         let flags = Arc::new(self.flags.finish_list(&flags_type()));
         let attributes = Arc::new(self.attributes.finish_map(&attributes_type()));
-        let source = raw.source.as_bytes();
-        let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(source.len(), rows));
         vec![
             Arc::new(self.event_id.finish()),
             Arc::new(self.timestamp.finish().with_timezone("UTC")),
@@ -204,7 +200,7 @@ impl Builders {
             Arc::new(self.output_chars.finish()),
             self.attributes_nulls.finish(attributes, col::ATTRIBUTES),
             Arc::new(self.schema_version.finish()),
-            Arc::new(StringArray::new(offsets, source.repeat(rows).into(), None)),
+            Arc::new(columns::repeated(&raw.source, rows)),
             Arc::new(Int32Array::from_value(raw.partition, rows)),
             Arc::new(self.source_offset.finish()),
             Arc::new(BooleanArray::new(BooleanBuffer::new_unset(rows), None)),
