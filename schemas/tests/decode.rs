@@ -1546,3 +1546,73 @@ fn reject_invalid_utf8_in_unknown_field() {
     let r = reject(&payload);
     assert!(r.contains("UTF-8"), "{r}");
 }
+
+#[test]
+fn rejected_payloads_leave_no_trace_in_the_columns() {
+    let e = |extra: Value| {
+        let mut v = minimal();
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::to_vec(&v).unwrap()
+    };
+    // Each bad payload fails after some of its fields were written: mid-row (a value out of
+    // its range, after provider, flags and attributes got their first values of the batch)
+    // or once read through (tokens, a missing required field).
+    let payloads: Vec<(Vec<u8>, bool)> = vec![
+        (e(json!({"route": "/a"})), true),
+        // serde_json writes keys in order: the nulls come before the bad status.
+        (
+            e(json!({"attributes": null, "flags": null, "provider": null, "status": "sideways"})),
+            false,
+        ),
+        (
+            e(json!({"provider": "p", "flags": ["f"], "attributes": {"k": "v"}, "confidence": 2})),
+            false,
+        ),
+        (
+            e(json!({"tokens_in": 1, "tokens_cached": 5, "latency_ms": 3.5})),
+            false,
+        ),
+        (
+            br#"{"event_id":"x","timestamp":"2026-01-01T00:00:00Z","service":"s","route":"/r"}"#
+                .to_vec(),
+            false,
+        ),
+        (e(json!({"status": "sideways", "tenant": "t"})), false),
+        (e(json!({"provider": "openai", "cost_usd": 0.5})), true),
+        (e(json!({"flags": ["a", "b"], "quality_score": -1})), false),
+        (
+            e(json!({"attributes": {"a": "1"}, "session_id": "s1"})),
+            true,
+        ),
+        (
+            e(json!({"schema_version": 1, "correct": true, "approval": "nope"})),
+            false,
+        ),
+        (e(json!({})), true),
+    ];
+    let all: Vec<&[u8]> = payloads.iter().map(|p| p.0.as_slice()).collect();
+    let good: Vec<&[u8]> = payloads
+        .iter()
+        .filter(|p| p.1)
+        .map(|p| p.0.as_slice())
+        .collect();
+    let mixed = decode_with(Limits::default(), &all);
+    check_partition(&mixed, all.len());
+    let want: Vec<u32> = (0..payloads.len() as u32)
+        .filter(|&i| payloads[i as usize].1)
+        .collect();
+    assert_eq!(mixed.rows, want);
+    let alone = decode_with(Limits::default(), &good);
+    for c in 0..events_schema().fields().len() {
+        if c != events::SOURCE_OFFSET {
+            let name = events_schema().field(c).name().clone();
+            assert_eq!(
+                mixed.events.column(c),
+                alone.events.column(c),
+                "column {name}"
+            );
+        }
+    }
+}

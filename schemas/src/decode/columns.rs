@@ -36,6 +36,13 @@ impl Validity {
         self.nulls += usize::from(!valid);
     }
 
+    fn truncate(&mut self, rows: usize) {
+        if let Some(gone) = self.valid.get(rows..) {
+            self.nulls -= gone.iter().filter(|v| !**v).count();
+            self.valid.truncate(rows);
+        }
+    }
+
     /// The null buffer, none when every row is valid; leaves this empty.
     fn finish(&mut self) -> Option<NullBuffer> {
         let valid = std::mem::take(&mut self.valid);
@@ -86,6 +93,15 @@ impl Texts {
 
     fn len(&self) -> usize {
         self.offsets.len() - 1
+    }
+
+    /// Keeps the first `rows` values (all of them when there are fewer).
+    pub(super) fn truncate(&mut self, rows: usize) {
+        if let Some(&end) = self.offsets.get(rows) {
+            self.offsets.truncate(rows + 1);
+            self.values.truncate(end as usize);
+            self.validity.truncate(rows);
+        }
     }
 
     /// The end of the values as an offset. A batch's column past 2 GiB is out of Arrow's
@@ -194,6 +210,16 @@ impl Entries {
         self.validity.push(false);
     }
 
+    /// Keeps the first `rows` rows (all of them when there are fewer).
+    pub(super) fn truncate(&mut self, rows: usize) {
+        if let Some(&end) = self.offsets.get(rows) {
+            self.offsets.truncate(rows + 1);
+            self.validity.truncate(rows);
+            self.keys.truncate(end as usize);
+            self.values.truncate(end as usize);
+        }
+    }
+
     /// `(offsets, nulls)` of the rows; leaves them empty.
     fn rows(&mut self) -> (OffsetBuffer<i32>, Option<NullBuffer>) {
         let offsets = std::mem::replace(&mut self.offsets, vec![0]);
@@ -246,6 +272,12 @@ impl<T: ArrowPrimitiveType> Numbers<T> {
         self.values.len()
     }
 
+    /// Keeps the first `rows` values (all of them when there are fewer).
+    pub(super) fn truncate(&mut self, rows: usize) {
+        self.values.truncate(rows);
+        self.validity.truncate(rows);
+    }
+
     #[inline]
     pub(super) fn push(&mut self, v: T::Native) {
         self.values.push(v);
@@ -285,6 +317,12 @@ impl Bools {
     pub(super) fn push_option(&mut self, v: Option<bool>) {
         self.values.push(v.unwrap_or_default());
         self.validity.push(v.is_some());
+    }
+
+    /// Keeps the first `rows` values (all of them when there are fewer).
+    pub(super) fn truncate(&mut self, rows: usize) {
+        self.values.truncate(rows);
+        self.validity.truncate(rows);
     }
 
     /// The column; leaves this empty.
@@ -392,6 +430,40 @@ mod tests {
             list.finish_list(&flags_type()).len(),
             0,
             "finish leaves it empty"
+        );
+    }
+
+    #[test]
+    fn truncated_columns_equal_columns_never_given_the_rows() {
+        let mut t = Texts::with_capacity(0, 0);
+        let mut n = Numbers::<Float64Type>::with_capacity(0);
+        let mut e = Entries::new();
+        for round in 0..3 {
+            t.push_option(Some("keep"));
+            t.push_null();
+            n.push_option(None);
+            e.push_map([("k", "v")]);
+            e.push_null();
+            let rows = 2 * (round + 1);
+            t.push("gone");
+            t.push_null();
+            n.push(1.0);
+            e.push_map([("gone", "x")]);
+            t.truncate(rows);
+            t.truncate(rows + 5);
+            n.truncate(rows / 2);
+            e.truncate(rows);
+        }
+        let want: Vec<Option<&str>> = [Some("keep"), None].repeat(3);
+        let got = t.finish();
+        assert_eq!(got, StringArray::from(want));
+        assert_eq!(got.null_count(), 3);
+        let nums = n.finish();
+        assert_eq!((nums.len(), nums.null_count()), (3, 3));
+        let map = e.finish_map(&crate::tables::attributes_type());
+        assert_eq!(
+            (map.len(), map.null_count(), map.entries().len()),
+            (6, 3, 3)
         );
     }
 

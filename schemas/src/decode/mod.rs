@@ -7,6 +7,7 @@
 //! `dead_letter` table and never stop the batch.
 
 mod columns;
+mod row;
 mod scan;
 #[cfg(test)]
 mod scan_tests;
@@ -22,6 +23,7 @@ use arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray, Int32Array, 
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
 use columns::{Bools, Entries, Numbers, Texts};
+use row::Row;
 use wire::{Text, WireEvent, WireTime};
 
 /// A payload that did not become an event.
@@ -53,6 +55,9 @@ pub struct EventDecoder {
     text_bytes: Vec<f64>,
     order: scan::KeyOrder,
     times: Rfc3339Parser,
+    /// Tests compare the two paths: this one takes every payload the slow way.
+    #[cfg(test)]
+    slow_only: bool,
 }
 
 struct Builders {
@@ -226,6 +231,8 @@ impl EventDecoder {
             text_bytes: Vec::new(),
             order: scan::KeyOrder::default(),
             times: Rfc3339Parser::default(),
+            #[cfg(test)]
+            slow_only: false,
         }
     }
 
@@ -247,6 +254,10 @@ impl EventDecoder {
         let mut rejects = Vec::new();
         for i in 0..raw.len() {
             let payload = raw.payload(i);
+            if self.read_row(payload, raw.offset(i)) {
+                rows.push(i as u32);
+                continue;
+            }
             // Filled in place: the struct is large, and moving it per event showed in profiles.
             let mut ev = WireEvent::default();
             match self.decode_one(payload, &mut ev) {
@@ -276,6 +287,31 @@ impl EventDecoder {
         }
     }
 
+    /// The fast path: a plain payload read straight into the columns, true when it became a
+    /// row. Otherwise the columns are as they were, and the slow path decides.
+    fn read_row(&mut self, payload: &[u8], offset: i64) -> bool {
+        #[cfg(test)]
+        if self.slow_only {
+            return false;
+        }
+        if payload.len() > self.limits.max_payload_bytes {
+            return false;
+        }
+        // One UTF-8 check of the whole payload beats a check per string.
+        let Ok(text) = simdutf8::basic::from_utf8(payload) else {
+            return false;
+        };
+        let rows = self.b.timestamp.len();
+        let mut row = Row::new(&mut self.b, &self.limits, &mut self.times);
+        if scan::scan(text, &mut row, &mut self.order) && row.finish(offset).is_some() {
+            return true;
+        }
+        self.b.truncate(rows);
+        false
+    }
+
+    /// The slow path: any payload, through serde_json, with the reason when it is not an
+    /// event.
     fn decode_one<'p>(
         &mut self,
         payload: &'p [u8],
@@ -299,9 +335,6 @@ impl EventDecoder {
                 "payload is not valid UTF-8 (invalid byte at offset {at})"
             ));
         };
-        if scan::scan(text, ev, &mut self.order) {
-            return self.validate(ev);
-        }
         // serde's derived struct visitor also accepts a positional array: only objects are events.
         if text.trim_start().as_bytes().first() != Some(&b'{') {
             let e = serde_json::from_str::<serde::de::IgnoredAny>(text).err();

@@ -2,7 +2,9 @@
 //!
 //! serde_json is general and pays for it per field and per byte. Most payloads are plain: an
 //! object of known fields, strings without escapes, short numbers. This reader takes those
-//! and builds the [`WireEvent`] serde_json would, bit for bit. Anything it is not sure of
+//! and hands over each field as serde_json reads it, bit for bit, to a [`Fields`] target:
+//! the batch's columns (`row`), or in tests the struct serde_json builds, to compare them.
+//! Anything it is not sure of
 //! (an escape or a control character anywhere, a duplicate field, a negative number, a
 //! number serde_json would compute another way, a nested value under an unknown field, any
 //! syntax error) makes it answer false: the payload then goes to serde_json, which decides
@@ -10,18 +12,18 @@
 
 use std::borrow::Cow;
 
-use super::wire::{Attributes, Flags, Text, WireEvent, WireTime};
+use super::wire::{Attributes, Flags, Text, WireTime};
 
-/// Reads `text` as one event object into `ev` (all `None` before); false when serde_json
-/// must decide (`ev` then holds a part of the payload, to be overwritten).
-pub(super) fn scan<'a>(text: &'a str, ev: &mut WireEvent<'a>, order: &mut KeyOrder) -> bool {
+/// Reads `text` as one event object into `out`, each field as it comes; false when
+/// serde_json must decide (`out` then holds a part of the payload, to be dropped).
+pub(super) fn scan<'a, F: Fields<'a>>(text: &'a str, out: &mut F, order: &mut KeyOrder) -> bool {
     // Escapes and control characters are rare: a payload with any goes to serde_json, so
     // that strings below need only look for their closing quote.
     if !plain(text.as_bytes()) {
         return false;
     }
     let mut r = Reader { text, at: 0 };
-    if r.event(ev, order).is_none() {
+    if r.event(out, order).is_none() {
         return false;
     }
     r.skip_ws().is_none()
@@ -57,6 +59,52 @@ const KEYS: [&str; 27] = [
     "schema_version",
     "provider",
 ];
+
+/// The index of each name in [`KEYS`].
+pub(super) mod field {
+    pub const EVENT_ID: u8 = 0;
+    pub const TIMESTAMP: u8 = 1;
+    pub const SERVICE: u8 = 2;
+    pub const MODEL: u8 = 3;
+    pub const MODEL_VERSION: u8 = 4;
+    pub const ROUTE: u8 = 5;
+    pub const TENANT: u8 = 6;
+    pub const SESSION_ID: u8 = 7;
+    pub const STATUS: u8 = 8;
+    pub const LATENCY_MS: u8 = 9;
+    pub const TOKENS_IN: u8 = 10;
+    pub const TOKENS_OUT: u8 = 11;
+    pub const TOKENS_CACHED: u8 = 12;
+    pub const COST_USD: u8 = 13;
+    pub const PREDICTION: u8 = 14;
+    pub const CONFIDENCE: u8 = 15;
+    pub const CORRECT: u8 = 16;
+    pub const QUALITY_SCORE: u8 = 17;
+    pub const FLAGS: u8 = 18;
+    pub const APPROVAL: u8 = 19;
+    pub const STEP: u8 = 20;
+    pub const TOOL: u8 = 21;
+    pub const INPUT_HASH: u8 = 22;
+    pub const OUTPUT_CHARS: u8 = 23;
+    pub const ATTRIBUTES: u8 = 24;
+    pub const SCHEMA_VERSION: u8 = 25;
+    pub const PROVIDER: u8 = 26;
+    /// A bit for every field.
+    pub const ALL: u32 = (1 << super::KEYS.len()) - 1;
+}
+
+/// Where the reader puts each field it reads, by its index in [`KEYS`] (each at most once,
+/// `None` for an explicit `null`): the event struct, or a row of the batch's columns. A
+/// `None` back makes the reader answer false.
+pub(super) trait Fields<'a> {
+    fn text(&mut self, key: u8, v: Option<&'a str>) -> Option<()>;
+    fn float(&mut self, key: u8, v: Option<f64>) -> Option<()>;
+    fn int(&mut self, key: u8, v: Option<i64>) -> Option<()>;
+    fn boolean(&mut self, v: Option<bool>) -> Option<()>;
+    fn time(&mut self, v: Option<WireTime<'a>>) -> Option<()>;
+    fn flags(&mut self, v: Option<Flags<'a>>) -> Option<()>;
+    fn attributes(&mut self, v: Option<Attributes<'a>>) -> Option<()>;
+}
 
 /// Each name of [`KEYS`] with its closing quote, as a little-endian word to compare 16
 /// payload bytes against, the mask of its bytes, and its length.
@@ -204,7 +252,7 @@ impl<'a> Reader<'a> {
         Some(())
     }
 
-    fn event(&mut self, ev: &mut WireEvent<'a>, order: &mut KeyOrder) -> Option<()> {
+    fn event<F: Fields<'a>>(&mut self, out: &mut F, order: &mut KeyOrder) -> Option<()> {
         if self.next()? != b'{' {
             return None;
         }
@@ -239,7 +287,7 @@ impl<'a> Reader<'a> {
                     return None; // serde's derive rejects a duplicate field
                 }
                 seen |= bit;
-                self.value(key, ev)?;
+                self.value(key, out)?;
             }
             match self.next()? {
                 b',' => {}
@@ -312,38 +360,19 @@ impl<'a> Reader<'a> {
         Some(key_index(self.string_body()?))
     }
 
-    fn value(&mut self, key: u8, ev: &mut WireEvent<'a>) -> Option<()> {
+    fn value<F: Fields<'a>>(&mut self, key: u8, out: &mut F) -> Option<()> {
+        use field::*;
         match key {
-            0 => ev.event_id = self.text()?,
-            1 => ev.timestamp = self.time()?,
-            2 => ev.service = self.text()?,
-            3 => ev.model = self.text()?,
-            4 => ev.model_version = self.text()?,
-            5 => ev.route = self.text()?,
-            6 => ev.tenant = self.text()?,
-            7 => ev.session_id = self.text()?,
-            8 => ev.status = self.text()?,
-            9 => ev.latency_ms = self.float()?,
-            10 => ev.tokens_in = self.int()?,
-            11 => ev.tokens_out = self.int()?,
-            12 => ev.tokens_cached = self.int()?,
-            13 => ev.cost_usd = self.float()?,
-            14 => ev.prediction = self.text()?,
-            15 => ev.confidence = self.float()?,
-            16 => ev.correct = self.boolean()?,
-            17 => ev.quality_score = self.float()?,
-            18 => ev.flags = self.flags()?,
-            19 => ev.approval = self.text()?,
-            20 => ev.step = self.int()?,
-            21 => ev.tool = self.text()?,
-            22 => ev.input_hash = self.text()?,
-            23 => ev.output_chars = self.int()?,
-            24 => ev.attributes = self.attributes()?,
-            25 => ev.schema_version = self.int()?,
-            26 => ev.provider = self.text()?,
-            _ => unreachable!("KEYS has {} names", KEYS.len()),
+            TIMESTAMP => out.time(self.time()?),
+            LATENCY_MS | COST_USD | CONFIDENCE | QUALITY_SCORE => out.float(key, self.float()?),
+            TOKENS_IN | TOKENS_OUT | TOKENS_CACHED | STEP | OUTPUT_CHARS | SCHEMA_VERSION => {
+                out.int(key, self.int()?)
+            }
+            CORRECT => out.boolean(self.boolean()?),
+            FLAGS => out.flags(self.flags()?),
+            ATTRIBUTES => out.attributes(self.attributes()?),
+            _ => out.text(key, self.text()?),
         }
-        Some(())
     }
 
     /// The rest of a string whose opening quote was read (the payload has no escapes and no
@@ -432,9 +461,9 @@ impl<'a> Reader<'a> {
     }
 
     /// `null` or a string.
-    fn text(&mut self) -> Option<Option<Text<'a>>> {
+    fn text(&mut self) -> Option<Option<&'a str>> {
         match self.next()? {
-            b'"' => Some(Some(Text(Cow::Borrowed(self.string_body()?)))),
+            b'"' => Some(Some(self.string_body()?)),
             b'n' => self.literal(b"ull").map(|_| None),
             _ => None,
         }
