@@ -19,7 +19,7 @@ use crate::raw::RawBatch;
 use crate::tables::{attributes_type, events as col, events_schema, flags_type};
 use crate::time::{EpochMs, Rfc3339Parser, MAX_EVENT_MS, MIN_EVENT_MS};
 use crate::validate::{Limits, Status, SUPPORTED_SCHEMA_VERSION};
-use arrow::array::{new_null_array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch};
 use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
 use columns::{Bools, Entries, Numbers, Texts};
@@ -81,52 +81,16 @@ struct Builders {
     correct: Bools,
     quality_score: Numbers<Float64Type>,
     flags: Entries,
-    flags_nulls: LazyNulls,
     approval: Texts,
     step: Numbers<Int64Type>,
     tool: Texts,
     provider: Texts,
-    provider_nulls: LazyNulls,
     input_hash: Texts,
     output_chars: Numbers<Int64Type>,
     attributes: Entries,
-    attributes_nulls: LazyNulls,
     schema_version: Numbers<Int32Type>,
     source_offset: Numbers<Int64Type>,
     // `source`, `source_partition` and `late` hold one value per batch: built whole at the end.
-}
-
-/// Nulls held back from a column that has seen no value in this batch: most batches have
-/// no `provider` (or `flags`, `attributes`), and an all-null column is built whole at the end
-/// for less than a null a row costs.
-#[derive(Default)]
-struct LazyNulls {
-    waiting: usize,
-    active: bool,
-}
-
-impl LazyNulls {
-    /// For a row without a value: true when the builder takes the null now.
-    fn null(&mut self) -> bool {
-        self.waiting += usize::from(!self.active);
-        self.active
-    }
-
-    /// For a row with a value: the nulls the builder takes first.
-    fn value(&mut self) -> usize {
-        self.active = true;
-        std::mem::take(&mut self.waiting)
-    }
-
-    /// The column: the builder's, or all nulls when it saw no value.
-    fn finish(&mut self, built: ArrayRef, column: usize) -> ArrayRef {
-        match std::mem::take(self) {
-            LazyNulls { active: true, .. } => built,
-            LazyNulls { waiting, .. } => {
-                new_null_array(events_schema().field(column).data_type(), waiting)
-            }
-        }
-    }
 }
 
 impl Builders {
@@ -155,16 +119,13 @@ impl Builders {
             correct: Bools::with_capacity(rows),
             quality_score: Numbers::with_capacity(rows),
             flags: Entries::new(),
-            flags_nulls: LazyNulls::default(),
             approval: s(col::APPROVAL),
             step: Numbers::with_capacity(rows),
             tool: s(col::TOOL),
             provider: s(col::PROVIDER),
-            provider_nulls: LazyNulls::default(),
             input_hash: s(col::INPUT_HASH),
             output_chars: Numbers::with_capacity(rows),
             attributes: Entries::new(),
-            attributes_nulls: LazyNulls::default(),
             schema_version: Numbers::with_capacity(rows),
             source_offset: Numbers::with_capacity(rows),
         }
@@ -173,6 +134,7 @@ impl Builders {
     /// The columns of the rows appended, with `raw`'s source and partition.
     fn finish(&mut self, raw: &RawBatch) -> Vec<ArrayRef> {
         let rows = self.timestamp.len();
+        self.pad(rows);
         let flags = Arc::new(self.flags.finish_list(&flags_type()));
         let attributes = Arc::new(self.attributes.finish_map(&attributes_type()));
         vec![
@@ -181,8 +143,7 @@ impl Builders {
             Arc::new(self.service.finish()),
             Arc::new(self.model.finish()),
             Arc::new(self.model_version.finish()),
-            self.provider_nulls
-                .finish(Arc::new(self.provider.finish()), col::PROVIDER),
+            Arc::new(self.provider.finish()),
             Arc::new(self.route.finish()),
             Arc::new(self.tenant.finish()),
             Arc::new(self.session_id.finish()),
@@ -197,13 +158,13 @@ impl Builders {
             Arc::new(self.confidence.finish()),
             Arc::new(self.correct.finish()),
             Arc::new(self.quality_score.finish()),
-            self.flags_nulls.finish(flags, col::FLAGS),
+            flags,
             Arc::new(self.approval.finish()),
             Arc::new(self.step.finish()),
             Arc::new(self.tool.finish()),
             Arc::new(self.input_hash.finish()),
             Arc::new(self.output_chars.finish()),
-            self.attributes_nulls.finish(attributes, col::ATTRIBUTES),
+            attributes,
             Arc::new(self.schema_version.finish()),
             Arc::new(columns::repeated(&raw.source, rows)),
             Arc::new(Int32Array::from_value(raw.partition, rows)),
@@ -428,6 +389,8 @@ impl EventDecoder {
 
     fn append(&mut self, ev: &WireEvent, ts: EpochMs, raw: &RawBatch, i: usize) {
         let b = &mut self.b;
+        // The fast path leaves a column without a value in its rows until the next one.
+        b.pad(b.timestamp.len());
         b.event_id.push(text(&ev.event_id).unwrap_or_default());
         b.timestamp.push(ts);
         b.service.push(text(&ev.service).unwrap_or_default());
@@ -449,40 +412,20 @@ impl EventDecoder {
         b.correct.push_option(ev.correct);
         b.quality_score.push_option(ev.quality_score);
         match &ev.flags {
-            Some(f) => {
-                for _ in 0..b.flags_nulls.value() {
-                    b.flags.push_null();
-                }
-                b.flags.push_list(f.0.iter().map(|t| t.0.as_ref()));
-            }
-            None if b.flags_nulls.null() => b.flags.push_null(),
-            None => {}
+            Some(f) => b.flags.push_list(f.0.iter().map(|t| t.0.as_ref())),
+            None => b.flags.push_null(),
         }
         b.approval.push_option(text(&ev.approval));
         b.step.push_option(ev.step);
         b.tool.push_option(text(&ev.tool));
-        match text(&ev.provider) {
-            Some(p) => {
-                for _ in 0..b.provider_nulls.value() {
-                    b.provider.push_null();
-                }
-                b.provider.push(p);
-            }
-            None if b.provider_nulls.null() => b.provider.push_null(),
-            None => {}
-        }
+        b.provider.push_option(text(&ev.provider));
         b.input_hash.push_option(text(&ev.input_hash));
         b.output_chars.push_option(ev.output_chars);
         match &ev.attributes {
-            Some(a) => {
-                for _ in 0..b.attributes_nulls.value() {
-                    b.attributes.push_null();
-                }
-                let pairs = a.0.iter().map(|(k, v)| (k.0.as_ref(), v.0.as_ref()));
-                b.attributes.push_map(pairs);
-            }
-            None if b.attributes_nulls.null() => b.attributes.push_null(),
-            None => {}
+            Some(a) => b
+                .attributes
+                .push_map(a.0.iter().map(|(k, v)| (k.0.as_ref(), v.0.as_ref()))),
+            None => b.attributes.push_null(),
         }
         b.schema_version
             .push(ev.schema_version.unwrap_or(SUPPORTED_SCHEMA_VERSION) as i32);

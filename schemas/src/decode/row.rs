@@ -7,20 +7,22 @@
 //!
 //! [`EventDecoder::validate`]: super::EventDecoder
 
-use arrow::datatypes::{Float64Type, Int64Type};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
 
-use super::columns::{Numbers, Texts};
+use super::columns::{Bools, Entries, Numbers, Texts};
 use super::scan::{field::*, Fields};
 use super::wire::{Attributes, Flags, WireTime};
 use super::Builders;
 use crate::time::{Rfc3339Parser, MAX_EVENT_MS, MIN_EVENT_MS};
 use crate::validate::{Limits, Status, COST_SOURCE_EVENT, SUPPORTED_SCHEMA_VERSION};
 
-/// One event being written into `b`.
+/// One event being written into `b` as row `row`. A field the event leaves out is left
+/// out of its column too, which fills the gap with a null at its next value.
 pub(super) struct Row<'b> {
-    pub(super) b: &'b mut Builders,
-    pub(super) limits: &'b Limits,
-    pub(super) times: &'b mut Rfc3339Parser,
+    b: &'b mut Builders,
+    limits: &'b Limits,
+    times: &'b mut Rfc3339Parser,
+    row: usize,
     /// A bit for each field written, by its index in the reader's keys.
     written: u32,
     tokens_in: Option<i64>,
@@ -34,6 +36,7 @@ impl<'b> Row<'b> {
         times: &'b mut Rfc3339Parser,
     ) -> Self {
         Self {
+            row: b.timestamp.len(),
             b,
             limits,
             times,
@@ -43,8 +46,8 @@ impl<'b> Row<'b> {
         }
     }
 
-    /// Completes the row once the reader is through: the checks across fields, then defaults
-    /// and nulls for the fields the payload left out, and the position in the source. `None`
+    /// Completes the row once the reader is through: the checks across fields, the
+    /// defaults of the fields left out that have one, the position in the source. `None`
     /// when a required field is missing or the checks fail.
     pub(super) fn finish(self, offset: i64) -> Option<()> {
         const REQUIRED: u32 = 1 << EVENT_ID | 1 << TIMESTAMP | 1 << SERVICE | 1 << MODEL;
@@ -57,39 +60,14 @@ impl<'b> Row<'b> {
             }
         }
         let b = self.b;
-        let mut missing = ALL & !self.written;
-        while missing != 0 {
-            let key = missing.trailing_zeros() as u8;
-            missing &= missing - 1;
-            match key {
-                EVENT_ID | TIMESTAMP | SERVICE | MODEL => unreachable!("checked above"),
-                STATUS => b.status.push("ok"),
-                SCHEMA_VERSION => b.schema_version.push(SUPPORTED_SCHEMA_VERSION as i32),
-                COST_USD => {
-                    b.cost_usd.push_option(None);
-                    b.cost_source.push_null();
-                }
-                CORRECT => b.correct.push_option(None),
-                PROVIDER => lazy_null(&mut b.provider_nulls, || b.provider.push_null()),
-                FLAGS => lazy_null(&mut b.flags_nulls, || b.flags.push_null()),
-                ATTRIBUTES => lazy_null(&mut b.attributes_nulls, || b.attributes.push_null()),
-                LATENCY_MS | CONFIDENCE | QUALITY_SCORE => b.floats(key).push_option(None),
-                TOKENS_IN | TOKENS_OUT | TOKENS_CACHED | STEP | OUTPUT_CHARS => {
-                    b.ints(key).push_option(None)
-                }
-                _ => b.texts(key).push_null(),
-            }
+        if self.written & 1 << STATUS == 0 {
+            b.status.push("ok");
+        }
+        if self.written & 1 << SCHEMA_VERSION == 0 {
+            b.schema_version.push(SUPPORTED_SCHEMA_VERSION as i32);
         }
         b.source_offset.push(offset);
         Some(())
-    }
-}
-
-/// A null for a column whose nulls wait until it sees a value.
-#[inline]
-fn lazy_null(nulls: &mut super::LazyNulls, push: impl FnOnce()) {
-    if nulls.null() {
-        push();
     }
 }
 
@@ -111,7 +89,7 @@ fn optional(v: Option<&str>, max: usize) -> Option<Option<&str>> {
 impl<'a> Fields<'a> for Row<'_> {
     #[inline]
     fn text(&mut self, key: u8, v: Option<&'a str>) -> Option<()> {
-        let (l, b) = (self.limits, &mut *self.b);
+        let (l, b, row) = (self.limits, &mut *self.b, self.row);
         match key {
             EVENT_ID => b.event_id.push(required(v, l.max_event_id_bytes)?),
             SERVICE => b.service.push(required(v, l.max_name_bytes)?),
@@ -120,20 +98,16 @@ impl<'a> Fields<'a> for Row<'_> {
                 Some(s) => Status::parse(s).ok().map(|_| s)?,
                 None => "ok",
             }),
-            APPROVAL => {
-                let ok = v.is_none_or(|a| matches!(a, "approved" | "rejected" | "pending"));
-                ok.then(|| b.approval.push_option(v))?
-            }
-            PROVIDER => match optional(v, l.max_name_bytes)? {
-                Some(p) => {
-                    for _ in 0..b.provider_nulls.value() {
-                        b.provider.push_null();
-                    }
-                    b.provider.push(p);
-                }
-                None => lazy_null(&mut b.provider_nulls, || b.provider.push_null()),
+            APPROVAL => match v {
+                Some(a @ ("approved" | "rejected" | "pending")) => b.approval.push_at(row, a),
+                Some(_) => return None,
+                None => {}
             },
-            _ => b.texts(key).push_option(optional(v, l.max_name_bytes)?),
+            _ => {
+                if let Some(s) = optional(v, l.max_name_bytes)? {
+                    b.texts(key).push_at(row, s);
+                }
+            }
         }
         self.written |= 1 << key;
         Some(())
@@ -154,10 +128,12 @@ impl<'a> Fields<'a> for Row<'_> {
                 }
             }
         }
-        if key == COST_USD {
-            b.cost_source.push_option(v.map(|_| COST_SOURCE_EVENT));
+        if let Some(x) = v {
+            if key == COST_USD {
+                b.cost_source.push_at(self.row, COST_SOURCE_EVENT);
+            }
+            b.floats(key).push_at(self.row, x);
         }
-        b.floats(key).push_option(v);
         self.written |= 1 << key;
         Some(())
     }
@@ -181,7 +157,9 @@ impl<'a> Fields<'a> for Row<'_> {
                     TOKENS_CACHED => self.tokens_cached = v,
                     _ => {}
                 }
-                self.b.ints(key).push_option(v);
+                if let Some(n) = v {
+                    self.b.ints(key).push_at(self.row, n);
+                }
             }
         }
         self.written |= 1 << key;
@@ -190,7 +168,9 @@ impl<'a> Fields<'a> for Row<'_> {
 
     #[inline]
     fn boolean(&mut self, v: Option<bool>) -> Option<()> {
-        self.b.correct.push_option(v);
+        if let Some(v) = v {
+            self.b.correct.push_at(self.row, v);
+        }
         self.written |= 1 << CORRECT;
         Some(())
     }
@@ -213,19 +193,14 @@ impl<'a> Fields<'a> for Row<'_> {
     #[inline]
     fn flags(&mut self, v: Option<Flags<'a>>) -> Option<()> {
         let (l, b) = (self.limits, &mut *self.b);
-        match v {
-            Some(f) => {
-                let fits =
-                    f.0.len() <= l.max_flags && f.0.iter().all(|t| t.0.len() <= l.max_name_bytes);
-                if !fits {
-                    return None;
-                }
-                for _ in 0..b.flags_nulls.value() {
-                    b.flags.push_null();
-                }
-                b.flags.push_list(f.0.iter().map(|t| t.0.as_ref()));
+        if let Some(f) = v {
+            let fits =
+                f.0.len() <= l.max_flags && f.0.iter().all(|t| t.0.len() <= l.max_name_bytes);
+            if !fits {
+                return None;
             }
-            None => lazy_null(&mut b.flags_nulls, || b.flags.push_null()),
+            b.flags.pad(self.row);
+            b.flags.push_list(f.0.iter().map(|t| t.0.as_ref()));
         }
         self.written |= 1 << FLAGS;
         Some(())
@@ -234,22 +209,17 @@ impl<'a> Fields<'a> for Row<'_> {
     #[inline]
     fn attributes(&mut self, v: Option<Attributes<'a>>) -> Option<()> {
         let (l, b) = (self.limits, &mut *self.b);
-        match v {
-            Some(a) => {
-                let fits = a.0.len() <= l.max_attributes
-                    && a.0.iter().all(|(k, v)| {
-                        k.0.len() <= l.max_name_bytes && v.0.len() <= l.max_attribute_value_bytes
-                    });
-                if !fits {
-                    return None;
-                }
-                for _ in 0..b.attributes_nulls.value() {
-                    b.attributes.push_null();
-                }
-                let pairs = a.0.iter().map(|(k, v)| (k.0.as_ref(), v.0.as_ref()));
-                b.attributes.push_map(pairs);
+        if let Some(a) = v {
+            let fits = a.0.len() <= l.max_attributes
+                && a.0.iter().all(|(k, v)| {
+                    k.0.len() <= l.max_name_bytes && v.0.len() <= l.max_attribute_value_bytes
+                });
+            if !fits {
+                return None;
             }
-            None => lazy_null(&mut b.attributes_nulls, || b.attributes.push_null()),
+            b.attributes.pad(self.row);
+            let pairs = a.0.iter().map(|(k, v)| (k.0.as_ref(), v.0.as_ref()));
+            b.attributes.push_map(pairs);
         }
         self.written |= 1 << ATTRIBUTES;
         Some(())
@@ -269,6 +239,7 @@ impl Builders {
             APPROVAL => &mut self.approval,
             TOOL => &mut self.tool,
             INPUT_HASH => &mut self.input_hash,
+            PROVIDER => &mut self.provider,
             _ => unreachable!("{key} is not a plain text field"),
         }
     }
@@ -298,56 +269,75 @@ impl Builders {
 
     /// Keeps the first `rows` rows of every column: drops what a row that gave up wrote.
     pub(super) fn truncate(&mut self, rows: usize) {
-        for t in [
-            &mut self.event_id,
-            &mut self.service,
-            &mut self.model,
-            &mut self.model_version,
-            &mut self.route,
-            &mut self.tenant,
-            &mut self.session_id,
-            &mut self.status,
-            &mut self.cost_source,
-            &mut self.prediction,
-            &mut self.approval,
-            &mut self.tool,
-            &mut self.provider,
-            &mut self.input_hash,
-        ] {
-            t.truncate(rows);
-        }
-        for f in [
-            &mut self.latency_ms,
-            &mut self.cost_usd,
-            &mut self.confidence,
-            &mut self.quality_score,
-        ] {
-            f.truncate(rows);
-        }
-        for i in [
-            &mut self.tokens_in,
-            &mut self.tokens_out,
-            &mut self.tokens_cached,
-            &mut self.step,
-            &mut self.output_chars,
-            &mut self.source_offset,
-        ] {
-            i.truncate(rows);
-        }
-        self.timestamp.truncate(rows);
-        self.schema_version.truncate(rows);
-        self.correct.truncate(rows);
-        self.flags.truncate(rows);
-        self.attributes.truncate(rows);
-        // A column still waiting for its first value waits with a null for every row.
-        for lazy in [
-            &mut self.provider_nulls,
-            &mut self.flags_nulls,
-            &mut self.attributes_nulls,
-        ] {
-            if !lazy.active {
-                lazy.waiting = rows;
-            }
+        let c = self.columns();
+        c.texts.into_iter().for_each(|t| t.truncate(rows));
+        c.floats.into_iter().for_each(|f| f.truncate(rows));
+        c.ints.into_iter().for_each(|i| i.truncate(rows));
+        c.timestamp.truncate(rows);
+        c.schema_version.truncate(rows);
+        c.correct.truncate(rows);
+        c.lists.into_iter().for_each(|l| l.truncate(rows));
+    }
+
+    /// Nulls in every column up to `rows` rows.
+    pub(super) fn pad(&mut self, rows: usize) {
+        let c = self.columns();
+        c.texts.into_iter().for_each(|t| t.pad(rows));
+        c.floats.into_iter().for_each(|f| f.pad(rows));
+        c.ints.into_iter().for_each(|i| i.pad(rows));
+        c.timestamp.pad(rows);
+        c.schema_version.pad(rows);
+        c.correct.pad(rows);
+        c.lists.into_iter().for_each(|l| l.pad(rows));
+    }
+
+    fn columns(&mut self) -> Columns<'_> {
+        Columns {
+            texts: [
+                &mut self.event_id,
+                &mut self.service,
+                &mut self.model,
+                &mut self.model_version,
+                &mut self.route,
+                &mut self.tenant,
+                &mut self.session_id,
+                &mut self.status,
+                &mut self.cost_source,
+                &mut self.prediction,
+                &mut self.approval,
+                &mut self.tool,
+                &mut self.provider,
+                &mut self.input_hash,
+            ],
+            floats: [
+                &mut self.latency_ms,
+                &mut self.cost_usd,
+                &mut self.confidence,
+                &mut self.quality_score,
+            ],
+            ints: [
+                &mut self.tokens_in,
+                &mut self.tokens_out,
+                &mut self.tokens_cached,
+                &mut self.step,
+                &mut self.output_chars,
+                &mut self.source_offset,
+            ],
+            timestamp: &mut self.timestamp,
+            schema_version: &mut self.schema_version,
+            correct: &mut self.correct,
+            lists: [&mut self.flags, &mut self.attributes],
         }
     }
+}
+
+/// Every column of [`Builders`], by kind.
+struct Columns<'c> {
+    texts: [&'c mut Texts; 14],
+    floats: [&'c mut Numbers<Float64Type>; 4],
+    ints: [&'c mut Numbers<Int64Type>; 6],
+    timestamp: &'c mut Numbers<TimestampMillisecondType>,
+    schema_version: &'c mut Numbers<Int32Type>,
+    correct: &'c mut Bools,
+    lists: [&'c mut Entries; 2],
 }

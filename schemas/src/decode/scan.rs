@@ -89,8 +89,6 @@ pub(super) mod field {
     pub const ATTRIBUTES: u8 = 24;
     pub const SCHEMA_VERSION: u8 = 25;
     pub const PROVIDER: u8 = 26;
-    /// A bit for every field.
-    pub const ALL: u32 = (1 << super::KEYS.len()) - 1;
 }
 
 /// Where the reader puts each field it reads, by its index in [`KEYS`] (each at most once,
