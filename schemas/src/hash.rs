@@ -17,7 +17,9 @@ impl Default for Fnv64 {
     }
 }
 
+// Inline across crates (no LTO): the file reader and the operator hash a name per event.
 impl Fnv64 {
+    #[inline]
     pub fn write(&mut self, bytes: &[u8]) -> &mut Self {
         for b in bytes {
             self.0 = (self.0 ^ *b as u64).wrapping_mul(PRIME_64);
@@ -25,12 +27,14 @@ impl Fnv64 {
         self
     }
 
+    #[inline]
     pub fn finish(&self) -> u64 {
         self.0
     }
 }
 
 /// 64-bit FNV-1a of `bytes`.
+#[inline]
 pub fn fnv64(bytes: &[u8]) -> u64 {
     Fnv64::default().write(bytes).finish()
 }

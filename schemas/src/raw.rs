@@ -30,7 +30,9 @@ impl RawBatch {
         }
     }
 
-    /// Appends one payload found at `offset` in the source.
+    /// Appends one payload found at `offset` in the source. (The per-payload methods are
+    /// inline across crates: the build has no LTO, and sources call them per message.)
+    #[inline]
     pub fn push(&mut self, payload: &[u8], offset: i64) {
         let start = self.data.len();
         self.data.extend_from_slice(payload);
@@ -50,6 +52,7 @@ impl RawBatch {
         &mut self.data
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.spans.len()
     }
@@ -62,11 +65,13 @@ impl RawBatch {
         self.data.len()
     }
 
+    #[inline]
     pub fn payload(&self, i: usize) -> &[u8] {
         let (s, e) = self.spans[i];
         &self.data[s..e]
     }
 
+    #[inline]
     pub fn offset(&self, i: usize) -> i64 {
         self.offsets[i]
     }
