@@ -80,22 +80,27 @@ fn bits(bools: &[bool]) -> BooleanBuffer {
     BooleanBuffer::new(Buffer::from_vec(out), 0, bools.len())
 }
 
-/// A UTF-8 column.
+/// What a row that gives up, and the end of a batch, do to every column.
+pub(super) trait Column {
+    /// Keeps the first `rows` rows (all of them when there are fewer).
+    fn truncate(&mut self, rows: usize);
+    /// Nulls up to `rows` rows.
+    fn pad(&mut self, rows: usize);
+}
+
+/// Where each row of a variable-length column ends (in bytes or items), and its validity.
 #[derive(Debug)]
-pub(super) struct Texts {
+struct Ranges {
     offsets: Vec<i32>,
-    values: Vec<u8>,
     validity: Validity,
 }
 
-impl Texts {
-    /// Room for `rows` values of `bytes` bytes in all.
-    pub(super) fn with_capacity(rows: usize, bytes: usize) -> Self {
+impl Ranges {
+    fn with_capacity(rows: usize) -> Self {
         let mut offsets = Vec::with_capacity(rows + 1);
         offsets.push(0);
         Self {
             offsets,
-            values: Vec::with_capacity(bytes),
             validity: Validity::with_capacity(rows),
         }
     }
@@ -104,42 +109,71 @@ impl Texts {
         self.offsets.len() - 1
     }
 
-    /// Keeps the first `rows` values (all of them when there are fewer).
-    pub(super) fn truncate(&mut self, rows: usize) {
-        if let Some(&end) = self.offsets.get(rows) {
-            self.offsets.truncate(rows + 1);
-            self.values.truncate(end as usize);
-            self.validity.truncate(rows);
+    /// A row ending at `end`. A batch's column past 2 GiB (or 2 G items) is out of Arrow's
+    /// 32-bit offsets, as it is for Arrow's own builders, which panic the same way.
+    #[inline]
+    fn push(&mut self, end: usize, valid: bool) {
+        let end = i32::try_from(end).expect("a batch's column holds under 2 GiB");
+        self.offsets.push(end);
+        self.validity.push(valid);
+    }
+
+    /// Null rows up to `rows`, empty at `end`.
+    fn pad(&mut self, rows: usize, end: usize) {
+        if self.len() < rows {
+            let end = i32::try_from(end).expect("a batch's column holds under 2 GiB");
+            self.offsets.resize(rows + 1, end);
+            self.validity.pad(rows);
         }
     }
 
-    /// The end of the values as an offset. A batch's column past 2 GiB is out of Arrow's
-    /// 32-bit offsets, as it is for Arrow's own builder, which panics the same way.
-    #[inline]
-    fn end(&self) -> i32 {
-        i32::try_from(self.values.len()).expect("a batch's text column holds under 2 GiB")
+    /// Keeps the first `rows` rows; where their values end, when some were dropped.
+    fn truncate(&mut self, rows: usize) -> Option<usize> {
+        let &end = self.offsets.get(rows)?;
+        self.offsets.truncate(rows + 1);
+        self.validity.truncate(rows);
+        Some(end as usize)
+    }
+
+    /// The offsets and nulls of the rows; leaves this empty.
+    fn finish(&mut self) -> (OffsetBuffer<i32>, Option<NullBuffer>) {
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        // SAFETY: the offsets start at 0 and each is the length of a buffer that only grows
+        // (or is cut back to an earlier offset with them), so they never decrease.
+        let offsets = unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)) };
+        (offsets, self.validity.finish())
+    }
+}
+
+/// A UTF-8 column.
+#[derive(Debug)]
+pub(super) struct Texts {
+    ranges: Ranges,
+    values: Vec<u8>,
+}
+
+impl Texts {
+    /// Room for `rows` values of `bytes` bytes in all.
+    pub(super) fn with_capacity(rows: usize, bytes: usize) -> Self {
+        Self {
+            ranges: Ranges::with_capacity(rows),
+            values: Vec::with_capacity(bytes),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ranges.len()
     }
 
     #[inline]
     pub(super) fn push(&mut self, v: &str) {
         self.values.extend_from_slice(v.as_bytes());
-        self.offsets.push(self.end());
-        self.validity.push(true);
+        self.ranges.push(self.values.len(), true);
     }
 
     #[inline]
     pub(super) fn push_null(&mut self) {
-        self.offsets.push(self.end());
-        self.validity.push(false);
-    }
-
-    /// Nulls up to `rows` rows.
-    pub(super) fn pad(&mut self, rows: usize) {
-        if self.len() < rows {
-            let end = self.end();
-            self.offsets.resize(rows + 1, end);
-            self.validity.pad(rows);
-        }
+        self.ranges.push(self.values.len(), false);
     }
 
     /// `v` as row `row`, the rows skipped before it null.
@@ -161,16 +195,23 @@ impl Texts {
 
     /// The column; leaves this empty.
     pub(super) fn finish(&mut self) -> StringArray {
-        let nulls = self.validity.finish();
-        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let (offsets, nulls) = self.ranges.finish();
         let values = std::mem::take(&mut self.values);
-        // SAFETY: the offsets start at 0 and each is the length of `values` after a whole
-        // `&str` was appended, so they never decrease, end at `values.len()` and each range
-        // between two of them is valid UTF-8; there is one validity entry per range.
-        unsafe {
-            let offsets = OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets));
-            StringArray::new_unchecked(offsets, Buffer::from_vec(values), nulls)
+        // SAFETY: each range between two offsets holds the bytes of one whole `&str`, so it
+        // is valid UTF-8 (`Ranges` keeps the offsets in order, ending at `values.len()`).
+        unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(values), nulls) }
+    }
+}
+
+impl Column for Texts {
+    fn truncate(&mut self, rows: usize) {
+        if let Some(end) = self.ranges.truncate(rows) {
+            self.values.truncate(end);
         }
+    }
+
+    fn pad(&mut self, rows: usize) {
+        self.ranges.pad(rows, self.values.len());
     }
 }
 
@@ -192,8 +233,7 @@ pub(super) fn repeated(s: &str, rows: usize) -> StringArray {
 /// columns of their own, each row's a range of them.
 #[derive(Debug)]
 pub(super) struct Entries {
-    offsets: Vec<i32>,
-    validity: Validity,
+    ranges: Ranges,
     keys: Texts,
     /// A map's values; empty for a list.
     values: Texts,
@@ -202,23 +242,16 @@ pub(super) struct Entries {
 impl Entries {
     pub(super) fn new() -> Self {
         Self {
-            offsets: vec![0],
-            validity: Validity::default(),
+            ranges: Ranges::with_capacity(0),
             keys: Texts::with_capacity(0, 0),
             values: Texts::with_capacity(0, 0),
         }
     }
 
-    #[inline]
-    fn end(&self) -> i32 {
-        i32::try_from(self.keys.len()).expect("a batch's lists hold under 2 G items")
-    }
-
     /// A row holding `items`.
     pub(super) fn push_list<'s>(&mut self, items: impl IntoIterator<Item = &'s str>) {
         items.into_iter().for_each(|v| self.keys.push(v));
-        self.offsets.push(self.end());
-        self.validity.push(true);
+        self.ranges.push(self.keys.len(), true);
     }
 
     /// A row holding the map `pairs`.
@@ -227,41 +260,17 @@ impl Entries {
             self.keys.push(k);
             self.values.push(v);
         }
-        self.offsets.push(self.end());
-        self.validity.push(true);
+        self.ranges.push(self.keys.len(), true);
     }
 
     #[inline]
     pub(super) fn push_null(&mut self) {
-        self.offsets.push(self.end());
-        self.validity.push(false);
-    }
-
-    /// Nulls up to `rows` rows.
-    pub(super) fn pad(&mut self, rows: usize) {
-        if self.offsets.len() - 1 < rows {
-            let end = self.end();
-            self.offsets.resize(rows + 1, end);
-            self.validity.pad(rows);
-        }
-    }
-
-    /// Keeps the first `rows` rows (all of them when there are fewer).
-    pub(super) fn truncate(&mut self, rows: usize) {
-        if let Some(&end) = self.offsets.get(rows) {
-            self.offsets.truncate(rows + 1);
-            self.validity.truncate(rows);
-            self.keys.truncate(end as usize);
-            self.values.truncate(end as usize);
-        }
+        self.ranges.push(self.keys.len(), false);
     }
 
     /// `(offsets, nulls)` of the rows; leaves them empty.
     fn rows(&mut self) -> (OffsetBuffer<i32>, Option<NullBuffer>) {
-        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
-        // SAFETY: offsets start at 0 and each is the item count after a row was pushed.
-        let offsets = unsafe { OffsetBuffer::new_unchecked(ScalarBuffer::from(offsets)) };
-        (offsets, self.validity.finish())
+        self.ranges.finish()
     }
 
     /// The rows as a list column of type `list` (a `List` of `Utf8`).
@@ -289,6 +298,19 @@ impl Entries {
     }
 }
 
+impl Column for Entries {
+    fn truncate(&mut self, rows: usize) {
+        if let Some(end) = self.ranges.truncate(rows) {
+            self.keys.truncate(end);
+            self.values.truncate(end);
+        }
+    }
+
+    fn pad(&mut self, rows: usize) {
+        self.ranges.pad(rows, self.keys.len());
+    }
+}
+
 /// A column of numbers (or timestamps).
 #[derive(Debug)]
 pub(super) struct Numbers<T: ArrowPrimitiveType> {
@@ -308,12 +330,6 @@ impl<T: ArrowPrimitiveType> Numbers<T> {
         self.values.len()
     }
 
-    /// Keeps the first `rows` values (all of them when there are fewer).
-    pub(super) fn truncate(&mut self, rows: usize) {
-        self.values.truncate(rows);
-        self.validity.truncate(rows);
-    }
-
     #[inline]
     pub(super) fn push(&mut self, v: T::Native) {
         self.values.push(v);
@@ -324,14 +340,6 @@ impl<T: ArrowPrimitiveType> Numbers<T> {
     pub(super) fn push_option(&mut self, v: Option<T::Native>) {
         self.values.push(v.unwrap_or_default());
         self.validity.push(v.is_some());
-    }
-
-    /// Nulls up to `rows` rows.
-    pub(super) fn pad(&mut self, rows: usize) {
-        if self.values.len() < rows {
-            self.values.resize(rows, T::Native::default());
-            self.validity.pad(rows);
-        }
     }
 
     /// `v` as row `row`, the rows skipped before it null.
@@ -348,6 +356,20 @@ impl<T: ArrowPrimitiveType> Numbers<T> {
         let nulls = self.validity.finish();
         let values = ScalarBuffer::from(std::mem::take(&mut self.values));
         PrimitiveArray::new(values, nulls)
+    }
+}
+
+impl<T: ArrowPrimitiveType> Column for Numbers<T> {
+    fn truncate(&mut self, rows: usize) {
+        self.values.truncate(rows);
+        self.validity.truncate(rows);
+    }
+
+    fn pad(&mut self, rows: usize) {
+        if self.values.len() < rows {
+            self.values.resize(rows, T::Native::default());
+            self.validity.pad(rows);
+        }
     }
 }
 
@@ -372,14 +394,6 @@ impl Bools {
         self.validity.push(v.is_some());
     }
 
-    /// Nulls up to `rows` rows.
-    pub(super) fn pad(&mut self, rows: usize) {
-        if self.values.len() < rows {
-            self.values.resize(rows, false);
-            self.validity.pad(rows);
-        }
-    }
-
     /// `v` as row `row`, the rows skipped before it null.
     #[inline]
     pub(super) fn push_at(&mut self, row: usize, v: bool) {
@@ -389,17 +403,25 @@ impl Bools {
         self.push_option(Some(v));
     }
 
-    /// Keeps the first `rows` values (all of them when there are fewer).
-    pub(super) fn truncate(&mut self, rows: usize) {
-        self.values.truncate(rows);
-        self.validity.truncate(rows);
-    }
-
     /// The column; leaves this empty.
     pub(super) fn finish(&mut self) -> BooleanArray {
         let nulls = self.validity.finish();
         let values = bits(&std::mem::take(&mut self.values));
         BooleanArray::new(values, nulls)
+    }
+}
+
+impl Column for Bools {
+    fn truncate(&mut self, rows: usize) {
+        self.values.truncate(rows);
+        self.validity.truncate(rows);
+    }
+
+    fn pad(&mut self, rows: usize) {
+        if self.values.len() < rows {
+            self.values.resize(rows, false);
+            self.validity.pad(rows);
+        }
     }
 }
 

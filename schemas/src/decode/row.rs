@@ -7,9 +7,9 @@
 //!
 //! [`EventDecoder::validate`]: super::EventDecoder
 
-use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
+use arrow::datatypes::{Float64Type, Int64Type};
 
-use super::columns::{Bools, Entries, Numbers, Texts};
+use super::columns::{Column, Numbers, Texts};
 use super::scan::{field::*, Fields};
 use super::wire::{Attributes, Flags, WireTime};
 use super::Builders;
@@ -269,75 +269,45 @@ impl Builders {
 
     /// Keeps the first `rows` rows of every column: drops what a row that gave up wrote.
     pub(super) fn truncate(&mut self, rows: usize) {
-        let c = self.columns();
-        c.texts.into_iter().for_each(|t| t.truncate(rows));
-        c.floats.into_iter().for_each(|f| f.truncate(rows));
-        c.ints.into_iter().for_each(|i| i.truncate(rows));
-        c.timestamp.truncate(rows);
-        c.schema_version.truncate(rows);
-        c.correct.truncate(rows);
-        c.lists.into_iter().for_each(|l| l.truncate(rows));
+        self.columns().into_iter().for_each(|c| c.truncate(rows));
     }
 
     /// Nulls in every column up to `rows` rows.
     pub(super) fn pad(&mut self, rows: usize) {
-        let c = self.columns();
-        c.texts.into_iter().for_each(|t| t.pad(rows));
-        c.floats.into_iter().for_each(|f| f.pad(rows));
-        c.ints.into_iter().for_each(|i| i.pad(rows));
-        c.timestamp.pad(rows);
-        c.schema_version.pad(rows);
-        c.correct.pad(rows);
-        c.lists.into_iter().for_each(|l| l.pad(rows));
+        self.columns().into_iter().for_each(|c| c.pad(rows));
     }
 
-    fn columns(&mut self) -> Columns<'_> {
-        Columns {
-            texts: [
-                &mut self.event_id,
-                &mut self.service,
-                &mut self.model,
-                &mut self.model_version,
-                &mut self.route,
-                &mut self.tenant,
-                &mut self.session_id,
-                &mut self.status,
-                &mut self.cost_source,
-                &mut self.prediction,
-                &mut self.approval,
-                &mut self.tool,
-                &mut self.provider,
-                &mut self.input_hash,
-            ],
-            floats: [
-                &mut self.latency_ms,
-                &mut self.cost_usd,
-                &mut self.confidence,
-                &mut self.quality_score,
-            ],
-            ints: [
-                &mut self.tokens_in,
-                &mut self.tokens_out,
-                &mut self.tokens_cached,
-                &mut self.step,
-                &mut self.output_chars,
-                &mut self.source_offset,
-            ],
-            timestamp: &mut self.timestamp,
-            schema_version: &mut self.schema_version,
-            correct: &mut self.correct,
-            lists: [&mut self.flags, &mut self.attributes],
-        }
+    fn columns(&mut self) -> [&mut dyn Column; 29] {
+        [
+            &mut self.event_id,
+            &mut self.timestamp,
+            &mut self.service,
+            &mut self.model,
+            &mut self.model_version,
+            &mut self.route,
+            &mut self.tenant,
+            &mut self.session_id,
+            &mut self.status,
+            &mut self.latency_ms,
+            &mut self.tokens_in,
+            &mut self.tokens_out,
+            &mut self.tokens_cached,
+            &mut self.cost_usd,
+            &mut self.cost_source,
+            &mut self.prediction,
+            &mut self.confidence,
+            &mut self.correct,
+            &mut self.quality_score,
+            &mut self.flags,
+            &mut self.approval,
+            &mut self.step,
+            &mut self.tool,
+            &mut self.provider,
+            &mut self.input_hash,
+            &mut self.output_chars,
+            &mut self.attributes,
+            &mut self.schema_version,
+            &mut self.source_offset,
+        ]
     }
-}
-
-/// Every column of [`Builders`], by kind.
-struct Columns<'c> {
-    texts: [&'c mut Texts; 14],
-    floats: [&'c mut Numbers<Float64Type>; 4],
-    ints: [&'c mut Numbers<Int64Type>; 6],
-    timestamp: &'c mut Numbers<TimestampMillisecondType>,
-    schema_version: &'c mut Numbers<Int32Type>,
-    correct: &'c mut Bools,
-    lists: [&'c mut Entries; 2],
 }
