@@ -34,7 +34,22 @@ impl Default for Limits {
     }
 }
 
+/// A required name or id: present, not empty, at most `max` bytes. (The rule itself, for
+/// the decoder's fast path; [`Limits::required_id`] gives the reason when it breaks.)
+#[inline]
+pub(crate) fn id_fits(v: Option<&str>, max: usize) -> bool {
+    v.is_some_and(|s| !s.is_empty() && s.len() <= max)
+}
+
+/// An optional text: absent, or at most `max` bytes.
+#[inline]
+pub(crate) fn text_fits(v: Option<&str>, max: usize) -> bool {
+    v.is_none_or(|s| s.len() <= max)
+}
+
 impl Limits {
+    // The checks inline into the decoder's per-event validation; the reasons are built out
+    // of line (`#[cold]`), as they are seldom needed.
     #[inline]
     pub(crate) fn required_id(
         &self,
@@ -43,14 +58,13 @@ impl Limits {
         max: usize,
     ) -> Result<(), String> {
         match v {
-            None => Err(format!("missing required field `{name}`")),
-            Some("") => Err(format!("field `{name}` is empty")),
-            Some(s) => self.optional_text(name, Some(s), max),
+            _ if id_fits(v, max) => Ok(()),
+            None => Err(missing(name)),
+            Some("") => Err(empty(name)),
+            Some(s) => Err(too_long(name, s.len(), max)),
         }
     }
 
-    // The checks inline into the decoder's per-event validation; the reasons are built out
-    // of line (`#[cold]`), as they are seldom needed.
     #[inline]
     pub(crate) fn optional_text(
         &self,
@@ -58,9 +72,9 @@ impl Limits {
         v: Option<&str>,
         max: usize,
     ) -> Result<(), String> {
-        match v {
-            Some(s) if s.len() > max => Err(too_long(name, s.len(), max)),
-            _ => Ok(()),
+        match text_fits(v, max) {
+            true => Ok(()),
+            false => Err(too_long(name, v.map_or(0, str::len), max)),
         }
     }
 }
@@ -94,6 +108,16 @@ impl Status {
 }
 
 #[cold]
+fn missing(name: &str) -> String {
+    format!("missing required field `{name}`")
+}
+
+#[cold]
+fn empty(name: &str) -> String {
+    format!("field `{name}` is empty")
+}
+
+#[cold]
 fn too_long(name: &str, len: usize, max: usize) -> String {
     format!("field `{name}` is {len} bytes, at most {max} allowed")
 }
@@ -122,6 +146,66 @@ pub(crate) fn unit_interval(name: &str, v: Option<f64>) -> Result<(), String> {
 #[cold]
 fn outside_unit(name: &str, x: f64) -> String {
     format!("field `{name}`: {x} is outside [0, 1]")
+}
+
+#[inline]
+pub(crate) fn non_negative_i64(name: &str, v: Option<i64>) -> Result<(), String> {
+    match v {
+        Some(n) if n < 0 => Err(negative(name, n)),
+        _ => Ok(()),
+    }
+}
+
+#[cold]
+fn negative(name: &str, n: i64) -> String {
+    format!("field `{name}`: {n} is negative")
+}
+
+/// `approval`, when given, one of its three values.
+#[inline]
+pub(crate) fn approval(v: Option<&str>) -> Result<(), String> {
+    match v {
+        None | Some("approved" | "rejected" | "pending") => Ok(()),
+        Some(a) => Err(not_an_approval(a)),
+    }
+}
+
+#[cold]
+fn not_an_approval(a: &str) -> String {
+    format!(
+        "field `approval`: {:?} is not one of approved, rejected, pending",
+        clip(a, 64)
+    )
+}
+
+/// `schema_version`, when given, the one this build reads.
+#[inline]
+pub(crate) fn schema_version(v: Option<i64>) -> Result<(), String> {
+    match v {
+        Some(v) if v != SUPPORTED_SCHEMA_VERSION => Err(unknown_version(v)),
+        _ => Ok(()),
+    }
+}
+
+#[cold]
+fn unknown_version(v: i64) -> String {
+    format!("unknown schema_version {v} (this build reads {SUPPORTED_SCHEMA_VERSION})")
+}
+
+/// Cached tokens are part of the input.
+#[inline]
+pub(crate) fn cached_tokens(cached: Option<i64>, input: Option<i64>) -> Result<(), String> {
+    match (cached, input) {
+        (Some(c), Some(i)) if c > i => Err(cached_above_input(c, i)),
+        _ => Ok(()),
+    }
+}
+
+#[cold]
+fn cached_above_input(c: i64, i: i64) -> String {
+    format!(
+        "field `tokens_cached`: {c} exceeds tokens_in {i} (cached tokens are part of the input)"
+    )
 }
 
 /// At most `max` bytes of `s`, cut on a character boundary, so reasons stay short.

@@ -1,10 +1,11 @@
 //! JSON payloads straight into Arrow: the hot path of every source.
 //!
-//! Every payload becomes a borrowed struct (`wire`, no per-field allocation unless a string
-//! has escapes): plain ones by a one-pass reader (`scan`), the rest by serde_json, which
-//! gives the same struct. Then validation and Arrow builders. Bad payloads take a slow path
-//! that re-reads them to say which field is wrong; they become rejects for the
-//! `dead_letter` table and never stop the batch.
+//! Plain payloads (no escapes, known fields) are read in one pass (`scan`) straight into
+//! the batch's columns (`columns`), each field checked as it comes (`row`). Every other
+//! payload, and any row that breaks a rule, takes the slow path: serde_json into a borrowed
+//! struct (`wire`), then the full validation, which names the field at fault; both paths
+//! call the same rule functions. Bad payloads become rejects for the `dead_letter` table
+//! and never stop the batch.
 
 mod columns;
 mod row;
@@ -24,7 +25,7 @@ use arrow::buffer::BooleanBuffer;
 use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
 use columns::{Bools, Entries, Numbers, Texts};
 use row::Row;
-use wire::{Text, WireEvent, WireTime};
+use wire::{Attributes, Flags, Text, WireEvent, WireTime};
 
 /// A payload that did not become an event.
 #[derive(Debug, Clone, PartialEq)]
@@ -317,15 +318,9 @@ impl EventDecoder {
     /// Checks every field against the event schema; returns the event time.
     fn validate(&mut self, ev: &WireEvent) -> Result<EpochMs, String> {
         let l = &self.limits;
-        if let Some(v) = ev.schema_version {
-            if v != SUPPORTED_SCHEMA_VERSION {
-                return Err(format!(
-                    "unknown schema_version {v} (this build reads {SUPPORTED_SCHEMA_VERSION})"
-                ));
-            }
-        }
+        crate::validate::schema_version(ev.schema_version)?;
         l.required_id("event_id", text(&ev.event_id), l.max_event_id_bytes)?;
-        let ts = event_time(ev, &mut self.times)?;
+        let ts = event_time(ev.timestamp.as_ref(), &mut self.times)?;
         l.required_id("service", text(&ev.service), l.max_name_bytes)?;
         l.required_id("model", text(&ev.model), l.max_name_bytes)?;
         for (name, v) in [
@@ -343,48 +338,15 @@ impl EventDecoder {
         if let Some(s) = text(&ev.status) {
             Status::parse(s)?;
         }
-        if let Some(a) = text(&ev.approval) {
-            if !matches!(a, "approved" | "rejected" | "pending") {
-                return Err(format!(
-                    "field `approval`: {:?} is not one of approved, rejected, pending",
-                    crate::validate::clip(a, 64)
-                ));
-            }
-        }
+        crate::validate::approval(text(&ev.approval))?;
         numbers(ev)?;
-        self.lists(ev)?;
-        Ok(ts)
-    }
-
-    /// `flags` and `attributes` within their limits.
-    fn lists(&self, ev: &WireEvent) -> Result<(), String> {
-        let l = &self.limits;
         if let Some(f) = &ev.flags {
-            if f.0.len() > l.max_flags {
-                return Err(format!(
-                    "field `flags`: {} entries, at most {} allowed",
-                    f.0.len(),
-                    l.max_flags
-                ));
-            }
-            for t in &f.0 {
-                l.optional_text("flags", Some(&t.0), l.max_name_bytes)?;
-            }
+            flags_fit(l, f)?;
         }
         if let Some(a) = &ev.attributes {
-            if a.0.len() > l.max_attributes {
-                return Err(format!(
-                    "field `attributes`: {} entries, at most {} allowed",
-                    a.0.len(),
-                    l.max_attributes
-                ));
-            }
-            for (k, v) in &a.0 {
-                l.optional_text("attributes key", Some(&k.0), l.max_name_bytes)?;
-                l.optional_text("attributes value", Some(&v.0), l.max_attribute_value_bytes)?;
-            }
+            attributes_fit(l, a)?;
         }
-        Ok(())
+        Ok(ts)
     }
 
     fn append(&mut self, ev: &WireEvent, ts: EpochMs, raw: &RawBatch, i: usize) {
@@ -434,8 +396,9 @@ impl EventDecoder {
 }
 
 /// The event time: RFC 3339 or whole epoch milliseconds, within years 1970 to 9999.
-fn event_time(ev: &WireEvent, times: &mut Rfc3339Parser) -> Result<EpochMs, String> {
-    let ts = match &ev.timestamp {
+#[inline]
+fn event_time(t: Option<&WireTime>, times: &mut Rfc3339Parser) -> Result<EpochMs, String> {
+    let ts = match t {
         None => return Err("missing required field `timestamp`".into()),
         Some(WireTime::Text(t)) => times.parse(&t.0).ok_or_else(|| {
             format!(
@@ -463,10 +426,11 @@ fn event_time(ev: &WireEvent, times: &mut Rfc3339Parser) -> Result<EpochMs, Stri
 /// Durations and costs non-negative, scores in [0, 1], counts non-negative, cached tokens
 /// part of the input.
 fn numbers(ev: &WireEvent) -> Result<(), String> {
-    crate::validate::non_negative_f64("latency_ms", ev.latency_ms)?;
-    crate::validate::non_negative_f64("cost_usd", ev.cost_usd)?;
-    crate::validate::unit_interval("confidence", ev.confidence)?;
-    crate::validate::unit_interval("quality_score", ev.quality_score)?;
+    use crate::validate::{non_negative_f64, non_negative_i64, unit_interval};
+    non_negative_f64("latency_ms", ev.latency_ms)?;
+    non_negative_f64("cost_usd", ev.cost_usd)?;
+    unit_interval("confidence", ev.confidence)?;
+    unit_interval("quality_score", ev.quality_score)?;
     for (name, v) in [
         ("tokens_in", ev.tokens_in),
         ("tokens_out", ev.tokens_out),
@@ -474,18 +438,40 @@ fn numbers(ev: &WireEvent) -> Result<(), String> {
         ("step", ev.step),
         ("output_chars", ev.output_chars),
     ] {
-        if let Some(v) = v {
-            if v < 0 {
-                return Err(format!("field `{name}`: {v} is negative"));
-            }
-        }
+        non_negative_i64(name, v)?;
     }
-    if let (Some(c), Some(i)) = (ev.tokens_cached, ev.tokens_in) {
-        if c > i {
-            return Err(format!(
-                "field `tokens_cached`: {c} exceeds tokens_in {i} (cached tokens are part of the input)"
-            ));
-        }
+    crate::validate::cached_tokens(ev.tokens_cached, ev.tokens_in)
+}
+
+/// `flags` within their limits.
+#[inline]
+fn flags_fit(l: &Limits, f: &Flags) -> Result<(), String> {
+    if f.0.len() > l.max_flags {
+        return Err(format!(
+            "field `flags`: {} entries, at most {} allowed",
+            f.0.len(),
+            l.max_flags
+        ));
+    }
+    for t in &f.0 {
+        l.optional_text("flags", Some(&t.0), l.max_name_bytes)?;
+    }
+    Ok(())
+}
+
+/// `attributes` within their limits.
+#[inline]
+fn attributes_fit(l: &Limits, a: &Attributes) -> Result<(), String> {
+    if a.0.len() > l.max_attributes {
+        return Err(format!(
+            "field `attributes`: {} entries, at most {} allowed",
+            a.0.len(),
+            l.max_attributes
+        ));
+    }
+    for (k, v) in &a.0 {
+        l.optional_text("attributes key", Some(&k.0), l.max_name_bytes)?;
+        l.optional_text("attributes value", Some(&v.0), l.max_attribute_value_bytes)?;
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The fast path's row: the reader's fields go straight into the batch's columns, each
-//! checked as it comes against the rules [`EventDecoder::validate`] applies. A field out of
+//! checked as it comes by the same rule functions [`EventDecoder::validate`] calls. A field out of
 //! them, or a required one missing, makes the row give up: the decoder then drops what the
 //! row wrote and takes the slow path, which names the reason. So this path needs no struct
 //! in between and no second pass over the fields, and can only accept what the slow path
@@ -12,9 +12,11 @@ use arrow::datatypes::{Float64Type, Int64Type};
 use super::columns::{Column, Numbers, Texts};
 use super::scan::{field::*, Fields};
 use super::wire::{Attributes, Flags, WireTime};
-use super::Builders;
-use crate::time::{Rfc3339Parser, MAX_EVENT_MS, MIN_EVENT_MS};
-use crate::validate::{Limits, Status, COST_SOURCE_EVENT, SUPPORTED_SCHEMA_VERSION};
+use super::{attributes_fit, event_time, flags_fit, Builders};
+use crate::time::Rfc3339Parser;
+use crate::validate::{approval, cached_tokens, id_fits, non_negative_f64, non_negative_i64};
+use crate::validate::{schema_version, text_fits, unit_interval, Limits, Status};
+use crate::validate::{COST_SOURCE_EVENT, SUPPORTED_SCHEMA_VERSION};
 
 /// One event being written into `b` as row `row`. A field the event leaves out is left
 /// out of its column too, which fills the gap with a null at its next value.
@@ -54,11 +56,7 @@ impl<'b> Row<'b> {
         if self.written & REQUIRED != REQUIRED {
             return None;
         }
-        if let (Some(cached), Some(input)) = (self.tokens_cached, self.tokens_in) {
-            if cached > input {
-                return None;
-            }
-        }
+        cached_tokens(self.tokens_cached, self.tokens_in).ok()?;
         let b = self.b;
         if self.written & 1 << STATUS == 0 {
             b.status.push("ok");
@@ -71,40 +69,37 @@ impl<'b> Row<'b> {
     }
 }
 
-/// A required name or id: present, not empty, at most `max` bytes.
-#[inline]
-fn required(v: Option<&str>, max: usize) -> Option<&str> {
-    v.filter(|s| !s.is_empty() && s.len() <= max)
-}
-
-/// An optional text: `None` when it is longer than `max` bytes.
-#[inline]
-fn optional(v: Option<&str>, max: usize) -> Option<Option<&str>> {
-    match v {
-        Some(s) if s.len() > max => None,
-        v => Some(v),
-    }
-}
+/// The field name the rules put in their reasons: none here, where a broken rule only sends
+/// the payload to the slow path, which runs the same rules again and keeps the reason.
+const UNNAMED: &str = "";
 
 impl<'a> Fields<'a> for Row<'_> {
     #[inline]
     fn text(&mut self, key: u8, v: Option<&'a str>) -> Option<()> {
         let (l, b, row) = (self.limits, &mut *self.b, self.row);
         match key {
-            EVENT_ID => b.event_id.push(required(v, l.max_event_id_bytes)?),
-            SERVICE => b.service.push(required(v, l.max_name_bytes)?),
-            MODEL => b.model.push(required(v, l.max_name_bytes)?),
+            EVENT_ID => {
+                id_fits(v, l.max_event_id_bytes).then_some(())?;
+                b.event_id.push(v?);
+            }
+            SERVICE => {
+                id_fits(v, l.max_name_bytes).then_some(())?;
+                b.service.push(v?);
+            }
+            MODEL => {
+                id_fits(v, l.max_name_bytes).then_some(())?;
+                b.model.push(v?);
+            }
             STATUS => b.status.push(match v {
                 Some(s) => Status::parse(s).ok().map(|_| s)?,
                 None => "ok",
             }),
-            APPROVAL => match v {
-                Some(a @ ("approved" | "rejected" | "pending")) => b.approval.push_at(row, a),
-                Some(_) => return None,
-                None => {}
-            },
             _ => {
-                if let Some(s) = optional(v, l.max_name_bytes)? {
+                match key {
+                    APPROVAL => approval(v).ok()?,
+                    _ => text_fits(v, l.max_name_bytes).then_some(())?,
+                }
+                if let Some(s) = v {
                     b.texts(key).push_at(row, s);
                 }
             }
@@ -117,16 +112,8 @@ impl<'a> Fields<'a> for Row<'_> {
     fn float(&mut self, key: u8, v: Option<f64>) -> Option<()> {
         let b = &mut *self.b;
         match key {
-            LATENCY_MS | COST_USD => {
-                if v.is_some_and(|x| !x.is_finite() || x < 0.0) {
-                    return None;
-                }
-            }
-            _ => {
-                if v.is_some_and(|x| !(0.0..=1.0).contains(&x)) {
-                    return None;
-                }
-            }
+            LATENCY_MS | COST_USD => non_negative_f64(UNNAMED, v).ok()?,
+            _ => unit_interval(UNNAMED, v).ok()?,
         }
         if let Some(x) = v {
             if key == COST_USD {
@@ -140,17 +127,13 @@ impl<'a> Fields<'a> for Row<'_> {
 
     #[inline]
     fn int(&mut self, key: u8, v: Option<i64>) -> Option<()> {
-        if v.is_some_and(|n| n < 0) {
-            return None;
-        }
+        non_negative_i64(UNNAMED, v).ok()?;
         match key {
-            SCHEMA_VERSION => match v {
-                Some(n) if n != SUPPORTED_SCHEMA_VERSION => return None,
-                n => self
-                    .b
-                    .schema_version
-                    .push(n.unwrap_or(SUPPORTED_SCHEMA_VERSION) as i32),
-            },
+            SCHEMA_VERSION => {
+                schema_version(v).ok()?;
+                let n = v.unwrap_or(SUPPORTED_SCHEMA_VERSION);
+                self.b.schema_version.push(n as i32);
+            }
             _ => {
                 match key {
                     TOKENS_IN => self.tokens_in = v,
@@ -177,14 +160,7 @@ impl<'a> Fields<'a> for Row<'_> {
 
     #[inline]
     fn time(&mut self, v: Option<WireTime<'a>>) -> Option<()> {
-        let ms = match v? {
-            WireTime::Text(t) => self.times.parse(&t.0)?,
-            WireTime::Millis(ms) if ms.fract() == 0.0 && ms.is_finite() => ms as i64,
-            WireTime::Millis(_) => return None,
-        };
-        if !(MIN_EVENT_MS..=MAX_EVENT_MS).contains(&ms) {
-            return None;
-        }
+        let ms = event_time(v.as_ref(), self.times).ok()?;
         self.b.timestamp.push(ms);
         self.written |= 1 << TIMESTAMP;
         Some(())
@@ -194,11 +170,7 @@ impl<'a> Fields<'a> for Row<'_> {
     fn flags(&mut self, v: Option<Flags<'a>>) -> Option<()> {
         let (l, b) = (self.limits, &mut *self.b);
         if let Some(f) = v {
-            let fits =
-                f.0.len() <= l.max_flags && f.0.iter().all(|t| t.0.len() <= l.max_name_bytes);
-            if !fits {
-                return None;
-            }
+            flags_fit(l, &f).ok()?;
             b.flags.pad(self.row);
             b.flags.push_list(f.0.iter().map(|t| t.0.as_ref()));
         }
@@ -210,13 +182,7 @@ impl<'a> Fields<'a> for Row<'_> {
     fn attributes(&mut self, v: Option<Attributes<'a>>) -> Option<()> {
         let (l, b) = (self.limits, &mut *self.b);
         if let Some(a) = v {
-            let fits = a.0.len() <= l.max_attributes
-                && a.0.iter().all(|(k, v)| {
-                    k.0.len() <= l.max_name_bytes && v.0.len() <= l.max_attribute_value_bytes
-                });
-            if !fits {
-                return None;
-            }
+            attributes_fit(l, &a).ok()?;
             b.attributes.pad(self.row);
             let pairs = a.0.iter().map(|(k, v)| (k.0.as_ref(), v.0.as_ref()));
             b.attributes.push_map(pairs);

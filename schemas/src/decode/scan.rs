@@ -125,22 +125,16 @@ const KEY_WORDS: [(u128, u128, usize); KEYS.len()] = {
 };
 
 /// Each name of [`KEYS`] as it starts a field in compact JSON, `"name":`, as a word to
-/// compare 16 payload bytes against, its mask and its length; length 0 for the names too
-/// long for a word.
+/// compare 16 payload bytes against, its mask and its length: [`KEY_WORDS`] with a quote
+/// before and a colon after; length 0 for the names too long for a word.
 const FIELD_WORDS: [(u128, u128, usize); KEYS.len()] = {
     let mut out = [(0, 0, 0); KEYS.len()];
     let mut k = 0;
     while k < KEYS.len() {
-        let name = KEYS[k].as_bytes();
-        let len = name.len() + 3;
+        let (key, _, key_len) = KEY_WORDS[k];
+        let len = key_len + 2;
         if len <= 16 {
-            let mut word = b'"' as u128;
-            let mut i = 0;
-            while i < name.len() {
-                word |= (name[i] as u128) << (8 * (i + 1));
-                i += 1;
-            }
-            word |= (b'"' as u128) << (8 * (i + 1)) | (b':' as u128) << (8 * (i + 2));
+            let word = b'"' as u128 | key << 8 | (b':' as u128) << (8 * (key_len + 1));
             out[k] = (word, u128::MAX >> (8 * (16 - len)), len);
         }
         k += 1;
