@@ -28,7 +28,7 @@ use crate::labels::{LabelJoin, LabelSnapshot, LabelStats};
 use crate::metrics::{Approval, BinSpec, CoreState, Observation, StatusClass};
 use crate::metrics::{Calibration, CostAnomaly, CostSeries};
 use crate::price::usd_to_nanos;
-use crate::sessions::{Session, SessionStats, Sessions, SessionsSnapshot};
+use crate::sessions::{Ended, SessionStats, Sessions, SessionsSnapshot};
 use crate::spill::Spill;
 use crate::window::WindowSpec;
 use inferwatch_schemas::{Feedback, Unmatched};
@@ -143,7 +143,7 @@ pub struct WindowOperator {
     min_baseline: usize,
     sessions: Sessions,
     /// Sessions that ended, not yet handed out as `sessions` rows.
-    ended: Vec<(Arc<str>, Session)>,
+    ended: Ended,
     /// The event time that names the last file of `sessions` rows handed out (increasing).
     sessions_at: Option<i64>,
     /// `emitted_through` when `sessions` rows were last handed out.
@@ -220,7 +220,7 @@ impl WindowOperator {
             cost_span: spec.size * config.cost.baseline_windows as i64,
             min_baseline: config.cost.min_baseline as usize,
             sessions: Sessions::new(&config.loops),
-            ended: Vec::new(),
+            ended: Ended::default(),
             sessions_at: None,
             sessions_cut_through: None,
             spill: None,

@@ -1,6 +1,8 @@
 //! Arrow builders of the rows closed windows hand out: `metrics`, `calibration_bins`, `sessions`.
 
 use super::*;
+use crate::sessions::{Ended, Session};
+use arrow::array::{BooleanArray, Int64Array, TimestampMillisecondArray, UInt32Array};
 
 /// Ended sessions held at most before they are handed out as a file of `sessions` rows.
 pub const SESSION_ROWS_PER_FILE: usize = 32_768;
@@ -193,37 +195,8 @@ impl WindowOperator {
             None => named.unwrap_or(0),
         };
         self.sessions_at = Some(at);
-        let mut ended = std::mem::take(&mut self.ended);
-        ended.sort_by(|a, b| (a.1.first_seen, &a.0).cmp(&(b.1.first_seen, &b.0)));
-        let mut keys = WindowKeyColumns::new();
-        let mut id = StringBuilder::new();
-        let mut steps = arrow::array::Int64Builder::new();
-        let mut repeats = arrow::array::Int64Builder::new();
-        let mut cost = arrow::array::Float64Builder::new();
-        let mut wasted = arrow::array::Float64Builder::new();
-        let mut runaway = BooleanBuilder::new();
-        let mut reason = StringBuilder::new();
-        for (sid, s) in &ended {
-            keys.append(s.first_seen, s.last_seen, &self.keys.values[s.key as usize]);
-            id.append_value(sid);
-            steps.append_value(s.steps as i64);
-            repeats.append_value(s.repeats as i64);
-            cost.append_value(s.cost_nanos as f64 / 1e9);
-            wasted.append_value(s.wasted_nanos as f64 / 1e9);
-            runaway.append_value(s.runaway.is_some());
-            reason.append_option(s.runaway.as_deref());
-        }
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(id.finish())];
-        columns.extend(keys.finish());
-        columns.extend::<[ArrayRef; 6]>([
-            Arc::new(steps.finish()),
-            Arc::new(repeats.finish()),
-            Arc::new(cost.finish()),
-            Arc::new(wasted.finish()),
-            Arc::new(runaway.finish()),
-            Arc::new(reason.finish()),
-        ]);
-        let batch = RecordBatch::try_new(inferwatch_schemas::tables::sessions_schema(), columns)?;
+        let batch = session_rows(&self.ended, &self.keys.values)?;
+        self.ended.clear();
         Ok(Some(SessionRows { at, batch }))
     }
 
@@ -231,4 +204,60 @@ impl WindowOperator {
     pub fn take_calibration_bins(&mut self) -> Result<Option<RecordBatch>> {
         self.bins.finish()
     }
+}
+
+/// `sessions` rows of `ended`, by (first seen, id). Built column by column in that order;
+/// the key columns are taken from one row per key.
+fn session_rows(ended: &Ended, keys: &[Key]) -> Result<RecordBatch> {
+    let order = ended.order();
+    let rows = || order.iter().map(|&i| ended.get(i as usize));
+    let timestamps = |at: fn(&Session) -> i64| {
+        let values: Vec<i64> = rows().map(|(_, s)| at(s)).collect();
+        Arc::new(TimestampMillisecondArray::from(values).with_timezone("UTC")) as ArrayRef
+    };
+    // Each key used, once, and each row's index among them.
+    let mut local = vec![u32::MAX; keys.len()];
+    let mut used = WindowKeyColumns::new();
+    let mut key_rows = Vec::with_capacity(order.len());
+    for (_, s) in rows() {
+        let slot = &mut local[s.key as usize];
+        if *slot == u32::MAX {
+            *slot = used.len() as u32;
+            used.append(0, 0, &keys[s.key as usize]);
+        }
+        key_rows.push(*slot);
+    }
+    let key_rows = UInt32Array::from(key_rows);
+    let [_, _, service, model, version, route] = <[ArrayRef; 6]>::try_from(used.finish())
+        .expect("six key columns");
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(rows().map(|(id, _)| id))),
+        timestamps(|s| s.first_seen),
+        timestamps(|s| s.last_seen),
+    ];
+    for keyed in [service, model, version, route] {
+        columns.push(arrow::compute::take(&keyed, &key_rows, None)?);
+    }
+    let float = |f: fn(&Session) -> f64| {
+        Arc::new(Float64Array::from_iter_values(rows().map(|(_, s)| f(s)))) as ArrayRef
+    };
+    let int = |f: fn(&Session) -> u64| {
+        Arc::new(Int64Array::from_iter_values(rows().map(|(_, s)| f(s) as i64))) as ArrayRef
+    };
+    columns.extend([
+        int(|s| s.steps),
+        int(|s| s.repeats),
+        float(|s| s.cost_nanos as f64 / 1e9),
+        float(|s| s.wasted_nanos as f64 / 1e9),
+        Arc::new(BooleanArray::from(
+            rows().map(|(_, s)| s.runaway.is_some()).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from_iter(
+            rows().map(|(_, s)| s.runaway.as_deref()),
+        )),
+    ]);
+    Ok(RecordBatch::try_new(
+        inferwatch_schemas::tables::sessions_schema(),
+        columns,
+    )?)
 }

@@ -1,6 +1,7 @@
 //! The operator's checkpoint: everything it holds, serialised, and restored exactly.
 
 use super::*;
+use crate::sessions::Session;
 
 pub(super) const SNAPSHOT_VERSION: u32 = 2;
 
@@ -248,11 +249,10 @@ impl WindowOperator {
         self.budgets.service_spend = snap.service_spend.into_iter().collect();
         self.budgets.tenant_spend = snap.tenant_spend.into_iter().collect();
         self.sessions.restore(snap.sessions);
-        self.ended = snap
-            .ended
-            .into_iter()
-            .map(|(id, s)| (Arc::from(id), s))
-            .collect();
+        self.ended.clear();
+        for (id, s) in snap.ended {
+            self.ended.push(&id, s);
+        }
         self.sessions_at = snap.sessions_at;
         // Rows are handed out in the batch that closes a window, so none are due at a
         // checkpoint for a window already closed.

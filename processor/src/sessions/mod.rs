@@ -9,7 +9,6 @@
 //! ends early and is counted as evicted.
 
 use std::collections::hash_map::Entry;
-use std::sync::Arc;
 
 use inferwatch_schemas::hash::Fnv64;
 use serde::{Deserialize, Serialize};
@@ -20,10 +19,12 @@ use crate::error::{config_err, ProcessorError};
 use crate::FastMap;
 
 mod calls;
+mod ended;
 #[cfg(test)]
 mod model_tests;
 mod slots;
 use calls::Calls;
+pub use ended::Ended;
 use inferwatch_schemas::time::deserialize_duration as duration;
 use slots::{Live, Slots};
 
@@ -152,7 +153,7 @@ impl Sessions {
         tool: Option<&str>,
         input_hash: Option<&str>,
         cost_nanos: Option<i64>,
-        ended: &mut Vec<(Arc<str>, Session)>,
+        ended: &mut Ended,
     ) -> Step {
         debug_assert_eq!(hash, (self.hash_of)(id));
         let slot = match self.find(id, hash) {
@@ -197,27 +198,23 @@ impl Sessions {
     }
 
     /// Ends the sessions idle for `session_gap` at watermark `wm` (all with `wm = i64::MAX`).
-    pub fn end_idle(&mut self, wm: i64, ended: &mut Vec<(Arc<str>, Session)>) {
+    pub fn end_idle(&mut self, wm: i64, ended: &mut Ended) {
         if wm == i64::MAX {
             // All end: in any order (rows are sorted when handed out), so without the heap.
             self.by_hash.clear();
             self.collided.clear();
             let mut runaway = std::mem::take(&mut self.runaway);
-            ended.reserve_exact(self.slots.len());
             for (slot, live) in self.slots.drain() {
                 self.stats.ended += 1;
-                let id = Arc::from(live.id.as_str());
-                ended.push((
-                    id,
-                    session_of(&live, runaway.remove(&slot), Calls::default()),
-                ));
+                let session = session_of(&live, runaway.remove(&slot), Calls::default());
+                ended.push(live.id.as_str(), session);
             }
             return;
         }
         // Ended: last seen before `wm - gap`.
         while let Some(slot) = self.slots.oldest_before(wm.saturating_sub(self.gap)) {
             self.stats.ended += 1;
-            ended.push(self.untrack(slot));
+            self.untrack(slot, ended);
         }
     }
 
@@ -237,14 +234,14 @@ impl Sessions {
         hash: u64,
         key: u32,
         t: i64,
-        ended: &mut Vec<(Arc<str>, Session)>,
+        ended: &mut Ended,
     ) -> u32 {
         while self.len() >= self.max_sessions {
             let Some(oldest) = self.slots.oldest() else {
                 break;
             };
             self.stats.evicted += 1;
-            ended.push(self.untrack(oldest));
+            self.untrack(oldest, ended);
         }
         self.stats.tracked += 1;
         self.insert(hash, Live::new(id, key, t, t))
@@ -264,9 +261,9 @@ impl Sessions {
         slot
     }
 
-    /// Stops tracking the session in `slot`.
-    fn untrack(&mut self, slot: u32) -> (Arc<str>, Session) {
-        let live = self.slots.remove(slot);
+    /// Stops tracking the session in `slot`, the one idle longest; it joins `ended`.
+    fn untrack(&mut self, slot: u32, ended: &mut Ended) {
+        let live = self.slots.remove_oldest(slot);
         let id = live.id.as_str();
         let hash = (self.hash_of)(id);
         if self.by_hash.get(&hash) == Some(&slot) {
@@ -275,7 +272,7 @@ impl Sessions {
             self.collided.remove(id);
         }
         let runaway = self.runaway.remove(&slot);
-        (Arc::from(id), session_of(&live, runaway, Calls::default()))
+        ended.push(id, session_of(&live, runaway, Calls::default()));
     }
 
     pub fn snapshot(&self) -> SessionsSnapshot {
@@ -398,7 +395,7 @@ mod tests {
     #[test]
     fn the_third_identical_call_is_a_loop_and_repeats_are_wasted() {
         let mut s = sessions(10);
-        let mut ended = Vec::new();
+        let mut ended = Ended::default();
         let a = s.observe(
             "a",
             h("a"),
@@ -456,7 +453,7 @@ mod tests {
         assert!(!d.became_runaway, "flagged once");
         s.end_idle(106, &mut ended);
         assert_eq!(ended.len(), 1);
-        let (_, a) = &ended[0];
+        let (_, a) = ended.get(0);
         assert_eq!(
             (a.steps, a.repeats, a.cost_nanos, a.wasted_nanos),
             (5, 3, 25, 19)
@@ -467,7 +464,7 @@ mod tests {
     #[test]
     fn long_healthy_sessions_run_to_max_steps_and_old_ones_are_evicted() {
         let mut s = sessions(2);
-        let mut ended = Vec::new();
+        let mut ended = Ended::default();
         for i in 0..10 {
             let input = format!("h{i}");
             let st = s.observe(
@@ -489,7 +486,7 @@ mod tests {
         s.observe("b", h("b"), 0, 20, None, None, None, &mut ended);
         s.observe("c", h("c"), 0, 30, None, None, None, &mut ended);
         assert_eq!(s.stats().evicted, 1);
-        assert_eq!(&*ended[0].0, "long");
+        assert_eq!(ended.get(0).0, "long");
         let snap = serde_json::to_string(&s.snapshot()).unwrap();
         let mut back = sessions(2);
         back.restore(serde_json::from_str(&snap).unwrap());
@@ -501,20 +498,20 @@ mod tests {
     fn sessions_whose_ids_share_a_hash_stay_apart() {
         let mut s = sessions(10);
         s.hash_of = |_| 7;
-        let mut ended = Vec::new();
+        let mut ended = Ended::default();
         for (t, id) in [(1, "x"), (2, "y"), (3, "z"), (200, "y"), (201, "z")] {
             s.observe(id, 7, 0, t, Some("t"), Some(id), Some(1), &mut ended);
         }
         // x ended (its gap passed) while y and z, in the same hash, went on.
         assert_eq!(ended.len(), 0, "sessions end only in end_idle");
         s.end_idle(150, &mut ended);
-        let steps: Vec<(&str, u64)> = ended.iter().map(|(id, s)| (&**id, s.steps)).collect();
+        let steps: Vec<(&str, u64)> = ended.iter().map(|(id, s)| (id, s.steps)).collect();
         assert_eq!(steps, [("x", 1)]);
         s.observe("x", 7, 0, 202, None, None, None, &mut ended);
         s.end_idle(i64::MAX, &mut ended);
         let mut steps: Vec<(&str, u64, u64)> = ended
             .iter()
-            .map(|(id, s)| (&**id, s.steps, s.repeats))
+            .map(|(id, s)| (id, s.steps, s.repeats))
             .collect();
         steps.sort();
         assert_eq!(steps, [("x", 1, 0), ("x", 1, 0), ("y", 2, 1), ("z", 2, 1)]);
@@ -525,7 +522,7 @@ mod tests {
     #[test]
     fn many_distinct_calls_count_alike_across_a_checkpoint() {
         let mut s = sessions(10);
-        let mut ended = Vec::new();
+        let mut ended = Ended::default();
         // 20 distinct calls (past FEW_CALLS), each made twice: 20 repeats.
         for i in 0..40 {
             let input = format!("h{}", i % 20);
@@ -559,6 +556,6 @@ mod tests {
         );
         assert_eq!(third.wasted_nanos, 1);
         back.end_idle(i64::MAX, &mut ended);
-        assert_eq!((ended[0].1.steps, ended[0].1.repeats), (41, 21));
+        assert_eq!((ended.get(0).1.steps, ended.get(0).1.repeats), (41, 21));
     }
 }

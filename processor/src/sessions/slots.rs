@@ -1,10 +1,10 @@
 //! Tracked sessions by slot, and the order they went idle in: a binary min-heap of
-//! (time, slot) by (time, id), each slot knowing its place in it. An event only moves its
-//! session's last-seen time on; the heap catches up when that session reaches the top
-//! (its time there is never later than the true one, so the top, once current, is the
-//! session idle longest). A session costs its slot (96 bytes; slots come in chunks of
-//! [`CHUNK`]), 16 bytes of heap, and its calls; an id longer than [`SHORT_ID`] bytes one
-//! more allocation.
+//! (time, slot) by (time, id). An event only moves its session's last-seen time on; the
+//! heap catches up when that session reaches the top (its time there is never later than
+//! the true one, so the top, once current, is the session idle longest). Sessions leave
+//! only from the top, so the heap needs no record of where each one sits. A session costs
+//! its slot (96 bytes; slots come in chunks of [`CHUNK`]), 16 bytes of heap, and its calls;
+//! an id longer than [`SHORT_ID`] bytes one more allocation.
 
 use super::calls::Calls;
 
@@ -63,8 +63,6 @@ pub(super) struct Live {
     pub(super) steps: u32,
     pub(super) repeats: u32,
     pub(super) key: u32,
-    /// Its place in the heap.
-    pos: u32,
     pub(super) calls: Calls,
 }
 
@@ -79,7 +77,6 @@ impl Live {
             steps: 0,
             repeats: 0,
             key,
-            pos: 0,
             calls: Calls::default(),
         }
     }
@@ -124,7 +121,7 @@ impl Slots {
     }
 
     /// Tracks `live`; returns its slot.
-    pub(super) fn insert(&mut self, mut live: Live) -> u32 {
+    pub(super) fn insert(&mut self, live: Live) -> u32 {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -135,11 +132,10 @@ impl Slots {
                 (self.used - 1) as u32
             }
         };
-        live.pos = self.heap.len() as u32;
         let t = live.last_seen;
         *self.at(slot) = Some(live);
         self.heap.push((t, slot));
-        self.sift_up(self.heap.len() - 1);
+        self.sift_up(self.heap.len() - 1, (t, slot));
         slot
     }
 
@@ -167,21 +163,17 @@ impl Slots {
             if last == at {
                 return Some(slot);
             }
-            self.heap[0].0 = last;
-            self.sift_down(0);
+            self.replace_top((last, slot));
         }
     }
 
-    /// Stops tracking the session in `slot`.
-    pub(super) fn remove(&mut self, slot: u32) -> Live {
-        let pos = self.get(slot).pos as usize;
-        let last = self.heap.len() - 1;
-        self.heap.swap(pos, last);
-        self.heap.pop();
-        if pos < last {
-            self.set_pos(pos);
-            self.sift_down(pos);
-            self.sift_up(pos);
+    /// Stops tracking the session at the top of the heap, which [`Self::oldest_before`]
+    /// returned as `slot`.
+    pub(super) fn remove_oldest(&mut self, slot: u32) -> Live {
+        debug_assert_eq!(self.heap.first().map(|e| e.1), Some(slot));
+        let last = self.heap.pop().expect("the oldest is tracked");
+        if !self.heap.is_empty() {
+            self.replace_top(last);
         }
         self.free.push(slot);
         self.at(slot).take().expect("indexed slots are tracked")
@@ -227,48 +219,45 @@ impl Slots {
         own + each
     }
 
-    /// Whether heap place `a` comes before `b`: by time, then id.
-    fn before(&self, a: usize, b: usize) -> bool {
-        let ((ta, sa), (tb, sb)) = (self.heap[a], self.heap[b]);
-        ta < tb || (ta == tb && self.get(sa).id.as_bytes() < self.get(sb).id.as_bytes())
+    /// Whether heap entry `a` comes before `b`: by time, then id (ids of tracked sessions
+    /// differ, so the order is total and the heap's shape cannot change which ends first).
+    fn before(&self, a: (i64, u32), b: (i64, u32)) -> bool {
+        a.0 < b.0 || (a.0 == b.0 && self.get(a.1).id.as_bytes() < self.get(b.1).id.as_bytes())
     }
 
-    fn set_pos(&mut self, pos: usize) {
-        let slot = self.heap[pos].1;
-        self.get_mut(slot).pos = pos as u32;
-    }
-
-    fn sift_up(&mut self, mut pos: usize) {
+    /// Moves `entry`, at the end of the heap as place `pos`, up to where it belongs.
+    fn sift_up(&mut self, mut pos: usize, entry: (i64, u32)) {
         while pos > 0 {
             let parent = (pos - 1) / 2;
-            if !self.before(pos, parent) {
+            if !self.before(entry, self.heap[parent]) {
                 break;
             }
-            self.heap.swap(pos, parent);
-            self.set_pos(pos);
+            self.heap[pos] = self.heap[parent];
             pos = parent;
         }
-        self.set_pos(pos);
+        self.heap[pos] = entry;
     }
 
-    fn sift_down(&mut self, mut pos: usize) {
+    /// Puts `entry` in the top's place. It belongs near the bottom (a later time than the
+    /// top's, or the heap's last leaf): the hole goes down the smaller children to a leaf,
+    /// one comparison a level, and `entry` moves up from there the little it has to.
+    fn replace_top(&mut self, entry: (i64, u32)) {
         let n = self.heap.len();
+        let mut hole = 0;
         loop {
-            let (l, r) = (2 * pos + 1, 2 * pos + 2);
-            let mut first = pos;
-            if l < n && self.before(l, first) {
-                first = l;
-            }
-            if r < n && self.before(r, first) {
-                first = r;
-            }
-            if first == pos {
+            let left = 2 * hole + 1;
+            if left >= n {
                 break;
             }
-            self.heap.swap(pos, first);
-            self.set_pos(pos);
-            pos = first;
+            let right = left + 1;
+            let child = if right < n && self.before(self.heap[right], self.heap[left]) {
+                right
+            } else {
+                left
+            };
+            self.heap[hole] = self.heap[child];
+            hole = child;
         }
-        self.set_pos(pos);
+        self.sift_up(hole, entry);
     }
 }
