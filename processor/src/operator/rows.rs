@@ -228,8 +228,8 @@ fn session_rows(ended: &Ended, keys: &[Key]) -> Result<RecordBatch> {
         key_rows.push(*slot);
     }
     let key_rows = UInt32Array::from(key_rows);
-    let [_, _, service, model, version, route] = <[ArrayRef; 6]>::try_from(used.finish())
-        .expect("six key columns");
+    let [_, _, service, model, version, route] =
+        <[ArrayRef; 6]>::try_from(used.finish()).expect("six key columns");
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(rows().map(|(id, _)| id))),
         timestamps(|s| s.first_seen),
@@ -242,7 +242,9 @@ fn session_rows(ended: &Ended, keys: &[Key]) -> Result<RecordBatch> {
         Arc::new(Float64Array::from_iter_values(rows().map(|(_, s)| f(s)))) as ArrayRef
     };
     let int = |f: fn(&Session) -> u64| {
-        Arc::new(Int64Array::from_iter_values(rows().map(|(_, s)| f(s) as i64))) as ArrayRef
+        Arc::new(Int64Array::from_iter_values(
+            rows().map(|(_, s)| f(s) as i64),
+        )) as ArrayRef
     };
     columns.extend([
         int(|s| s.steps),

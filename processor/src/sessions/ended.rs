@@ -56,8 +56,7 @@ impl Ended {
             let t = by_time[start].0;
             let end = start + by_time[start..].partition_point(|&(u, _)| u == t);
             if end - start > 1 {
-                order[start..end]
-                    .sort_unstable_by(|&a, &b| (self.id(a), a).cmp(&(self.id(b), b)));
+                order[start..end].sort_unstable_by(|&a, &b| (self.id(a), a).cmp(&(self.id(b), b)));
             }
             start = end;
         }

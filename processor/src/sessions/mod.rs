@@ -228,14 +228,7 @@ impl Sessions {
 
     /// Starts tracking session `id` first seen at `t`, ending the one idle longest first
     /// when `max_sessions` are tracked. Returns its slot.
-    fn track(
-        &mut self,
-        id: &str,
-        hash: u64,
-        key: u32,
-        t: i64,
-        ended: &mut Ended,
-    ) -> u32 {
+    fn track(&mut self, id: &str, hash: u64, key: u32, t: i64, ended: &mut Ended) -> u32 {
         while self.len() >= self.max_sessions {
             let Some(oldest) = self.slots.oldest() else {
                 break;
