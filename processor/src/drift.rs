@@ -24,9 +24,7 @@ pub const MAX_CATEGORIES: usize = 10_000;
 
 /// Bucket of a value in [0, 1].
 pub fn bucket(x: f64) -> u16 {
-    (x * DRIFT_STEPS as f64)
-        .round()
-        .clamp(0.0, DRIFT_STEPS as f64) as u16
+    crate::round::round_u64(x * DRIFT_STEPS as f64).min(DRIFT_STEPS as u64) as u16
 }
 
 /// Sparse counts, sorted by bucket (or category id). New values are appended unsorted and

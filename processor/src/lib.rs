@@ -14,6 +14,7 @@ pub mod labels;
 pub mod metrics;
 pub mod operator;
 pub mod price;
+pub mod round;
 pub mod rules;
 pub mod sessions;
 pub mod spill;

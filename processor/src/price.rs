@@ -201,7 +201,7 @@ impl ModelPrices {
 
 /// A dollar amount from an event as nano-dollars.
 pub fn usd_to_nanos(usd: f64) -> i64 {
-    (usd * 1e9).round() as i64
+    crate::round::round_i64(usd * 1e9)
 }
 
 /// One model's list prices, in US dollars per million tokens.

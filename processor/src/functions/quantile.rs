@@ -56,7 +56,7 @@ impl Quantile {
 
     /// The value recorded for `x` (negative values count as 0).
     pub fn to_units(&self, x: f64) -> u64 {
-        (x * self.unit).round().max(0.0) as u64
+        crate::round::round_u64(x * self.unit)
     }
 
     pub fn unit(&self) -> f64 {

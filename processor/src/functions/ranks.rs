@@ -193,7 +193,7 @@ pub struct Ranks {
 
 /// The bucket of a confidence in [0, 1].
 pub fn bucket_of(conf: f64) -> u16 {
-    (conf * RANK_STEPS).round() as u16
+    crate::round::round_u64(conf * RANK_STEPS).min(u16::MAX.into()) as u16
 }
 
 impl Ranks {

@@ -42,46 +42,6 @@ pub struct Key {
     pub route: Option<String>,
 }
 
-#[derive(Default)]
-struct Keys {
-    index: crate::FastMap<String, u32>,
-    values: Vec<Key>,
-    buf: String,
-}
-
-impl Keys {
-    fn intern(
-        &mut self,
-        service: &str,
-        model: &str,
-        version: Option<&str>,
-        route: Option<&str>,
-    ) -> u32 {
-        // A null and an empty string are different keys: \u{1} marks a present value.
-        let b = &mut self.buf;
-        b.clear();
-        for part in [Some(service), Some(model), version, route] {
-            if let Some(p) = part {
-                b.push('\u{1}');
-                b.push_str(p);
-            }
-            b.push('\u{1f}');
-        }
-        if let Some(&id) = self.index.get(b.as_str()) {
-            return id;
-        }
-        let id = self.values.len() as u32;
-        self.index.insert(b.clone(), id);
-        self.values.push(Key {
-            service: service.into(),
-            model: model.into(),
-            model_version: version.map(Into::into),
-            route: route.map(Into::into),
-        });
-        id
-    }
-}
-
 /// Counters for progress displays and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorStats {
@@ -299,6 +259,7 @@ mod batch;
 mod budgets;
 mod close;
 mod groups;
+mod keys;
 mod revisions;
 mod rows;
 mod snapshot;
@@ -307,6 +268,7 @@ pub(crate) use batch::opt;
 pub use budgets::BudgetConfig;
 use budgets::*;
 use groups::Groups;
+use keys::Keys;
 pub use revisions::Revisions;
 use revisions::*;
 use rows::*;
