@@ -10,11 +10,9 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::path::Path;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use memchr::memmem;
-
-use inferwatch_schemas::bytes::{find, mask};
+use inferwatch_schemas::bytes::{find, Block};
 use inferwatch_schemas::hash::fnv64;
 use inferwatch_schemas::RawBatch;
 
@@ -109,10 +107,10 @@ impl FileSource {
                 continue;
             };
             let p = partition_of(line, self.partitions);
-            let source = &self.source;
-            // Reserved, not touched: pages count once lines fill them.
-            let bytes = batch_bytes(self.line_bytes, self.line, max);
+            let (source, line_bytes, lines) = (&self.source, self.line_bytes, self.line);
             let batch = self.gathering[p].get_or_insert_with(|| {
+                // Reserved, not touched: pages count once lines fill them.
+                let bytes = batch_bytes(line_bytes, lines, max);
                 RawBatch::with_capacity(source.clone(), p as i32, max, bytes)
             });
             batch.push(line, at);
@@ -188,40 +186,62 @@ fn scan_service(line: &[u8]) -> Scan<'_> {
     quick_service(line).unwrap_or_else(|| walk_service(line))
 }
 
-/// The key with its quotes, searched for as a whole (SIMD) rather than string by string.
-static SERVICE_KEY: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\"service\""));
+/// The key with its quotes.
+const SERVICE_KEY: &[u8] = b"\"service\"";
 
-/// The common case in a few vector searches: the first `"service"` of the line, taken when
-/// everything before it is one flat object (no nesting, no escapes), so that an even number
-/// of quotes before it makes it the start of a string, and a `{` or `,` before it a key.
+/// The common case in a few block masks: the line is one flat object up to its key (no
+/// nesting, no escapes), so that the quotes alternate opening and closing strings, and a
+/// string opened after `{` or `,` is a key. Only quotes followed by an `s` are looked at.
 /// `None` leaves the line to [`walk_service`].
 fn quick_service(line: &[u8]) -> Option<Scan<'_>> {
-    let at = SERVICE_KEY.find(line)?;
-    let before = &line[..at];
-    let open = before.iter().position(|c| !c.is_ascii_whitespace())?;
-    let inside = &before[open + 1..];
-    let (nested, odd_quotes) = prefix_shape(inside);
-    let flat = before[open] == b'{' && !nested;
-    let even = !odd_quotes;
-    let prev = before.iter().rev().find(|c| !c.is_ascii_whitespace());
-    (flat && even && matches!(prev, Some(b'{' | b',')))
-        .then(|| service_value(line, at + SERVICE_KEY.needle().len()))
+    let open = skip_ws(line, 0);
+    if line.get(open) != Some(&b'{') {
+        return None;
+    }
+    // Whether the block starts inside a string.
+    let mut inside = false;
+    let mut at = open + 1;
+    while at < line.len() {
+        let block = Block::new(&block_at(line, at));
+        let (quotes, nested) = (block.mask(*b"\""), block.mask(*b"{[\\"));
+        // A block's last quote may have its `s` in the next block: the compare decides.
+        let mut candidates = quotes & (block.mask(*b"s") >> 1 | 1 << 15);
+        while candidates != 0 {
+            let i = candidates.trailing_zeros();
+            let before = (1u32 << i) - 1;
+            if nested & before != 0 {
+                return None;
+            }
+            let opens = !(inside ^ ((quotes & before).count_ones() & 1 == 1));
+            let pos = at + i as usize;
+            if opens && line[pos..].starts_with(SERVICE_KEY) {
+                let prev = line[..pos].iter().rev().find(|c| !c.is_ascii_whitespace());
+                if matches!(prev, Some(b'{' | b',')) {
+                    return Some(service_value(line, pos + SERVICE_KEY.len()));
+                }
+            }
+            candidates &= candidates - 1;
+        }
+        if nested != 0 {
+            return None;
+        }
+        inside ^= quotes.count_ones() & 1 == 1;
+        at += 16;
+    }
+    None
 }
 
-/// Over `bytes`: whether any is a `{`, a `[` or a backslash, and whether they hold an odd
-/// number of quotes. 16 bytes at a time, the last block padded with blanks (for the few
-/// dozen bytes before the key, library searches cost more to set up than this).
-fn prefix_shape(bytes: &[u8]) -> (bool, bool) {
-    let (blocks, rest) = bytes.as_chunks::<16>();
-    let mut last = [b' '; 16];
-    last[..rest.len()].copy_from_slice(rest);
-    let (mut nested, mut quotes) = (0u32, 0u32);
-    for block in blocks.iter().chain([&last]) {
-        nested |= mask(block, *b"{[\\");
-        quotes += mask(block, *b"\"").count_ones();
+/// The 16 bytes of `line` from `at`, padded with blanks past its end.
+fn block_at(line: &[u8], at: usize) -> [u8; 16] {
+    match line.get(at..at + 16) {
+        Some(block) => block.try_into().expect("sixteen bytes"),
+        None => {
+            let mut block = [b' '; 16];
+            let rest = &line[at..];
+            block[..rest.len()].copy_from_slice(rest);
+            block
+        }
     }
-    (nested != 0, quotes % 2 == 1)
 }
 
 /// Walks the line's strings and brackets to the top-level key: any shape, stopping at the
@@ -484,23 +504,46 @@ mod tests {
             quick_service(br#"{"a":1,"service":"s"}"#),
             Some(Scan::Found(b"s"))
         );
-        assert_eq!(quick_service(br#"{"a":"service","service":"t"}"#), None);
+        assert_eq!(
+            quick_service(br#"{"a":"service","service":"t"}"#),
+            Some(Scan::Found(b"t"))
+        );
         assert_eq!(quick_service(br#"{"a":[1],"service":"s"}"#), None);
         assert_eq!(quick_service(br#"{"model":"m"}"#), None);
     }
 
     #[test]
-    fn prefix_shape_agrees_with_byte_loops() {
-        for len in 0..40 {
-            for at in 0..len {
-                for byte in [b'"', b'\\', b'{', b'[', b'a'] {
-                    let mut line = vec![b'x'; len];
-                    line[at] = byte;
-                    line[len - 1 - (len - 1 - at) / 2] = byte; // a second one at or after it
-                    let nested = line.iter().any(|c| matches!(c, b'{' | b'[' | b'\\'));
-                    let quotes = line.iter().filter(|&&c| c == b'"').count();
-                    assert_eq!(prefix_shape(&line), (nested, quotes % 2 == 1), "{line:?}");
-                }
+    fn the_scan_agrees_with_a_parse_wherever_the_key_falls_in_a_block() {
+        // Prefixes of every length before the key (so it opens at every offset of a
+        // 16-byte block), of each shape the quick scan takes or leaves to the walk.
+        // Each with whether the quick scan answers it itself.
+        let shapes = [
+            (r#"{"a":"PAD","service":"s1"}"#, true),
+            (
+                r#"{"s":"sss","ss":"PAD","sservice":1,"service":"s9"}"#,
+                true,
+            ),
+            (r#"{"a":"service","b":"PAD","service":"s2"}"#, true),
+            (r#"{ "a" : "PAD" , "service" : "s3" }"#, true),
+            (r#"{"a":"PAD","service":"with \"q\""}"#, true),
+            (r#"{"a":"PAD","service":"#, true),
+            (r#"{"a":"P{A[D","service":"s4"}"#, false),
+            (r#"{"a":"PAD\"","service":"s5"}"#, false),
+            (r#"{"a":{"service":"PAD"},"service":"s6"}"#, false),
+            (r#"{"a":["PAD"],"service":"s7"}"#, false),
+            (r#"{"a":"PAD","b":1}"#, false),
+        ];
+        for (shape, quick) in shapes {
+            for n in 0..40 {
+                let line = shape.replace("PAD", &"x".repeat(n));
+                let scanned = match scan_service(line.as_bytes()) {
+                    Scan::Found(s) => Some(String::from_utf8(s.to_vec()).unwrap()),
+                    Scan::Missing => None,
+                    Scan::Unsure => parse_service(line.as_bytes()).map(|s| s.into_owned()),
+                };
+                let parsed = parse_service(line.as_bytes()).map(|s| s.into_owned());
+                assert_eq!(scanned, parsed, "{line}");
+                assert_eq!(quick_service(line.as_bytes()).is_some(), quick, "{line}");
             }
         }
     }

@@ -2,34 +2,63 @@
 //! file reader's partition key) run over spans too short for a library search to repay its
 //! setup.
 
-/// Bit `i` set where `block[i]` is one of `needles`: a compare each and one mask with SSE2,
-/// part of the x86-64 baseline.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-pub fn mask<const N: usize>(block: &[u8; 16], needles: [u8; N]) -> u32 {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
-        _mm_setzero_si128,
-    };
-    let (lo, hi) = block.split_at(8);
-    let word = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("eight bytes"));
-    // SAFETY: SSE2 is part of the x86-64 baseline, so every CPU this runs on has these
-    // instructions; they read only their arguments.
-    unsafe {
-        let v = _mm_set_epi64x(word(hi), word(lo));
-        let mut hits = _mm_setzero_si128();
-        for n in needles {
-            hits = _mm_or_si128(hits, _mm_cmpeq_epi8(v, _mm_set1_epi8(n as i8)));
+/// A 16-byte block loaded once, to take several masks of.
+#[derive(Clone, Copy)]
+pub struct Block {
+    #[cfg(target_arch = "x86_64")]
+    v: std::arch::x86_64::__m128i,
+    #[cfg(not(target_arch = "x86_64"))]
+    bytes: [u8; 16],
+}
+
+impl Block {
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    pub fn new(block: &[u8; 16]) -> Self {
+        use std::arch::x86_64::_mm_set_epi64x;
+        let (lo, hi) = block.split_at(8);
+        let word = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("eight bytes"));
+        // SAFETY: SSE2 is part of the x86-64 baseline, so every CPU this runs on has it.
+        Self {
+            v: unsafe { _mm_set_epi64x(word(hi), word(lo)) },
         }
-        _mm_movemask_epi8(hits) as u32
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline]
+    pub fn new(block: &[u8; 16]) -> Self {
+        Self { bytes: *block }
+    }
+
+    /// Bit `i` set where byte `i` is one of `needles`: a compare each and one mask with
+    /// SSE2, part of the x86-64 baseline.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    pub fn mask<const N: usize>(self, needles: [u8; N]) -> u32 {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_setzero_si128,
+        };
+        // SAFETY: as in `new`; these read only their arguments.
+        unsafe {
+            let mut hits = _mm_setzero_si128();
+            for n in needles {
+                hits = _mm_or_si128(hits, _mm_cmpeq_epi8(self.v, _mm_set1_epi8(n as i8)));
+            }
+            _mm_movemask_epi8(hits) as u32
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline]
+    pub fn mask<const N: usize>(self, needles: [u8; N]) -> u32 {
+        portable_mask(&self.bytes, needles)
     }
 }
 
-/// Bit `i` set where `block[i]` is one of `needles`, elsewhere.
-#[cfg(not(target_arch = "x86_64"))]
+/// Bit `i` set where `block[i]` is one of `needles`.
 #[inline]
 pub fn mask<const N: usize>(block: &[u8; 16], needles: [u8; N]) -> u32 {
-    portable_mask(block, needles)
+    Block::new(block).mask(needles)
 }
 
 /// The byte loop [`mask`] stands for: compiled and tested on every target.
