@@ -282,6 +282,21 @@ fn walk_service(line: &[u8]) -> Scan<'_> {
 
 /// What follows the top-level key `service` whose closing quote ends before `after`.
 fn service_value(line: &[u8], after: usize) -> Scan<'_> {
+    if line.get(after..after + 2) == Some(b":\"") {
+        // The usual `"service":"name"`: a name that ends in the block after its quote,
+        // ASCII, is found from that block's masks alone.
+        let start = after + 2;
+        let block = Block::new(&block_at(line, start));
+        let end = block.mask(*b"\"\\");
+        if end != 0 {
+            let n = end.trailing_zeros() as usize;
+            let ascii = block.high() & ((1 << n) - 1) == 0;
+            let e = start + n;
+            if ascii && line.get(e) == Some(&b'"') {
+                return Scan::Found(&line[start..e]);
+            }
+        }
+    }
     let v = skip_ws(line, after);
     if line.get(v) != Some(&b':') {
         return Scan::Unsure;
@@ -519,6 +534,11 @@ mod tests {
         // Each with whether the quick scan answers it itself.
         let shapes = [
             (r#"{"a":"PAD","service":"s1"}"#, true),
+            (
+                r#"{"a":"PAD","service":"a-service-name-longer-than-a-block"}"#,
+                true,
+            ),
+            (r#"{"a":"PAD","service":"nämé"}"#, true),
             (
                 r#"{"s":"sss","ss":"PAD","sservice":1,"service":"s9"}"#,
                 true,

@@ -53,6 +53,27 @@ impl Block {
     pub fn mask<const N: usize>(self, needles: [u8; N]) -> u32 {
         portable_mask(&self.bytes, needles)
     }
+
+    /// Bit `i` set where byte `i` is not ASCII.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    pub fn high(self) -> u32 {
+        // SAFETY: as in `new`.
+        unsafe { std::arch::x86_64::_mm_movemask_epi8(self.v) as u32 }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline]
+    pub fn high(self) -> u32 {
+        portable_high(&self.bytes)
+    }
+}
+
+/// The byte loop [`Block::high`] stands for.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline]
+fn portable_high(block: &[u8; 16]) -> u32 {
+    (0..16).fold(0, |m, i| m | (u32::from(block[i] >= 0x80) << i))
 }
 
 /// Bit `i` set where `block[i]` is one of `needles`.
@@ -100,6 +121,9 @@ mod tests {
                     assert_eq!(mask(&block, one), portable_mask(&block, one));
                     assert_eq!(mask(&block, two), portable_mask(&block, two));
                     assert_eq!(mask(&block, three), portable_mask(&block, three));
+                    let b = Block::new(&block);
+                    assert_eq!(b.high(), portable_high(&block));
+                    assert_eq!(b.mask(two), portable_mask(&block, two));
                 }
             }
         }
