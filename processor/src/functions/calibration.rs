@@ -347,7 +347,7 @@ impl Function for CalibrationFn {
             if conf.is_valid(row) && correct.is_valid(row) && kept(filter, row) {
                 states
                     .state(g)
-                    .observe(conf.value(row), correct.value(row), width);
+                    .observe(conf.value(row), correct.values().value(row), width);
             }
         }
         Ok(())

@@ -202,7 +202,7 @@ impl Function for Categorical {
         for (row, &g) in groups.iter().enumerate() {
             if cat.is_valid(row) && is_ref.is_valid(row) && kept(filter, row) {
                 let s = states.state(g);
-                let side = if is_ref.value(row) {
+                let side = if is_ref.values().value(row) {
                     &mut s.reference
                 } else {
                     &mut s.current

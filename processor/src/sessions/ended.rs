@@ -28,6 +28,7 @@ impl Ended {
     }
 
     /// The `i`th session to end, with its id.
+    #[inline]
     pub fn get(&self, i: usize) -> (&str, &Session) {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         (&self.ids[start..self.ends[i]], &self.sessions[i])

@@ -42,7 +42,7 @@ impl Validity {
     #[inline]
     fn pad(&mut self, rows: usize) {
         self.nulls += rows.saturating_sub(self.valid.len());
-        self.valid.resize(rows.max(self.valid.len()), false);
+        grow(&mut self.valid, rows, false);
     }
 
     fn truncate(&mut self, rows: usize) {
@@ -57,6 +57,17 @@ impl Validity {
         let valid = std::mem::take(&mut self.valid);
         let nulls = std::mem::take(&mut self.nulls);
         (nulls > 0).then(|| NullBuffer::new(bits(&valid)))
+    }
+}
+
+/// `v` grown to `len` with `value` (never shrunk). Gaps are mostly one row: a push, where
+/// `resize` is a call to `memset`.
+#[inline]
+fn grow<T: Copy>(v: &mut Vec<T>, len: usize, value: T) {
+    if len == v.len() + 1 {
+        v.push(value);
+    } else if len > v.len() {
+        v.resize(len, value);
     }
 }
 
@@ -122,7 +133,7 @@ impl Ranges {
     fn pad(&mut self, rows: usize, end: usize) {
         if self.len() < rows {
             let end = i32::try_from(end).expect("a batch's column holds under 2 GiB");
-            self.offsets.resize(rows + 1, end);
+            grow(&mut self.offsets, rows + 1, end);
             self.validity.pad(rows);
         }
     }
@@ -367,7 +378,7 @@ impl<T: ArrowPrimitiveType> Column for Numbers<T> {
 
     fn pad(&mut self, rows: usize) {
         if self.values.len() < rows {
-            self.values.resize(rows, T::Native::default());
+            grow(&mut self.values, rows, T::Native::default());
             self.validity.pad(rows);
         }
     }
@@ -419,7 +430,7 @@ impl Column for Bools {
 
     fn pad(&mut self, rows: usize) {
         if self.values.len() < rows {
-            self.values.resize(rows, false);
+            grow(&mut self.values, rows, false);
             self.validity.pad(rows);
         }
     }
