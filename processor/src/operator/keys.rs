@@ -27,7 +27,7 @@ fn encode(buf: &mut Vec<u8>, (service, model, version, route): Parts) {
     buf.clear();
     buf.extend_from_slice(&header);
     for part in [service, model, version.unwrap_or(""), route.unwrap_or("")] {
-        buf.extend_from_slice(part.as_bytes());
+        inferwatch_schemas::bytes::append(buf, part.as_bytes());
     }
 }
 

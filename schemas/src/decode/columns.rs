@@ -60,41 +60,6 @@ impl Validity {
     }
 }
 
-/// `bytes` appended to `v`. Values are mostly short: up to 16 bytes they are copied in
-/// overlapping pieces of fixed size, where `extend_from_slice` calls `memcpy` (ten calls an
-/// event, 1.3 % of a run).
-#[inline]
-fn append(v: &mut Vec<u8>, bytes: &[u8]) {
-    let n = bytes.len();
-    if n > 16 {
-        v.extend_from_slice(bytes);
-        return;
-    }
-    v.reserve(n);
-    let len = v.len();
-    // SAFETY: `reserve` made room for `n` bytes past `len`. Every copy reads inside
-    // `bytes` and writes inside `len..len + n` (the two pieces of a size overlap, so
-    // together they write each of those bytes), and `set_len` then covers just those.
-    unsafe {
-        let (src, dst) = (bytes.as_ptr(), v.as_mut_ptr().add(len));
-        let piece = |size: usize| {
-            std::ptr::copy_nonoverlapping(src, dst, size);
-            std::ptr::copy_nonoverlapping(src.add(n - size), dst.add(n - size), size);
-        };
-        match n {
-            8.. => piece(8),
-            4.. => piece(4),
-            1.. => {
-                *dst = *src;
-                *dst.add(n / 2) = *src.add(n / 2);
-                *dst.add(n - 1) = *src.add(n - 1);
-            }
-            0 => {}
-        }
-        v.set_len(len + n);
-    }
-}
-
 /// `v` grown to `len` with `value` (never shrunk). Gaps are mostly one row: a push, where
 /// `resize` is a call to `memset`.
 #[inline]
@@ -213,7 +178,7 @@ impl Texts {
 
     #[inline]
     pub(super) fn push(&mut self, v: &str) {
-        append(&mut self.values, v.as_bytes());
+        crate::bytes::append(&mut self.values, v.as_bytes());
         self.ranges.push(self.values.len(), true);
     }
 
@@ -473,29 +438,6 @@ impl Column for Bools {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn append_copies_every_length_as_extend_does() {
-        let source: Vec<u8> = (0..40u8)
-            .map(|b| b.wrapping_mul(37).wrapping_add(1))
-            .collect();
-        for start in 0..4 {
-            for n in 0..=(source.len() - start) {
-                let bytes = &source[start..start + n];
-                // Onto an empty vector, and onto one with no spare room.
-                for prefix in [vec![], vec![9u8; 3]] {
-                    let mut ours = prefix.clone();
-                    ours.shrink_to_fit();
-                    append(&mut ours, bytes);
-                    append(&mut ours, bytes);
-                    let mut theirs = prefix.clone();
-                    theirs.extend_from_slice(bytes);
-                    theirs.extend_from_slice(bytes);
-                    assert_eq!(ours, theirs, "{start} {n}");
-                }
-            }
-        }
-    }
-
     use super::*;
     use arrow::array::{Array, Float64Array, StringBuilder};
     use arrow::datatypes::Float64Type;
