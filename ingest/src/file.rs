@@ -479,6 +479,17 @@ mod tests {
         assert_eq!(all, (0..20_000).collect::<Vec<_>>());
     }
 
+    /// The service the scan finds (with the parse when it is unsure) is the parse's.
+    fn scan_agrees_with_parse(line: &str) {
+        let scanned = match scan_service(line.as_bytes()) {
+            Scan::Found(s) => Some(String::from_utf8(s.to_vec()).unwrap()),
+            Scan::Missing => None,
+            Scan::Unsure => parse_service(line.as_bytes()).map(|s| s.into_owned()),
+        };
+        let parsed = parse_service(line.as_bytes()).map(|s| s.into_owned());
+        assert_eq!(scanned, parsed, "{line}");
+    }
+
     #[test]
     fn the_scan_finds_the_service_a_parse_finds() {
         let lines: &[&str] = &[
@@ -504,13 +515,7 @@ mod tests {
             r#"{"service" "y"}"#,
         ];
         for line in lines {
-            let scanned = match scan_service(line.as_bytes()) {
-                Scan::Found(s) => Some(String::from_utf8(s.to_vec()).unwrap()),
-                Scan::Missing => None,
-                Scan::Unsure => parse_service(line.as_bytes()).map(|s| s.into_owned()),
-            };
-            let parsed = parse_service(line.as_bytes()).map(|s| s.into_owned());
-            assert_eq!(scanned, parsed, "{line}");
+            scan_agrees_with_parse(line);
         }
         assert_eq!(scan_service(br#"{"a":1,"service":"s"}"#), Scan::Found(b"s"));
         assert_eq!(scan_service(br#"{"service":"with \"q\""}"#), Scan::Unsure);
@@ -556,13 +561,7 @@ mod tests {
         for (shape, quick) in shapes {
             for n in 0..40 {
                 let line = shape.replace("PAD", &"x".repeat(n));
-                let scanned = match scan_service(line.as_bytes()) {
-                    Scan::Found(s) => Some(String::from_utf8(s.to_vec()).unwrap()),
-                    Scan::Missing => None,
-                    Scan::Unsure => parse_service(line.as_bytes()).map(|s| s.into_owned()),
-                };
-                let parsed = parse_service(line.as_bytes()).map(|s| s.into_owned());
-                assert_eq!(scanned, parsed, "{line}");
+                scan_agrees_with_parse(&line);
                 assert_eq!(quick_service(line.as_bytes()).is_some(), quick, "{line}");
             }
         }

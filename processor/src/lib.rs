@@ -29,3 +29,14 @@ pub use operator::{OperatorStats, Output, Revisions, WindowOperator};
 /// The hash map of the per-event paths (keys, sessions, label waits): a fast hasher, since
 /// the keys come from our own events and SipHash cost about a tenth of the aggregate.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A small deterministic generator for tests: `next(n)` is in `0..n`.
+#[cfg(test)]
+pub(crate) fn test_rng(mut state: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    }
+}

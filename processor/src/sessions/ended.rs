@@ -97,13 +97,7 @@ mod tests {
     #[test]
     fn order_is_a_stable_sort_by_first_seen_then_id() {
         let mut ended = Ended::default();
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng % n
-        };
+        let mut next = crate::test_rng(0x9e37_79b9_7f4a_7c15);
         // Few times and few ids: long runs of ties, and equal (time, id) pairs that only
         // the order they ended in tells apart (their steps differ).
         for steps in 0..5_000 {

@@ -124,13 +124,7 @@ fn sessions_follow_the_model_through_evictions_gaps_and_checkpoints() {
         session_gap: Duration::from_millis(40),
         max_sessions: 25,
     };
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = crate::test_rng(0x2545_f491_4f6c_dd1d);
     let mut ours = Sessions::new(&c);
     let mut model = Reference {
         c: c.clone(),
