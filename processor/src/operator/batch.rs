@@ -103,7 +103,8 @@ impl WindowOperator {
             keep: Vec::with_capacity(n),
         };
         let mut out = MetricRows::new();
-        let mut late = BooleanBuilder::with_capacity(n);
+        // Flags pushed to a plain vector (the builder's append is a call a row).
+        let mut late = Vec::with_capacity(n);
         let ooo = self.spec.out_of_orderness;
         let mut max_ts = self.max_event_time.unwrap_or(i64::MIN / 2);
         for (i, &cost) in costs.iter().enumerate() {
@@ -117,7 +118,7 @@ impl WindowOperator {
                 }
             }
             let (group, is_late) = self.observe_row(&cols, cost, i, max_ts);
-            late.append_value(is_late);
+            late.push(is_late);
             pending.groups.push(group.unwrap_or(0));
             pending.keep.push(group.is_some());
         }
@@ -129,7 +130,7 @@ impl WindowOperator {
         self.keep_sessions_in_budget()?;
 
         let mut columns = events.columns().to_vec();
-        columns[col::LATE] = Arc::new(late.finish());
+        columns[col::LATE] = Arc::new(BooleanArray::from(late));
         let events = RecordBatch::try_new(events.schema(), columns)?;
         Ok(Output {
             events: Some(events),

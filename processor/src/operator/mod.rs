@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, Float64Array, RecordBatch, StringArray,
-    StringBuilder, TimestampMillisecondBuilder,
+    Array, ArrayBuilder, ArrayRef, AsArray, Float64Array, RecordBatch, StringArray, StringBuilder,
+    TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{Float64Type, Int64Type, Schema, SchemaRef, TimestampMillisecondType};
 use inferwatch_schemas::tables::{events as col, metrics_key_fields};
