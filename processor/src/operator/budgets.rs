@@ -24,7 +24,7 @@ pub(super) struct Budgets {
 
 impl Budgets {
     pub(super) fn new(c: &BudgetConfig) -> Self {
-        let nanos = |usd: &f64| (usd * 1e9).round() as i64;
+        let nanos = |usd: &f64| usd_to_nanos(*usd);
         Self {
             services: c
                 .services

@@ -443,16 +443,21 @@ fn numbers(ev: &WireEvent) -> Result<(), String> {
     crate::validate::cached_tokens(ev.tokens_cached, ev.tokens_in)
 }
 
+/// A list or map field of `n` entries, at most `max`.
+#[inline]
+fn entries_fit(field: &str, n: usize, max: usize) -> Result<(), String> {
+    match n > max {
+        true => Err(format!(
+            "field `{field}`: {n} entries, at most {max} allowed"
+        )),
+        false => Ok(()),
+    }
+}
+
 /// `flags` within their limits.
 #[inline]
 fn flags_fit(l: &Limits, f: &Flags) -> Result<(), String> {
-    if f.0.len() > l.max_flags {
-        return Err(format!(
-            "field `flags`: {} entries, at most {} allowed",
-            f.0.len(),
-            l.max_flags
-        ));
-    }
+    entries_fit("flags", f.0.len(), l.max_flags)?;
     for t in &f.0 {
         l.optional_text("flags", Some(&t.0), l.max_name_bytes)?;
     }
@@ -462,13 +467,7 @@ fn flags_fit(l: &Limits, f: &Flags) -> Result<(), String> {
 /// `attributes` within their limits.
 #[inline]
 fn attributes_fit(l: &Limits, a: &Attributes) -> Result<(), String> {
-    if a.0.len() > l.max_attributes {
-        return Err(format!(
-            "field `attributes`: {} entries, at most {} allowed",
-            a.0.len(),
-            l.max_attributes
-        ));
-    }
+    entries_fit("attributes", a.0.len(), l.max_attributes)?;
     for (k, v) in &a.0 {
         l.optional_text("attributes key", Some(&k.0), l.max_name_bytes)?;
         l.optional_text("attributes value", Some(&v.0), l.max_attribute_value_bytes)?;
