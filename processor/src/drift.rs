@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{config_err, ProcessorError};
 
+mod counts;
+pub use counts::Counts;
+
 /// Drift resolution: values are measured in steps of 1/1000.
 pub const DRIFT_STEPS: usize = 1000;
 /// PSI bins; edges are the reference's deciles.
@@ -25,123 +28,6 @@ pub const MAX_CATEGORIES: usize = 10_000;
 /// Bucket of a value in [0, 1].
 pub fn bucket(x: f64) -> u16 {
     crate::round::round_u64(x * DRIFT_STEPS as f64).min(DRIFT_STEPS as u64) as u16
-}
-
-/// Sparse counts, sorted by bucket (or category id). New values are appended unsorted and
-/// folded in in batches: a sorted insert per event would shift the vector every time.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Counts {
-    sorted: Vec<(u32, u32)>,
-    pending: Vec<u32>,
-}
-
-/// Values appended before they are folded into the sorted counts.
-const PENDING: usize = 512;
-
-impl Counts {
-    pub fn add(&mut self, k: u32) {
-        self.pending.push(k);
-        if self.pending.len() >= PENDING {
-            self.fold();
-        }
-    }
-
-    /// Folds the appended values into the sorted counts.
-    pub fn fold(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let mut p = std::mem::take(&mut self.pending);
-        p.sort_unstable();
-        let mut run: Vec<(u32, u32)> = Vec::new();
-        for k in p.drain(..) {
-            match run.last_mut() {
-                Some(last) if last.0 == k => last.1 += 1,
-                _ => run.push((k, 1)),
-            }
-        }
-        self.pending = p; // keeps its capacity
-        self.merge_sorted(&run);
-    }
-
-    fn merge_sorted(&mut self, o: &[(u32, u32)]) {
-        if o.is_empty() {
-            return;
-        }
-        if self.sorted.is_empty() {
-            self.sorted.extend_from_slice(o);
-            return;
-        }
-        let mut out = Vec::with_capacity(self.sorted.len() + o.len());
-        let (mut a, mut b) = (self.sorted.iter().peekable(), o.iter().peekable());
-        loop {
-            match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x.0 == y.0 => {
-                    out.push((x.0, x.1 + y.1));
-                    a.next();
-                    b.next();
-                }
-                (Some(x), Some(y)) if x.0 < y.0 => out.push(*a.next().unwrap()),
-                (Some(_), Some(_)) | (None, Some(_)) => out.push(*b.next().unwrap()),
-                (Some(_), None) => out.push(*a.next().unwrap()),
-                (None, None) => break,
-            }
-        }
-        self.sorted = out;
-    }
-
-    pub fn merge(&mut self, o: &Counts) {
-        self.merge_sorted(&o.sorted);
-        for &k in &o.pending {
-            self.add(k);
-        }
-    }
-
-    /// Counts already sorted by value, each value once.
-    pub fn from_sorted(sorted: Vec<(u32, u32)>) -> Self {
-        debug_assert!(sorted.windows(2).all(|w| w[0].0 < w[1].0));
-        Self {
-            sorted,
-            pending: Vec::new(),
-        }
-    }
-
-    /// Heap bytes.
-    pub fn size(&self) -> usize {
-        self.sorted.capacity() * 8 + self.pending.capacity() * 4
-    }
-
-    pub fn total(&self) -> u64 {
-        self.sorted.iter().map(|e| e.1 as u64).sum::<u64>() + self.pending.len() as u64
-    }
-
-    /// (value, count) in value order; [`Counts::fold`] first.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        debug_assert!(self.pending.is_empty(), "fold before reading counts");
-        self.sorted.iter().copied()
-    }
-}
-
-// Checkpoints hold the folded form.
-impl Serialize for Counts {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.pending.is_empty() {
-            self.sorted.serialize(s)
-        } else {
-            let mut c = self.clone();
-            c.fold();
-            c.sorted.serialize(s)
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Counts {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Counts {
-            sorted: Vec::deserialize(d)?,
-            pending: Vec::new(),
-        })
-    }
 }
 
 /// What one (pane, key) contributes to drift.
@@ -159,9 +45,9 @@ impl DriftState {
         self.confidence.fold();
         self.quality.fold();
         self.prediction.fold();
-        self.confidence.pending.shrink_to_fit();
-        self.quality.pending.shrink_to_fit();
-        self.prediction.pending.shrink_to_fit();
+        self.confidence.shrink_pending();
+        self.quality.shrink_pending();
+        self.prediction.shrink_pending();
     }
 
     /// Heap bytes.
@@ -587,21 +473,5 @@ mod tests {
                 .ks_confidence,
             Some(1.0)
         );
-    }
-
-    #[test]
-    fn counts_merge_in_order() {
-        let mut a = Counts::default();
-        for k in [5, 1, 5, 9] {
-            a.add(k);
-        }
-        let mut b = Counts::default();
-        for k in [0, 5, 10] {
-            b.add(k);
-        }
-        a.merge(&b);
-        a.fold();
-        assert_eq!(a.sorted, vec![(0, 1), (1, 1), (5, 3), (9, 1), (10, 1)]);
-        assert_eq!(a.total(), 7);
     }
 }
