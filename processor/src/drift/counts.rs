@@ -232,7 +232,11 @@ mod tests {
             }
             counts.fold();
             let want: Vec<(u32, u32)> = model.into_iter().collect();
-            assert_eq!(counts.iter().collect::<Vec<_>>(), want, "values below {range}");
+            assert_eq!(
+                counts.iter().collect::<Vec<_>>(),
+                want,
+                "values below {range}"
+            );
             let total: u64 = want.iter().map(|e| u64::from(e.1)).sum();
             assert_eq!(counts.total(), total);
             SCRATCH.with_borrow(|s| assert!(s.iter().all(|&n| n == 0), "scratch left dirty"));

@@ -439,8 +439,8 @@ impl Column for Bools {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Array, Float64Array, StringBuilder};
-    use arrow::datatypes::Float64Type;
+    use arrow::array::{Array, Float64Array, Int64Array, StringBuilder};
+    use arrow::datatypes::{Float64Type, Int64Type};
 
     #[test]
     fn texts_equal_what_arrows_builder_makes() {
@@ -614,5 +614,46 @@ mod tests {
         let mut ours = Bools::with_capacity(0);
         b.iter().for_each(|x| ours.push_option(*x));
         assert_eq!(ours.finish(), BooleanArray::from(b.to_vec()));
+    }
+
+    /// Rows written at positions with random gaps, rows given up (truncated) and pads, in
+    /// columns sized for the batch, smaller and empty: the same array as the options.
+    #[test]
+    fn numbers_with_gaps_and_truncation_equal_arrays_from_options() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for capacity in [0, 7, 300] {
+            let mut n = Numbers::<Int64Type>::with_capacity(capacity);
+            for _ in 0..4 {
+                let mut want: Vec<Option<i64>> = Vec::new();
+                for _ in 0..300 {
+                    let row = want.len() + rng(3) as usize;
+                    match rng(10) {
+                        0 => {
+                            let keep = row.saturating_sub(rng(4) as usize).min(want.len());
+                            n.truncate(keep);
+                            want.truncate(keep);
+                        }
+                        1 => {
+                            n.pad(row);
+                            want.resize(row.max(want.len()), None);
+                        }
+                        _ => {
+                            let v = rng(1000) as i64;
+                            n.push_at(row, v);
+                            want.resize(row, None);
+                            want.push(Some(v));
+                        }
+                    }
+                    assert_eq!(n.len(), want.len());
+                }
+                assert_eq!(n.finish(), Int64Array::from(want));
+            }
+        }
     }
 }

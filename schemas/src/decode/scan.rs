@@ -156,7 +156,7 @@ const FIRST_BYTE: [u32; 256] = {
 /// No byte below 0x20 and no backslash. Written as a branch-free reduction over 64-byte
 /// blocks so that the compiler vectorises it (four 16-byte compares a block on x86-64's
 /// baseline), where a byte or word loop costs a payload's length in instructions.
-fn plain(bytes: &[u8]) -> bool {
+pub(super) fn plain(bytes: &[u8]) -> bool {
     let odd = |c: u8| (c < 0x20) | (c == b'\\');
     let block_odd = |block: &[u8; 64]| block.iter().fold(false, |a, &c| a | odd(c));
     let (blocks, rest) = bytes.as_chunks::<64>();

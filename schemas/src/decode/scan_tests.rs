@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use std::borrow::Cow;
 
-use super::scan::{field, scan, Fields, KeyOrder};
+use super::scan::{field, plain, scan, Fields, KeyOrder};
 use super::wire::{Attributes, Flags, Text, WireEvent, WireTime};
 use super::EventDecoder;
 use crate::raw::RawBatch;
@@ -510,5 +510,25 @@ fn generator_payloads_take_the_fast_path() {
         );
         let slow: WireEvent = serde_json::from_str(text).expect("valid");
         assert_eq!(format!("{ev:?}"), format!("{slow:?}"));
+    }
+}
+
+/// The check that sends escapes and control bytes to serde_json, against a byte search,
+/// with one odd byte (a control byte, a backslash, or non-ASCII bytes, which pass) at every
+/// position of payloads either side of its 64-byte blocks.
+#[test]
+fn plain_finds_every_escape_and_control_byte() {
+    let want = |b: &[u8]| !b.iter().any(|&c| c < 0x20 || c == b'\\');
+    let odd: [&[u8]; 6] = [b"\x01", b"\t", b"\x1f", b"\\", "é".as_bytes(), b"\x7f\xff"];
+    for len in [0, 1, 15, 63, 64, 65, 127, 128, 130] {
+        let base = vec![b'a'; len];
+        assert!(plain(&base));
+        for put in &odd {
+            for at in 0..=len {
+                let mut b = base.clone();
+                b.splice(at..at, put.iter().copied());
+                assert_eq!(plain(&b), want(&b), "{b:?}");
+            }
+        }
     }
 }
