@@ -7,7 +7,8 @@
 //! of the merged values (at least [`MIN_TAIL`]), so the slack stays under 13 % and each value
 //! is copied about eight times by merges over the state's life. Past the process's memory
 //! budget the sorted values move to a spill file as a run (see [`crate::spill`]); counting
-//! merges the runs with what stayed in memory, reading each a chunk at a time.
+//! reads the runs back with what stayed in memory: sorted together up to
+//! [`COUNT_BY_SORTING`] values, merged a chunk of each at a time past it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,6 +23,9 @@ use crate::spill::SpillFile;
 const MIN_TAIL: usize = 256;
 /// Values read from a run at a time when counting.
 const READ_CHUNK: usize = 4096;
+/// Counting a state with runs reads them all into memory up to this many values (8 MiB,
+/// briefly, one state at a time, when its window closes); past it, a merge.
+const COUNT_BY_SORTING: usize = 1 << 20;
 /// Past this many runs a spill merges them into one, so counting reads a bounded number
 /// of runs side by side (each with a chunk in memory) however long the window.
 const MAX_RUNS: usize = 16;
@@ -66,11 +70,33 @@ impl DistinctHashes {
 
     /// How many distinct values; reads the spilled runs, if any.
     pub fn count(&self) -> io::Result<usize> {
+        self.count_sorting_up_to(COUNT_BY_SORTING)
+    }
+
+    /// [`DistinctHashes::count`]: with runs holding at most `limit` values in all (with
+    /// memory's), all of them read, sorted and deduplicated, a few instructions a value;
+    /// past it the merge of [`DistinctHashes::for_each`], in bounded memory but ~450.
+    fn count_sorting_up_to(&self, limit: usize) -> io::Result<usize> {
         if self.runs.is_empty() {
             let mut tail = self.tail.clone();
             tail.sort_unstable();
             tail.dedup();
             return Ok(self.sorted.len() + self.not_sorted(&tail));
+        }
+        let held = self.runs.iter().map(|r| r.len).sum::<usize>() + self.in_memory();
+        if held <= limit {
+            let mut all = Vec::with_capacity(held);
+            for run in &self.runs {
+                let mut reader = RunReader::new(run);
+                while let Some(v) = reader.next()? {
+                    all.push(v);
+                }
+            }
+            all.extend_from_slice(&self.sorted);
+            all.extend_from_slice(&self.tail);
+            all.sort_unstable();
+            all.dedup();
+            return Ok(all.len());
         }
         let mut n = 0;
         self.for_each(|_| n += 1)?;
@@ -353,6 +379,8 @@ mod tests {
         }
         a.merge(&b);
         assert_eq!(a.count().unwrap(), want.len());
+        assert_eq!(a.count_sorting_up_to(0).unwrap(), want.len());
+        assert_eq!(a.count_sorting_up_to(a.in_memory()).unwrap(), want.len());
         let json = serde_json::to_string(&a).unwrap();
         let back: DistinctHashes = serde_json::from_str(&json).unwrap();
         assert_eq!(back.count().unwrap(), want.len());
@@ -396,6 +424,7 @@ mod tests {
                 "{written} of {held}"
             );
             assert_eq!(a.count().unwrap(), before);
+            assert_eq!(a.count_sorting_up_to(0).unwrap(), before, "by the merge");
             assert_eq!(a.in_memory(), 0);
             if round % 2 == 0 {
                 b.spill(&file).unwrap();
@@ -408,6 +437,8 @@ mod tests {
         assert!(a.size() <= 8 * size_of::<Run>(), "{} bytes", a.size());
         a.merge(&b);
         assert_eq!(a.count().unwrap(), want.len());
+        assert_eq!(a.count_sorting_up_to(0).unwrap(), want.len());
+        assert_eq!(a.count_sorting_up_to(a.in_memory()).unwrap(), want.len());
         assert_eq!(
             a.to_sorted().unwrap(),
             want.iter().copied().collect::<Vec<_>>()
