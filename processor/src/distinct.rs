@@ -197,20 +197,21 @@ impl DistinctHashes {
         }
         self.tail.sort_unstable();
         self.tail.dedup();
-        let fresh = self.not_sorted(&self.tail);
-        if fresh > 0 {
-            let mut out = Vec::with_capacity(self.sorted.len() + fresh);
-            let (mut a, mut b) = (0, 0);
-            while a < self.sorted.len() && b < self.tail.len() {
-                let (x, y) = (self.sorted[a], self.tail[b]);
-                out.push(x.min(y));
-                a += (x <= y) as usize;
-                b += (y <= x) as usize;
-            }
-            out.extend_from_slice(&self.sorted[a..]);
-            out.extend_from_slice(&self.tail[b..]);
-            self.sorted = out;
+        // Merged into room for every tail value, then cut to the values kept: shrinking
+        // gives the end back in place, where a binary search per tail value to size the
+        // merge exactly cost as much as the merge.
+        let mut out = Vec::with_capacity(self.sorted.len() + self.tail.len());
+        let (mut a, mut b) = (0, 0);
+        while a < self.sorted.len() && b < self.tail.len() {
+            let (x, y) = (self.sorted[a], self.tail[b]);
+            out.push(x.min(y));
+            a += (x <= y) as usize;
+            b += (y <= x) as usize;
         }
+        out.extend_from_slice(&self.sorted[a..]);
+        out.extend_from_slice(&self.tail[b..]);
+        out.shrink_to_fit();
+        self.sorted = out;
         self.tail.clear();
         let want = (self.sorted.len() / 8).max(MIN_TAIL);
         if self.tail.capacity() > 2 * want {

@@ -92,3 +92,47 @@ impl Operator for Pricing {
         self.price(batch)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use inferwatch_schemas::decode::EventDecoder;
+    use inferwatch_schemas::raw::RawBatch;
+
+    use super::*;
+
+    /// Rows with a cost keep it and its source; rows without get the table's cost and
+    /// `table`, or stay null for a model the table does not know.
+    #[test]
+    fn missing_costs_come_from_the_table_and_say_so() {
+        let prices: BTreeMap<String, Prices> = toml::from_str(
+            "[\"gpt-4o-mini\"]\ninput_per_million = 0.15\noutput_per_million = 0.6\n",
+        )
+        .unwrap();
+        let rows = [
+            r#"{"event_id":"a","timestamp":1,"service":"s","model":"gpt-4o-mini","cost_usd":0.5}"#,
+            r#"{"event_id":"b","timestamp":1,"service":"s","model":"gpt-4o-mini","tokens_in":1000,"tokens_out":500}"#,
+            r#"{"event_id":"c","timestamp":1,"service":"s","model":"other","tokens_in":1000}"#,
+            r#"{"event_id":"d","timestamp":1,"service":"s","model":"gpt-4o-mini"}"#,
+        ];
+        let mut raw = RawBatch::new(Arc::from("t"), 0);
+        for (i, r) in rows.iter().enumerate() {
+            raw.push(r.as_bytes(), i as i64);
+        }
+        let events = EventDecoder::default().decode(&raw).events;
+        let priced = Pricing::new(&prices).unwrap().price(events).unwrap();
+        let cost = priced.column(col::COST_USD).as_primitive::<Float64Type>();
+        let source = priced.column(col::COST_SOURCE).as_string::<i32>();
+        // 1,000 × $0.15 + 500 × $0.60 per million tokens = $0.00045.
+        let want_cost = [Some(0.5), Some(0.00045), None, Some(0.0)];
+        let want_source = [Some("event"), Some("table"), None, Some("table")];
+        for i in 0..rows.len() {
+            assert_eq!(
+                cost.is_valid(i).then(|| cost.value(i)),
+                want_cost[i],
+                "row {i}"
+            );
+            assert_eq!(opt(source, i), want_source[i], "row {i}");
+        }
+        assert_eq!(source.null_count(), 1);
+    }
+}
