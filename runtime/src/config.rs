@@ -45,7 +45,8 @@ pub struct SinkConfig {
     /// ...or after this much wall-clock time, whichever comes first (live sources).
     #[serde(deserialize_with = "duration")]
     pub roll_interval: Duration,
-    /// zstd level, 1–22.
+    /// zstd level, 1–22. 1 by default: on `events` it wrote files 0.3 % larger than 3 for
+    /// 9 % less CPU a run, Parquet's encodings having taken most of what a higher level finds.
     pub zstd_level: i32,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
@@ -58,7 +59,7 @@ impl Default for SinkConfig {
         Self {
             max_file_rows: 1_000_000,
             roll_interval: Duration::from_secs(60),
-            zstd_level: 3,
+            zstd_level: 1,
             row_group_rows: 128 * 1024,
             write_events: true,
         }
