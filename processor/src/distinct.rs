@@ -74,8 +74,8 @@ impl DistinctHashes {
     }
 
     /// [`DistinctHashes::count`]: with runs holding at most `limit` values in all (with
-    /// memory's), all of them read, merged and deduplicated, a few instructions a value;
-    /// past it the merge of [`DistinctHashes::for_each`], in bounded memory but ~230.
+    /// memory's), all of them read, merged and deduplicated (~120 instructions a value);
+    /// past it the merge of [`DistinctHashes::for_each`], in bounded memory (~230).
     fn count_sorting_up_to(&self, limit: usize) -> io::Result<usize> {
         if self.runs.is_empty() {
             let mut tail = self.tail.clone();
