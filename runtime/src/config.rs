@@ -59,8 +59,8 @@ impl Default for SinkConfig {
         Self {
             max_file_rows: 1_000_000,
             roll_interval: Duration::from_secs(60),
-            zstd_level: 1,
-            row_group_rows: 128 * 1024,
+            zstd_level: ParquetOptions::default().zstd_level,
+            row_group_rows: ParquetOptions::default().row_group_rows,
             write_events: true,
         }
     }

@@ -70,6 +70,10 @@ impl Counts {
             }
         }
         take_counts(&mut self.sorted, blocks.len() * 8, rest);
+        // Pushing grew it by doubling, up to twice what it holds: cut to its length
+        // (shrinking gives the end back in place). The sorting fold's merge allocates at
+        // most the pending values more than it keeps.
+        self.sorted.shrink_to_fit();
     }
 
     /// The general fold, for values too large for the dense array.
@@ -236,6 +240,16 @@ mod tests {
                 counts.iter().collect::<Vec<_>>(),
                 want,
                 "values below {range}"
+            );
+            let (len, capacity) = (counts.sorted.len(), counts.sorted.capacity());
+            let slack = if range <= DENSE_SPAN as u64 {
+                0
+            } else {
+                PENDING
+            };
+            assert!(
+                capacity <= len + slack,
+                "{capacity} for {len}, values below {range}"
             );
             let total: u64 = want.iter().map(|e| u64::from(e.1)).sum();
             assert_eq!(counts.total(), total);
