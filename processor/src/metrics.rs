@@ -186,6 +186,16 @@ impl CoreState {
         }
     }
 
+    /// Counts in the values the histograms and ranks hold back, so that reading them
+    /// copies nothing.
+    pub fn settle(&mut self) {
+        self.latency_us.settle();
+        self.cost_hist.settle();
+        if let Some(c) = &mut self.calibration {
+            c.settle();
+        }
+    }
+
     /// Folds another partial state into this one.
     pub fn merge(&mut self, o: &CoreState) {
         self.requests += o.requests;

@@ -109,6 +109,11 @@ impl Calibration {
             .add(bucket_of(conf), correct, (width_bins == 0).then_some(conf));
     }
 
+    /// Counts in what the ranks hold back (see [`Ranks::settle`]).
+    pub fn settle(&mut self) {
+        self.ranks.settle();
+    }
+
     pub fn merge(&mut self, o: &Calibration) {
         self.n += o.n;
         self.correct += o.correct;

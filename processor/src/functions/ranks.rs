@@ -6,6 +6,7 @@
 //! is only needed for the mean confidence of equal-mass bins, so it is kept only when asked
 //! for.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -20,6 +21,9 @@ pub const RANK_STEPS: f64 = 10_000.0;
 const BUCKETS: usize = RANK_STEPS as usize + 1;
 /// A sparse list longer than this (12 KB of counts) becomes one slot per bucket.
 const SPARSE_MAX: usize = 1024;
+/// Fewest labeled events that wait before a merge into the sparse list; more wait as it
+/// grows (half its length), so that each pass over it is shared by enough events.
+const PENDING_MIN: usize = 32;
 
 /// Labeled events in one confidence bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -134,6 +138,43 @@ impl Counts {
         }
     }
 
+    /// Counts in `pending`, sorted (bucket << 1 | correct): one merge into sparse pairs, or
+    /// into the slots.
+    fn add_sorted(&mut self, pending: &[u32]) {
+        let Counts::Sparse(pairs) = self else {
+            pending
+                .iter()
+                .for_each(|&p| self.add((p >> 1) as u16, label(p)));
+            return;
+        };
+        let mut out = Vec::with_capacity(pairs.len() + pending.len());
+        let (mut i, mut j) = (0, 0);
+        while let Some(&p) = pending.get(j) {
+            let bucket = (p >> 1) as u16;
+            let mut add = [0u32; 2];
+            while let Some(&q) = pending.get(j).filter(|&&q| q >> 1 == p >> 1) {
+                add[usize::from(q & 1 == 0)] += 1;
+                j += 1;
+            }
+            while let Some(&pair) = pairs.get(i).filter(|pair| pair.0 < bucket) {
+                out.push(pair);
+                i += 1;
+            }
+            match pairs.get(i) {
+                Some(&(b, counts)) if b == bucket => {
+                    out.push((b, sum(counts, add)));
+                    i += 1;
+                }
+                _ => out.push((bucket, add)),
+            }
+        }
+        out.extend_from_slice(&pairs[i..]);
+        *pairs = out;
+        if pairs.len() > SPARSE_MAX {
+            self.densify();
+        }
+    }
+
     /// A slot per bucket in place of the pairs: 16-bit when every count fits.
     fn densify(&mut self) {
         let Counts::Sparse(pairs) = self else {
@@ -179,6 +220,11 @@ impl Counts {
     }
 }
 
+/// The (correct, wrong) count of one pending entry.
+fn label(p: u32) -> [u32; 2] {
+    [p & 1, 1 - (p & 1)]
+}
+
 fn sum(a: [u32; 2], b: [u32; 2]) -> [u32; 2] {
     [a[0].saturating_add(b[0]), a[1].saturating_add(b[1])]
 }
@@ -187,6 +233,9 @@ fn sum(a: [u32; 2], b: [u32; 2]) -> [u32; 2] {
 #[derive(Debug, Clone, Default)]
 pub struct Ranks {
     counts: Counts,
+    /// Labeled events not yet in sparse `counts`, as `bucket << 1 | correct`, unsorted;
+    /// readers see them through [`Ranks::settled`].
+    pending: Vec<u32>,
     /// Confidence sum per bucket; empty unless [`Ranks::add`] was given confidences.
     conf_sums: Slots<f64>,
 }
@@ -200,8 +249,16 @@ impl Ranks {
     /// One labeled event; `conf` when bucket confidence sums are kept.
     #[inline]
     pub fn add(&mut self, bucket: u16, correct: bool, conf: Option<f64>) {
-        self.counts
-            .add(bucket, [u32::from(correct), u32::from(!correct)]);
+        match &mut self.counts {
+            Counts::Sparse(pairs) => {
+                self.pending
+                    .push(u32::from(bucket) << 1 | u32::from(correct));
+                if self.pending.len() >= PENDING_MIN.max(pairs.len() / 2) {
+                    self.settle();
+                }
+            }
+            dense => dense.add(bucket, [u32::from(correct), u32::from(!correct)]),
+        }
         if let Some(conf) = conf {
             *self.conf_sums.get_mut(bucket) += conf;
         }
@@ -217,16 +274,46 @@ impl Ranks {
     }
 
     pub fn merge(&mut self, o: &Ranks) {
+        self.settle();
         for (b, r) in o.iter() {
             self.add_rank(b, &r);
         }
     }
 
+    /// Counts the pending events in (see [`Counts::add_sorted`]).
+    pub fn settle(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.pending.sort_unstable();
+        self.counts.add_sorted(&self.pending);
+        self.pending.clear();
+        if !matches!(self.counts, Counts::Sparse(_)) {
+            // Slots count events as they come: the list is not needed again.
+            self.pending = Vec::new();
+        }
+    }
+
+    /// These counts with every pending event counted in: themselves when none is.
+    fn settled(&self) -> Cow<'_, Counts> {
+        if self.pending.is_empty() {
+            return Cow::Borrowed(&self.counts);
+        }
+        let mut pending = self.pending.clone();
+        pending.sort_unstable();
+        let mut counts = self.counts.clone();
+        counts.add_sorted(&pending);
+        Cow::Owned(counts)
+    }
+
     /// Every bucket with labeled events, by bucket.
     pub fn iter(&self) -> impl Iterator<Item = (u16, Rank)> + '_ {
         let sums = !self.conf_sums.is_empty();
-        self.counts
-            .iter()
+        let counts: Box<dyn Iterator<Item = (u16, [u32; 2])> + '_> = match self.settled() {
+            Cow::Borrowed(counts) => counts.iter(),
+            Cow::Owned(counts) => Box::new(counts.iter().collect::<Vec<_>>().into_iter()),
+        };
+        counts
             .filter(|(_, [c, w])| c + w > 0)
             .map(move |(b, [c, w])| {
                 let conf_sum = if sums { self.conf_sums.get(b) } else { 0.0 };
@@ -242,7 +329,7 @@ impl Ranks {
     }
 
     pub fn size(&self) -> usize {
-        self.counts.size() + self.conf_sums.size()
+        self.counts.size() + self.pending.capacity() * size_of::<u32>() + self.conf_sums.size()
     }
 }
 
@@ -332,6 +419,38 @@ mod tests {
     }
 
     #[test]
+    fn events_held_back_are_seen_by_every_reader_and_settling_changes_nothing() {
+        let evs = events(3_000, 7);
+        let mut r = Ranks::default();
+        let mut waiting = 0;
+        for (i, &(conf, correct)) in evs.iter().enumerate() {
+            r.add(bucket_of(conf), correct, None);
+            if i % 89 != 0 {
+                continue;
+            }
+            let want: Vec<(u16, Rank)> = reference(&evs[..=i], false).into_iter().collect();
+            waiting += usize::from(!r.pending.is_empty());
+            assert_eq!(r.iter().collect::<Vec<_>>(), want, "after {} events", i + 1);
+            let mut settled = r.clone();
+            settled.settle();
+            assert!(settled.pending.is_empty());
+            assert_eq!(settled.iter().collect::<Vec<_>>(), want, "settled");
+            let mut twice = r.clone();
+            twice.merge(&r);
+            let doubled: Vec<(u16, u64, u64)> = want
+                .iter()
+                .map(|(b, x)| (*b, 2 * x.correct, 2 * x.wrong))
+                .collect();
+            let got: Vec<(u16, u64, u64)> =
+                twice.iter().map(|(b, x)| (b, x.correct, x.wrong)).collect();
+            assert_eq!(got, doubled, "merged with itself");
+        }
+        assert!(waiting > 10, "events were waiting at {waiting} checks");
+        assert!(matches!(r.counts, Counts::Dense16(_)));
+        assert_eq!(r.pending.capacity(), 0, "slots keep no list");
+    }
+
+    #[test]
     fn a_busy_key_costs_one_slot_per_bucket_and_a_quiet_one_little() {
         let mut quiet = Ranks::default();
         events(100, 1)
@@ -351,6 +470,7 @@ mod tests {
         for b in 0..=SPARSE_MAX as u16 {
             r.add(b, true, None);
         }
+        r.settle();
         assert_eq!(r.size(), BUCKETS * 4, "dense, 16-bit");
         for _ in 0..70_000 {
             r.add(5, false, None);

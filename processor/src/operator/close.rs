@@ -137,6 +137,9 @@ impl WindowOperator {
                 .push(c.metrics.evaluate_rows(states, &pairs, keys.len())?);
         }
         let service_budget = self.window_budgets(start, end, &members);
+        for &(_, _, g) in &members {
+            self.groups.state_mut(g).settle();
+        }
         for k in keys {
             let key = &self.keys.values[k as usize];
             let merged;
