@@ -18,18 +18,19 @@ pub(super) struct Groups {
     /// Group → built-in state; freed groups hold a default state until reused.
     states: Vec<CoreState>,
     free: Vec<usize>,
-    /// The last (pane, key) looked up and its group: consecutive events of one key skip
-    /// the maps.
-    last: Option<(i64, u32, usize)>,
+    /// By key id, the pane of its last lookup and that group: a key's events mostly fall
+    /// in one pane at a time, so most lookups skip both maps. `i64::MIN`: none.
+    recent: Vec<(i64, usize)>,
 }
 
 impl Groups {
     /// The group of (pane, key), created on first use.
     pub(super) fn group(&mut self, pane: i64, key: u32) -> usize {
-        if let Some((p, k, g)) = self.last {
-            if p == pane && k == key {
-                return g;
-            }
+        let k = key as usize;
+        match self.recent.get(k) {
+            Some(&(p, g)) if p == pane => return g,
+            Some(_) => {}
+            None => self.recent.resize(k + 1, (i64::MIN, 0)),
         }
         let keys = self.panes.entry(pane).or_default();
         let g = match keys.get(&key) {
@@ -46,7 +47,7 @@ impl Groups {
                 g
             }
         };
-        self.last = Some((pane, key, g));
+        self.recent[k] = (pane, g);
         g
     }
 
@@ -81,7 +82,8 @@ impl Groups {
             .values()
             .map(|keys| keys.capacity() * (size_of::<(u32, usize)>() + 1))
             .sum();
-        self.states.iter().map(CoreState::size).sum::<usize>() + index
+        let recent = self.recent.capacity() * size_of::<(i64, usize)>();
+        self.states.iter().map(CoreState::size).sum::<usize>() + index + recent
     }
 
     /// Bytes the `sessions` sets of the groups hold in memory.
@@ -150,7 +152,7 @@ impl Groups {
                 self.free.push(g);
             }
         }
-        self.last = None;
+        self.recent.clear();
     }
 
     /// Group indices of every open group, ascending.
