@@ -13,11 +13,14 @@ const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 /// has already flagged its session.
 pub(super) const MAX_COUNT: u32 = COUNT_MASK as u32;
 
-/// Calls by hash of (tool, input_hash). Most sessions make a few: one word each (hash and
-/// count packed), in a vector grown two at a time; a session with many distinct calls gets
-/// a map.
+/// Calls by hash of (tool, input_hash), one word each (hash and count packed). Most
+/// sessions make one or two distinct calls: those stay in place (0 marks a free place, as a
+/// packed call counts at least 1), where a vector cost an allocation and a free per session
+/// (a third of the sessions' instructions). More go to a vector; a session with many
+/// distinct calls gets a map.
 #[derive(Debug, Clone)]
 pub(super) enum Calls {
+    Two([u64; 2]),
     Few(Vec<u64>),
     Many(Box<FastMap<u64, u32>>),
 }
@@ -27,7 +30,7 @@ const FEW_CALLS: usize = 16;
 
 impl Default for Calls {
     fn default() -> Self {
-        Calls::Few(Vec::new())
+        Calls::Two([0; 2])
     }
 }
 
@@ -42,6 +45,23 @@ impl Calls {
     pub(super) fn add(&mut self, h: u64) -> u32 {
         let h = key(h);
         match self {
+            Calls::Two(two) => {
+                for c in two.iter_mut() {
+                    if *c == 0 {
+                        *c = h | 1;
+                        return 1;
+                    }
+                    if key(*c) == h {
+                        *c += u64::from(*c & COUNT_MASK < COUNT_MASK);
+                        return (*c & COUNT_MASK) as u32;
+                    }
+                }
+                let mut v = Vec::with_capacity(4);
+                v.extend_from_slice(two);
+                v.push(h | 1);
+                *self = Calls::Few(v);
+                1
+            }
             Calls::Few(v) => {
                 if let Some(c) = v.iter_mut().find(|c| key(**c) == h) {
                     if *c & COUNT_MASK < COUNT_MASK {
@@ -58,9 +78,8 @@ impl Calls {
                     *self = Calls::Many(Box::new(map));
                     return 1;
                 }
-                if v.len() == v.capacity() {
-                    v.reserve_exact(2);
-                }
+                // Doubling (4, 8, 16): each grow is a copy, and sessions of up to 8 calls
+                // are as common as shorter ones.
                 v.push(h | 1);
                 1
             }
@@ -74,8 +93,10 @@ impl Calls {
 
     /// (hash, count) of each distinct call.
     fn iter(&self) -> Box<dyn Iterator<Item = (u64, u32)> + '_> {
+        let unpack = |&c: &u64| (key(c), (c & COUNT_MASK) as u32);
         match self {
-            Calls::Few(v) => Box::new(v.iter().map(|&c| (key(c), (c & COUNT_MASK) as u32))),
+            Calls::Two(two) => Box::new(two.iter().filter(|&&c| c != 0).map(unpack)),
+            Calls::Few(v) => Box::new(v.iter().map(unpack)),
             Calls::Many(m) => Box::new(m.iter().map(|(&h, &n)| (h, n))),
         }
     }
@@ -83,6 +104,7 @@ impl Calls {
     /// Heap bytes.
     pub(super) fn size(&self) -> usize {
         match self {
+            Calls::Two(_) => 0,
             Calls::Few(v) => v.capacity() * 8,
             Calls::Many(m) => m.capacity() * 13 + 64,
         }
@@ -105,16 +127,55 @@ impl<'de> Deserialize<'de> for Calls {
             let c = merged.entry(key(h)).or_default();
             *c = (*c + n).min(MAX_COUNT);
         }
-        if merged.len() <= FEW_CALLS {
-            let mut v: Vec<u64> = merged
-                .into_iter()
-                .map(|(h, n)| h | u64::from(n.max(1)))
-                .collect();
-            v.sort_unstable();
+        let mut v: Vec<u64> = merged
+            .iter()
+            .map(|(&h, &n)| h | u64::from(n.max(1)))
+            .collect();
+        v.sort_unstable();
+        if v.len() <= 2 {
+            v.resize(2, 0);
+            Ok(Calls::Two([v[0], v[1]]))
+        } else if v.len() <= FEW_CALLS {
             v.shrink_to_fit();
             Ok(Calls::Few(v))
         } else {
             Ok(Calls::Many(Box::new(merged)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_match_a_map_in_place_in_a_vector_in_a_map_and_after_a_checkpoint() {
+        // In place it must not grow a session's slot.
+        assert_eq!(size_of::<Calls>(), size_of::<Vec<u64>>());
+        for distinct in [1, 2, 3, FEW_CALLS, FEW_CALLS + 5] {
+            let (mut calls, mut model) = (Calls::default(), FastMap::<u64, u32>::default());
+            // Hash 0 too: a packed call is never 0, so it is not taken for a free place.
+            let hashes: Vec<u64> = (0..distinct as u64).map(|i| i << 20).collect();
+            for round in 0..3 {
+                for (i, &h) in hashes.iter().enumerate().skip(round) {
+                    let n = model.entry(h).or_default();
+                    *n += 1;
+                    assert_eq!(calls.add(h | i as u64), *n, "{distinct} calls, {i}");
+                }
+            }
+            let mut got: Vec<(u64, u32)> = calls.iter().collect();
+            got.sort_unstable();
+            let mut want: Vec<(u64, u32)> = model.into_iter().collect();
+            want.sort_unstable();
+            assert_eq!(got, want);
+            let json = serde_json::to_string(&calls).unwrap();
+            let mut back: Calls = serde_json::from_str(&json).unwrap();
+            let mut again: Vec<(u64, u32)> = back.iter().collect();
+            again.sort_unstable();
+            assert_eq!(again, want);
+            let last = hashes[distinct - 1];
+            let n = want.iter().find(|w| w.0 == last).unwrap().1;
+            assert_eq!(back.add(last), n + 1, "{distinct} calls after a checkpoint");
         }
     }
 }

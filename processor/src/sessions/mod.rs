@@ -61,7 +61,7 @@ pub struct SessionStats {
 
 /// The sessions of one partition. Each tracked session costs about 180 bytes with four
 /// calls: its slot (96), its entry in the hash index (17 to 34), its place in the idle heap
-/// (16 to 32), and its calls (8 each).
+/// (16 to 32), and its calls (in the slot up to two distinct ones, then 8 bytes each).
 pub struct Sessions {
     max_steps: u64,
     max_repeats: u32,
