@@ -19,7 +19,8 @@ pub(super) struct Groups {
     states: Vec<CoreState>,
     free: Vec<usize>,
     /// By key id, the pane of its last lookup and that group: a key's events mostly fall
-    /// in one pane at a time, so most lookups skip both maps. `i64::MIN`: none.
+    /// in one pane at a time, so most lookups skip both maps. `i64::MIN`: none (no pane
+    /// starts there: event times are bounded below by `MIN_EVENT_MS`).
     recent: Vec<(i64, usize)>,
 }
 

@@ -39,6 +39,14 @@ fn key(h: u64) -> u64 {
     h & !COUNT_MASK
 }
 
+/// One more of the packed call `c`, saturating: its count now.
+fn bump(c: &mut u64) -> u32 {
+    if *c & COUNT_MASK < COUNT_MASK {
+        *c += 1;
+    }
+    (*c & COUNT_MASK) as u32
+}
+
 impl Calls {
     /// One more call with hash `h`: how many there were of it, this one included (at most
     /// [`MAX_COUNT`]).
@@ -52,8 +60,7 @@ impl Calls {
                         return 1;
                     }
                     if key(*c) == h {
-                        *c += u64::from(*c & COUNT_MASK < COUNT_MASK);
-                        return (*c & COUNT_MASK) as u32;
+                        return bump(c);
                     }
                 }
                 let mut v = Vec::with_capacity(4);
@@ -64,10 +71,7 @@ impl Calls {
             }
             Calls::Few(v) => {
                 if let Some(c) = v.iter_mut().find(|c| key(**c) == h) {
-                    if *c & COUNT_MASK < COUNT_MASK {
-                        *c += 1;
-                    }
-                    return (*c & COUNT_MASK) as u32;
+                    return bump(c);
                 }
                 if v.len() == FEW_CALLS {
                     let mut map: FastMap<u64, u32> = v
@@ -127,19 +131,20 @@ impl<'de> Deserialize<'de> for Calls {
             let c = merged.entry(key(h)).or_default();
             *c = (*c + n).min(MAX_COUNT);
         }
+        if merged.len() > FEW_CALLS {
+            return Ok(Calls::Many(Box::new(merged)));
+        }
         let mut v: Vec<u64> = merged
-            .iter()
-            .map(|(&h, &n)| h | u64::from(n.max(1)))
+            .into_iter()
+            .map(|(h, n)| h | u64::from(n.max(1)))
             .collect();
         v.sort_unstable();
         if v.len() <= 2 {
             v.resize(2, 0);
             Ok(Calls::Two([v[0], v[1]]))
-        } else if v.len() <= FEW_CALLS {
+        } else {
             v.shrink_to_fit();
             Ok(Calls::Few(v))
-        } else {
-            Ok(Calls::Many(Box::new(merged)))
         }
     }
 }
