@@ -50,6 +50,11 @@ pub const SELDOM_REPEATED: [&str; 13] = [
     "last_seen",
 ];
 
+/// Columns whose values are unique or random (ids, hashes, raw payloads): a page's minimum
+/// and maximum of them prune nothing, so Parquet writers skip their statistics, which cost
+/// two comparisons a value.
+pub const UNORDERED: [&str; 4] = ["event_id", "session_id", "input_hash", "raw"];
+
 /// Column indexes of the `events` table, so hot loops need no name lookups.
 pub mod events {
     pub const EVENT_ID: usize = 0;
