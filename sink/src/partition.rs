@@ -1,9 +1,7 @@
 //! Hive-style `date=YYYY-MM-DD/hour=HH` partitions and safe path components.
 
-use std::collections::BTreeMap;
-
-use arrow::array::{AsArray, RecordBatch, UInt32Array};
-use arrow::compute::take_record_batch;
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::TimestampMillisecondType;
 use inferwatch_schemas::hash::fnv64;
 use inferwatch_schemas::time::date_hour;
@@ -36,22 +34,32 @@ pub fn split_by_hour(
     batch: &RecordBatch,
     ts_col: usize,
 ) -> Result<Vec<(HivePartition, RecordBatch)>> {
+    const HOUR: i64 = 3_600_000;
     let ts = batch
         .column(ts_col)
-        .as_primitive::<TimestampMillisecondType>();
-    let mut rows: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    for i in 0..batch.num_rows() {
-        let hour = ts.value(i).div_euclid(3_600_000);
-        rows.entry(hour).or_default().push(i as u32);
+        .as_primitive::<TimestampMillisecondType>()
+        .values();
+    let Some(&first) = ts.first() else {
+        return Ok(Vec::new());
+    };
+    // Nearly every batch lies in one hour: a min and max (one vectorised pass) prove it, and
+    // the batch goes on whole, uncopied.
+    let (lo, hi) = ts
+        .iter()
+        .fold((first, first), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    if lo.div_euclid(HOUR) == hi.div_euclid(HOUR) {
+        return Ok(vec![(HivePartition::of(lo), batch.clone())]);
     }
-    if rows.len() == 1 {
-        let (&hour, _) = rows.iter().next().expect("one partition");
-        return Ok(vec![(HivePartition::of(hour * 3_600_000), batch.clone())]);
-    }
-    rows.into_iter()
-        .map(|(hour, idx)| {
-            let part = take_record_batch(batch, &UInt32Array::from(idx))?;
-            Ok((HivePartition::of(hour * 3_600_000), part))
+    let hours: Vec<i64> = ts.iter().map(|t| t.div_euclid(HOUR)).collect();
+    let mut distinct = hours.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    distinct
+        .into_iter()
+        .map(|hour| {
+            let mask = BooleanArray::from_iter(hours.iter().map(|&h| Some(h == hour)));
+            let part = filter_record_batch(batch, &mask)?;
+            Ok((HivePartition::of(hour * HOUR), part))
         })
         .collect()
 }
@@ -102,6 +110,63 @@ mod tests {
         }
         assert_ne!(sanitize_component("a/b"), sanitize_component("a_b"));
         assert_eq!(sanitize_component("traffic_1"), "traffic_1");
+    }
+
+    /// Rows from three hours, interleaved, land in their hours in their order; a batch
+    /// inside one hour comes back whole.
+    #[test]
+    fn batches_split_by_hour_keep_row_order() {
+        use std::sync::Arc;
+
+        use arrow::array::{Int64Array, TimestampMillisecondArray};
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+        let base = 1_767_225_600_000 + 3 * 3_600_000;
+        let times: Vec<i64> = (0..1_000i64)
+            .map(|i| base + (i * 7_919) % 3 * 3_600_000 - 1_800_000 + i)
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+            Field::new("row", DataType::Int64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(TimestampMillisecondArray::from(times.clone())),
+                Arc::new(Int64Array::from_iter_values(0..1_000)),
+            ],
+        )
+        .unwrap();
+        let parts = split_by_hour(&batch, 0).unwrap();
+        assert_eq!(parts.len(), 3);
+        let mut seen = 0;
+        for (hour, (partition, part)) in parts.iter().enumerate() {
+            let expected: Vec<i64> = (0..1_000)
+                .filter(|&i| {
+                    times[i as usize].div_euclid(3_600_000)
+                        == (base - 1_800_000) / 3_600_000 + hour as i64
+                })
+                .collect();
+            let rows: Vec<i64> = part
+                .column(1)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .values()
+                .to_vec();
+            assert_eq!(rows, expected);
+            assert_eq!(*partition, HivePartition::of(times[expected[0] as usize]));
+            seen += rows.len();
+        }
+        assert_eq!(seen, 1_000);
+
+        let one_hour = batch.slice(0, 1).clone();
+        let whole = split_by_hour(&one_hour, 0).unwrap();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].1, one_hour);
+        assert!(split_by_hour(&batch.slice(0, 0), 0).unwrap().is_empty());
     }
 
     #[test]
