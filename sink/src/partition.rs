@@ -162,10 +162,29 @@ mod tests {
         }
         assert_eq!(seen, 1_000);
 
-        let one_hour = batch.slice(0, 1).clone();
+        // Out of order inside one hour: the batch comes back whole. The same first and
+        // last rows with one row of another hour between them: split.
+        let within = |times: Vec<i64>| {
+            let n = times.len() as i64;
+            RecordBatch::try_new(
+                batch.schema(),
+                vec![
+                    Arc::new(TimestampMillisecondArray::from(times)),
+                    Arc::new(Int64Array::from_iter_values(0..n)),
+                ],
+            )
+            .unwrap()
+        };
+        let one_hour = within(vec![base + 500, base + 9, base + 3_599_999, base + 500]);
         let whole = split_by_hour(&one_hour, 0).unwrap();
         assert_eq!(whole.len(), 1);
         assert_eq!(whole[0].1, one_hour);
+        let across = within(vec![base + 500, base + 3_600_000, base + 500]);
+        let parts = split_by_hour(&across, 0).unwrap();
+        assert_eq!(
+            parts.iter().map(|p| p.1.num_rows()).collect::<Vec<_>>(),
+            [2, 1]
+        );
         assert!(split_by_hour(&batch.slice(0, 0), 0).unwrap().is_empty());
     }
 
