@@ -33,7 +33,9 @@ pub struct Seaweed {
 }
 
 impl Seaweed {
-    /// Starts a server holding `BUCKET`, in a fresh directory.
+    /// Starts a server holding `BUCKET`, in a fresh directory. Ports come from
+    /// [`free_port`], which another process may take before `weed` binds them; `weed` then
+    /// exits at once, and the server is started again on fresh ports.
     pub fn start() -> Seaweed {
         let dir = tempfile::tempdir().unwrap().keep();
         let identities = dir.join("s3.json");
@@ -44,7 +46,32 @@ impl Seaweed {
             ),
         )
         .unwrap();
-        let s3_port = free_port();
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let mut s = Seaweed {
+            endpoint: String::new(),
+            access_key: ACCESS_KEY.into(),
+            secret_key: SECRET_KEY.into(),
+            bucket: BUCKET.into(),
+            args: Vec::new(),
+            child: None,
+            log: dir.join("weed.log"),
+        };
+        for attempt in 1.. {
+            let s3_port = free_port();
+            s.endpoint = format!("http://127.0.0.1:{s3_port}");
+            s.args = Self::args(&dir, &identities, s3_port);
+            match s.spawn_and_wait() {
+                Ok(()) => return s,
+                Err(why) if attempt < 5 => {
+                    eprintln!("SeaweedFS attempt {attempt}: {why}; again on fresh ports")
+                }
+                Err(why) => s.fail(&why),
+            }
+        }
+        unreachable!()
+    }
+
+    fn args(dir: &std::path::Path, identities: &std::path::Path, s3_port: u16) -> Vec<String> {
         let mut args = vec![
             "mini".to_string(),
             format!("-dir={}", dir.join("data").display()),
@@ -70,18 +97,7 @@ impl Seaweed {
         ] {
             args.push(format!("-{flag}={}", free_port()));
         }
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        let mut s = Seaweed {
-            endpoint: format!("http://127.0.0.1:{s3_port}"),
-            access_key: ACCESS_KEY.into(),
-            secret_key: SECRET_KEY.into(),
-            bucket: BUCKET.into(),
-            args,
-            child: None,
-            log: dir.join("weed.log"),
-        };
-        s.resume();
-        s
+        args
     }
 
     /// Stops the server (its data stays for [`Seaweed::resume`]).
@@ -92,8 +108,22 @@ impl Seaweed {
         }
     }
 
-    /// Starts the server again on the same ports and data, and waits until it serves.
+    /// Starts the server again on the same ports and data, and waits until it serves. A
+    /// port the stopped server held may still be closing, so an early exit is tried again.
     pub fn resume(&mut self) {
+        for attempt in 1.. {
+            match self.spawn_and_wait() {
+                Ok(()) => return,
+                Err(why) if attempt < 5 => {
+                    eprintln!("SeaweedFS resume attempt {attempt}: {why}; again in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(why) => self.fail(&why),
+            }
+        }
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -120,27 +150,44 @@ impl Seaweed {
             .stderr(Stdio::null())
             .spawn();
         self.child = Some(child);
-        self.wait_ready();
+        let ready = self.wait_ready();
+        if ready.is_err() {
+            self.stop();
+        }
+        ready
     }
 
-    fn wait_ready(&self) {
+    /// Waits until the server serves, or says why it will not: it exited (a port taken,
+    /// most often), or it did not serve within 120 s on a loaded machine.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let addr = self.endpoint.trim_start_matches("http://").to_string();
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             // The bucket is made a moment after the port opens: ready once a store opens.
             if TcpStream::connect(&addr).is_ok()
                 && Store::open(&self.url("_ready"), &self.options()).is_ok()
             {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "SeaweedFS did not serve {} within 60 s; see {}",
-                self.endpoint,
-                self.log.display()
-            );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                return Err(format!("weed exited ({status})"));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("it did not serve {} within 120 s", self.endpoint));
+            }
             std::thread::sleep(Duration::from_millis(300));
         }
+    }
+
+    fn fail(&self, why: &str) -> ! {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "SeaweedFS: {why}; the end of {}:\n{}",
+            self.log.display(),
+            tail.join("\n")
+        )
     }
 
     /// `s3://<bucket>/<prefix>`.
