@@ -264,6 +264,7 @@ mod revisions;
 mod rows;
 mod snapshot;
 
+#[cfg(test)]
 pub(crate) use batch::opt;
 pub use budgets::BudgetConfig;
 use budgets::*;
