@@ -21,6 +21,11 @@ use crate::failed;
 /// few enough to bound memory.
 const QUEUED_PER_WORKER: usize = 2;
 
+/// While a worker idles because every queued batch belongs to a partition another worker
+/// is running, the driver reads on, up to this many times the usual limit: one busy
+/// partition's backlog must not hold the other workers idle.
+const STARVED_FACTOR: usize = 4;
+
 struct Job {
     part: Arc<Mutex<Part>>,
     raw: RawBatch,
@@ -35,6 +40,8 @@ struct Queue {
     runnable: VecDeque<i32>,
     /// Partitions a worker is processing now.
     running: HashSet<i32>,
+    /// Workers waiting for a runnable partition.
+    idle: usize,
     /// Batches queued or being processed.
     pending: usize,
     /// The first error a worker met; the run stops with it.
@@ -42,6 +49,15 @@ struct Queue {
     stopping: bool,
     /// Time spent processing batches, summed over the workers.
     busy: Duration,
+}
+
+impl Queue {
+    /// Whether the driver must wait before queuing another batch: at `limit` batches, or
+    /// at [`STARVED_FACTOR`] times that while a worker idles with nothing it may run.
+    fn full(&self, limit: usize) -> bool {
+        let starved = self.idle > 0 && self.runnable.is_empty();
+        self.pending >= limit * if starved { STARVED_FACTOR } else { 1 }
+    }
 }
 
 struct Pool {
@@ -93,9 +109,9 @@ impl Workers {
         now: Instant,
     ) -> Result<()> {
         let mut q = self.pool.queue.lock().expect("not poisoned");
-        if q.pending >= self.limit {
+        if q.full(self.limit) {
             let started = Instant::now();
-            while q.pending >= self.limit && q.error.is_none() {
+            while q.full(self.limit) && q.error.is_none() {
                 q = self.pool.changed.wait(q).expect("not poisoned");
             }
             self.waited += started.elapsed();
@@ -154,7 +170,11 @@ fn work(pool: &Pool, out: &Outlet) {
             if q.stopping {
                 return;
             }
+            // Counted before the lock is let go: a driver woken by the notice that this
+            // worker's last batch was done sees it idle.
+            q.idle += 1;
             q = pool.changed.wait(q).expect("not poisoned");
+            q.idle -= 1;
             continue;
         };
         let job = q
@@ -185,5 +205,34 @@ fn work(pool: &Pool, out: &Outlet) {
             q.error.get_or_insert(e);
         }
         pool.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backlog of one partition, which one worker runs, does not hold the driver while
+    /// another worker idles; a backlog any idle worker could take does, and so does the
+    /// starved bound.
+    #[test]
+    fn a_backlog_of_one_running_partition_lets_the_driver_read_on() {
+        let limit = 4;
+        let mut q = Queue {
+            pending: limit,
+            ..Queue::default()
+        };
+        q.running.insert(3);
+        assert!(q.full(limit), "every worker busy");
+        q.idle = 1;
+        assert!(
+            !q.full(limit),
+            "a worker idles: partition 3's batches wait for its runner"
+        );
+        q.runnable.push_back(5);
+        assert!(q.full(limit), "the idle worker has partition 5 to take");
+        q.runnable.clear();
+        q.pending = limit * STARVED_FACTOR;
+        assert!(q.full(limit), "memory stays bounded");
     }
 }
