@@ -46,7 +46,6 @@ impl Seaweed {
             ),
         )
         .unwrap();
-        std::fs::create_dir_all(dir.join("data")).unwrap();
         let mut s = Seaweed {
             endpoint: String::new(),
             access_key: ACCESS_KEY.into(),
@@ -59,7 +58,10 @@ impl Seaweed {
         for attempt in 1.. {
             let s3_port = free_port();
             s.endpoint = format!("http://127.0.0.1:{s3_port}");
-            s.args = Self::args(&dir, &identities, s3_port);
+            // A fresh data directory too: what a failed start left names the old ports.
+            let data = dir.join(format!("data-{attempt}"));
+            std::fs::create_dir_all(&data).unwrap();
+            s.args = Self::args(&data, &identities, s3_port);
             match s.spawn_and_wait() {
                 Ok(()) => return s,
                 Err(why) if attempt < 5 => {
@@ -71,10 +73,10 @@ impl Seaweed {
         unreachable!()
     }
 
-    fn args(dir: &std::path::Path, identities: &std::path::Path, s3_port: u16) -> Vec<String> {
+    fn args(data: &std::path::Path, identities: &std::path::Path, s3_port: u16) -> Vec<String> {
         let mut args = vec![
             "mini".to_string(),
-            format!("-dir={}", dir.join("data").display()),
+            format!("-dir={}", data.display()),
             format!("-s3.config={}", identities.display()),
             "-ip=127.0.0.1".into(),
             "-ip.bind=127.0.0.1".into(),
