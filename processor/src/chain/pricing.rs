@@ -9,6 +9,7 @@ use arrow::array::{
 };
 use arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer};
 use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+use inferwatch_schemas::bytes::append;
 use inferwatch_schemas::tables::events as col;
 use inferwatch_schemas::validate::COST_SOURCE_TABLE;
 
@@ -32,12 +33,14 @@ impl Pricing {
     pub fn price(&self, events: RecordBatch) -> Result<RecordBatch> {
         let n = events.num_rows();
         let cost = events.column(col::COST_USD).as_primitive::<Float64Type>();
-        let Some(missing) = cost
+        let Some(nulls) = cost
             .nulls()
             .filter(|m| m.null_count() > 0 && !self.prices.is_empty())
         else {
             return Ok(events);
         };
+        // Set where the event carried its own cost.
+        let costed = nulls.inner();
         let model = events.column(col::MODEL).as_string::<i32>();
         let tin = events.column(col::TOKENS_IN).as_primitive::<Int64Type>();
         let tout = events.column(col::TOKENS_OUT).as_primitive::<Int64Type>();
@@ -53,7 +56,7 @@ impl Pricing {
         priced.append_n(n, false);
         // A batch holds few models: each is looked up once (up to a bound).
         let mut seen: Vec<(&str, Option<ModelPrices>)> = Vec::new();
-        for i in (!missing.inner()).set_indices() {
+        for i in (!costed).set_indices() {
             let m = model.value(i);
             let k = match seen.iter().position(|(name, _)| *name == m) {
                 Some(k) => k,
@@ -77,10 +80,10 @@ impl Pricing {
         }
         let priced = priced.finish();
         let source = events.column(col::COST_SOURCE).as_string::<i32>();
-        let valid = NullBuffer::new(missing.inner() | &priced);
+        let valid = NullBuffer::new(costed | &priced);
         let mut columns = events.columns().to_vec();
         columns[col::COST_USD] = Arc::new(Float64Array::new(usd.into(), Some(valid)));
-        columns[col::COST_SOURCE] = Arc::new(cost_sources(source, missing.inner(), &priced));
+        columns[col::COST_SOURCE] = Arc::new(cost_sources(source, costed, &priced));
         Ok(RecordBatch::try_new(events.schema(), columns)?)
     }
 }
@@ -102,9 +105,9 @@ fn cost_sources(
     offsets.push(0i32);
     for i in 0..n {
         if priced.value(i) {
-            bytes.extend_from_slice(COST_SOURCE_TABLE.as_bytes());
+            append(&mut bytes, COST_SOURCE_TABLE.as_bytes());
         } else if kept.value(i) {
-            bytes.extend_from_slice(source.value(i).as_bytes());
+            append(&mut bytes, source.value(i).as_bytes());
         }
         offsets.push(i32::try_from(bytes.len()).expect("a batch's cost sources fit in i32"));
     }
