@@ -3,7 +3,9 @@
 # job with the same input and outputs an analyst would want (events as Parquet zstd at level
 # 1, inferwatch's default, and one GROUP BY per window and key with latency quantiles).
 # Prints each one's wall time, CPU time and peak RSS, then the wall ratio inferwatch /
-# DuckDB (the target is at most 0.5).
+# DuckDB (the target is at most 0.5). inferwatch runs twice: with the `events` table, the
+# job compared, and without it (`sink.write_events = false`), which shows what the events
+# table's Parquet encoding costs on its own.
 #   ./benches/vs-duckdb.sh [EVENTS] [ROUTES] [WINDOW]   e.g. ./benches/vs-duckdb.sh 2000000 0 1m
 # INFERWATCH_BIN=path skips the build; BENCH_DIR=dir keeps the input between runs.
 # DuckDB comes from pip (`python3 -m pip install duckdb`).
@@ -81,9 +83,14 @@ measure() {
 open('$work/$name.wall', 'w').write(str($end - $start))"
 }
 
-rm -rf "$work/iw-data" "$work/duckdb-out"
+printf '[sink]\nwrite_events = false\n' > "$work/no-events.toml"
+rm -rf "$work/iw-data" "$work/iw-data-no-events" "$work/duckdb-out"
 measure inferwatch "$bin" run --source "file:$input" --data-dir "$work/iw-data" --window "$window"
 measure duckdb python3 "$work/duckdb-job.py" "$input" "$work/duckdb-out"
+measure inferwatch-no-events "$bin" run --source "file:$input" --data-dir "$work/iw-data-no-events" \
+    --window "$window" --config "$work/no-events.toml"
 python3 -c "
-iw = float(open('$work/inferwatch.wall').read()); dd = float(open('$work/duckdb.wall').read())
-print(f'wall ratio inferwatch / DuckDB: {iw / dd:.2f} (target at most 0.50)')"
+wall = lambda name: float(open(f'$work/{name}.wall').read())
+iw, dd, bare = wall('inferwatch'), wall('duckdb'), wall('inferwatch-no-events')
+print(f'wall ratio inferwatch / DuckDB: {iw / dd:.2f} (target at most 0.50)')
+print(f'without the events table: {bare / dd:.2f}; the table takes {1 - bare / iw:.0%} of the wall time')"
