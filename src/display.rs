@@ -250,13 +250,9 @@ fn window_span(r: &RunReport, rt: &tokio::runtime::Runtime) -> Result<Option<(i6
     Ok(Some((first, last)))
 }
 
-/// The per-service table of the demo summary, one row per (service, period).
-fn service_rows(
-    out: &mut impl Write,
-    rows: &[datafusion::arrow::array::RecordBatch],
-) -> Result<()> {
-    // The service column is as wide as its longest name, cut only where the terminal
-    // cannot hold it beside the other columns (84 wide with the space before them).
+/// The service column is as wide as its longest name, cut only where the terminal cannot
+/// hold it beside the other columns (84 wide with the space before them).
+fn service_width(rows: &[datafusion::arrow::array::RecordBatch]) -> usize {
     let longest = rows
         .iter()
         .filter_map(|b| b.column_by_name("service"))
@@ -267,7 +263,15 @@ fn service_rows(
         })
         .max()
         .unwrap_or(0);
-    let width = longest.clamp(7, terminal_width().saturating_sub(84).max(16));
+    longest.clamp(7, terminal_width().saturating_sub(84).max(16))
+}
+
+/// The per-service table of the demo summary, one row per (service, period).
+fn service_rows(
+    out: &mut impl Write,
+    rows: &[datafusion::arrow::array::RecordBatch],
+) -> Result<()> {
+    let width = service_width(rows);
     // One layout for the header and the rows.
     macro_rules! line {
         ($($cell:expr),* $(,)?) => {

@@ -244,12 +244,20 @@ fn key_card(out: &mut String, k: &Key, span: (i64, i64)) {
             reliability(&k.service, &k.model, &k.bins)
         );
     }
+    for c in key_charts(k, span) {
+        out.push_str(&c);
+    }
+    out.push_str("</div></div>");
+}
+
+/// One key's metrics over time: a line chart per family.
+fn key_charts(k: &Key, span: (i64, i64)) -> [String; 6] {
     let s = |name, class, get: fn(&Point) -> Option<f64>| Series {
         name,
         class,
         points: k.points.iter().map(|p| (p.t, get(p))).collect(),
     };
-    let charts = [
+    [
         lines(
             "Calibration",
             &[
@@ -302,11 +310,7 @@ fn key_card(out: &mut String, k: &Key, span: (i64, i64)) {
             1.0,
             None,
         ),
-    ];
-    for c in charts {
-        out.push_str(&c);
-    }
-    out.push_str("</div></div>");
+    ]
 }
 
 fn dead_letters(out: &mut String, d: &ReportData) {

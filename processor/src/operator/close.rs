@@ -141,64 +141,80 @@ impl WindowOperator {
             self.groups.state_mut(g).settle();
         }
         for k in keys {
-            let key = &self.keys.values[k as usize];
-            let merged;
-            let state = match panes[&k][..] {
-                [g] => self.groups.state(g),
-                ref groups => {
-                    let mut m = CoreState::default();
-                    for &g in groups {
-                        m.merge(self.groups.state(g));
-                    }
-                    merged = m;
-                    &merged
-                }
-            };
-            let drift = self.baselines.entry(k).or_default().evaluate(
-                self.reference,
-                start,
-                state.drift.as_deref(),
-                self.min_samples,
-                &self.categories,
-            );
-            if self.labels.is_some() && state.awaiting > 0 {
-                out.revisable.push((out.len(), start, k));
-                self.revisable.insert(
-                    (start, k),
-                    Revisable {
-                        end,
-                        requests: state.requests,
-                        calibration: state.calibration.as_deref().cloned().unwrap_or_default(),
-                        late_labels: 0,
-                        revision: 0,
-                        dirty: false,
-                        row: None,
-                    },
-                );
-            }
-            let anomaly = cost_anomaly(
-                self.cost_history.entry(k).or_default(),
-                start - self.cost_span,
-                self.min_baseline,
-                start,
-                state,
-            );
-            out.keys.append(start, end, key);
-            let budget = service_budget.get(&key.service).copied();
-            out.core.append(&RowInputs {
-                state,
-                spec: self.bin_spec,
-                drift: &drift,
-                anomaly,
-                budget,
-                revision: 0,
-                sessions: state.distinct_sessions().map_err(ProcessorError::Spill)?,
-            });
-            if let Some(cal) = &state.calibration {
-                self.bins.append(start, end, key, cal, self.bin_spec, 0);
-            }
+            self.emit_key(start, k, &panes[&k], &service_budget, out)?;
         }
         self.stats.windows_closed += 1;
+        Ok(())
+    }
+
+    /// One key's row of the window at `start`: its panes' states merged (in time order),
+    /// drift against its baseline, the cost anomaly, and its calibration bins; held for
+    /// late labels when some of its events still await theirs.
+    fn emit_key(
+        &mut self,
+        start: i64,
+        k: u32,
+        panes: &[usize],
+        service_budget: &HashMap<String, (f64, f64)>,
+        out: &mut MetricRows,
+    ) -> Result<()> {
+        let end = start + self.spec.size;
+        let key = &self.keys.values[k as usize];
+        let merged;
+        let state = match panes[..] {
+            [g] => self.groups.state(g),
+            ref groups => {
+                let mut m = CoreState::default();
+                for &g in groups {
+                    m.merge(self.groups.state(g));
+                }
+                merged = m;
+                &merged
+            }
+        };
+        let drift = self.baselines.entry(k).or_default().evaluate(
+            self.reference,
+            start,
+            state.drift.as_deref(),
+            self.min_samples,
+            &self.categories,
+        );
+        if self.labels.is_some() && state.awaiting > 0 {
+            out.revisable.push((out.len(), start, k));
+            self.revisable.insert(
+                (start, k),
+                Revisable {
+                    end,
+                    requests: state.requests,
+                    calibration: state.calibration.as_deref().cloned().unwrap_or_default(),
+                    late_labels: 0,
+                    revision: 0,
+                    dirty: false,
+                    row: None,
+                },
+            );
+        }
+        let anomaly = cost_anomaly(
+            self.cost_history.entry(k).or_default(),
+            start - self.cost_span,
+            self.min_baseline,
+            start,
+            state,
+        );
+        out.keys.append(start, end, key);
+        let budget = service_budget.get(&key.service).copied();
+        out.core.append(&RowInputs {
+            state,
+            spec: self.bin_spec,
+            drift: &drift,
+            anomaly,
+            budget,
+            revision: 0,
+            sessions: state.distinct_sessions().map_err(ProcessorError::Spill)?,
+        });
+        if let Some(cal) = &state.calibration {
+            self.bins.append(start, end, key, cal, self.bin_spec, 0);
+        }
         Ok(())
     }
 

@@ -138,21 +138,7 @@ impl Pipeline {
         for n in s.take_notices() {
             on_notice(&n);
         }
-        for (p, mut off) in std::mem::take(&mut s.seek_requests) {
-            if let Some(low) = source.start_of(p).filter(|&low| low > off) {
-                s.skip_gone(p, low);
-                off = low;
-            }
-            if !source.seek(p, off) {
-                if !s.parts.contains_key(&p) {
-                    // Revoked meanwhile: its next owner resumes it from the checkpoint.
-                    tracing::warn!("partition {p}: no longer assigned here; not seeking back");
-                    continue;
-                }
-                // The batch past the checkpoint was dropped; restarting replays it.
-                fail!("partition {p}: cannot seek back to offset {off}; restart the processor to resume from its checkpoint");
-            }
-        }
+        s.seek_back(source)?;
         if clock.checkpoints {
             if clock.last_roll.elapsed() >= clock.checkpoint_interval {
                 clock.last_roll = Instant::now();

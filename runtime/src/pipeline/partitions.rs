@@ -6,6 +6,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use inferwatch_ingest::Source;
 use inferwatch_processor::spill::Spill;
 use inferwatch_processor::{Chain, Collector, Emitted, Watermark};
 use inferwatch_schemas::{Limits, Notice, RawBatch};
@@ -309,6 +310,30 @@ impl Shared {
                 c.seeks = 0;
             }
         }
+    }
+
+    /// Moves the source back to where each partition that asked for it must read again
+    /// (`seek_requests`), or past it when the broker no longer has those offsets.
+    pub(super) fn seek_back(&mut self, source: &mut dyn Source) -> Result<()> {
+        for (p, mut off) in std::mem::take(&mut self.seek_requests) {
+            if let Some(low) = source.start_of(p).filter(|&low| low > off) {
+                self.skip_gone(p, low);
+                off = low;
+            }
+            if !source.seek(p, off) {
+                if !self.parts.contains_key(&p) {
+                    // Revoked meanwhile: its next owner resumes it from the checkpoint.
+                    tracing::warn!("partition {p}: no longer assigned here; not seeking back");
+                    continue;
+                }
+                // The batch past the checkpoint was dropped; restarting replays it.
+                return Err(failed!(
+                    "partition {p}: cannot seek back to offset {off}; restart the processor \
+                     to resume from its checkpoint"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Hands one batch to its partition: claimed first when it is new here, then
