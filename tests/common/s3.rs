@@ -21,6 +21,11 @@ pub const READER_KEY: &str = "inferwatch-reader";
 pub const READER_SECRET: &str = "r3ader-Test-Key-0123456789";
 pub const BUCKET: &str = "inferwatch-test";
 
+/// Starts of `weed` before a test gives up: a free port may be taken before `weed` binds it.
+const ATTEMPTS: u32 = 5;
+/// How long a started server may take to serve on a loaded machine.
+const READY_WITHIN: Duration = Duration::from_secs(120);
+
 /// A SeaweedFS process; killed on drop and when the test process dies.
 pub struct Seaweed {
     pub endpoint: String,
@@ -55,22 +60,15 @@ impl Seaweed {
             child: None,
             log: dir.join("weed.log"),
         };
-        for attempt in 1.. {
+        s.serve("again on fresh ports", |s, attempt| {
             let s3_port = free_port();
             s.endpoint = format!("http://127.0.0.1:{s3_port}");
             // A fresh data directory too: what a failed start left names the old ports.
             let data = dir.join(format!("data-{attempt}"));
             std::fs::create_dir_all(&data).unwrap();
             s.args = Self::args(&data, &identities, s3_port);
-            match s.spawn_and_wait() {
-                Ok(()) => return s,
-                Err(why) if attempt < 5 => {
-                    eprintln!("SeaweedFS attempt {attempt}: {why}; again on fresh ports")
-                }
-                Err(why) => s.fail(&why),
-            }
-        }
-        unreachable!()
+        });
+        s
     }
 
     fn args(data: &std::path::Path, identities: &std::path::Path, s3_port: u16) -> Vec<String> {
@@ -113,12 +111,22 @@ impl Seaweed {
     /// Starts the server again on the same ports and data, and waits until it serves. A
     /// port the stopped server held may still be closing, so an early exit is tried again.
     pub fn resume(&mut self) {
-        for attempt in 1.. {
+        self.serve("again in 1 s", |_, attempt| {
+            if attempt > 1 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+    }
+
+    /// Starts `weed` until it serves, up to [`ATTEMPTS`] times, `before` each attempt
+    /// (numbered from 1); `next` says what the next attempt does differently.
+    fn serve(&mut self, next: &str, mut before: impl FnMut(&mut Self, u32)) {
+        for attempt in 1..=ATTEMPTS {
+            before(self, attempt);
             match self.spawn_and_wait() {
                 Ok(()) => return,
-                Err(why) if attempt < 5 => {
-                    eprintln!("SeaweedFS resume attempt {attempt}: {why}; again in 1 s");
-                    std::thread::sleep(Duration::from_secs(1));
+                Err(why) if attempt < ATTEMPTS => {
+                    eprintln!("SeaweedFS attempt {attempt}: {why}; {next}")
                 }
                 Err(why) => self.fail(&why),
             }
@@ -163,7 +171,7 @@ impl Seaweed {
     /// most often), or it did not serve within 120 s on a loaded machine.
     fn wait_ready(&mut self) -> Result<(), String> {
         let addr = self.endpoint.trim_start_matches("http://").to_string();
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + READY_WITHIN;
         loop {
             // The bucket is made a moment after the port opens: ready once a store opens.
             if TcpStream::connect(&addr).is_ok()
@@ -175,7 +183,11 @@ impl Seaweed {
                 return Err(format!("weed exited ({status})"));
             }
             if Instant::now() >= deadline {
-                return Err(format!("it did not serve {} within 120 s", self.endpoint));
+                return Err(format!(
+                    "it did not serve {} within {} s",
+                    self.endpoint,
+                    READY_WITHIN.as_secs()
+                ));
             }
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -183,12 +195,11 @@ impl Seaweed {
 
     fn fail(&self, why: &str) -> ! {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(15).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let lines: Vec<&str> = log.lines().collect();
         panic!(
             "SeaweedFS: {why}; the end of {}:\n{}",
             self.log.display(),
-            tail.join("\n")
+            lines[lines.len().saturating_sub(15)..].join("\n")
         )
     }
 
